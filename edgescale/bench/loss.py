@@ -1,0 +1,81 @@
+"""Held-out loss of a model on a token stream, in nats per token and bits per byte.
+
+The protocol (context length, stride, token count, split hash) is recorded with every
+number. The scorer takes any ``logits_fn(ids) -> logits`` so the same code scores an
+ONNX file through onnxruntime (what the frontier uses) and a torch model (training
+curves, and the test that the two agree).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgescale.data.corpus import Split, eval_windows
+
+LogitsFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class LossResult:
+    split: str
+    split_sha256: str
+    context_length: int
+    stride: int
+    tokens: int  # scored tokens
+    bytes: int  # bytes those tokens cover (= tokens for byte-level)
+    nats_per_token: float
+    bits_per_byte: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _window_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Negative log-likelihood per position, in float64; logits (B, T, V), targets (B, T)."""
+    z = logits.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    logz = np.log(np.exp(z).sum(axis=-1))
+    picked = np.take_along_axis(z, targets[..., None], axis=-1)[..., 0]
+    return logz - picked
+
+
+def score(
+    logits_fn: LogitsFn, split: Split, context_length: int, stride: int, max_tokens: int, batch_size: int = 16
+) -> LossResult:
+    tokens = split.tokens.astype(np.int64)
+    windows = eval_windows(tokens.size, context_length, stride, max_tokens)
+    if not windows:
+        raise ValueError(f"split {split.name} has {tokens.size} tokens, fewer than one window of {context_length}")
+    total, count = 0.0, 0
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i : i + batch_size]
+        ids = np.stack([tokens[s : s + context_length] for s, _ in chunk])
+        tgt = np.stack([tokens[s + 1 : s + context_length + 1] for s, _ in chunk])
+        nll = _window_nll(logits_fn(ids), tgt)
+        for row, (_, first) in enumerate(chunk):
+            total += float(nll[row, first:].sum())
+            count += context_length - first
+    nats = total / count
+    return LossResult(
+        split=split.name,
+        split_sha256=split.sha256,
+        context_length=context_length,
+        stride=stride,
+        tokens=count,
+        bytes=count,
+        nats_per_token=nats,
+        bits_per_byte=total / math.log(2) / count,
+    )
+
+
+def onnx_loss(path: Path, split: Split, context_length: int, stride: int, max_tokens: int, batch_size: int = 16):
+    """Loss of an ONNX causal LM through onnxruntime (the number a frontier point carries)."""
+    from edgescale.bench.ort_model import OrtCausalLM
+
+    lm = OrtCausalLM(path)
+    return score(lm.logits, split, context_length, stride, max_tokens, batch_size)

@@ -1,0 +1,104 @@
+"""An onnxruntime session over a causal-LM ONNX file with a KV cache.
+
+Detects the signature (optimum's ``text-generation-with-past`` naming, which
+``edgescale.export.onnx`` writes) from the graph's inputs and refuses anything else
+with a message naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgescale.errors import UserError
+
+_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+_ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+@dataclass(frozen=True)
+class LMSignature:
+    n_layer: int
+    n_head: int
+    head_dim: int
+    kv_dtype: type
+    has_position_ids: bool
+
+
+def _signature(session, path: Path) -> LMSignature:
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name for o in session.get_outputs()}
+    layers = sorted({int(m.group(1)) for n in inputs if (m := _PAST.match(n))})
+    missing = [n for n in ("input_ids", "attention_mask") if n not in inputs]
+    if "logits" not in outputs:
+        missing.append("logits (output)")
+    if missing or not layers or layers != list(range(len(layers))):
+        raise UserError(
+            "not a causal LM with a KV cache: needs inputs input_ids, attention_mask, "
+            "past_key_values.{i}.key/value and outputs logits, present.{i}.key/value"
+            + (f"; missing {', '.join(missing)}" if missing else ""),
+            file=path,
+        )
+    shape = inputs["past_key_values.0.key"].shape
+    if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[3], int):
+        raise UserError(f"past_key_values.0.key must be (batch, heads, past, head_dim), got {shape}", file=path)
+    dtype = _ORT_TYPES.get(inputs["past_key_values.0.key"].type)
+    if dtype is None:
+        raise UserError(f"unsupported KV-cache type {inputs['past_key_values.0.key'].type}", file=path)
+    return LMSignature(len(layers), shape[1], shape[3], dtype, "position_ids" in inputs)
+
+
+class OrtCausalLM:
+    """Run a causal-LM ONNX file: batched prefill logits and greedy KV-cache decoding."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types for bad files
+            raise UserError(f"onnxruntime cannot load this model: {str(e).splitlines()[0]}", file=path) from None
+        self.sig = _signature(self.session, self.path)
+
+    def empty_past(self, batch: int) -> dict[str, np.ndarray]:
+        s = self.sig
+        z = np.zeros((batch, s.n_head, 0, s.head_dim), dtype=s.kv_dtype)
+        return {f"past_key_values.{i}.{kv}": z for i in range(s.n_layer) for kv in ("key", "value")}
+
+    def run(self, ids: np.ndarray, past: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
+        """One call: ``ids`` (B, T) after ``past`` (default empty). Returns logits and presents."""
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        B, T = ids.shape
+        past = past if past is not None else self.empty_past(B)
+        P = next(iter(past.values())).shape[2]
+        feeds = {"input_ids": ids, "attention_mask": np.ones((B, P + T), np.int64), **past}
+        if self.sig.has_position_ids:
+            feeds["position_ids"] = np.broadcast_to(np.arange(P, P + T, dtype=np.int64), (B, T)).copy()
+        outs = self.session.run(None, feeds)
+        names = [o.name for o in self.session.get_outputs()]
+        result = dict(zip(names, outs, strict=True))
+        presents = {
+            n.replace("present.", "past_key_values.", 1): v for n, v in result.items() if n.startswith("present.")
+        }
+        return result["logits"], presents
+
+    def logits(self, ids: np.ndarray) -> np.ndarray:
+        return self.run(ids)[0].astype(np.float32)
+
+    def generate(self, prompt: np.ndarray, max_new_tokens: int) -> list[int]:
+        """Greedy decoding through the KV cache (one token per call after the prefill)."""
+        logits, past = self.run(prompt[:1])
+        out = [int(logits[0, -1].argmax())]
+        for _ in range(max_new_tokens - 1):
+            logits, past = self.run(np.array([[out[-1]]]), past)
+            out.append(int(logits[0, -1].argmax()))
+        return out

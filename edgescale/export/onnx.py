@@ -1,0 +1,107 @@
+"""torch → ONNX export of a causal LM with a KV cache, as one merged graph.
+
+The graph follows optimum's ``text-generation-with-past`` naming, so tools that know
+optimum's exports know this one:
+
+    inputs   input_ids (batch, seq) int64
+             attention_mask (batch, past+seq) int64
+             position_ids (batch, seq) int64
+             past_key_values.{i}.key / .value (batch, n_head, past, head_dim) float32
+    outputs  logits (batch, seq, vocab)
+             present.{i}.key / .value (batch, n_head, past+seq, head_dim)
+
+Prefill feeds an empty past (``past = 0``), decode feeds one token and the presents of
+the previous call. The trace uses example sizes >= 2 on every dynamic axis so that
+torch.export does not specialise them to 0 or 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import warnings
+from pathlib import Path
+
+import torch
+
+from edgescale.atomic import atomic_path
+from edgescale.models.gpt import GPT
+
+
+def kv_names(n_layer: int) -> tuple[list[str], list[str]]:
+    past = [f"past_key_values.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+    present = [f"present.{i}.{kv}" for i in range(n_layer) for kv in ("key", "value")]
+    return past, present
+
+
+class _FlatKV(torch.nn.Module):
+    """Flattens the KV cache into positional tensors, which is what ONNX I/O needs."""
+
+    def __init__(self, model: GPT) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids, attention_mask, position_ids, *past):
+        pkv = [(past[2 * i], past[2 * i + 1]) for i in range(len(past) // 2)]
+        logits, presents = self.model(input_ids, position_ids, attention_mask, pkv)
+        return (logits, *[t for kv in presents for t in kv])
+
+
+def export_onnx(model: GPT, path: Path, opset: int = 18) -> Path:
+    """Export ``model`` to a single-file ONNX graph at ``path`` (written atomically).
+
+    Example::
+
+        export_onnx(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32)), Path("m.onnx"))
+    """
+    cfg = model.cfg
+    wrapper = _FlatKV(model).eval()
+    B, T, P = 2, 3, 4  # >= 2 everywhere: sizes 0 and 1 would be specialised
+    ids = torch.randint(0, cfg.vocab_size, (B, T))
+    mask = torch.ones(B, P + T, dtype=torch.int64)
+    pos = torch.arange(P, P + T).expand(B, T).contiguous()
+    past = [torch.zeros(B, cfg.n_head, P, cfg.head_dim) for _ in range(2 * cfg.n_layer)]
+    past_names, present_names = kv_names(cfg.n_layer)
+    batch, seq, past_len, total = (torch.export.Dim(n) for n in ("batch", "seq", "past", "total"))
+    dynamic = {
+        "input_ids": {0: batch, 1: seq},
+        "attention_mask": {0: batch, 1: total},
+        "position_ids": {0: batch, 1: seq},
+        "past": tuple({0: batch, 2: past_len} for _ in past),
+    }
+    # The exporter prints progress and warnings on stdout/stderr; keep our output clean.
+    with (
+        atomic_path(path) as tmp,
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        _quiet_torch_logs(),
+        torch.no_grad(),
+    ):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            wrapper,
+            (ids, mask, pos, *past),
+            tmp,
+            input_names=["input_ids", "attention_mask", "position_ids", *past_names],
+            output_names=["logits", *present_names],
+            dynamic_shapes=dynamic,
+            opset_version=opset,
+            external_data=False,
+            dynamo=True,
+            verbose=False,
+        )
+    return Path(path)
+
+
+@contextlib.contextmanager
+def _quiet_torch_logs():
+    loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch.export", "torch._dynamo")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, lvl in zip(loggers, levels, strict=True):
+            lg.setLevel(lvl)

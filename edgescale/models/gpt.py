@@ -1,0 +1,219 @@
+"""A small decoder-only transformer (GPT-2 shape) with a KV cache.
+
+In the spirit of karpathy/nanoGPT's ``model.py``: the whole model in one file, with
+parameter, FLOP and byte accounting next to it. Pre-LayerNorm blocks, causal
+self-attention, GELU MLP (4x), learned positions, optional tied embeddings.
+
+The forward pass takes explicit ``position_ids`` and an ``attention_mask`` over
+past + current positions, and returns the present key/value cache, so the same
+module traces to an ONNX graph that serves both prefill (empty past) and decode
+(one token, past of any length).
+
+Accounting follows Kaplan et al. 2020 (arXiv:2001.08361) §2.1: N counts
+non-embedding parameters (token and position embeddings excluded); the forward pass
+costs ``2·N + 2·n_layer·n_ctx·d_attn`` FLOPs per token (eq. 2.2).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+KVCache = list[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    n_layer: int
+    n_head: int
+    n_embd: int
+    vocab_size: int = 256
+    block_size: int = 256  # longest sequence (past + current) the position table covers
+    tie_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class ModelAccounting:
+    """Exact counts for one shape; ``params_non_embedding`` is Kaplan's N."""
+
+    params_total: int
+    params_embedding: int
+    params_non_embedding: int
+    flops_per_token_kaplan: float  # 2N + 2·n_layer·n_ctx·d_attn at n_ctx
+    flops_per_token_exact: float  # every matmul incl. attention and the LM head, at n_ctx
+    n_ctx: int
+    weight_bytes_fp32: int
+    kv_bytes_per_token_fp32: int
+
+
+def accounting(cfg: GPTConfig, n_ctx: int) -> ModelAccounting:
+    """Parameter, FLOP and byte counts for ``cfg`` decoding with ``n_ctx`` tokens in context.
+
+    Example::
+
+        >>> a = accounting(GPTConfig(n_layer=2, n_head=2, n_embd=32), n_ctx=128)
+        >>> a.params_non_embedding
+        25344
+    """
+    d, L, V = cfg.n_embd, cfg.n_layer, cfg.vocab_size
+    per_layer = (
+        2 * d  # ln_1
+        + d * 3 * d
+        + 3 * d  # qkv
+        + d * d
+        + d  # attention out
+        + 2 * d  # ln_2
+        + d * 4 * d
+        + 4 * d  # fc
+        + 4 * d * d
+        + d  # proj
+    )
+    non_embedding = L * per_layer + 2 * d  # + final LayerNorm
+    embedding = V * d + cfg.block_size * d
+    head = 0 if cfg.tie_embeddings else V * d
+    total = non_embedding + embedding + head
+    # Forward FLOPs per token: 2 per multiply-accumulate.
+    matmul_macs = L * (d * 3 * d + d * d + d * 4 * d + 4 * d * d) + V * d
+    attention_macs = L * 2 * n_ctx * d  # q·k over the context and attn·v
+    kaplan = 2 * non_embedding + 2 * L * n_ctx * d
+    return ModelAccounting(
+        params_total=total,
+        params_embedding=embedding,
+        params_non_embedding=non_embedding,
+        flops_per_token_kaplan=float(kaplan),
+        flops_per_token_exact=float(2 * (matmul_macs + attention_macs)),
+        n_ctx=n_ctx,
+        weight_bytes_fp32=4 * total,
+        kv_bytes_per_token_fp32=4 * 2 * L * d,
+    )
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.head_dim = cfg.head_dim
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
+        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # (B, T, C)
+        mask: torch.Tensor,  # (B, 1, T, P+T) bool, True = may attend
+        past: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        B, T, C = x.shape
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
+        k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
+        if past is not None:
+            k = torch.cat([past[0], k], dim=2)  # (B, H, P+T, hd)
+            v = torch.cat([past[1], v], dim=2)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
+        y = y.transpose(1, 2).reshape(B, T, C)
+        return self.c_proj(y), (k, v)
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
+        self.mlp_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+
+    def forward(self, x, mask, past):
+        a, present = self.attn(self.ln_1(x), mask, past)
+        x = x + a
+        x = x + self.mlp_proj(F.gelu(self.mlp_fc(self.ln_2(x))))
+        return x, present
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer; ``GPT(cfg, seed=0)`` is deterministic for a seed."""
+
+    def __init__(self, cfg: GPTConfig, seed: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self._init_weights(seed)
+
+    def _init_weights(self, seed: int) -> None:
+        # GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2·n_layer).
+        gen = torch.Generator().manual_seed(seed)
+        for name, p in self.named_parameters():
+            if p.dim() == 1:
+                nn.init.ones_(p) if name.endswith("weight") else nn.init.zeros_(p)
+                continue
+            std = 0.02
+            if name.endswith(("c_proj.weight", "mlp_proj.weight")):
+                std = 0.02 / math.sqrt(2 * self.cfg.n_layer)
+            with torch.no_grad():
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,  # (B, T) int64
+        position_ids: torch.Tensor | None = None,  # (B, T) int64
+        attention_mask: torch.Tensor | None = None,  # (B, P+T), 1 = real token
+        past_key_values: KVCache | None = None,
+    ) -> tuple[torch.Tensor, KVCache]:
+        B, T = input_ids.shape
+        P = 0 if not past_key_values else past_key_values[0][0].shape[2]
+        if position_ids is None:
+            position_ids = torch.arange(P, P + T, device=input_ids.device).expand(B, T)
+        if attention_mask is None:
+            attention_mask = torch.ones(B, P + T, dtype=torch.int64, device=input_ids.device)
+        # Query t sits at absolute index P+t and may see key j when j <= P+t.
+        key_idx = torch.arange(P + T, device=input_ids.device)
+        query_idx = torch.arange(T, device=input_ids.device) + P
+        causal = key_idx[None, :] <= query_idx[:, None]  # (T, P+T)
+        mask = causal[None, None] & attention_mask.bool()[:, None, None, :]  # (B, 1, T, P+T)
+        x = self.wte(input_ids) + self.wpe(position_ids)  # (B, T, C)
+        presents: KVCache = []
+        for i, block in enumerate(self.blocks):
+            past = past_key_values[i] if past_key_values else None
+            x, present = block(x, mask, past)
+            presents.append(present)
+        logits = self.lm_head(self.ln_f(x))  # (B, T, V)
+        return logits, presents
+
+    def logits(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of full sequences (training and evaluation)."""
+        return self.forward(input_ids)[0]
+
+    @torch.no_grad()
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding with the KV cache; ``prompt`` is (1, T)."""
+        logits, past = self.forward(prompt)
+        out = [int(logits[0, -1].argmax())]
+        pos = prompt.shape[1]
+        for _ in range(max_new_tokens - 1):
+            token = torch.tensor([[out[-1]]])
+            logits, past = self.forward(token, torch.tensor([[pos]]), None, past)
+            out.append(int(logits[0, -1].argmax()))
+            pos += 1
+        return torch.tensor(out)

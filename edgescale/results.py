@@ -1,0 +1,168 @@
+"""Assemble ``results.json`` from a finished pipeline and write the report files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgescale.atomic import write_json
+from edgescale.models.gpt import accounting
+
+
+def onnx_weight_bytes(path: Path) -> int:
+    """Weight bytes one decode step streams from memory.
+
+    Every initializer counts in full, except tables only ever read by ``Gather``
+    (token and position embeddings), of which a decoded token reads one row.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    consumers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, set()).add(node.op_type)
+    total = 0
+    for t in model.graph.initializer:
+        nbytes = numpy_helper.to_array(t).nbytes
+        if consumers.get(t.name) == {"Gather"} and len(t.dims) == 2:
+            nbytes //= t.dims[0]
+        total += nbytes
+    return int(total)
+
+
+def _equal_token_losses(trained: dict) -> tuple[int, dict[str, float]]:
+    """Validation loss of every size at the largest token count all curves share."""
+    common = set.intersection(*({c["tokens"] for c in t["curve"]} for t in trained.values()))
+    if not common:
+        return 0, {}
+    tokens = max(common)
+    return tokens, {
+        name: next(c["val_bpb"] for c in t["curve"] if c["tokens"] == tokens) for name, t in trained.items()
+    }
+
+
+def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) -> dict:
+    from edgescale.bench.measure import bootstrap_ratio_ci
+
+    v = latency["variants"][vid]
+    host = {
+        "kind": "measured",
+        **{k: v[k] for k in ("prefill_ms_p50", "prefill_ms_p90", "decode_ms_p50", "decode_ms_p90")},
+        "prompt_len": measurement.prompt_len,
+        "decode_context": measurement.decode_context,
+        "threads": measurement.threads,
+    }
+    if baseline and baseline != vid:
+        for phase in ("prefill", "decode"):
+            b = latency["variants"][baseline][f"{phase}_samples_ms"]
+            o = v[f"{phase}_samples_ms"]
+            point, low, high = bootstrap_ratio_ci(b, o)
+            host[f"{phase}_speedup_vs_{baseline.split('/')[1]}"] = {
+                "speedup": point,
+                "low": low,
+                "high": high,
+                "within_noise": bool(low <= 1.0 <= high),
+                "slower": bool(high < 1.0),
+            }
+    return host
+
+
+def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency: dict) -> dict:
+    from edgescale.report.frontier import pareto_front
+
+    s = pipe.study
+    m = s.measurement
+    equal_tokens, at_equal = _equal_token_losses(trained)
+    plans = {p.name: p for p in pipe.plans}
+    base_recipe = pipe.chains[0].name
+    sizes, out = [], []
+    for p in pipe.plans:
+        sizes.append(
+            {
+                "size": p.name,
+                "n_layer": p.cfg.n_layer,
+                "n_head": p.cfg.n_head,
+                "n_embd": p.cfg.n_embd,
+                "params_non_embedding": p.acct.params_non_embedding,
+                "params_total": p.acct.params_total,
+                "train_tokens": trained[p.name]["tokens"],
+                "tokens_rule": p.capped_by,
+                "train_seconds": round(trained[p.name]["seconds"], 1),
+                "curve": trained[p.name]["curve"],
+                "val_bpb_at_equal_tokens": at_equal.get(p.name),
+                "equal_tokens": equal_tokens,
+            }
+        )
+    for vid, v in variants.items():
+        size, recipe = vid.split("/")
+        p = plans[size]
+        path = pipe.rd.root / v["artifact"]
+        acct = accounting(p.cfg, m.decode_context)
+        weight = onnx_weight_bytes(path)
+        kv = acct.kv_bytes_per_token_fp32
+        out.append(
+            {
+                "variant_id": vid,
+                "size": size,
+                "recipe": recipe,
+                "onnx_path": v["artifact"],
+                "onnx_sha256": v["sha256"],
+                "file_bytes": path.stat().st_size,
+                "params_non_embedding": p.acct.params_non_embedding,
+                "params_total": p.acct.params_total,
+                "train_tokens": trained[size]["tokens"],
+                "loss": {
+                    split: {k: r[k] for k in ("bits_per_byte", "nats_per_token", "tokens")}
+                    for split, r in losses[vid].items()
+                },
+                "cost": {
+                    "weight_bytes": weight,
+                    "kv_bytes_per_token": kv,
+                    "decode_context": m.decode_context,
+                    "kv_bytes_at_context": kv * m.decode_context,
+                    "bytes_per_decoded_token": weight + kv * m.decode_context,
+                    "flops_per_token": acct.flops_per_token_exact,
+                    "flops_context": m.decode_context,
+                },
+                "latency": {"host": _host_latency(latency, vid, f"{size}/{base_recipe}", m)},
+            }
+        )
+    front = set(
+        pareto_front([(v["cost"]["bytes_per_decoded_token"], v["loss"]["validation"]["bits_per_byte"]) for v in out])
+    )
+    for i, v in enumerate(out):
+        v["on_frontier"] = i in front
+    e = s.evaluation
+    val = pipe.corpus["validation"]
+    return {
+        "study": s.name,
+        "schema_version": 1,
+        "loss_target_bpb": s.loss_target_bpb,
+        "protocol": {
+            "split": "validation",
+            "final_split": "test",
+            "context_length": e.context_length,
+            "stride": e.stride,
+            "max_tokens": e.max_tokens,
+            "batch_size": e.batch_size,
+            "split_sha256": val.sha256,
+            "test_split_sha256": pipe.corpus["test"].sha256,
+            "unit": "bits_per_byte",
+            "tokenizer": "bytes",
+            "runtime": "onnxruntime CPUExecutionProvider",
+        },
+        "measurement": {**m.model_dump(), "ort_version": latency.get("machine", {}).get("onnxruntime")},
+        "machine": latency.get("machine", {}),
+        "sizes": sizes,
+        "variants": out,
+    }
+
+
+def write_outputs(rd, results: dict) -> None:
+    from edgescale.report.html import write_report
+    from edgescale.report.plots import plot_frontier
+
+    write_json(rd.path("results.json"), results)
+    plot_frontier(results, rd.path("frontier.png"))
+    write_report(results, rd.root, rd.path("report.html"))

@@ -1,0 +1,116 @@
+"""The run directory: a lock, a manifest, content-hashed artifacts and a step cache.
+
+Layout of ``runs/<study>/``::
+
+    manifest.json      resolved study, seeds, package versions, machine, artifacts
+    results.json       every variant's loss, cost and latency, with the protocol
+    frontier.png  report.html
+    artifacts/<sha256[:20]>.onnx|.safetensors   content-hashed, written atomically
+    cache/<key>.json   one record per finished unit of work (train, step, loss, measure)
+    train/<size>/      training state (resume checkpoint, curve)
+    work/              scratch space of running steps
+
+A unit of work is reused when its record exists and every artifact it names is present
+with the recorded hash; an artifact that fails its hash is quarantined, never used.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+from edgescale.atomic import write_json
+from edgescale.errors import UserError
+from edgescale.export.canonical import artifact_sha256
+
+
+def key_of(kind: str, **parts) -> str:
+    blob = json.dumps({"kind": kind, **parts}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+class RunDir:
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._lock_fd: int | None = None
+
+    # -- locking ---------------------------------------------------------------
+    def __enter__(self) -> RunDir:
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise UserError(
+                "another edgescale run is using this run directory; wait for it or pass --out DIR",
+                file=self.root,
+            ) from None
+        self._lock_fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- paths -----------------------------------------------------------------
+    def path(self, *parts: str) -> Path:
+        p = self.root.joinpath(*parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def work_dir(self, key: str) -> Path:
+        d = self.root / "work" / key[:20]
+        if d.exists():
+            shutil.rmtree(d)  # left by an interrupted step: never trusted
+        d.mkdir(parents=True)
+        return d
+
+    # -- artifacts -------------------------------------------------------------
+    def store(self, src: Path) -> tuple[Path, str]:
+        """Move ``src`` into artifacts/ under its content hash; return (relative path, sha256)."""
+        sha = artifact_sha256(src)
+        rel = Path("artifacts") / f"{sha[:20]}{src.suffix}"
+        dst = self.path(str(rel))
+        if dst.exists() and artifact_sha256(dst) == sha:
+            src.unlink()
+        else:
+            os.replace(src, dst)
+        return rel, sha
+
+    def verify(self, rel: str, sha: str) -> bool:
+        p = self.root / rel
+        if not p.exists():
+            return False
+        if artifact_sha256(p) == sha:
+            return True
+        quarantine = self.path("quarantine", p.name)
+        os.replace(p, quarantine)
+        return False
+
+    # -- cache records -----------------------------------------------------------
+    def cached(self, key: str) -> dict | None:
+        """The finished record for ``key`` if all the artifacts it names verify."""
+        p = self.root / "cache" / f"{key}.json"
+        if not p.exists():
+            return None
+        try:
+            rec = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            p.unlink()
+            return None
+        for rel, sha in rec.get("_artifacts", {}).items():
+            if not self.verify(rel, sha):
+                return None
+        return rec
+
+    def record(self, key: str, rec: dict, artifacts: dict[str, str] | None = None) -> dict:
+        rec = {**rec, "_artifacts": artifacts or {}}
+        write_json(self.path("cache", f"{key}.json"), rec)
+        return rec

@@ -1,0 +1,76 @@
+"""Shared fixtures: no network except loopback, no files left in the repo, tiny models."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+_IGNORED = {".venv", ".git", ".pytest_cache", ".ruff_cache", ".hypothesis", "runs", "__pycache__"}
+
+
+def _repo_files() -> set[Path]:
+    out = set()
+    for p in REPO.rglob("*"):
+        rel = p.relative_to(REPO)
+        if rel.parts and (rel.parts[0] in _IGNORED or "__pycache__" in rel.parts or rel.parts[0].endswith(".egg-info")):
+            continue
+        out.add(rel)
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_files_left_in_repo():
+    before = _repo_files()
+    yield
+    left = sorted(str(p) for p in _repo_files() - before)
+    assert not left, f"tests left files in the repo: {left[:10]}"
+
+
+_real_connect = socket.socket.connect
+
+
+def _guarded_connect(self, address):
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        if not (host in ("localhost", "::1") or str(host).startswith("127.")):
+            raise OSError(f"network access blocked in tests: {address!r}")
+    return _real_connect(self, address)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def block_network():
+    socket.socket.connect = _guarded_connect
+    yield
+    socket.socket.connect = _real_connect
+
+
+@pytest.fixture(scope="session")
+def tiny_cfg():
+    from edgescale.models.gpt import GPTConfig
+
+    return GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_cfg):
+    from edgescale.models.gpt import GPT
+
+    return GPT(tiny_cfg, seed=0).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_model, tmp_path_factory):
+    from edgescale.export.onnx import export_onnx
+
+    return export_onnx(tiny_model, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+
+
+@pytest.fixture(scope="session")
+def corpus():
+    from edgescale.config import CorpusConfig
+    from edgescale.data.corpus import load_corpus
+
+    return load_corpus(CorpusConfig())

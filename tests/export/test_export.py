@@ -1,0 +1,88 @@
+"""The exported graph computes what torch computes, through its KV cache."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from edgescale.bench.loss import onnx_loss, score
+from edgescale.bench.ort_model import OrtCausalLM
+from edgescale.errors import UserError
+from edgescale.export.canonical import onnx_sha256
+from edgescale.export.verify import verify_export
+
+
+def test_export_is_one_file_with_dynamic_kv_axes(tiny_onnx, tiny_cfg):
+    model = onnx.load(str(tiny_onnx))
+    names = [i.name for i in model.graph.input]
+    assert names[:3] == ["input_ids", "attention_mask", "position_ids"]
+    assert len(names) == 3 + 2 * tiny_cfg.n_layer
+    past = model.graph.input[3].type.tensor_type.shape.dim
+    assert past[2].dim_param and past[0].dim_param  # past length and batch stay symbolic
+    assert not any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def test_prefill_logits_match_torch(tiny_model, tiny_onnx):
+    ids = torch.randint(0, 256, (3, 20), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = tiny_model.logits(ids).numpy()
+    got = OrtCausalLM(tiny_onnx).logits(ids.numpy())
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+def test_greedy_generation_through_kv_cache_is_identical(tiny_model, tiny_onnx):
+    prompt = torch.randint(0, 256, (1, 8), generator=torch.Generator().manual_seed(2))
+    expected = tiny_model.generate(prompt, 32).tolist()
+    assert OrtCausalLM(tiny_onnx).generate(prompt.numpy(), 32) == expected
+
+
+def test_verify_export_catches_a_different_model(tiny_cfg, tiny_onnx):
+    from edgescale.models.gpt import GPT
+
+    with pytest.raises(UserError, match="logits differ"):
+        verify_export(GPT(tiny_cfg, seed=99).eval(), tiny_onnx)
+
+
+def test_ort_loss_equals_torch_loss_on_the_same_tokens(tiny_model, tiny_onnx, corpus):
+    def torch_logits(ids):
+        with torch.no_grad():
+            return tiny_model.logits(torch.from_numpy(ids)).numpy()
+
+    ref = score(torch_logits, corpus["validation"], 64, 32, 2048, batch_size=4)
+    got = onnx_loss(tiny_onnx, corpus["validation"], 64, 32, 2048, batch_size=4)
+    assert got.tokens == ref.tokens == 2048
+    assert got.bits_per_byte == pytest.approx(ref.bits_per_byte, rel=1e-6)
+    assert got.bits_per_byte == pytest.approx(got.nats_per_token / np.log(2))
+
+
+def test_canonical_hash_ignores_metadata(tiny_onnx, tmp_path):
+    model = onnx.load(str(tiny_onnx))
+    model.producer_name = "something else"
+    model.doc_string = "a note"
+    onnx.helper.set_model_props(model, {"built_at": "/tmp/xyz"})
+    other = tmp_path / "other.onnx"
+    onnx.save(model, str(other))
+    assert onnx_sha256(other) == onnx_sha256(tiny_onnx)
+    model.graph.initializer[0].raw_data = bytes(len(model.graph.initializer[0].raw_data))
+    onnx.save(model, str(other))
+    assert onnx_sha256(other) != onnx_sha256(tiny_onnx)
+
+
+def test_a_non_lm_onnx_file_is_refused_by_name(tmp_path):
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    with pytest.raises(UserError, match="not a causal LM") as e:
+        OrtCausalLM(path)
+    assert str(path) in str(e.value)
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"\x00not onnx at all")
+    with pytest.raises(UserError, match="garbage.onnx"):
+        OrtCausalLM(garbage)

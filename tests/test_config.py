@@ -1,0 +1,114 @@
+"""Study and recipe validation: one message naming the file, the field and what is allowed."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgescale.config import Study, builtin_dir, load_recipe, load_study, validate_file
+from edgescale.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = yaml.safe_load((REPO / "studies" / "default.yaml").read_text())
+
+
+def _write(tmp_path, data, name="study.yaml") -> Path:
+    p = tmp_path / name
+    p.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return p
+
+
+def _mutated(**changes) -> dict:
+    data = yaml.safe_load(yaml.safe_dump(DEFAULT))
+    for dotted, value in changes.items():
+        *parents, leaf = dotted.split("__")
+        node = data
+        for part in parents:
+            node = node[int(part)] if part.isdigit() else node[part]
+        node[leaf] = value
+    return data
+
+
+def test_default_study_is_valid_and_mirrored():
+    packaged = builtin_dir("studies") / "default.yaml"
+    assert packaged.read_text() == (REPO / "studies" / "default.yaml").read_text()
+    study, _ = load_study()
+    assert study.name == "default"
+    assert len(study.ladder.sizes) >= 4 and len(study.recipes) >= 2
+
+
+def test_builtin_recipes_are_mirrored():
+    for p in builtin_dir("recipes").glob("*.yaml"):
+        assert p.read_text() == (REPO / "recipes" / p.name).read_text(), p.name
+
+
+@pytest.mark.parametrize(
+    ("changes", "field", "fragment"),
+    [
+        ({"colour": "red"}, "colour", "unknown field; allowed: corpus, devices"),
+        ({"ladder__sizes__0__n_heads": 2}, "ladder.sizes.0.n_heads", "allowed: n_embd, n_head, n_layer, name"),
+        ({"ladder__sizes__0__n_embd": 25}, "ladder.sizes.0", "divisible by n_head"),
+        ({"training__learning_rate": -1}, "training.learning_rate", "greater than 0"),
+        ({"corpus__tokenizer": "bpe"}, "corpus.tokenizer", "'bytes'"),
+        ({"measurement__decode_context": 4096}, "(top level)", "exceeds ladder.block_size"),
+        ({"recipes": ["fp32", "int3_magic"]}, "recipes.1", "unknown recipe 'int3_magic'; allowed: fp32, int8_dynamic"),
+        ({"devices": ["pixel99"]}, "devices.0", "unknown device 'pixel99'; allowed: host"),
+        ({"schema_version": 2}, "schema_version", "1"),
+    ],
+)
+def test_bad_study_names_file_field_and_allowed(tmp_path, changes, field, fragment):
+    path = _write(tmp_path, _mutated(**changes))
+    with pytest.raises(UserError) as e:
+        load_study(path)
+    assert e.value.file == str(path)
+    assert e.value.field == field
+    assert fragment in str(e.value)
+
+
+def test_invalid_yaml_reports_line(tmp_path):
+    path = _write(tmp_path, "name: x\nladder: [\n")
+    with pytest.raises(UserError, match=r"invalid YAML: line 3"):
+        load_study(path)
+
+
+def test_not_a_mapping_and_missing_file(tmp_path):
+    with pytest.raises(UserError, match="expected a mapping"):
+        load_study(_write(tmp_path, "- a\n- b\n"))
+    with pytest.raises(UserError, match="file not found"):
+        load_study(tmp_path / "nope.yaml")
+
+
+@pytest.mark.parametrize(
+    ("steps", "field", "fragment"),
+    [
+        (
+            [{"op": "quantize.int9"}],
+            "steps.0.op",
+            "unknown op 'quantize.int9'; allowed: export.onnx, quantize.int8_dynamic",
+        ),
+        ([{"op": "quantize.int8_dynamic", "bits": 4}], "steps.0.bits", "allowed: op_types, per_channel"),
+        ([{"op": "quantize.int8_dynamic", "weight_type": "int4"}], "steps.0.weight_type", "'qint8' or 'quint8'"),
+    ],
+)
+def test_bad_recipe_names_file_field_and_allowed(tmp_path, steps, field, fragment):
+    path = _write(tmp_path, {"name": "r", "steps": steps}, "recipe.yaml")
+    with pytest.raises(UserError) as e:
+        validate_file(path)
+    assert (e.value.file, e.value.field) == (str(path), field)
+    assert fragment in str(e.value)
+
+
+def test_recipe_path_relative_to_study(tmp_path):
+    _write(tmp_path, {"name": "mine", "steps": [{"op": "quantize.int8_dynamic", "per_channel": True}]}, "mine.yaml")
+    study = _write(tmp_path, _mutated(recipes=["fp32", "mine.yaml"]))
+    s, _ = load_study(study)
+    chain = load_recipe("mine.yaml", tmp_path)
+    assert s.recipes == ["fp32", "mine.yaml"]
+    assert chain.steps[1].config.per_channel is True
+
+
+def test_study_defaults_round_trip():
+    s = Study.model_validate(
+        {"name": "x", "ladder": {"sizes": [{"name": "a", "n_layer": 1, "n_head": 1, "n_embd": 8}]}}
+    )
+    assert Study.model_validate(yaml.safe_load(yaml.safe_dump(s.model_dump(mode="json")))) == s

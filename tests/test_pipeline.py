@@ -1,0 +1,123 @@
+"""A tiny study end to end on real artifacts, and a rerun that reuses them."""
+
+import json
+from io import StringIO
+
+import onnxruntime as ort
+import pytest
+import yaml
+from rich.console import Console
+
+from edgescale.bench.loss import onnx_loss
+from edgescale.config import CorpusConfig
+from edgescale.data.corpus import load_corpus
+from edgescale.pipeline import run_study
+from edgescale.progress import Reporter
+
+TINY = {
+    "schema_version": 1,
+    "name": "tiny",
+    "seed": 0,
+    "ladder": {
+        "block_size": 32,
+        "sizes": [
+            {"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 16},
+            {"name": "b", "n_layer": 2, "n_head": 2, "n_embd": 32},
+        ],
+    },
+    "training": {
+        "tokens_per_param": 1,
+        "min_tokens": 20_480,
+        "max_tokens": 40_960,
+        "batch_size": 16,
+        "eval_every_tokens": 10_240,
+        "eval_tokens": 1024,
+        "threads": 2,
+        "learning_rate": 0.01,
+    },
+    "evaluation": {"context_length": 32, "stride": 32, "max_tokens": 2048, "batch_size": 8},
+    "measurement": {"prompt_len": 16, "decode_context": 32, "repeats": 5, "warmup": 1, "threads": 1},
+    "recipes": ["fp32", "int8_dynamic"],
+}
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("study")
+    study = root / "tiny.yaml"
+    study.write_text(yaml.safe_dump(TINY))
+    out = root / "run"
+    run_study(study, out, Reporter(quiet=True))
+    return study, out
+
+
+@pytest.mark.slow
+def test_run_directory_holds_every_variant_with_real_artifacts(tiny_run):
+    _, out = tiny_run
+    results = json.loads((out / "results.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "finished"
+    assert manifest["packages"]["onnxruntime"] and manifest["machine"]["cpu_model"]
+    assert {v["variant_id"] for v in results["variants"]} == {"a/fp32", "a/int8_dynamic", "b/fp32", "b/int8_dynamic"}
+    for v in results["variants"]:
+        path = out / v["onnx_path"]
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert path.name.startswith(v["onnx_sha256"][:20])
+        host = v["latency"]["host"]
+        assert host["kind"] == "measured" and 0 < host["decode_ms_p50"] <= host["decode_ms_p90"]
+    for f in ("frontier.png", "report.html"):
+        assert (out / f).stat().st_size > 1000
+    assert any(v["on_frontier"] for v in results["variants"])
+
+
+@pytest.mark.slow
+def test_reported_loss_is_reproduced_by_an_independent_onnx_evaluation(tiny_run):
+    study, out = tiny_run
+    results = json.loads((out / "results.json").read_text())
+    p = results["protocol"]
+    corpus = load_corpus(CorpusConfig())
+    assert corpus["validation"].sha256 == p["split_sha256"]
+    for v in results["variants"]:
+        got = onnx_loss(
+            out / v["onnx_path"],
+            corpus["validation"],
+            p["context_length"],
+            p["stride"],
+            p["max_tokens"],
+            p["batch_size"],
+        )
+        assert got.bits_per_byte == pytest.approx(v["loss"]["validation"]["bits_per_byte"], rel=1e-3)
+
+
+@pytest.mark.slow
+def test_rerun_reuses_finished_artifacts(tiny_run):
+    study, out = tiny_run
+    before = {p: p.stat().st_mtime_ns for p in (out / "artifacts").iterdir()}
+    buf = StringIO()
+    run_study(study, out, Reporter(console=Console(file=buf, width=200)))
+    log = buf.getvalue()
+    assert "reused train a" in log and "reused train b" in log and "reused host latency" in log
+    assert "done" not in log
+    after = {p: p.stat().st_mtime_ns for p in (out / "artifacts").iterdir()}
+    assert after == before
+
+
+@pytest.mark.slow
+def test_corrupted_artifact_is_quarantined_and_rebuilt(tiny_run):
+    study, out = tiny_run
+    results = json.loads((out / "results.json").read_text())
+    victim = out / next(v["onnx_path"] for v in results["variants"] if v["recipe"] == "int8_dynamic")
+    victim.write_bytes(victim.read_bytes()[:1000])  # truncated
+    run_study(study, out, Reporter(quiet=True))
+    assert (out / "quarantine" / victim.name).exists()
+    again = json.loads((out / "results.json").read_text())
+    assert again["variants"] == results["variants"]  # rebuilt bit-identically, under the same hash
+    ort.InferenceSession(str(victim), providers=["CPUExecutionProvider"])
+
+
+def test_second_run_on_a_locked_directory_is_refused(tmp_path):
+    from edgescale.errors import UserError
+    from edgescale.rundir import RunDir
+
+    with RunDir(tmp_path / "r"), pytest.raises(UserError, match="another edgescale run"), RunDir(tmp_path / "r"):
+        pass

@@ -1,0 +1,66 @@
+"""The training loop learns, writes safetensors, and resumes to the same curve."""
+
+import pytest
+import torch
+
+from edgescale.config import TrainingConfig
+from edgescale.models.gpt import GPTConfig
+from edgescale.train.trainer import load_model, lr_at, train
+
+CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32)
+TRAIN = TrainingConfig(
+    batch_size=8, eval_every_tokens=256 * 5, eval_tokens=512, checkpoint_every_steps=4, threads=1, learning_rate=1e-2
+)
+TOKENS = 256 * 20  # 20 steps of 8 x 32
+
+
+def test_training_lowers_validation_loss_and_saves_safetensors(corpus, tmp_path):
+    res = train(CFG, TRAIN, corpus, TOKENS, 0, tmp_path, "k")
+    assert res.steps == 20 and res.tokens == TOKENS
+    assert res.curve[-1]["val_bpb"] < res.curve[0]["val_bpb"] < 8.0
+    assert res.checkpoint.read_bytes()[:8] != b"\x80\x02\x8a\n"  # not a pickle
+    model, meta = load_model(res.checkpoint)
+    assert meta["model"]["n_embd"] == 16 and meta["tokens"] == TOKENS
+    assert not (tmp_path / "resume.json").exists()
+
+
+def test_resume_after_interruption_matches_uninterrupted_run(corpus, tmp_path):
+    full = train(CFG, TRAIN, corpus, TOKENS, 0, tmp_path / "full", "k")
+
+    class Interrupt(Exception):
+        pass
+
+    def stop_at_step_10(done, total, info):
+        if done >= 10 * 256:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        train(CFG, TRAIN, corpus, TOKENS, 0, tmp_path / "cut", "k", stop_at_step_10)
+    assert (tmp_path / "cut" / "resume.json").exists()  # checkpoint at step 8
+    resumed = train(CFG, TRAIN, corpus, TOKENS, 0, tmp_path / "cut", "k")
+    assert [c["tokens"] for c in resumed.curve] == [c["tokens"] for c in full.curve]
+    for a, b in zip(resumed.curve, full.curve, strict=True):
+        assert a["val_bpb"] == pytest.approx(b["val_bpb"], rel=1e-5)
+    wa, wb = load_model(full.checkpoint)[0].state_dict(), load_model(resumed.checkpoint)[0].state_dict()
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], atol=1e-5, rtol=1e-4)
+
+
+def test_resume_state_with_another_key_is_ignored(corpus, tmp_path):
+    def stop(done, total, info):
+        if done >= 10 * 256:
+            raise KeyboardInterrupt
+
+    other = TrainingConfig(**{**TRAIN.model_dump(), "learning_rate": 1e-3})
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, other, corpus, TOKENS, 0, tmp_path / "a", "other-key", stop)
+    res = train(CFG, TRAIN, corpus, TOKENS, 0, tmp_path / "a", "k")
+    fresh = train(CFG, TRAIN, corpus, TOKENS, 0, tmp_path / "b", "k")
+    assert [c["val_bpb"] for c in res.curve] == pytest.approx([c["val_bpb"] for c in fresh.curve], rel=1e-5)
+
+
+def test_schedule_warms_up_then_decays():
+    lrs = [lr_at(s, 100, TRAIN) for s in range(100)]
+    assert lrs[0] < lrs[4] == pytest.approx(TRAIN.learning_rate)
+    assert lrs[-1] == pytest.approx(TRAIN.learning_rate * TRAIN.min_lr_ratio, rel=0.01)
+    assert all(a >= b for a, b in zip(lrs[5:], lrs[6:], strict=False))
