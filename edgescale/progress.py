@@ -20,6 +20,9 @@ class Reporter:
         if not self.quiet:
             self.console.print(f"  {msg}")
 
+    def warn(self, msg: str) -> None:
+        self.console.print(f"[yellow]warning[/] {msg}")
+
     def reuse(self, what: str, detail: str) -> None:
         if not self.quiet:
             self.console.print(f"[dim]reused[/] {what} [dim]({detail})[/]")
@@ -47,7 +50,7 @@ class Reporter:
             BarColumn(),
             TextColumn("{task.completed:,.0f}/{task.total:,.0f} tok"),
             TextColumn("{task.fields[rate]}"),
-            TextColumn("loss {task.fields[loss]}"),
+            TextColumn("{task.fields[loss]} bpb"),
             TimeElapsedColumn(),
             TimeRemainingColumn(),
         )
@@ -56,10 +59,38 @@ class Reporter:
 
             def tick(done: int, total: int, info: dict) -> None:
                 bar.update(
-                    tid, completed=done, total=total, rate=f"{info['tok_s']:,.0f} tok/s", loss=f"{info['loss']:.3f}"
+                    tid, completed=done, total=total, rate=f"{info['tok_s']:,.0f} tok/s", loss=f"{info['bpb']:.3f}"
                 )
 
             yield tick
+
+    @staticmethod
+    def _sizes_table(results: dict) -> Table:
+        fp32 = {v["size"]: v for v in results["variants"] if v["recipe"] == results["variants"][0]["recipe"]}
+        sizes = results["sizes"]
+        eq = sizes[0].get("equal_tokens") if sizes else 0
+        table = Table(title="loss falls with size: at each size's own budget, and at equal training tokens")
+        for col in (
+            "size",
+            "shape (L×d, heads)",
+            "N (non-emb.)",
+            "train tokens",
+            "val bpb (ONNX)",
+            f"val bpb @ {eq:,} tok",
+        ):
+            table.add_column(col, justify="left" if col.startswith("s") else "right")
+        for s in sizes:
+            v = fp32.get(s["size"])
+            at_eq = s.get("val_bpb_at_equal_tokens")
+            table.add_row(
+                s["size"],
+                f"{s['n_layer']}×{s['n_embd']}, {s['n_head']}",
+                f"{s['params_non_embedding']:,}",
+                f"{s['train_tokens']:,}",
+                f"{v['loss']['validation']['bits_per_byte']:.4f}" if v else "",
+                f"{at_eq:.4f}" if at_eq is not None else "",
+            )
+        return table
 
     def summary(self, results: dict, run_dir: Path) -> None:
         table = Table(title=f"edgescale · {results['study']} · validation loss (bits/byte) and host latency")
@@ -80,11 +111,10 @@ class Reporter:
         for v in results["variants"]:
             host = v.get("latency", {}).get("host", {})
             sp = host.get("decode_speedup_vs_fp32")
-            speed = (
-                ""
-                if not sp
-                else f"{sp['speedup']:.2f} [{sp['low']:.2f}, {sp['high']:.2f}]" + (" ~" if sp["within_noise"] else "")
-            )
+            speed = ""
+            if sp:
+                flag = " ~" if sp["within_noise"] else " slower" if sp["slower"] else ""
+                speed = f"{sp['speedup']:.2f} [{sp['low']:.2f}, {sp['high']:.2f}]{flag}"
             table.add_row(
                 v["variant_id"],
                 f"{v['params_non_embedding']:,}",
@@ -98,7 +128,8 @@ class Reporter:
                 speed,
                 "✓" if v.get("on_frontier") else "",
             )
-        out = Console(highlight=False)
+        out = Console(highlight=False, width=None if self.console.is_terminal else 170)
+        out.print(self._sizes_table(results))
         out.print(table)
-        out.print("~ = within noise (95% bootstrap CI of the ratio includes 1)")
+        out.print("decode speed-up: fp32 p50 / variant p50, 95% paired bootstrap CI; ~ = within noise (CI includes 1)")
         out.print(f"run directory: {run_dir}  (results.json, frontier.png, report.html)")

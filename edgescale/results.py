@@ -43,7 +43,9 @@ def _equal_token_losses(trained: dict) -> tuple[int, dict[str, float]]:
 
 
 def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) -> dict:
-    from edgescale.bench.measure import bootstrap_ratio_ci
+    from dataclasses import asdict
+
+    from edgescale.bench.measure import ratio
 
     v = latency["variants"][vid]
     host = {
@@ -54,17 +56,10 @@ def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) ->
         "threads": measurement.threads,
     }
     if baseline and baseline != vid:
+        base, recipe = latency["variants"][baseline], baseline.split("/")[1]
         for phase in ("prefill", "decode"):
-            b = latency["variants"][baseline][f"{phase}_samples_ms"]
-            o = v[f"{phase}_samples_ms"]
-            point, low, high = bootstrap_ratio_ci(b, o)
-            host[f"{phase}_speedup_vs_{baseline.split('/')[1]}"] = {
-                "speedup": point,
-                "low": low,
-                "high": high,
-                "within_noise": bool(low <= 1.0 <= high),
-                "slower": bool(high < 1.0),
-            }
+            r = ratio(base[f"{phase}_samples_ms"], v[f"{phase}_samples_ms"], latency["spec"]["seed"])
+            host[f"{phase}_speedup_vs_{recipe}"] = asdict(r)
     return host
 
 
@@ -126,6 +121,7 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
                     "flops_context": m.decode_context,
                 },
                 "latency": {"host": _host_latency(latency, vid, f"{size}/{base_recipe}", m)},
+                "causality": {"max_future_logit_change": losses[vid]["validation"]["future_influence"]},
             }
         )
     front = set(

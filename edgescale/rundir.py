@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from edgescale.atomic import write_json
@@ -34,8 +35,9 @@ def key_of(kind: str, **parts) -> str:
 
 
 class RunDir:
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, log: Callable[[str], None] = lambda msg: None) -> None:
         self.root = Path(root)
+        self.log = log
         self._lock_fd: int | None = None
 
     # -- locking ---------------------------------------------------------------
@@ -88,10 +90,14 @@ class RunDir:
         p = self.root / rel
         if not p.exists():
             return False
-        if artifact_sha256(p) == sha:
-            return True
+        try:
+            if artifact_sha256(p) == sha:
+                return True
+        except UserError:  # unreadable (truncated, corrupt): same fate as a wrong hash
+            pass
         quarantine = self.path("quarantine", p.name)
         os.replace(p, quarantine)
+        self.log(f"{rel} failed its hash check: moved to {quarantine}, rebuilding")
         return False
 
     # -- cache records -----------------------------------------------------------

@@ -7,6 +7,7 @@ are quantized offline, activations per call from their observed range; MatMul be
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Literal
 
@@ -32,12 +33,20 @@ def int8_dynamic(path: Path, cfg: Int8DynamicConfig, ctx: StepContext) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = ctx.work_dir / "model.int8_dynamic.onnx"
-    quantize_dynamic(
-        str(path),
-        str(out),
-        weight_type=QuantType.QInt8 if cfg.weight_type == "qint8" else QuantType.QUInt8,
-        per_channel=cfg.per_channel,
-        reduce_range=cfg.reduce_range,
-        op_types_to_quantize=list(cfg.op_types),
-    )
+    # ORT logs "consider pre-processing" on the root logger; its symbolic shape inference
+    # fails on dynamo graphs, which already carry full shape information.
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        quantize_dynamic(
+            str(path),
+            str(out),
+            weight_type=QuantType.QInt8 if cfg.weight_type == "qint8" else QuantType.QUInt8,
+            per_channel=cfg.per_channel,
+            reduce_range=cfg.reduce_range,
+            op_types_to_quantize=list(cfg.op_types),
+        )
+    finally:
+        root.setLevel(level)
     return out

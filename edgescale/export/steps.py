@@ -25,6 +25,6 @@ def export_step(model: GPT, cfg: ExportConfig, ctx: StepContext) -> Path:
     check = verify_export(model, path, atol=cfg.atol, gen_tokens=cfg.verify_tokens, seed=ctx.seed)
     ctx.log(
         f"export.onnx: max |Δlogit| {check['max_abs_logit_diff']:.2e}, "
-        f"{cfg.verify_tokens} greedy tokens identical to torch"
+        f"{check['greedy_tokens_identical']} greedy tokens identical to torch"
     )
     return path

@@ -22,7 +22,8 @@ class ExportMismatch(UserError):
 
 def verify_export(model: GPT, path: Path, *, atol: float = 1e-4, gen_tokens: int = 32, seed: int = 0) -> dict:
     gen = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, model.cfg.vocab_size, (2, 16), generator=gen)
+    block = model.cfg.block_size
+    ids = torch.randint(0, model.cfg.vocab_size, (2, min(16, block)), generator=gen)
     with torch.no_grad():
         ref = model.logits(ids).numpy()
     lm = OrtCausalLM(path)
@@ -30,7 +31,8 @@ def verify_export(model: GPT, path: Path, *, atol: float = 1e-4, gen_tokens: int
     diff = float(np.abs(got - ref).max())
     if not diff <= atol:
         raise ExportMismatch(f"ONNX logits differ from torch by {diff:.3g} (allowed {atol:g})", file=path)
-    prompt = ids[:1, :8]
+    prompt = ids[:1, : min(8, block // 4)]
+    gen_tokens = min(gen_tokens, block - prompt.shape[1])  # stay inside the position table
     expected = model.generate(prompt, gen_tokens).tolist()
     produced = lm.generate(prompt.numpy(), gen_tokens)
     if produced != expected:

@@ -167,7 +167,11 @@ def train(
             _save_resume(model, opt, step + 1, curve, out_dir, key)
         if progress:
             elapsed = time.perf_counter() - t0
-            progress(done, steps * per_step, {"loss": loss.item(), "tok_s": (step + 1 - start) * per_step / elapsed})
+            progress(
+                done,
+                steps * per_step,
+                {"bpb": loss.item() / math.log(2), "tok_s": (step + 1 - start) * per_step / elapsed},
+            )
     meta = {"model": model_cfg.to_dict(), "seed": seed, "tokens": steps * per_step, "steps": steps, "key": key}
     ckpt = save_model(model.eval(), out_dir / "model.safetensors", meta)
     write_json(out_dir / "curve.json", curve)

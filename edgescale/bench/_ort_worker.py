@@ -1,0 +1,153 @@
+"""Latency worker: times prefill and one KV-cache decode step of ONNX causal LMs.
+
+Run as a script in a fresh interpreter (``python _ort_worker.py < request.json``) so
+the timed process holds only onnxruntime and numpy — no torch thread pools, no
+allocator state left over from training. Imports nothing from edgescale.
+
+Request (JSON on stdin)::
+
+    {"variants": {"name": "path.onnx", ...}, "prompt_len": 64, "decode_context": 128,
+     "repeats": 30, "warmup": 5, "threads": 2, "graph_optimization": "all", "seed": 0}
+
+Reply (JSON on stdout): per variant the raw prefill and decode samples in ms, taken
+interleaved (each repeat visits every variant once, in a shuffled order), plus the
+onnxruntime version and the modules loaded. On failure: ``{"error": "..."}``, exit 1.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import time
+
+import numpy as np
+import onnxruntime as ort
+
+_PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
+_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+_DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+
+
+class Variant:
+    """One model: a session, its prefill feeds, and a bound decode step at a fixed context."""
+
+    def __init__(self, name: str, path: str, req: dict, alternating: bool) -> None:
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = req["threads"]
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = _LEVELS[req["graph_optimization"]]
+        opts.log_severity_level = 3
+        if alternating:  # spinning threads of one session would steal cycles from the next
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        self.name, self.path = name, path
+        self.sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self._signature()
+        rng = np.random.default_rng(req["seed"])
+        self.prompt = rng.integers(0, self.vocab, size=(1, req["prompt_len"]), dtype=np.int64)
+        self.context = rng.integers(0, self.vocab, size=(1, req["decode_context"]), dtype=np.int64)
+        self._bind_decode(req["decode_context"])
+
+    def _signature(self) -> None:
+        inputs = {i.name: i for i in self.sess.get_inputs()}
+        layers = sorted({int(m.group(1)) for n in inputs if (m := _PAST.match(n))})
+        outputs = [o.name for o in self.sess.get_outputs()]
+        if "input_ids" not in inputs or "attention_mask" not in inputs or not layers or "logits" not in outputs:
+            raise ValueError(
+                f"{self.path}: not a causal LM with a KV cache (needs input_ids, attention_mask, "
+                "past_key_values.{i}.key/value inputs and logits, present.{i}.* outputs)"
+            )
+        shape = inputs["past_key_values.0.key"].shape
+        self.n_layer, self.n_head, self.head_dim = len(layers), shape[1], shape[3]
+        self.kv_dtype = _DTYPES[inputs["past_key_values.0.key"].type]
+        vocab = self.sess.get_outputs()[0].shape[-1]
+        self.vocab = vocab if isinstance(vocab, int) else 256
+        self.has_pos = "position_ids" in inputs
+        self.outputs = outputs
+
+    def _feeds(self, ids: np.ndarray, past: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
+        B, T = ids.shape
+        if past is None:
+            z = np.zeros((B, self.n_head, 0, self.head_dim), self.kv_dtype)
+            past = {f"past_key_values.{i}.{kv}": z for i in range(self.n_layer) for kv in ("key", "value")}
+        P = next(iter(past.values())).shape[2]
+        feeds = {"input_ids": ids, "attention_mask": np.ones((B, P + T), np.int64), **past}
+        if self.has_pos:
+            feeds["position_ids"] = np.arange(P, P + T, dtype=np.int64)[None].repeat(B, 0)
+        return feeds
+
+    def _bind_decode(self, context: int) -> None:
+        """A real past of ``context - 1`` tokens, then one token, with every buffer preallocated."""
+        outs = self.sess.run(None, self._feeds(self.context[:, :-1], None))
+        past = {
+            n.replace("present.", "past_key_values.", 1): v
+            for n, v in zip(self.outputs, outs, strict=True)
+            if n.startswith("present.")
+        }
+        feeds = self._feeds(self.context[:, -1:], past)
+        self.binding = self.sess.io_binding()
+        self._keep = []  # OrtValues must outlive the binding
+        for name, arr in feeds.items():
+            v = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr))
+            self._keep.append(v)
+            self.binding.bind_ortvalue_input(name, v)
+        kv_shape = (1, self.n_head, context, self.head_dim)
+        for name in self.outputs:
+            shape = (1, 1, self.vocab) if name == "logits" else kv_shape
+            dtype = np.float32 if name == "logits" else self.kv_dtype
+            v = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype)
+            self._keep.append(v)
+            self.binding.bind_ortvalue_output(name, v)
+        self.prefill_feeds = self._feeds(self.prompt, None)
+
+    def prefill_ms(self) -> float:
+        t = time.perf_counter_ns()
+        self.sess.run(None, self.prefill_feeds)
+        return (time.perf_counter_ns() - t) / 1e6
+
+    def decode_ms(self) -> float:
+        t = time.perf_counter_ns()
+        self.sess.run_with_iobinding(self.binding)
+        return (time.perf_counter_ns() - t) / 1e6
+
+
+def measure(req: dict) -> dict:
+    names = list(req["variants"])
+    variants = [Variant(n, req["variants"][n], req, len(names) > 1) for n in names]
+    for v in variants:
+        for _ in range(req["warmup"]):
+            v.prefill_ms()
+            v.decode_ms()
+    samples = {n: {"prefill": [], "decode": []} for n in names}
+    rng = np.random.default_rng(req["seed"])
+    for _ in range(req["repeats"]):
+        for i in rng.permutation(len(variants)):
+            v = variants[i]
+            samples[v.name]["prefill"].append(v.prefill_ms())
+            samples[v.name]["decode"].append(v.decode_ms())
+    return {
+        "samples": samples,
+        "onnxruntime": ort.__version__,
+        "modules": sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")}),
+    }
+
+
+def main() -> int:
+    try:
+        reply = measure(json.load(sys.stdin))
+    except Exception as e:  # reported to the parent as data, not a traceback dump
+        json.dump({"error": f"{type(e).__name__}: {e}"}, sys.stdout)
+        return 1
+    json.dump(reply, sys.stdout)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""frontier.png and report.html from a results dict: valid, self-contained, escaped."""
+
+import struct
+from html.parser import HTMLParser
+
+from edgescale.report.html import write_report
+from edgescale.report.plots import plot_frontier
+
+
+def _results(name="demo"):
+    variants = []
+    for i, n in enumerate([14_000, 56_000, 150_000, 450_000]):
+        for recipe, shrink, speed in (("fp32", 1.0, None), ("int8_dynamic", 0.4, 1.1)):
+            host = {
+                "kind": "measured",
+                "prefill_ms_p50": 0.4 * (i + 1),
+                "prefill_ms_p90": 0.5 * (i + 1),
+                "decode_ms_p50": 0.1 * (i + 1) / (speed or 1),
+                "decode_ms_p90": 0.12 * (i + 1),
+                "prompt_len": 64,
+                "decode_context": 128,
+                "threads": 2,
+            }
+            if speed:
+                host["decode_speedup_vs_fp32"] = {
+                    "speedup": speed,
+                    "low": 0.97,
+                    "high": 1.2,
+                    "within_noise": True,
+                    "slower": False,
+                }
+            variants.append(
+                {
+                    "variant_id": f"s{i}/{recipe}",
+                    "size": f"s{i}",
+                    "recipe": recipe,
+                    "onnx_path": "x.onnx",
+                    "onnx_sha256": "0" * 64,
+                    "file_bytes": int(4 * n * shrink) + 1000,
+                    "params_non_embedding": n,
+                    "params_total": n + 9000,
+                    "train_tokens": 1_000_000,
+                    "loss": {
+                        "validation": {
+                            "bits_per_byte": 3.9 - 0.3 * i + 0.01 * (shrink < 1),
+                            "nats_per_token": 2.0,
+                            "tokens": 65536,
+                        },
+                        "test": {"bits_per_byte": 3.95 - 0.3 * i, "nats_per_token": 2.0, "tokens": 65536},
+                    },
+                    "cost": {
+                        "weight_bytes": int(4 * n * shrink),
+                        "kv_bytes_per_token": 384,
+                        "decode_context": 128,
+                        "kv_bytes_at_context": 49152,
+                        "bytes_per_decoded_token": int(4 * n * shrink) + 49152,
+                        "flops_per_token": 2.0 * n,
+                        "flops_context": 128,
+                    },
+                    "latency": {"host": host},
+                }
+            )
+    sizes = [
+        {
+            "size": f"s{i}",
+            "n_layer": 2,
+            "n_head": 2,
+            "n_embd": 24,
+            "params_non_embedding": 1,
+            "params_total": 2,
+            "train_tokens": 1,
+            "tokens_rule": "min_tokens",
+            "val_bpb_at_equal_tokens": 3.0,
+            "equal_tokens": 1,
+        }
+        for i in range(4)
+    ]
+    return {
+        "study": name,
+        "loss_target_bpb": 3.3,
+        "protocol": {
+            "split": "validation",
+            "context_length": 128,
+            "stride": 128,
+            "max_tokens": 65536,
+            "batch_size": 16,
+            "split_sha256": "ab" * 32,
+        },
+        "measurement": {"prompt_len": 64, "decode_context": 128, "threads": 2, "repeats": 30},
+        "machine": {"cpu_model": "Test CPU", "threads": 2, "load_avg_start": [0.1, 0.2, 0.3]},
+        "sizes": sizes,
+        "variants": variants,
+    }
+
+
+def test_png_is_a_real_image(tmp_path):
+    path = plot_frontier(_results(), tmp_path / "frontier.png")
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 1000 and height > 400
+    assert not list(tmp_path.glob(".*tmp"))  # written atomically, no temp left
+
+
+def test_html_is_self_contained_complete_and_escaped(tmp_path):
+    evil = "<script>alert(1)</script>"
+    results = _results(evil)
+    path = write_report(results, tmp_path, tmp_path / "report.html")
+    text = path.read_text()
+    HTMLParser().feed(text)
+    for v in results["variants"]:
+        assert v["variant_id"] in text
+    assert "data:image/png;base64," in text
+    assert "<script" not in text and "&lt;script&gt;" in text
+    assert "http://" not in text and "https://" not in text
+    assert "within noise" in text and "measured on this host" in text
