@@ -51,7 +51,7 @@ def main() -> None:
     try:
         app()
     except UserError as e:
-        err.print(f"error: {e}", markup=False)
+        err.print(f"error: {e}", markup=False, soft_wrap=True)
         raise SystemExit(2) from None
 
 

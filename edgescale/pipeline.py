@@ -64,12 +64,28 @@ def package_versions() -> dict:
     return out
 
 
+@dataclass(frozen=True)
+class Inputs:
+    """Everything a run reads, loaded and validated before the run directory is touched."""
+
+    study: Study
+    study_path: Path
+    corpus: Corpus
+    chains: list[Chain]
+    plans: list[SizePlan]
+
+
+def load_inputs(study_path: Path | None) -> Inputs:
+    study, path = load_study(study_path)
+    corpus = load_corpus(study.corpus, path.parent)
+    chains = [load_recipe(r, path.parent) for r in study.recipes]
+    return Inputs(study, path, corpus, chains, plan_sizes(study, corpus))
+
+
 class Pipeline:
-    def __init__(self, study: Study, study_path: Path, rd: RunDir, rep: Reporter) -> None:
-        self.study, self.study_path, self.rd, self.rep = study, study_path, rd, rep
-        self.corpus = load_corpus(study.corpus, study_path.parent)
-        self.chains: list[Chain] = [load_recipe(r, study_path.parent) for r in study.recipes]
-        self.plans = plan_sizes(study, self.corpus)
+    def __init__(self, inputs: Inputs, rd: RunDir, rep: Reporter) -> None:
+        self.study, self.corpus, self.chains, self.plans = inputs.study, inputs.corpus, inputs.chains, inputs.plans
+        self.rd, self.rep = rd, rep
 
     # -- training ----------------------------------------------------------------
     def train_size(self, plan: SizePlan) -> dict:
@@ -178,12 +194,13 @@ def run_study(study_path: Path | None = None, out: Path | None = None, rep: Repo
     """Run a study end to end; return the run directory."""
     from edgescale.results import assemble_results, write_outputs
 
-    study, path = load_study(study_path)
+    inputs = load_inputs(study_path)
+    study, path = inputs.study, inputs.study_path
     rep = rep or Reporter()
     run_dir = Path(out) if out else Path("runs") / study.name
     t0 = time.perf_counter()
     with RunDir(run_dir, log=rep.warn) as rd:
-        pipe = Pipeline(study, path, rd, rep)
+        pipe = Pipeline(inputs, rd, rep)
         manifest = {
             "edgescale_version": __version__,
             "study_file": str(path),

@@ -130,6 +130,11 @@ class Reporter:
             )
         out = Console(highlight=False, width=None if self.console.is_terminal else 170)
         out.print(self._sizes_table(results))
+        falls = results.get("loss_falls_with_size", {})
+        out.print(
+            f"loss falls with size: at each size's own budget: {falls.get('at_own_budget')}; "
+            f"at equal training tokens ({falls.get('equal_tokens', 0):,}): {falls.get('at_equal_tokens')}"
+        )
         out.print(table)
         out.print("decode speed-up: fp32 p50 / variant p50, 95% paired bootstrap CI; ~ = within noise (CI includes 1)")
         out.print(f"run directory: {run_dir}  (results.json, frontier.png, report.html)")

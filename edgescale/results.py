@@ -63,6 +63,23 @@ def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) ->
     return host
 
 
+def _falls_with_size(sizes: list[dict], variants: list[dict], base_recipe: str) -> dict:
+    """Whether held-out loss falls strictly along the ladder (ordered by N), two ways."""
+    order = [s["size"] for s in sorted(sizes, key=lambda s: s["params_non_embedding"])]
+    own = {v["size"]: v["loss"]["validation"]["bits_per_byte"] for v in variants if v["recipe"] == base_recipe}
+    equal = {s["size"]: s["val_bpb_at_equal_tokens"] for s in sizes}
+
+    def strictly_falls(losses: dict) -> bool | None:
+        seq = [losses.get(n) for n in order]
+        return None if None in seq else all(a > b for a, b in zip(seq, seq[1:], strict=False))
+
+    return {
+        "at_own_budget": strictly_falls(own),
+        "at_equal_tokens": strictly_falls(equal),
+        "equal_tokens": sizes[0]["equal_tokens"] if sizes else 0,
+    }
+
+
 def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency: dict) -> dict:
     from edgescale.report.frontier import pareto_front
 
@@ -152,6 +169,7 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
         "machine": latency.get("machine", {}),
         "sizes": sizes,
         "variants": out,
+        "loss_falls_with_size": _falls_with_size(sizes, out, base_recipe),
     }
 
 

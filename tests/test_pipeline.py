@@ -68,6 +68,9 @@ def test_run_directory_holds_every_variant_with_real_artifacts(tiny_run):
     for f in ("frontier.png", "report.html"):
         assert (out / f).stat().st_size > 1000
     assert any(v["on_frontier"] for v in results["variants"])
+    falls = results["loss_falls_with_size"]
+    assert falls["equal_tokens"] > 0 and falls["at_own_budget"] in (True, False)
+    assert all(len(s["curve"]) >= 2 for s in results["sizes"])
 
 
 @pytest.mark.slow
