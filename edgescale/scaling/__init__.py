@@ -1,0 +1,1 @@
+"""Scaling laws (forms, presets, fitting) and the training-side planner. Imports without torch."""

@@ -1,0 +1,294 @@
+"""The training-side planner: what to train for a compute budget or a loss target.
+
+- compute-optimal N*, D* for a budget C (closed form of the parametric law, Hoffmann
+  et al. 2022 eq. 4, checked against a numeric optimum);
+- the cheapest way to reach a target loss: compute-optimal, under a token cap (the
+  smallest N at the cap), or inference-aware after Sardana et al. 2024 ("Beyond
+  Chinchilla-Optimal", arXiv:2401.00448 §2): minimise 6·N·D + 2·N·D_inference subject to
+  L(N, D) = target;
+- a model shape for a parameter count, tokens per parameter, Kaplan's overfitting
+  check and critical batch size, and the cost of the plan (FLOPs → accelerator-hours →
+  kWh) with every assumption stated.
+
+A target at or below the law's irreducible loss E is answered with
+``status: "infeasible"`` and the reason, never an exception.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from scipy.optimize import brentq, minimize_scalar
+
+from edgescale.models.shape import GPTConfig, accounting
+from edgescale.scaling.laws import KAPLAN2020, PF_DAY, Chinchilla, Kaplan
+
+Law = Chinchilla | Kaplan
+
+# Cost defaults: NVIDIA A100 SXM, 312 TFLOP/s dense BF16 and 400 W TDP (NVIDIA A100
+# datasheet, 2020); 40% model-FLOPs utilisation is an assumption, stated in every plan.
+DEFAULT_PEAK_FLOPS = 312e12
+DEFAULT_MFU = 0.40
+DEFAULT_POWER_W = 400.0
+
+
+@dataclass(frozen=True)
+class Shape:
+    n_layer: int
+    d_model: int
+    n_head: int
+    params_non_embedding: int
+    params_total: int
+
+
+@dataclass(frozen=True)
+class Cost:
+    compute_flops: float
+    pf_days: float
+    accelerator_hours: float
+    energy_kwh: float
+    assumptions: dict
+
+
+@dataclass(frozen=True)
+class Plan:
+    status: str  # "ok" | "infeasible"
+    objective: str
+    law: str
+    n_params: float | None = None
+    n_tokens: float | None = None
+    compute_flops: float | None = None
+    predicted_loss: float | None = None
+    tokens_per_param: float | None = None
+    shape: Shape | None = None
+    cost: Cost | None = None
+    inference_tokens: float = 0.0
+    lifetime_flops: float | None = None
+    checks: dict = field(default_factory=dict)
+    reason: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class Infeasible(Exception):
+    pass
+
+
+def compute_optimal_numeric(law: Law, compute_flops: float) -> tuple[float, float]:
+    """The same optimum found numerically (a check of the closed form)."""
+
+    def loss_at(log_n: float) -> float:
+        n = math.exp(log_n)
+        return float(law.loss(n, compute_flops / (6 * n)))
+
+    n0, _ = law.compute_optimal(compute_flops)
+    res = minimize_scalar(
+        loss_at, bounds=(math.log(n0) - 10, math.log(n0) + 10), method="bounded", options={"xatol": 1e-10}
+    )
+    n = math.exp(res.x)
+    return n, compute_flops / (6 * n)
+
+
+def _head_dim(d_model: float) -> int:
+    return 16 if d_model < 256 else 64 if d_model < 2048 else 128
+
+
+def shape_for_params(n_target: float, vocab_size: int = 256, block_size: int = 256) -> Shape:
+    """A GPT shape whose exact non-embedding count is closest to ``n_target``.
+
+    For each depth, the width is solved from N ≈ 12·n_layer·d² and rounded to a multiple
+    of the head size (16 below d=256, 64 below 2048, else 128); shapes keep the aspect
+    ratio d_model / n_layer between 16 and 128 — Kaplan et al. 2020 Fig. 5 find loss
+    within a few percent over 20–200. The family's exact count
+    (:func:`edgescale.models.shape.accounting`) picks the winner, not 12·L·d².
+    """
+    best: tuple[float, Shape] | None = None
+    for n_layer in range(1, 161):
+        d0 = math.sqrt(n_target / (12 * n_layer))
+        step = _head_dim(d0)
+        for d_model in {max(step, math.floor(d0 / step) * step), max(step, math.ceil(d0 / step) * step)}:
+            if not 16 <= d_model / n_layer <= 128:
+                continue
+            n_head = d_model // step
+            acct = accounting(GPTConfig(n_layer, n_head, d_model, vocab_size, block_size), block_size)
+            err = abs(math.log(acct.params_non_embedding / n_target))
+            if best is None or err < best[0] - 1e-3:  # prefer shallower on near-ties
+                best = (err, Shape(n_layer, d_model, n_head, acct.params_non_embedding, acct.params_total))
+    if best is None:
+        raise ValueError(f"no shape with a sane aspect ratio for {n_target:g} parameters")
+    return best[1]
+
+
+def plan_cost(
+    compute_flops: float,
+    peak_flops: float = DEFAULT_PEAK_FLOPS,
+    mfu: float = DEFAULT_MFU,
+    power_w: float = DEFAULT_POWER_W,
+) -> Cost:
+    hours = compute_flops / (peak_flops * mfu) / 3600
+    return Cost(
+        compute_flops=compute_flops,
+        pf_days=compute_flops / PF_DAY,
+        accelerator_hours=hours,
+        energy_kwh=hours * power_w / 1000,
+        assumptions={
+            "peak_flops": peak_flops,
+            "utilisation": mfu,
+            "power_w": power_w,
+            "note": "C = 6·N·D training FLOPs; hours = C / (peak · utilisation); energy = hours · power",
+        },
+    )
+
+
+def _checks(law: Law, n: float, d: float, loss: float) -> dict:
+    """Kaplan's overfitting check and critical batch size, with their calibration caveats."""
+    d_needed = float(KAPLAN2020.min_tokens_no_overfit(n))
+    b_crit = float(KAPLAN2020.critical_batch_tokens(loss))
+    return {
+        "overfitting": {
+            "min_tokens_kaplan": d_needed,
+            "ok": d >= d_needed,
+            "rule": "D >= 5e3 · N^0.74 (Kaplan et al. 2020 eq. 4.4; N non-embedding)",
+        },
+        "critical_batch_tokens": {
+            "value": b_crit,
+            "rule": "B_crit = 2.1e8 / L^(1/0.21) tokens (Kaplan et al. 2020 eq. 1.4)",
+            "caveat": "calibrated on WebText2 BPE loss in nats/token; on another corpus or tokenizer treat it "
+            "as an order of magnitude, or measure the gradient noise scale",
+        },
+    }
+
+
+def _finish(
+    law: Law,
+    objective: str,
+    n: float,
+    d: float,
+    *,
+    inference_tokens: float = 0.0,
+    notes: list[str] | None = None,
+    vocab_size: int = 256,
+    **cost_kw,
+) -> Plan:
+    loss = float(law.loss(n, d))
+    c = 6 * n * d
+    return Plan(
+        status="ok",
+        objective=objective,
+        law=law.name,
+        n_params=n,
+        n_tokens=d,
+        compute_flops=c,
+        predicted_loss=loss,
+        tokens_per_param=d / n,
+        shape=shape_for_params(n, vocab_size=vocab_size),
+        cost=plan_cost(c, **cost_kw),
+        inference_tokens=inference_tokens,
+        lifetime_flops=c + 2 * n * inference_tokens,
+        checks=_checks(law, n, d, loss),
+        notes=[f"N convention of {law.name}: {law.n_convention}", *(notes or [])],
+    )
+
+
+def plan_for_compute(law: Law, compute_flops: float, **kw) -> Plan:
+    if not compute_flops > 0:
+        raise ValueError("compute must be positive")
+    n, d = law.compute_optimal(compute_flops)
+    return _finish(law, "compute_optimal", n, d, **kw)
+
+
+def _infeasible(law: Law, objective: str, reason: str) -> Plan:
+    return Plan(status="infeasible", objective=objective, law=law.name, reason=reason)
+
+
+def plan_for_loss(
+    law: Law,
+    target: float,
+    *,
+    inference_tokens: float = 0.0,
+    max_tokens: float | None = None,
+    **kw,
+) -> Plan:
+    """The cheapest (N, D) reaching ``target``; see the module docstring for the objectives."""
+    e_high = law.ci.get("E", (law.E, law.E))[1]
+    if target <= e_high:
+        return _infeasible(
+            law,
+            "target_loss",
+            f"target {target:g} is at or below the irreducible loss E = {law.E:.4g}"
+            + (f" (95% interval up to {e_high:.4g})" if e_high != law.E else "")
+            + f" of {law.name}: no model size or token count reaches it",
+        )
+    if max_tokens is not None:
+        n = law.n_for_loss(target, max_tokens)
+        if not math.isfinite(n):
+            return _infeasible(
+                law,
+                "target_loss_token_cap",
+                f"with at most {max_tokens:.3g} tokens the data term alone exceeds {target:g}",
+            )
+        return _finish(
+            law,
+            "target_loss_token_cap",
+            n,
+            max_tokens,
+            inference_tokens=inference_tokens,
+            notes=["smallest N reaching the target with the token cap"],
+            **kw,
+        )
+    n_min = law.n_min_for_loss(target)  # reaches the target only with infinite data
+
+    def lifetime(log_n: float) -> float:
+        n = math.exp(log_n)
+        return 6 * n * law.d_for_loss(target, n) + 2 * n * inference_tokens
+
+    res = minimize_scalar(
+        lifetime, bounds=(math.log(n_min) + 1e-9, math.log(n_min) + 30), method="bounded", options={"xatol": 1e-10}
+    )
+    n = math.exp(res.x)
+    objective = "inference_aware" if inference_tokens else "target_loss_min_compute"
+    note = (
+        "minimises 6·N·D + 2·N·D_inference (Sardana et al. 2024)"
+        if inference_tokens
+        else "minimises training compute 6·N·D"
+    )
+    return _finish(law, objective, n, law.d_for_loss(target, n), inference_tokens=inference_tokens, notes=[note], **kw)
+
+
+def smallest_n_under_compute(law: Law, target: float, compute_flops: float) -> float:
+    """Smallest N with L(N, C/(6N)) <= target, or raise Infeasible."""
+    n_opt, d_opt = law.compute_optimal(compute_flops)
+    if float(law.loss(n_opt, d_opt)) > target:
+        raise Infeasible(
+            f"{compute_flops:.3g} FLOPs cannot reach {target:g} (best {float(law.loss(n_opt, d_opt)):.4g})"
+        )
+
+    def gap(log_n: float) -> float:
+        n = math.exp(log_n)
+        return float(law.loss(n, compute_flops / (6 * n))) - target
+
+    lo = math.log(n_opt) - 1
+    while gap(lo) <= 0:
+        lo -= 1
+    return math.exp(brentq(gap, lo, math.log(n_opt), xtol=1e-12))
+
+
+def resolve_law(spec: str, *, n_boot: int = 200) -> Law:
+    """A preset name (``kaplan2020``, ``chinchilla2022``, ``epoch2024``) or ``fit:FILE|RUN_DIR``."""
+    from edgescale.errors import UserError
+    from edgescale.scaling.laws import PRESETS
+
+    if spec.startswith("fit:"):
+        from edgescale.scaling.fit import fit_chinchilla
+        from edgescale.scaling.points import load_points
+
+        pts = load_points(Path(spec[4:]))
+        fitted = fit_chinchilla(pts.n, pts.d, pts.loss, n_boot=n_boot, n_convention=pts.n_convention)
+        return fitted.law.with_(name=spec, source=f"fitted to {pts.source}", ci=fitted.ci)
+    if spec not in PRESETS:
+        raise UserError(f"unknown law {spec!r}; allowed: {', '.join(PRESETS)} or fit:FILE", field="--law")
+    return PRESETS[spec]

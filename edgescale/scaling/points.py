@@ -1,0 +1,104 @@
+"""(N, D, loss) points for fitting: from a CSV file or from an edgescale run directory."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgescale.errors import UserError
+
+COLUMNS = ("N", "D", "loss")
+
+
+@dataclass(frozen=True)
+class Points:
+    n: np.ndarray
+    d: np.ndarray
+    loss: np.ndarray
+    source: str
+    n_convention: str = "total"
+    loss_unit: str = "as given"
+    notes: list[str] = field(default_factory=list)
+
+
+def read_csv(path: Path) -> Points:
+    """A CSV with a header naming columns N, D and loss (any case; other columns ignored)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"cannot read: {e}", file=path) from None
+    rows = list(csv.reader(text.splitlines()))
+    if not rows:
+        raise UserError("empty file; expected a header with columns N, D, loss", file=path)
+    header = [h.strip() for h in rows[0]]
+    lower = {h.lower(): i for i, h in enumerate(header)}
+    missing = [c for c in COLUMNS if c.lower() not in lower]
+    if missing:
+        raise UserError(
+            f"missing column(s) {', '.join(missing)}; found {', '.join(header) or '(none)'}; "
+            "allowed: a header with N, D, loss",
+            file=path,
+        )
+    cols = {c: lower[c.lower()] for c in COLUMNS}
+    values = {c: [] for c in COLUMNS}
+    for line_no, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue
+        for c, i in cols.items():
+            cell = row[i].strip() if i < len(row) else ""
+            try:
+                v = float(cell)
+            except ValueError:
+                raise UserError(f"{c} = {cell!r} is not a number", file=path, field=f"line {line_no}") from None
+            if not math.isfinite(v) or v <= 0:
+                raise UserError(f"{c} = {cell} must be a positive finite number", file=path, field=f"line {line_no}")
+            values[c].append(v)
+    if len(values["N"]) < 5:
+        raise UserError(f"{len(values['N'])} data rows; a fit needs at least 5", file=path)
+    return Points(*(np.array(values[c]) for c in COLUMNS), source=str(path))
+
+
+def from_run_dir(run_dir: Path) -> Points:
+    """Validation-curve points of every size in a run (N total, loss in nats/token)."""
+    path = Path(run_dir) / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError("no results.json: not a finished edgescale run directory", file=run_dir) from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"corrupt results.json: {e}", file=path) from None
+    n, d, loss = [], [], []
+    for s in results.get("sizes", []):
+        for c in s.get("curve", []):
+            n.append(s["params_total"])
+            d.append(c["tokens"])
+            loss.append(c["val_bpb"] * math.log(2))  # byte tokens: nats/token = bits/byte · ln 2
+    if len(n) < 5:
+        raise UserError(f"{len(n)} (N, D, loss) points in the run; a fit needs at least 5", file=path)
+    return Points(
+        np.array(n, float),
+        np.array(d, float),
+        np.array(loss, float),
+        source=str(path),
+        loss_unit="nats/token (validation, byte tokens)",
+        notes=[
+            "points are validation losses along each size's training curve; checkpoints before the end of a "
+            "cosine schedule are not cooled, so they overstate the loss a model trained for exactly D tokens "
+            "would reach"
+        ],
+    )
+
+
+def load_points(source: Path) -> Points:
+    source = Path(source)
+    if source.is_dir():
+        return from_run_dir(source)
+    if not source.exists():
+        raise UserError("file not found", file=source)
+    return read_csv(source)

@@ -1,0 +1,60 @@
+"""`edgescale plan` and `edgescale fit` print one JSON object; infeasible targets have their own exit code."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+
+from edgescale.scaling.laws import EPOCH2024
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "edgescale.cli", *map(str, args)], capture_output=True, text=True, timeout=120
+    )
+
+
+def test_plan_compute_json():
+    r = _cli("plan", "--compute", "1e21", "--law", "chinchilla2022", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "ok" and out["law"] == "chinchilla2022"
+    assert out["compute_flops"] == 6 * out["n_params"] * out["n_tokens"]
+    assert set(out["shape"]) >= {"n_layer", "d_model", "n_head"}
+
+
+def test_plan_infeasible_target_exit_3():
+    r = _cli("plan", "--target-loss", "1.5", "--json")
+    assert r.returncode == 3
+    out = json.loads(r.stdout)
+    assert out["status"] == "infeasible" and "irreducible" in out["reason"]
+
+
+def test_plan_bad_options_exit_2():
+    for args in (("plan", "--json"), ("plan", "--compute", "-1"), ("plan", "--compute", "1e20", "--law", "gpt5")):
+        r = _cli(*args)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, (args, r.stderr)
+
+
+def test_fit_csv_json_and_plot(tmp_path):
+    rng = np.random.default_rng(0)
+    n = np.exp(rng.uniform(np.log(1e8), np.log(1e10), 60))
+    d = np.exp(rng.uniform(np.log(1e9), np.log(1e11), 60))
+    loss = EPOCH2024.loss(n, d) * np.exp(rng.normal(0, 0.005, 60))
+    csv = tmp_path / "runs.csv"
+    csv.write_text("N,D,loss\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(n, d, loss, strict=True)))
+    png = tmp_path / "fit.png"
+    r = _cli("fit", csv, "--json", "--plot", png, "--bootstrap", "40")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["n_points"] == 60 and set(out["ci"]) >= {"E", "A", "B", "alpha", "beta"}
+    assert abs(out["E"] - EPOCH2024.E) < 0.1
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_fit_bad_csv_exit_2(tmp_path):
+    csv = tmp_path / "bad.csv"
+    csv.write_text("N,loss\n1,2\n")
+    r = _cli("fit", csv)
+    assert r.returncode == 2 and "missing column(s) D" in r.stderr

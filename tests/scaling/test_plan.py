@@ -1,0 +1,88 @@
+"""Planner invariants: C = 6ND, closed form = numeric optimum, allocation exponent, infeasible targets."""
+
+import math
+
+import numpy as np
+import pytest
+
+from edgescale.scaling.laws import CHINCHILLA2022, EPOCH2024, KAPLAN2020
+from edgescale.scaling.plan import (
+    Infeasible,
+    compute_optimal_numeric,
+    plan_for_compute,
+    plan_for_loss,
+    shape_for_params,
+    smallest_n_under_compute,
+)
+
+
+@pytest.mark.parametrize("c", [1e18, 1e21, 5.76e23])
+def test_compute_optimal_closed_form_equals_numeric_and_spends_the_budget(c):
+    p = plan_for_compute(CHINCHILLA2022, c)
+    assert p.compute_flops == pytest.approx(6 * p.n_params * p.n_tokens) == pytest.approx(c)
+    n, d = compute_optimal_numeric(CHINCHILLA2022, c)
+    assert p.n_params == pytest.approx(n, rel=1e-4) and p.n_tokens == pytest.approx(d, rel=1e-4)
+
+
+def test_n_opt_scales_as_c_to_the_a():
+    cs = np.geomspace(1e18, 1e24, 7)
+    ns = [CHINCHILLA2022.compute_optimal(c)[0] for c in cs]
+    slope = np.polyfit(np.log(cs), np.log(ns), 1)[0]
+    assert slope == pytest.approx(CHINCHILLA2022.beta / (CHINCHILLA2022.alpha + CHINCHILLA2022.beta), rel=1e-9)
+
+
+def test_target_loss_plans_reach_the_target():
+    p = plan_for_loss(EPOCH2024, 2.1)
+    assert p.status == "ok" and p.predicted_loss == pytest.approx(2.1, rel=1e-6)
+    # Minimum training compute to a target is the compute-optimal point of that budget.
+    q = plan_for_compute(EPOCH2024, p.compute_flops)
+    assert q.n_params == pytest.approx(p.n_params, rel=1e-3)
+    capped = plan_for_loss(EPOCH2024, 2.1, max_tokens=p.n_tokens * 4)
+    assert capped.n_params < p.n_params and capped.predicted_loss == pytest.approx(2.1)
+
+
+def test_inference_demand_makes_models_smaller_and_longer_trained():
+    base = plan_for_loss(EPOCH2024, 2.1)
+    served = plan_for_loss(EPOCH2024, 2.1, inference_tokens=1e13)
+    assert served.n_params < base.n_params and served.n_tokens > base.n_tokens
+    assert served.lifetime_flops < base.compute_flops + 2 * base.n_params * 1e13
+    assert served.predicted_loss == pytest.approx(2.1, rel=1e-6)
+
+
+def test_unreachable_target_is_infeasible_not_an_error():
+    for target in (1.7, 1.85):  # below E, and inside E's published interval
+        p = plan_for_loss(EPOCH2024, target)
+        assert p.status == "infeasible" and "irreducible" in p.reason and p.n_params is None
+    p = plan_for_loss(EPOCH2024, 2.1, max_tokens=1e6)
+    assert p.status == "infeasible" and "tokens" in p.reason
+    with pytest.raises(Infeasible):
+        smallest_n_under_compute(EPOCH2024, 2.0, 1e18)
+
+
+def test_smallest_n_under_compute_is_on_the_boundary():
+    c = 1e22
+    n = smallest_n_under_compute(EPOCH2024, 2.3, c)
+    assert float(EPOCH2024.loss(n, c / (6 * n))) == pytest.approx(2.3, rel=1e-9)
+    assert n < EPOCH2024.compute_optimal(c)[0]
+
+
+def test_kaplan_preset_plans():
+    p = plan_for_compute(KAPLAN2020, 8.64e19)
+    assert p.n_params == pytest.approx(1.3e9)
+    assert plan_for_loss(KAPLAN2020, 3.0).predicted_loss == pytest.approx(3.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("n", [1.4e4, 1.5e5, 1e6, 1.25e8, 7e9])
+def test_shape_for_params_is_close_and_sane(n):
+    s = shape_for_params(n)
+    assert abs(math.log(s.params_non_embedding / n)) < 0.15
+    assert 16 <= s.d_model / s.n_layer <= 128 and s.d_model % s.n_head == 0
+
+
+def test_plan_reports_checks_and_cost_assumptions():
+    p = plan_for_compute(EPOCH2024, 1e21, peak_flops=1e15, mfu=0.5, power_w=700)
+    assert p.cost.accelerator_hours == pytest.approx(1e21 / (1e15 * 0.5) / 3600)
+    assert p.cost.energy_kwh == pytest.approx(p.cost.accelerator_hours * 0.7)
+    assert p.cost.assumptions["utilisation"] == 0.5
+    assert "caveat" in p.checks["critical_batch_tokens"]
+    assert set(p.to_dict()) >= {"n_params", "n_tokens", "compute_flops", "predicted_loss", "shape", "law"}
