@@ -54,15 +54,37 @@ class SizeConfig(Strict):
 
 class LadderConfig(Strict):
     block_size: int = Field(128, ge=8, le=4096, description="training context length (tokens)")
-    sizes: list[SizeConfig] = Field(min_length=1, description="model shapes, smallest first")
+    sizes: list[SizeConfig] | None = Field(None, min_length=1, description="explicit model shapes, smallest first")
+    params_non_embedding: list[float] | None = Field(
+        None,
+        min_length=1,
+        description="target non-embedding parameter counts; shapes come from the planner "
+        "(edgescale.scaling.plan.shape_for_params), named s0, s1, ...",
+    )
 
     @model_validator(mode="after")
-    def _unique_names(self) -> LadderConfig:
-        names = [s.name for s in self.sizes]
+    def _one_ladder(self) -> LadderConfig:
+        if (self.sizes is None) == (self.params_non_embedding is None):
+            raise ValueError("give exactly one of sizes or params_non_embedding")
+        if self.params_non_embedding is not None and any(n < 1000 for n in self.params_non_embedding):
+            raise ValueError("params_non_embedding values must be >= 1000")
+        names = [s.name for s in self.sizes or []]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ValueError(f"size names must be unique; repeated: {', '.join(dup)}")
         return self
+
+    def resolved(self, vocab_size: int = 256) -> list[SizeConfig]:
+        """The rungs as explicit shapes (planned ones included)."""
+        if self.sizes is not None:
+            return list(self.sizes)
+        from edgescale.scaling.plan import shape_for_params
+
+        out = []
+        for i, n in enumerate(self.params_non_embedding or []):
+            s = shape_for_params(n, vocab_size=vocab_size, block_size=self.block_size)
+            out.append(SizeConfig(name=f"s{i}", n_layer=s.n_layer, n_head=s.n_head, n_embd=s.d_model))
+        return out
 
 
 class TrainingConfig(Strict):
@@ -76,6 +98,16 @@ class TrainingConfig(Strict):
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of steps in linear warmup")
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices")
     grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
+    schedule: Literal["cosine", "wsd"] = Field(
+        "cosine", description="cosine decay, or warmup-stable-decay with cooled checkpoints"
+    )
+    cooldown_fraction: float = Field(0.2, gt=0, lt=1, description="WSD: share of a run's steps spent decaying")
+    cooled_fractions: list[float] = Field(
+        default_factory=lambda: [1.0],
+        min_length=1,
+        description="WSD: token budgets (fractions of D) that get a cooled checkpoint; must include 1.0",
+    )
+    cooled_eval_tokens: int = Field(65_536, ge=1, description="validation tokens per cooled checkpoint")
     eval_every_tokens: int = Field(250_000, ge=1, description="validation interval")
     eval_tokens: int = Field(16_384, ge=1, description="validation tokens per interval evaluation")
     checkpoint_every_steps: int = Field(200, ge=1, description="resume checkpoint interval")
@@ -85,6 +117,9 @@ class TrainingConfig(Strict):
     def _clamps_ordered(self) -> TrainingConfig:
         if self.min_tokens > self.max_tokens:
             raise ValueError(f"min_tokens ({self.min_tokens}) exceeds max_tokens ({self.max_tokens})")
+        fr = self.cooled_fractions
+        if any(not 0 < f <= 1 for f in fr) or sorted(set(fr)) != fr or fr[-1] != 1.0:
+            raise ValueError(f"cooled_fractions must rise strictly within (0, 1] and end at 1.0, got {fr}")
         return self
 
 
@@ -177,21 +212,28 @@ def _raise_validation(err: ValidationError, file: Path | str, model: type[BaseMo
     raise UserError(msg + more, file=file, field=loc) from None
 
 
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``list[X] | None``."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()) or ():
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
 def _allowed_fields(model: type[BaseModel], loc: tuple) -> list[str]:
     """Field names of the (nested) model at ``loc``, for 'unknown field' messages."""
-    current: Any = model
+    current: type[BaseModel] | None = model
     for part in loc:
         if isinstance(part, int):
             continue
-        field = getattr(current, "model_fields", {}).get(part)
-        if field is None:
-            return []
-        ann = field.annotation
-        args = getattr(ann, "__args__", ()) or ()
-        current = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        field = current.model_fields.get(part) if current else None
+        current = _model_in(field.annotation) if field else None
         if current is None:
             return []
-    return sorted(getattr(current, "model_fields", {}))
+    return sorted(current.model_fields)
 
 
 def read_yaml(path: Path) -> dict:

@@ -42,7 +42,7 @@ def plan_sizes(study: Study, corpus: Corpus) -> list[SizePlan]:
     t = study.training
     epoch_cap = int(t.max_epochs * corpus["train"].n_bytes)
     plans = []
-    for s in study.ladder.sizes:
+    for s in study.ladder.resolved(corpus.vocab_size):
         cfg = GPTConfig(s.n_layer, s.n_head, s.n_embd, vocab_size=corpus.vocab_size, block_size=study.ladder.block_size)
         acct = accounting(cfg, study.evaluation.context_length)
         rule = t.tokens_per_param * acct.params_non_embedding

@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgescale.atomic import write_json
-from edgescale.models.gpt import accounting
+from edgescale.models.shape import accounting
+from edgescale.scaling.study import fit_study
 
 
 def onnx_weight_bytes(path: Path) -> int:
@@ -32,13 +33,15 @@ def onnx_weight_bytes(path: Path) -> int:
 
 
 def _equal_token_losses(trained: dict) -> tuple[int, dict[str, float]]:
-    """Validation loss of every size at the largest token count all curves share."""
-    common = set.intersection(*({c["tokens"] for c in t["curve"]} for t in trained.values()))
+    """Validation loss of every size at the largest token count all curves share (stable
+    phase: with WSD every size is then at the same learning rate)."""
+    common = set.intersection(*({c["tokens"] for c in t["curve"] if not c.get("cooled")} for t in trained.values()))
     if not common:
         return 0, {}
     tokens = max(common)
     return tokens, {
-        name: next(c["val_bpb"] for c in t["curve"] if c["tokens"] == tokens) for name, t in trained.items()
+        name: next(c["val_bpb"] for c in t["curve"] if c["tokens"] == tokens and not c.get("cooled"))
+        for name, t in trained.items()
     }
 
 
@@ -170,13 +173,15 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
         "sizes": sizes,
         "variants": out,
         "loss_falls_with_size": _falls_with_size(sizes, out, base_recipe),
+        "scaling": fit_study(sizes, s.loss_target_bpb, seed=s.seed),
     }
 
 
 def write_outputs(rd, results: dict) -> None:
     from edgescale.report.html import write_report
-    from edgescale.report.plots import plot_frontier
+    from edgescale.report.plots import plot_frontier, plot_scaling
 
     write_json(rd.path("results.json"), results)
     plot_frontier(results, rd.path("frontier.png"))
+    plot_scaling(results, rd.path("scaling.png"))
     write_report(results, rd.root, rd.path("report.html"))

@@ -18,8 +18,16 @@ def _write(tmp_path, data, name="study.yaml") -> Path:
     return p
 
 
+EXPLICIT = [
+    {"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 32},
+    {"name": "b", "n_layer": 2, "n_head": 2, "n_embd": 64},
+]
+
+
 def _mutated(**changes) -> dict:
     data = yaml.safe_load(yaml.safe_dump(DEFAULT))
+    if any(k.startswith("ladder__sizes") for k in changes):
+        data["ladder"] = {"block_size": 128, "sizes": [dict(s) for s in EXPLICIT]}
     for dotted, value in changes.items():
         *parents, leaf = dotted.split("__")
         node = data
@@ -34,7 +42,12 @@ def test_default_study_is_valid_and_mirrored():
     assert packaged.read_text() == (REPO / "studies" / "default.yaml").read_text()
     study, _ = load_study()
     assert study.name == "default"
-    assert len(study.ladder.sizes) >= 4 and len(study.recipes) >= 2
+    sizes = study.ladder.resolved()
+    assert len(sizes) >= 4 and len(study.recipes) >= 2
+    from edgescale.models.shape import GPTConfig, accounting
+
+    n = [accounting(GPTConfig(s.n_layer, s.n_head, s.n_embd), 128).params_non_embedding for s in sizes]
+    assert n == sorted(n) and n[-1] / n[0] >= 30  # the ladder spans at least 30x in N
 
 
 def test_builtin_recipes_are_mirrored():
@@ -54,6 +67,8 @@ def test_builtin_recipes_are_mirrored():
         ({"recipes": ["fp32", "int3_magic"]}, "recipes.1", "unknown recipe 'int3_magic'; allowed: fp32, int8_dynamic"),
         ({"devices": ["pixel99"]}, "devices.0", "unknown device 'pixel99'; allowed: host"),
         ({"schema_version": 2}, "schema_version", "1"),
+        ({"ladder__sizes": None}, "ladder", "exactly one of sizes or params_non_embedding"),
+        ({"training__cooled_fractions": [0.5]}, "training", "end at 1.0"),
     ],
 )
 def test_bad_study_names_file_field_and_allowed(tmp_path, changes, field, fragment):

@@ -30,6 +30,9 @@ TINY = {
         "min_tokens": 20_480,
         "max_tokens": 40_960,
         "batch_size": 16,
+        "schedule": "wsd",
+        "cooled_fractions": [0.25, 0.5, 1.0],
+        "cooled_eval_tokens": 1024,
         "eval_every_tokens": 10_240,
         "eval_tokens": 1024,
         "threads": 2,
@@ -68,6 +71,10 @@ def test_run_directory_holds_every_variant_with_real_artifacts(tiny_run):
     for f in ("frontier.png", "report.html"):
         assert (out / f).stat().st_size > 1000
     assert any(v["on_frontier"] for v in results["variants"])
+    sc = results["scaling"]
+    assert sc["status"] == "fitted" and len(sc["points"]) == 6  # 2 sizes x 3 cooled checkpoints
+    assert set(sc["law"]["ci"]) >= {"E", "alpha", "beta", "a"}
+    assert (out / "scaling.png").stat().st_size > 1000
     falls = results["loss_falls_with_size"]
     assert falls["equal_tokens"] > 0 and falls["at_own_budget"] in (True, False)
     assert all(len(s["curve"]) >= 2 for s in results["sizes"])

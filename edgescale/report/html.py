@@ -109,6 +109,56 @@ def _variants(results: dict) -> str:
     return _table(headers, rows)
 
 
+def _png(path: Path, alt: str) -> str:
+    if not path.exists():
+        return ""
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+
+
+def _plan(plan: dict) -> str:
+    if plan["status"] != "ok":
+        head = f"<p><b>Plan for the target {plan['target_bpb']:g} bpb:</b> "
+        return head + f'<span class="bad">infeasible</span> — {escape(plan["reason"])}</p>'
+    sh = plan["shape"]
+    return (
+        f"<p><b>Plan for the target {plan['target_bpb']:g} bpb</b> (fitted law, minimum training compute): "
+        f"N = {plan['n_params']:,.0f} total parameters ({sh['n_layer']}×{sh['d_model']}, {sh['n_head']} heads), "
+        f"D = {plan['n_tokens']:,.0f} tokens ({plan['tokens_per_param']:.1f} per parameter), "
+        f"C = {plan['compute_flops']:.3g} FLOPs, predicted {plan['predicted_loss_bpb']:.4f} bpb. "
+        "An extrapolation: trust it only as far as the intervals above allow.</p>"
+        + (f'<p class="bad">Not reliable: {escape(plan["caveat"])}</p>' if not plan.get("reliable", True) else "")
+    )
+
+
+def _num(x: float | None) -> str:
+    return "∞" if x is None else f"{x:.4g}"
+
+
+def _scaling(results: dict, run_dir: Path) -> str:
+    sc = results.get("scaling")
+    if not sc:
+        return ""
+    if sc.get("status") != "fitted":
+        return f"<h2>Scaling fit</h2><p>{escape(sc.get('reason', 'not fitted'))}</p>"
+    law = sc["law"]
+    rows = []
+    for k in ("E", "A", "B", "alpha", "beta", "a"):
+        lo, hi = law["ci"][k]
+        flag = law["unidentified"].get(k)
+        status = f'<span class="flag">not identified: {escape(flag)}</span>' if flag else '<span class="ok">ok</span>'
+        interval = f"[{_num(lo)}, {_num(hi)}]"
+        rows.append(f"<tr>{_td(k)}{_td(law[k], '{:.4g}')}{_td(interval)}<td>{status}</td></tr>")
+    warn = "".join(f'<p class="flag">{escape(w)}</p>' for w in law.get("warnings", []))
+    plan = _plan(sc["plan_for_target"]) if sc.get("plan_for_target") else ""
+    return f"""<h2>Scaling fit (training side)</h2>
+<p class="note">L(N, D) = E + A/N^α + B/D^β fitted (Chinchilla approach 3: Huber δ=1e-3 on log residuals, L-BFGS
+from a grid, {len(sc["points"])} cooled checkpoints of warmup-stable-decay runs, N = total parameters) with
+bootstrap 95% intervals; a = β/(α+β) is the allocation exponent (N_opt ∝ C^a). Loss in bits per byte.</p>
+{_table(["constant", "value", "95% interval", "identified"], rows)}
+{warn}{plan}
+{_png(Path(run_dir) / "scaling.png", "scaling fit")}"""
+
+
 def _image(results: dict, run_dir: Path) -> str:
     png = Path(run_dir) / "frontier.png"
     if not png.exists():
@@ -157,6 +207,7 @@ training tokens (last column, from the validation curve during training).</p>
 <p class="note">Speed-up = fp32 p50 / variant p50 of the same size, paired bootstrap 95% interval over
 interleaved repeats; "within noise" when the interval contains 1. Front ✓: on the Pareto front of validation loss
 vs bytes per decoded token.</p>
+{_scaling(results, run_dir)}
 </body></html>
 """
 

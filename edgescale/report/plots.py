@@ -70,3 +70,25 @@ def plot_frontier(results: dict, path: Path) -> Path:
     finally:
         plt.close(fig)
     return Path(path)
+
+
+def plot_scaling(results: dict, path: Path) -> Path | None:
+    """``scaling.png``: the run's cooled checkpoints and the law fitted to them (if fitted)."""
+    from edgescale.scaling.laws import Chinchilla
+    from edgescale.scaling.report import plot_law
+
+    sc = results.get("scaling", {})
+    if sc.get("status") != "fitted":
+        return None
+    f, pts = sc["law"], sc["points"]
+    law = Chinchilla(E=f["E"], A=f["A"], B=f["B"], alpha=f["alpha"], beta=f["beta"], name="fit")
+    return plot_law(
+        [p["N"] for p in pts],
+        [p["D"] for p in pts],
+        [p["bits_per_byte"] for p in pts],
+        law,
+        {k: tuple(v) for k, v in f["ci"].items()},
+        "bits per byte, validation",
+        path,
+        subtitle=f"{f['n_points']} cooled checkpoints · RMSE(log) {f['rmse_log']:.4f} · R²(log) {f['r2_log']:.3f}",
+    )

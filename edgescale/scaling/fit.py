@@ -111,7 +111,7 @@ class ChinchillaFit:
             "beta": L.beta,
             "a": L.a,
             "b": L.b,
-            "ci": {k: list(v) for k, v in self.ci.items()},
+            "ci": {k: [x if math.isfinite(x) else None for x in v] for k, v in self.ci.items()},
             "n_points": self.n_points,
             "objective": self.objective,
             "rmse_log": self.rmse_log,
@@ -156,14 +156,8 @@ def fit_chinchilla(
         idx = rng.integers(0, n.size, n.size)
         boots.append(_lbfgs(theta, log_n[idx], log_d[idx], log_l[idx], delta)[0])
     boots = np.array(boots)
-    derived = {
-        "E": np.exp(boots[:, 2]),
-        "A": np.exp(boots[:, 0]),
-        "B": np.exp(boots[:, 1]),
-        "alpha": boots[:, 3],
-        "beta": boots[:, 4],
-    }
-    derived["a"] = derived["beta"] / (derived["alpha"] + derived["beta"])
+    with np.errstate(over="ignore"):  # a bootstrap refit can run off along the flat A/B ridge
+        derived = _derived(boots)
     ci = {k: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) for k, v in derived.items()}
 
     law = _theta_to_law(theta, name="fit", source="fitted (Chinchilla approach 3)", n_convention=n_convention)
@@ -171,6 +165,9 @@ def fit_chinchilla(
     ss_tot = float(((log_l - log_l.mean()) ** 2).sum())
     r2 = 1 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else float("nan")
     unidentified, warnings = _identification(law, ci, log_n, log_d)
+    e_fit, floor = law.E, 1e-3 * float(loss.min())
+    if e_fit < floor:
+        unidentified["E"] = f"collapsed to {e_fit:.2g}: the data show no loss floor, so E is not identified"
     return ChinchillaFit(
         law=law,
         objective=fun,
@@ -182,6 +179,18 @@ def fit_chinchilla(
         warnings=warnings,
         grid_spread=spread,
     )
+
+
+def _derived(boots: np.ndarray) -> dict[str, np.ndarray]:
+    out = {
+        "E": np.exp(boots[:, 2]),
+        "A": np.exp(boots[:, 0]),
+        "B": np.exp(boots[:, 1]),
+        "alpha": boots[:, 3],
+        "beta": boots[:, 4],
+    }
+    out["a"] = out["beta"] / (out["alpha"] + out["beta"])
+    return out
 
 
 def _identification(law: Chinchilla, ci: dict, log_n, log_d) -> tuple[dict[str, str], list[str]]:

@@ -215,6 +215,7 @@ def plan_for_loss(
 ) -> Plan:
     """The cheapest (N, D) reaching ``target``; see the module docstring for the objectives."""
     e_high = law.ci.get("E", (law.E, law.E))[1]
+    e_high = e_high if e_high is not None and math.isfinite(e_high) else law.E
     if target <= e_high:
         return _infeasible(
             law,

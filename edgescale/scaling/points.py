@@ -73,25 +73,27 @@ def from_run_dir(run_dir: Path) -> Points:
         raise UserError("no results.json: not a finished edgescale run directory", file=run_dir) from None
     except json.JSONDecodeError as e:
         raise UserError(f"corrupt results.json: {e}", file=path) from None
-    n, d, loss = [], [], []
-    for s in results.get("sizes", []):
-        for c in s.get("curve", []):
-            n.append(s["params_total"])
-            d.append(c["tokens"])
-            loss.append(c["val_bpb"] * math.log(2))  # byte tokens: nats/token = bits/byte · ln 2
-    if len(n) < 5:
-        raise UserError(f"{len(n)} (N, D, loss) points in the run; a fit needs at least 5", file=path)
+    sizes = results.get("sizes", [])
+    cooled = [(s, c) for s in sizes for c in s.get("curve", []) if c.get("cooled")]
+    uncooled = [(s, c) for s in sizes for c in s.get("curve", [])]
+    chosen = cooled if len(cooled) >= 5 else uncooled
+    if len(chosen) < 5:
+        raise UserError(f"{len(chosen)} (N, D, loss) points in the run; a fit needs at least 5", file=path)
+    notes = (
+        ["cooled checkpoints of warmup-stable-decay runs"]
+        if chosen is cooled
+        else [
+            "no cooled grid in this run: points are validation losses along each size's training curve; "
+            "checkpoints before the end of the schedule are not cooled and overstate the loss at that D"
+        ]
+    )
     return Points(
-        np.array(n, float),
-        np.array(d, float),
-        np.array(loss, float),
+        np.array([s["params_total"] for s, _ in chosen], float),
+        np.array([c["tokens"] for _, c in chosen], float),
+        np.array([c["val_bpb"] * math.log(2) for _, c in chosen]),  # byte tokens: nats/token = bpb · ln 2
         source=str(path),
         loss_unit="nats/token (validation, byte tokens)",
-        notes=[
-            "points are validation losses along each size's training curve; checkpoints before the end of a "
-            "cosine schedule are not cooled, so they overstate the loss a model trained for exactly D tokens "
-            "would reach"
-        ],
+        notes=notes,
     )
 
 

@@ -8,6 +8,7 @@ uninterrupted one (to float tolerance).
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -37,12 +38,39 @@ class TrainResult:
 
 
 def lr_at(step: int, steps: int, cfg: TrainingConfig) -> float:
+    """Learning rate of the main run: linear warmup, then cosine decay or (WSD) constant."""
     warmup = max(1, int(cfg.warmup_fraction * steps))
     if step < warmup:
         return cfg.learning_rate * (step + 1) / warmup
+    if cfg.schedule == "wsd":
+        return cfg.learning_rate
     progress = (step - warmup) / max(1, steps - warmup)
     floor = cfg.learning_rate * cfg.min_lr_ratio
     return floor + 0.5 * (cfg.learning_rate - floor) * (1 + math.cos(math.pi * progress))
+
+
+def cooldown_lr(j: int, k: int, cfg: TrainingConfig) -> float:
+    """WSD decay step ``j`` of ``k``: linear from the peak to ``min_lr_ratio`` of it."""
+    floor = cfg.learning_rate * cfg.min_lr_ratio
+    return cfg.learning_rate - (cfg.learning_rate - floor) * (j + 1) / k
+
+
+def wsd_branches(steps: int, cfg: TrainingConfig) -> dict[int, int]:
+    """Cooled checkpoints of a warmup-stable-decay run: {main step to branch at: decay steps}.
+
+    A checkpoint at fraction f of the budget branches off the stable phase at
+    (1 - cooldown)·f·steps and decays for cooldown·f·steps, so it has seen exactly
+    f·steps steps; the f = 1 branch is the final model (Hägele et al. 2024, "Scaling
+    Laws and Compute-Optimal Training Beyond Fixed Training Durations", arXiv:2405.18392).
+    """
+    if cfg.schedule != "wsd":
+        return {}
+    out = {}
+    for f in cfg.cooled_fractions:
+        total = max(2, round(f * steps))
+        k = max(1, round(cfg.cooldown_fraction * total))
+        out[total - k] = k
+    return out
 
 
 def _optimizer(model: GPT, cfg: TrainingConfig) -> torch.optim.AdamW:
@@ -117,6 +145,62 @@ def _load_resume(model: GPT, opt: torch.optim.Optimizer, out: Path, key: str) ->
     return int(meta["step"]), list(meta["curve"])
 
 
+def _sgd_step(model: GPT, opt, batch: torch.Tensor, lr: float, clip: float) -> float:
+    for g in opt.param_groups:
+        g["lr"] = lr
+    logits = model.logits(batch[:, :-1])
+    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    return loss.item()
+
+
+@dataclass
+class _Run:
+    """The moving parts of one training run (mutable on purpose: it is the loop's state)."""
+
+    model_cfg: GPTConfig
+    cfg: TrainingConfig
+    corpus: Corpus
+    seed: int
+    per_step: int
+    progress: ProgressFn | None
+    total_steps: int  # including decay branches, for the progress bar
+    done_steps: int = 0
+    t0: float = 0.0
+
+    def batch(self, step: int) -> torch.Tensor:
+        toks = self.corpus["train"].tokens
+        return torch.from_numpy(train_batch(toks, step, self.cfg.batch_size, self.model_cfg.block_size, self.seed))
+
+    def tick(self, loss: float, resumed_steps: int) -> None:
+        self.done_steps += 1
+        if self.progress:
+            rate = (self.done_steps - resumed_steps) * self.per_step / max(1e-9, time.perf_counter() - self.t0)
+            info = {"bpb": loss / math.log(2), "tok_s": rate}
+            self.progress(self.done_steps * self.per_step, self.total_steps * self.per_step, info)
+
+
+def _cooled_branch(run: _Run, model: GPT, opt, at: int, k: int, resumed: int) -> tuple[GPT, dict]:
+    """Decay a copy of the stable-phase model for ``k`` steps; return it and its curve point."""
+    branch = copy.deepcopy(model)
+    bopt = _optimizer(branch, run.cfg)
+    bopt.load_state_dict(opt.state_dict())
+    for j in range(k):
+        loss = _sgd_step(branch, bopt, run.batch(at + j), cooldown_lr(j, k, run.cfg), run.cfg.grad_clip)
+        run.tick(loss, resumed)
+    point = {
+        "step": at + k,
+        "tokens": (at + k) * run.per_step,
+        "lr": cooldown_lr(k - 1, k, run.cfg),
+        "val_bpb": validation_bpb(branch, run.corpus, run.model_cfg.block_size, run.cfg.cooled_eval_tokens),
+        "cooled": True,
+    }
+    return branch, point
+
+
 def train(
     model_cfg: GPTConfig,
     cfg: TrainingConfig,
@@ -127,54 +211,54 @@ def train(
     key: str,
     progress: ProgressFn | None = None,
 ) -> TrainResult:
-    """Train a fresh ``GPT(model_cfg, seed)`` for ``tokens`` tokens; resumes from ``out_dir`` when it can."""
+    """Train a fresh ``GPT(model_cfg, seed)`` for ``tokens`` tokens; resumes from ``out_dir`` when it can.
+
+    With ``schedule: wsd`` the run also leaves cooled checkpoints at ``cooled_fractions``
+    of the budget (curve points with ``cooled: true``), the (N, D) grid a scaling fit needs.
+    """
     torch.set_num_threads(cfg.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
-    block = model_cfg.block_size
-    per_step = cfg.batch_size * block
+    per_step = cfg.batch_size * model_cfg.block_size
     steps = max(1, math.ceil(tokens / per_step))
     eval_every = max(1, round(cfg.eval_every_tokens / per_step))
+    branches = wsd_branches(steps, cfg)
+    main_steps = steps - branches.get(max(branches), 0) if branches else steps
+    extra = sum(k for at, k in branches.items() if at + k != steps)
     model = GPT(model_cfg, seed=seed).train()
     opt = _optimizer(model, cfg)
     start, curve = _load_resume(model, opt, out_dir, key)
-    train_tokens = corpus["train"].tokens
-    t0, seen_loss, seen = time.perf_counter(), 0.0, 0
-    for step in range(start, steps):
-        lr = lr_at(step, steps, cfg)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        batch = torch.from_numpy(train_batch(train_tokens, step, cfg.batch_size, block, seed))
-        logits = model.logits(batch[:, :-1])
-        loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        seen_loss, seen = seen_loss + loss.item(), seen + 1
-        done = (step + 1) * per_step
-        if (step + 1) % eval_every == 0 or step + 1 == steps:
+    run = _Run(model_cfg, cfg, corpus, seed, per_step, progress, steps + extra, t0=time.perf_counter())
+    run.done_steps = start + sum(k for at, k in branches.items() if at <= start and at + k != steps)
+    resumed = run.done_steps
+    final = model
+    seen_loss, seen = 0.0, 0
+    for step in range(start, main_steps):
+        loss = _sgd_step(model, opt, run.batch(step), lr_at(step, steps, cfg), cfg.grad_clip)
+        run.tick(loss, resumed)
+        seen_loss, seen = seen_loss + loss, seen + 1
+        if (step + 1) % eval_every == 0 or (step + 1 == steps and not branches):
+            val = validation_bpb(model, corpus, model_cfg.block_size, cfg.eval_tokens)
             curve.append(
                 {
                     "step": step + 1,
-                    "tokens": done,
-                    "lr": lr,
+                    "tokens": (step + 1) * per_step,
+                    "lr": lr_at(step, steps, cfg),
                     "train_bpb": seen_loss / seen / math.log(2),
-                    "val_bpb": validation_bpb(model, corpus, block, cfg.eval_tokens),
+                    "val_bpb": val,
+                    "cooled": step + 1 == steps,
                 }
             )
             seen_loss, seen = 0.0, 0
-        if (step + 1) % cfg.checkpoint_every_steps == 0 and step + 1 < steps:
+        if step + 1 in branches and step + 1 + branches[step + 1] < steps:
+            curve.append(_cooled_branch(run, model, opt, step + 1, branches[step + 1], resumed)[1])
+        if (step + 1) % cfg.checkpoint_every_steps == 0 and step + 1 < main_steps:
             _save_resume(model, opt, step + 1, curve, out_dir, key)
-        if progress:
-            elapsed = time.perf_counter() - t0
-            progress(
-                done,
-                steps * per_step,
-                {"bpb": loss.item() / math.log(2), "tok_s": (step + 1 - start) * per_step / elapsed},
-            )
+    if branches:
+        final, point = _cooled_branch(run, model, opt, main_steps, steps - main_steps, resumed)
+        curve.append(point)
     meta = {"model": model_cfg.to_dict(), "seed": seed, "tokens": steps * per_step, "steps": steps, "key": key}
-    ckpt = save_model(model.eval(), out_dir / "model.safetensors", meta)
+    ckpt = save_model(final.eval(), out_dir / "model.safetensors", meta)
     write_json(out_dir / "curve.json", curve)
     for f in ("resume.safetensors", "resume.json"):
         (out_dir / f).unlink(missing_ok=True)
-    return TrainResult(ckpt, steps * per_step, steps, curve, time.perf_counter() - t0)
+    return TrainResult(ckpt, steps * per_step, steps, curve, time.perf_counter() - run.t0)

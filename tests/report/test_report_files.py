@@ -93,6 +93,58 @@ def _results(name="demo"):
     }
 
 
+def _with_scaling(results):
+    pts = [
+        {"size": f"s{i}", "N": 2e4 * 3**i, "D": d, "bits_per_byte": 3.9 - 0.2 * i - 1e-7 * d}
+        for i in range(4)
+        for d in (2.5e5, 5e5, 1e6)
+    ]
+    law = {
+        "E": 1.0,
+        "A": 50.0,
+        "B": 80.0,
+        "alpha": 0.3,
+        "beta": 0.3,
+        "a": 0.5,
+        "n_points": 12,
+        "rmse_log": 0.01,
+        "r2_log": 0.98,
+        "unidentified": {"B": "95% interval [1, inf] is wider than the value 80"},
+        "warnings": [],
+        "ci": {
+            "E": [0.5, 1.5],
+            "A": [10, 90],
+            "B": [1, None],
+            "alpha": [0.2, 0.4],
+            "beta": [0.2, 0.4],
+            "a": [0.4, 0.6],
+        },
+    }
+    plan = {
+        "status": "ok",
+        "target_bpb": 3.3,
+        "n_params": 1e6,
+        "n_tokens": 2e7,
+        "tokens_per_param": 20,
+        "compute_flops": 1.2e14,
+        "predicted_loss_bpb": 3.3,
+        "reliable": False,
+        "caveat": "E not identified",
+        "shape": {"n_layer": 4, "d_model": 144, "n_head": 9},
+    }
+    return {**results, "scaling": {"status": "fitted", "points": pts, "law": law, "plan_for_target": plan}}
+
+
+def test_scaling_section_and_plot(tmp_path):
+    from edgescale.report.plots import plot_scaling
+
+    results = _with_scaling(_results())
+    assert plot_scaling(results, tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
+    text = write_report(results, tmp_path, tmp_path / "report.html").read_text()
+    assert "Scaling fit" in text and "not identified" in text and "Not reliable" in text and "∞" in text
+    assert text.count("data:image/png;base64,") == 2
+
+
 def test_png_is_a_real_image(tmp_path):
     path = plot_frontier(_results(), tmp_path / "frontier.png")
     data = path.read_bytes()

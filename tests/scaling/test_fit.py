@@ -75,3 +75,12 @@ def test_early_prediction_of_final_loss():
     true = 1.5 + 30 * 4e6**-0.3
     assert p.low <= true <= p.high or abs(p.predicted - true) < 0.01
     assert p.low < p.predicted < p.high
+
+
+def test_a_collapsed_floor_is_flagged_not_reported_as_known():
+    rng = np.random.default_rng(3)
+    n = np.exp(rng.uniform(np.log(1e4), np.log(5e5), 12))
+    d = np.exp(rng.uniform(np.log(2e5), np.log(2e6), 12))
+    loss = 40 / n**0.1 + 60 / d**0.2  # no irreducible term at all
+    f = fit_chinchilla(n, d, loss * np.exp(rng.normal(0, 0.005, 12)), n_boot=30)
+    assert "E" in f.unidentified

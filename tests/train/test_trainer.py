@@ -64,3 +64,42 @@ def test_schedule_warms_up_then_decays():
     assert lrs[0] < lrs[4] == pytest.approx(TRAIN.learning_rate)
     assert lrs[-1] == pytest.approx(TRAIN.learning_rate * TRAIN.min_lr_ratio, rel=0.01)
     assert all(a >= b for a, b in zip(lrs[5:], lrs[6:], strict=False))
+
+
+WSD = TrainingConfig(
+    **{
+        **TRAIN.model_dump(),
+        "schedule": "wsd",
+        "cooled_fractions": [0.25, 0.5, 1.0],
+        "cooldown_fraction": 0.25,
+        "cooled_eval_tokens": 512,
+    }
+)
+
+
+def test_wsd_leaves_cooled_checkpoints_at_the_budget_fractions(corpus, tmp_path):
+    res = train(CFG, WSD, corpus, TOKENS, 0, tmp_path, "w")
+    cooled = [c for c in res.curve if c["cooled"]]
+    assert [c["tokens"] for c in cooled] == [5 * 256, 10 * 256, 20 * 256]
+    assert res.tokens == TOKENS and cooled[-1]["lr"] == pytest.approx(WSD.learning_rate * WSD.min_lr_ratio)
+    stable = [c for c in res.curve if not c["cooled"]]
+    assert all(c["lr"] == WSD.learning_rate for c in stable)
+
+
+def test_wsd_resume_matches_uninterrupted(corpus, tmp_path):
+    full = train(CFG, WSD, corpus, TOKENS, 0, tmp_path / "full", "w")
+
+    def stop(done, total, info):
+        if done >= 12 * 256:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, WSD, corpus, TOKENS, 0, tmp_path / "cut", "w", stop)
+    resumed = train(CFG, WSD, corpus, TOKENS, 0, tmp_path / "cut", "w")
+    assert [c["tokens"] for c in resumed.curve] == [c["tokens"] for c in full.curve]
+    assert [c["val_bpb"] for c in resumed.curve] == pytest.approx([c["val_bpb"] for c in full.curve], rel=1e-5)
+
+
+def test_cooled_fractions_must_end_at_one():
+    with pytest.raises(ValueError, match="end at 1.0"):
+        TrainingConfig(schedule="wsd", cooled_fractions=[0.5, 0.8])

@@ -1,0 +1,66 @@
+"""The training side of a run: fit the law to the ladder's cooled checkpoints and plan the target.
+
+Losses are in bits per byte in the report; the fit runs in nats per token (byte tokens:
+nats/token = bits/byte · ln 2) with N counted as *total* parameters, the Chinchilla
+convention — embeddings are a large share of these small byte-level models.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+LN2 = math.log(2)
+
+
+def cooled_points(sizes: list[dict]) -> list[dict]:
+    return [
+        {"size": s["size"], "N": s["params_total"], "D": c["tokens"], "bits_per_byte": c["val_bpb"]}
+        for s in sizes
+        for c in s.get("curve", [])
+        if c.get("cooled")
+    ]
+
+
+def fit_study(sizes: list[dict], target_bpb: float | None, n_boot: int = 200, seed: int = 0) -> dict:
+    """Fit L(N, D) to the cooled checkpoints; plan the cheapest model reaching the target."""
+    from edgescale.scaling.fit import fit_chinchilla
+    from edgescale.scaling.plan import plan_for_loss
+
+    pts = cooled_points(sizes)
+    out: dict = {"points": pts, "n_convention": "total", "unit": "bits_per_byte"}
+    if len(pts) < 5:
+        out["status"] = "not_fitted"
+        out["reason"] = (
+            f"{len(pts)} cooled checkpoints; a fit needs >= 5 on an (N, D) grid: "
+            "set training.schedule: wsd with several cooled_fractions"
+        )
+        return out
+    n, d = np.array([p["N"] for p in pts], float), np.array([p["D"] for p in pts], float)
+    loss = np.array([p["bits_per_byte"] for p in pts]) * LN2
+    fit = fit_chinchilla(n, d, loss, n_boot=n_boot, seed=seed, n_convention="total")
+    f = fit.to_dict()
+    in_bpb = {k: f[k] / LN2 for k in ("E", "A", "B")}  # L scales linearly: E, A, B carry the unit
+    ci = {
+        k: [None if v is None else v / LN2 for v in f["ci"][k]] if k in ("E", "A", "B") else f["ci"][k] for k in f["ci"]
+    }
+    out |= {
+        "status": "fitted",
+        "law": {**f, **in_bpb, "ci": ci, "unit": "bits_per_byte"},
+    }
+    if target_bpb is not None:
+        law = fit.law.with_(name="fit (this run)", ci=fit.ci)
+        plan = plan_for_loss(law, target_bpb * LN2).to_dict()
+        if plan["status"] == "ok":
+            plan["predicted_loss_bpb"] = plan["predicted_loss"] / LN2
+        weak = sorted(k for k in ("E", "alpha", "beta") if k in fit.unidentified)
+        plan["reliable"] = not weak
+        if weak:
+            plan["caveat"] = (
+                f"{', '.join(weak)} not identified by this run's {len(pts)} points: the plan is an "
+                "extrapolation of an unconstrained law; widen the ladder or add token budgets before trusting it"
+            )
+        plan["target_bpb"] = target_bpb
+        out["plan_for_target"] = plan
+    return out
