@@ -76,10 +76,13 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Plan what to train: compute-optimal for a budget, or the cheapest way to a target loss."""
-    from edgescale.scaling.plan import plan_for_compute, plan_for_loss, resolve_law
+    from edgescale.scaling.plan import plan_for_compute, plan_for_loss, plan_smallest_under_compute, resolve_law
 
-    if (compute is None) == (target_loss is None):
-        raise UserError("give exactly one of --compute or --target-loss", field="plan")
+    if compute is None and target_loss is None:
+        raise UserError(
+            "give --compute, --target-loss, or both (the smallest model reaching the target within the compute)",
+            field="plan",
+        )
     for name, value in (("--compute", compute), ("--target-loss", target_loss), ("--max-tokens", max_tokens)):
         if value is not None and not value > 0:
             raise UserError(f"must be positive, got {value:g}", field=name)
@@ -87,7 +90,9 @@ def plan(
         raise UserError("must be >= 0", field="--inference-tokens")
     the_law = resolve_law(law)
     cost = {"peak_flops": peak_flops, "mfu": utilisation, "power_w": power_w}
-    if compute is not None:
+    if compute is not None and target_loss is not None:
+        result = plan_smallest_under_compute(the_law, target_loss, compute, **cost)
+    elif compute is not None:
         result = plan_for_compute(the_law, compute, inference_tokens=inference_tokens, **cost)
     else:
         result = plan_for_loss(the_law, target_loss, inference_tokens=inference_tokens, max_tokens=max_tokens, **cost)

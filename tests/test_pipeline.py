@@ -131,3 +131,14 @@ def test_second_run_on_a_locked_directory_is_refused(tmp_path):
 
     with RunDir(tmp_path / "r"), pytest.raises(UserError, match="another edgescale run"), RunDir(tmp_path / "r"):
         pass
+
+
+@pytest.mark.slow
+def test_fit_reads_a_run_directory(tiny_run):
+    from edgescale.scaling.fit import fit_chinchilla
+    from edgescale.scaling.points import load_points
+
+    _, out = tiny_run
+    pts = load_points(out)
+    assert pts.n.size == 6 and "cooled" in pts.notes[0]
+    assert fit_chinchilla(pts.n, pts.d, pts.loss, n_boot=10).n_points == 6

@@ -156,6 +156,8 @@ def _checks(law: Law, n: float, d: float, loss: float) -> dict:
         },
         "critical_batch_tokens": {
             "value": b_crit,
+            "clamped": min(b_crit, d / 100),
+            "clamp": "at most D/100 tokens per step, so the run keeps >= 100 optimizer steps",
             "rule": "B_crit = 2.1e8 / L^(1/0.21) tokens (Kaplan et al. 2020 eq. 1.4)",
             "caveat": "calibrated on WebText2 BPE loss in nats/token; on another corpus or tokenizer treat it "
             "as an order of magnitude, or measure the gradient noise scale",
@@ -276,6 +278,25 @@ def smallest_n_under_compute(law: Law, target: float, compute_flops: float) -> f
     while gap(lo) <= 0:
         lo -= 1
     return math.exp(brentq(gap, lo, math.log(n_opt), xtol=1e-12))
+
+
+def plan_smallest_under_compute(law: Law, target: float, compute_flops: float, **kw) -> Plan:
+    """The smallest model that reaches ``target`` within ``compute_flops`` (it trains longest)."""
+    infeasible = plan_for_loss(law, target)
+    if infeasible.status != "ok":
+        return infeasible
+    try:
+        n = smallest_n_under_compute(law, target, compute_flops)
+    except Infeasible as e:
+        return _infeasible(law, "target_loss_compute_cap", str(e))
+    return _finish(
+        law,
+        "target_loss_compute_cap",
+        n,
+        compute_flops / (6 * n),
+        notes=["smallest N reaching the target within the compute budget"],
+        **kw,
+    )
 
 
 def resolve_law(spec: str, *, n_boot: int = 200) -> Law:

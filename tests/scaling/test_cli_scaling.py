@@ -58,3 +58,18 @@ def test_fit_bad_csv_exit_2(tmp_path):
     csv.write_text("N,loss\n1,2\n")
     r = _cli("fit", csv)
     assert r.returncode == 2 and "missing column(s) D" in r.stderr
+
+
+def test_plan_with_a_fitted_law_and_a_compute_cap(tmp_path):
+    rng = np.random.default_rng(1)
+    n = np.exp(rng.uniform(np.log(1e8), np.log(1e10), 40))
+    d = np.exp(rng.uniform(np.log(1e9), np.log(1e11), 40))
+    csv = tmp_path / "runs.csv"
+    csv.write_text("N,D,loss\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(n, d, EPOCH2024.loss(n, d), strict=True)))
+    r = _cli("plan", "--target-loss", "2.3", "--compute", "1e22", "--law", f"fit:{csv}", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["objective"] == "target_loss_compute_cap" and abs(out["predicted_loss"] - 2.3) < 1e-6
+    assert out["compute_flops"] == 1e22 or abs(out["compute_flops"] / 1e22 - 1) < 1e-9
+    r = _cli("plan", "--target-loss", "2.0", "--compute", "1e17", "--json")
+    assert r.returncode == 3 and json.loads(r.stdout)["status"] == "infeasible"
