@@ -92,7 +92,8 @@ class TrainingConfig(Strict):
     min_tokens: int = Field(1_000_000, ge=1, description="lower clamp on D")
     max_tokens: int = Field(2_000_000, ge=1, description="upper clamp on D (keeps the study in budget)")
     max_epochs: float = Field(1.0, gt=0, description="cap on D in passes over the train split")
-    batch_size: int = Field(32, ge=1, description="sequences per optimizer step")
+    batch_size: int = Field(32, ge=1, description="sequences per micro-batch")
+    grad_accum: int = Field(1, ge=1, le=1024, description="micro-batches accumulated per optimizer step")
     learning_rate: float = Field(3e-3, gt=0, description="peak AdamW learning rate")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR as a share of the peak")
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of steps in linear warmup")
@@ -144,12 +145,41 @@ class MeasurementConfig(Strict):
     threads: int = Field(2, ge=1, le=256, description="onnxruntime intra_op_num_threads")
 
 
+class CustomModelConfig(Strict):
+    factory: str = Field(
+        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="'package.module:function' returning an nn.Module"
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
+    name: Name = Field("custom", description="label of this model in variant ids")
+    input: Literal["ids", "embeddings"] = Field("ids", description="token ids, or float features (embeddings added)")
+    embed_dim: int | None = Field(None, ge=1, description="feature width when input is embeddings")
+    layout: Literal["batch_first", "seq_first"] = Field("batch_first", description="(B, T, C) or (T, B, C)")
+    causal: Literal["builtin", "mask_arg"] = Field("builtin", description="module masks itself, or takes a mask")
+    mask_kwarg: str = Field("mask", description="name of the mask argument when causal is mask_arg")
+    vocab_size: int = Field(ge=2, description="the module's output size (>= the corpus vocabulary)")
+    block_size: int = Field(128, ge=8, le=4096, description="training context length (tokens)")
+
+    @model_validator(mode="after")
+    def _embed_dim_when_needed(self) -> CustomModelConfig:
+        if self.input == "embeddings" and self.embed_dim is None:
+            raise ValueError("input: embeddings needs embed_dim (the module's feature width)")
+        return self
+
+
+class DistillationConfig(Strict):
+    teacher: Name = Field(description="ladder size whose trained model teaches (usually the largest)")
+    students: list[Name] = Field(min_length=1, description="ladder sizes trained again, by distillation")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of KL(teacher ‖ student); 0 = cross-entropy only")
+    temperature: float = Field(2.0, gt=0, description="softmax temperature")
+
+
 class Study(Strict):
     schema_version: Literal[1] = Field(1, description="study schema version")
     name: Name = Field(description="study name; the run directory is runs/<name>/")
     seed: int = Field(0, ge=0, description="seed for init, data order and measurement")
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
-    ladder: LadderConfig
+    ladder: LadderConfig | None = Field(None, description="the GPT family to train (or give model:)")
+    model: CustomModelConfig | None = Field(None, description="bring your own module instead of the GPT ladder")
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
@@ -160,17 +190,45 @@ class Study(Strict):
         description="recipe names (built in) or paths to recipe YAML files",
     )
     devices: list[str] = Field(default_factory=list, description="device profile names")
+    distillation: DistillationConfig | None = Field(
+        None, description="distil students from a trained teacher, for the same tokens as their scratch twins"
+    )
+
+    @model_validator(mode="after")
+    def _ladder_or_model(self) -> Study:
+        if (self.ladder is None) == (self.model is None):
+            raise ValueError("give exactly one of ladder (the GPT family) or model (your own module)")
+        return self
+
+    @property
+    def block_size(self) -> int:
+        return self.ladder.block_size if self.ladder else self.model.block_size
+
+    @model_validator(mode="after")
+    def _distillation_names(self) -> Study:
+        kd = self.distillation
+        if kd is None:
+            return self
+        if self.ladder is None:
+            raise ValueError("distillation needs a ladder (the GPT family)")
+        names = [sz.name for sz in self.ladder.resolved()]
+        for who in (kd.teacher, *kd.students):
+            if who not in names:
+                raise ValueError(f"distillation names unknown size {who!r}; allowed: {', '.join(names)}")
+        if kd.teacher in kd.students:
+            raise ValueError(f"the teacher {kd.teacher!r} cannot also be a student")
+        return self
 
     @model_validator(mode="after")
     def _contexts_fit(self) -> Study:
-        m, bs = self.measurement, self.ladder.block_size
+        m, bs = self.measurement, self.block_size
         for fld, value in (
             ("evaluation.context_length", self.evaluation.context_length),
             ("measurement.decode_context", m.decode_context),
             ("measurement.prompt_len", m.prompt_len),
         ):
             if value > bs:
-                raise ValueError(f"{fld} ({value}) exceeds ladder.block_size ({bs})")
+                raise ValueError(f"{fld} ({value}) exceeds the block size ({bs})")
         return self
 
 
@@ -331,7 +389,7 @@ def validate_file(path: Path) -> str:
     if "steps" in data:
         load_recipe_file(path)
         return "recipe"
-    if "ladder" in data:
+    if "ladder" in data or "model" in data:
         load_study(path)
         return "study"
-    raise UserError("not a study (needs 'ladder') or a recipe (needs 'steps')", file=path)
+    raise UserError("not a study (needs 'ladder' or 'model') or a recipe (needs 'steps')", file=path)

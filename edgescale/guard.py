@@ -55,7 +55,8 @@ def check_causal_torch(model, what: str = "model") -> float:
         with torch.no_grad():
             return model.logits(torch.from_numpy(ids)).numpy()
 
-    return check_causal(fn, model.cfg.vocab_size, what, length=min(24, model.cfg.block_size))
+    spec = model.cfg if hasattr(model, "cfg") else model.spec
+    return check_causal(fn, spec.vocab_size, what, length=min(24, spec.block_size))
 
 
 def check_causal_onnx(path: Path, *, atol: float = 1e-4, length: int = 24) -> float:

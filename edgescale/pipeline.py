@@ -22,6 +22,7 @@ from edgescale.guard import check_causal_onnx, check_causal_torch
 from edgescale.models.gpt import GPTConfig, ModelAccounting, accounting
 from edgescale.progress import Reporter
 from edgescale.rundir import RunDir, key_of
+from edgescale.train.distill import DistillConfig
 from edgescale.train.trainer import load_model, train
 
 SPLITS = ("validation", "test")
@@ -35,22 +36,33 @@ class SizePlan:
     acct: ModelAccounting
     tokens: int
     capped_by: str  # which rule set the token count
+    teacher: str | None = None  # set for a distilled student: the size that taught it
+
+
+def _tokens_for(study: Study, corpus: Corpus, n: int) -> tuple[int, str]:
+    """D = clamp(k·N, min, max), capped at max_epochs passes; and which rule decided."""
+    t = study.training
+    epoch_cap = int(t.max_epochs * corpus["train"].n_bytes)
+    tokens, capped_by = int(t.tokens_per_param * n), f"{t.tokens_per_param:g} tokens/param"
+    for limit, why in ((t.min_tokens, "min_tokens"), (t.max_tokens, "max_tokens"), (epoch_cap, "max_epochs")):
+        if (why == "min_tokens" and tokens < limit) or (why != "min_tokens" and tokens > limit):
+            tokens, capped_by = limit, why
+    return tokens, capped_by
 
 
 def plan_sizes(study: Study, corpus: Corpus) -> list[SizePlan]:
-    """Shapes from the ladder; tokens D = clamp(k·N, min, max), capped at max_epochs passes."""
-    t = study.training
-    epoch_cap = int(t.max_epochs * corpus["train"].n_bytes)
+    """Shapes from the ladder (or the user's module), each with its token budget."""
+    if study.model is not None:
+        from edgescale.models.custom import CustomSpec, accounting_of
+
+        spec = CustomSpec(study.model, corpus.vocab_size, study.model.block_size)
+        acct = accounting_of(spec)
+        return [SizePlan(study.model.name, spec, acct, *_tokens_for(study, corpus, acct.params_non_embedding))]
     plans = []
     for s in study.ladder.resolved(corpus.vocab_size):
-        cfg = GPTConfig(s.n_layer, s.n_head, s.n_embd, vocab_size=corpus.vocab_size, block_size=study.ladder.block_size)
+        cfg = GPTConfig(s.n_layer, s.n_head, s.n_embd, vocab_size=corpus.vocab_size, block_size=study.block_size)
         acct = accounting(cfg, study.evaluation.context_length)
-        rule = t.tokens_per_param * acct.params_non_embedding
-        tokens, capped_by = int(rule), f"{t.tokens_per_param:g} tokens/param"
-        for limit, why in ((t.min_tokens, "min_tokens"), (t.max_tokens, "max_tokens"), (epoch_cap, "max_epochs")):
-            if (why == "min_tokens" and tokens < limit) or (why != "min_tokens" and tokens > limit):
-                tokens, capped_by = limit, why
-        plans.append(SizePlan(s.name, cfg, acct, tokens, capped_by))
+        plans.append(SizePlan(s.name, cfg, acct, *_tokens_for(study, corpus, acct.params_non_embedding)))
     return plans
 
 
@@ -88,8 +100,10 @@ class Pipeline:
         self.rd, self.rep = rd, rep
 
     # -- training ----------------------------------------------------------------
-    def train_size(self, plan: SizePlan) -> dict:
+    def train_size(self, plan: SizePlan, teacher: dict | None = None) -> dict:
+        """Train one rung (or, with ``teacher``, distil it from that trained rung)."""
         s = self.study
+        kd = s.distillation if teacher else None
         key = key_of(
             "train",
             model=plan.cfg.to_dict(),
@@ -98,6 +112,8 @@ class Pipeline:
             seed=s.seed,
             train_sha=self.corpus["train"].sha256,
             val_sha=self.corpus["validation"].sha256,
+            teacher=teacher["sha256"] if teacher else None,
+            distill=kd.model_dump() if kd else None,
             v=__version__,
         )
         rec = self.rd.cached(key)
@@ -105,8 +121,11 @@ class Pipeline:
             self.rep.reuse(f"train {plan.name}", rec["checkpoint"])
             return rec
         out = self.rd.root / "train" / plan.name
-        with self.rep.task(f"train {plan.name} ({plan.acct.params_non_embedding:,} N)", plan.tokens) as tick:
-            res = train(plan.cfg, s.training, self.corpus, plan.tokens, s.seed, out, key, tick)
+        teacher_model = load_model(self.rd.root / teacher["checkpoint"])[0] if teacher else None
+        what = f"train {plan.name} ({plan.acct.params_non_embedding:,} N)" + (f" ← {plan.teacher}" if kd else "")
+        with self.rep.task(what, plan.tokens) as tick:
+            distill = DistillConfig(alpha=kd.alpha, temperature=kd.temperature) if kd else None
+            res = train(plan.cfg, s.training, self.corpus, plan.tokens, s.seed, out, key, tick, teacher_model, distill)
         model, _ = load_model(res.checkpoint)
         check_causal_torch(model, f"{plan.name} ({res.checkpoint})")
         rel, sha = self.rd.store(res.checkpoint)
@@ -117,8 +136,22 @@ class Pipeline:
             "steps": res.steps,
             "curve": res.curve,
             "seconds": res.seconds,
+            "teacher": plan.teacher,
         }
         return self.rd.record(key, rec, {str(rel): sha})
+
+    def train_all(self) -> dict[str, dict]:
+        """The ladder, then (if asked) the distilled students, which join ``self.plans``."""
+        trained = {p.name: self.train_size(p) for p in self.plans}
+        kd = self.study.distillation
+        if kd:
+            by_name = {p.name: p for p in self.plans}
+            for student in kd.students:
+                base = by_name[student]
+                plan = SizePlan(f"{student}-kd", base.cfg, base.acct, base.tokens, base.capped_by, kd.teacher)
+                trained[plan.name] = self.train_size(plan, trained[kd.teacher])
+                self.plans.append(plan)
+        return trained
 
     # -- compression and export --------------------------------------------------
     def run_chain(self, plan: SizePlan, chain: Chain, trained: dict) -> dict:
@@ -142,9 +175,9 @@ class Pipeline:
         with self.rep.status(f"{plan.name}: {step.op}"):
             out = step.definition.fn(model, step.config, ctx)
         if step.definition.gives == "torch":
-            from edgescale.train.trainer import save_model
+            from edgescale.train.trainer import save_model, spec_meta, spec_of
 
-            out = save_model(out, work / "model.safetensors", {"model": out.cfg.to_dict(), "op": step.op})
+            out = save_model(out, work / "model.safetensors", {**spec_meta(spec_of(out)), "op": step.op})
         rel, sha = self.rd.store(Path(out))
         self.rep.done(f"{plan.name}: {step.op}", f"{rel} in {time.perf_counter() - t0:.1f}s")
         return self.rd.record(key, {"op": step.op, "artifact": str(rel), "sha256": sha}, {str(rel): sha})
@@ -160,7 +193,7 @@ class Pipeline:
         path = self.rd.root / rel
         # Strict for the exported float graph; ONNX-stage steps (quantization) may move
         # logits slightly through per-call activation scales (see edgescale.guard).
-        length = min(24, self.study.ladder.block_size)
+        length = min(24, self.study.block_size)
         influence = check_causal_onnx(path, atol=1e-4 if strict else 2e-2, length=length)
         res = onnx_loss(path, sp, e.context_length, e.stride, e.max_tokens, e.batch_size)
         return self.rd.record(key, {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence})
@@ -216,7 +249,7 @@ def run_study(study_path: Path | None = None, out: Path | None = None, rep: Repo
             "recipes": {c.name: {"source": c.source, "steps": c.describe()} for c in pipe.chains},
         }
         write_json(rd.path("manifest.json"), {**manifest, "status": "running"})
-        trained = {p.name: pipe.train_size(p) for p in pipe.plans}
+        trained = pipe.train_all()
         variants = {}
         for p in pipe.plans:
             for c in pipe.chains:

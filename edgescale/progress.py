@@ -84,7 +84,7 @@ class Reporter:
             at_eq = s.get("val_bpb_at_equal_tokens")
             table.add_row(
                 s["size"],
-                f"{s['n_layer']}×{s['n_embd']}, {s['n_head']}",
+                f"{s['n_layer']}×{s['n_embd']}, {s['n_head']}" if s.get("n_layer") else str(s.get("model")),
                 f"{s['params_non_embedding']:,}",
                 f"{s['train_tokens']:,}",
                 f"{v['loss']['validation']['bits_per_byte']:.4f}" if v else "",
@@ -124,7 +124,8 @@ class Reporter:
                 f"{v['loss']['validation']['bits_per_byte']:.4f}",
                 f"{v['loss']['test']['bits_per_byte']:.4f}",
                 f"{host.get('prefill_ms_p50', float('nan')):.3f}",
-                f"{host.get('decode_ms_p50', float('nan')):.3f}",
+                f"{host.get('decode_ms_p50', float('nan')):.3f}"
+                + (" (full recompute)" if host.get("decode") == "full-recompute" else ""),
                 speed,
                 "✓" if v.get("on_frontier") else "",
             )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgescale.atomic import write_json
-from edgescale.models.shape import accounting
+from edgescale.models.shape import GPTConfig, accounting
 from edgescale.scaling.study import fit_study
 
 
@@ -35,6 +35,7 @@ def onnx_weight_bytes(path: Path) -> int:
 def _equal_token_losses(trained: dict) -> tuple[int, dict[str, float]]:
     """Validation loss of every size at the largest token count all curves share (stable
     phase: with WSD every size is then at the same learning rate)."""
+    trained = {k: t for k, t in trained.items() if not t.get("teacher")}
     common = set.intersection(*({c["tokens"] for c in t["curve"] if not c.get("cooled")} for t in trained.values()))
     if not common:
         return 0, {}
@@ -54,6 +55,7 @@ def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) ->
     host = {
         "kind": "measured",
         **{k: v[k] for k in ("prefill_ms_p50", "prefill_ms_p90", "decode_ms_p50", "decode_ms_p90")},
+        "decode": v.get("decode", "kv-cache"),
         "prompt_len": measurement.prompt_len,
         "decode_context": measurement.decode_context,
         "threads": measurement.threads,
@@ -68,6 +70,7 @@ def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) ->
 
 def _falls_with_size(sizes: list[dict], variants: list[dict], base_recipe: str) -> dict:
     """Whether held-out loss falls strictly along the ladder (ordered by N), two ways."""
+    sizes = [s for s in sizes if not s.get("distilled_from")]
     order = [s["size"] for s in sorted(sizes, key=lambda s: s["params_non_embedding"])]
     own = {v["size"]: v["loss"]["validation"]["bits_per_byte"] for v in variants if v["recipe"] == base_recipe}
     equal = {s["size"]: s["val_bpb_at_equal_tokens"] for s in sizes}
@@ -80,6 +83,42 @@ def _falls_with_size(sizes: list[dict], variants: list[dict], base_recipe: str) 
         "at_own_budget": strictly_falls(own),
         "at_equal_tokens": strictly_falls(equal),
         "equal_tokens": sizes[0]["equal_tokens"] if sizes else 0,
+    }
+
+
+def _shape(cfg) -> dict:
+    if isinstance(cfg, GPTConfig):
+        return {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "model": "gpt"}
+    return {"n_layer": None, "n_head": None, "n_embd": None, "model": cfg.model.factory}
+
+
+def _distillation(sizes: list[dict], variants: list[dict], base_recipe: str, kd) -> dict | None:
+    """Each distilled student next to the same shape trained from scratch for the same tokens."""
+    if kd is None:
+        return None
+    loss = {v["size"]: v["loss"] for v in variants if v["recipe"] == base_recipe}
+    rows = []
+    for s in sizes:
+        if s.get("distilled_from"):
+            twin = s["size"].removesuffix("-kd")
+            rows.append(
+                {
+                    "student": s["size"],
+                    "scratch": twin,
+                    "teacher": s["distilled_from"],
+                    "tokens": s["train_tokens"],
+                    "val_bpb_distilled": loss[s["size"]]["validation"]["bits_per_byte"],
+                    "val_bpb_scratch": loss[twin]["validation"]["bits_per_byte"],
+                    "test_bpb_distilled": loss[s["size"]]["test"]["bits_per_byte"],
+                    "test_bpb_scratch": loss[twin]["test"]["bits_per_byte"],
+                }
+            )
+    return {
+        "alpha": kd.alpha,
+        "temperature": kd.temperature,
+        "teacher": kd.teacher,
+        "teacher_val_bpb": loss[kd.teacher]["validation"]["bits_per_byte"],
+        "pairs": rows,
     }
 
 
@@ -96,9 +135,7 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
         sizes.append(
             {
                 "size": p.name,
-                "n_layer": p.cfg.n_layer,
-                "n_head": p.cfg.n_head,
-                "n_embd": p.cfg.n_embd,
+                **_shape(p.cfg),
                 "params_non_embedding": p.acct.params_non_embedding,
                 "params_total": p.acct.params_total,
                 "train_tokens": trained[p.name]["tokens"],
@@ -106,6 +143,7 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
                 "train_seconds": round(trained[p.name]["seconds"], 1),
                 "curve": trained[p.name]["curve"],
                 "val_bpb_at_equal_tokens": at_equal.get(p.name),
+                "distilled_from": p.teacher,
                 "equal_tokens": equal_tokens,
             }
         )
@@ -113,7 +151,7 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
         size, recipe = vid.split("/")
         p = plans[size]
         path = pipe.rd.root / v["artifact"]
-        acct = accounting(p.cfg, m.decode_context)
+        acct = accounting(p.cfg, m.decode_context) if isinstance(p.cfg, GPTConfig) else p.acct
         weight = onnx_weight_bytes(path)
         kv = acct.kv_bytes_per_token_fp32
         out.append(
@@ -173,7 +211,8 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
         "sizes": sizes,
         "variants": out,
         "loss_falls_with_size": _falls_with_size(sizes, out, base_recipe),
-        "scaling": fit_study(sizes, s.loss_target_bpb, seed=s.seed),
+        "scaling": fit_study([z for z in sizes if not z["distilled_from"]], s.loss_target_bpb, seed=s.seed),
+        "distillation": _distillation(sizes, out, base_recipe, s.distillation),
     }
 
 

@@ -63,12 +63,15 @@ def test_builtin_recipes_are_mirrored():
         ({"ladder__sizes__0__n_embd": 25}, "ladder.sizes.0", "divisible by n_head"),
         ({"training__learning_rate": -1}, "training.learning_rate", "greater than 0"),
         ({"corpus__tokenizer": "bpe"}, "corpus.tokenizer", "'bytes'"),
-        ({"measurement__decode_context": 4096}, "(top level)", "exceeds ladder.block_size"),
+        ({"measurement__decode_context": 4096}, "(top level)", "exceeds the block size (128)"),
         ({"recipes": ["fp32", "int3_magic"]}, "recipes.1", "unknown recipe 'int3_magic'; allowed: fp32, int8_dynamic"),
         ({"devices": ["pixel99"]}, "devices.0", "unknown device 'pixel99'; allowed: host"),
         ({"schema_version": 2}, "schema_version", "1"),
         ({"ladder__sizes": None}, "ladder", "exactly one of sizes or params_non_embedding"),
         ({"training__cooled_fractions": [0.5]}, "training", "end at 1.0"),
+        ({"distillation": {"teacher": "s9", "students": ["s0"]}}, "(top level)", "unknown size 's9'; allowed: s0"),
+        ({"model": {"factory": "x.y:z", "vocab_size": 256}}, "(top level)", "exactly one of ladder"),
+        ({"model": None, "ladder": None}, "(top level)", "exactly one of ladder"),
     ],
 )
 def test_bad_study_names_file_field_and_allowed(tmp_path, changes, field, fragment):

@@ -41,6 +41,7 @@ TINY = {
     "evaluation": {"context_length": 32, "stride": 32, "max_tokens": 2048, "batch_size": 8},
     "measurement": {"prompt_len": 16, "decode_context": 32, "repeats": 5, "warmup": 1, "threads": 1},
     "recipes": ["fp32", "int8_dynamic"],
+    "distillation": {"teacher": "b", "students": ["a"]},
 }
 
 
@@ -61,7 +62,11 @@ def test_run_directory_holds_every_variant_with_real_artifacts(tiny_run):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "finished"
     assert manifest["packages"]["onnxruntime"] and manifest["machine"]["cpu_model"]
-    assert {v["variant_id"] for v in results["variants"]} == {"a/fp32", "a/int8_dynamic", "b/fp32", "b/int8_dynamic"}
+    ids = {v["variant_id"] for v in results["variants"]}
+    assert ids == {"a/fp32", "a/int8_dynamic", "b/fp32", "b/int8_dynamic", "a-kd/fp32", "a-kd/int8_dynamic"}
+    pair = results["distillation"]["pairs"][0]
+    assert (pair["student"], pair["scratch"], pair["teacher"]) == ("a-kd", "a", "b")
+    assert pair["val_bpb_distilled"] > 0 and pair["val_bpb_scratch"] > 0
     for v in results["variants"]:
         path = out / v["onnx_path"]
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -106,7 +111,8 @@ def test_rerun_reuses_finished_artifacts(tiny_run):
     buf = StringIO()
     run_study(study, out, Reporter(console=Console(file=buf, width=200)))
     log = buf.getvalue()
-    assert "reused train a" in log and "reused train b" in log and "reused host latency" in log
+    assert "reused train a" in log and "reused train b" in log and "reused train a-kd" in log
+    assert "reused host latency" in log
     assert "done" not in log
     after = {p: p.stat().st_mtime_ns for p in (out / "artifacts").iterdir()}
     assert after == before

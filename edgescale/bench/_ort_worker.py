@@ -59,6 +59,14 @@ class Variant:
         inputs = {i.name: i for i in self.sess.get_inputs()}
         layers = sorted({int(m.group(1)) for n in inputs if (m := _PAST.match(n))})
         outputs = [o.name for o in self.sess.get_outputs()]
+        self.outputs = outputs
+        vocab = self.sess.get_outputs()[0].shape[-1]
+        self.vocab = vocab if isinstance(vocab, int) else 256
+        self.has_pos, self.has_mask = "position_ids" in inputs, "attention_mask" in inputs
+        if not layers and "input_ids" in inputs and "logits" in outputs:
+            self.has_cache, self.n_layer, self.n_head, self.head_dim, self.kv_dtype = False, 0, 0, 0, np.float32
+            return  # no KV cache: decoding recomputes the whole context
+        self.has_cache = True
         if "input_ids" not in inputs or "attention_mask" not in inputs or not layers or "logits" not in outputs:
             raise ValueError(
                 f"{self.path}: not a causal LM with a KV cache (needs input_ids, attention_mask, "
@@ -67,24 +75,34 @@ class Variant:
         shape = inputs["past_key_values.0.key"].shape
         self.n_layer, self.n_head, self.head_dim = len(layers), shape[1], shape[3]
         self.kv_dtype = _DTYPES[inputs["past_key_values.0.key"].type]
-        vocab = self.sess.get_outputs()[0].shape[-1]
-        self.vocab = vocab if isinstance(vocab, int) else 256
-        self.has_pos = "position_ids" in inputs
-        self.outputs = outputs
 
     def _feeds(self, ids: np.ndarray, past: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         B, T = ids.shape
         if past is None:
             z = np.zeros((B, self.n_head, 0, self.head_dim), self.kv_dtype)
             past = {f"past_key_values.{i}.{kv}": z for i in range(self.n_layer) for kv in ("key", "value")}
-        P = next(iter(past.values())).shape[2]
-        feeds = {"input_ids": ids, "attention_mask": np.ones((B, P + T), np.int64), **past}
+        P = next(iter(past.values())).shape[2] if past else 0
+        feeds = {"input_ids": ids, **past}
+        if self.has_mask:
+            feeds["attention_mask"] = np.ones((B, P + T), np.int64)
         if self.has_pos:
             feeds["position_ids"] = np.arange(P, P + T, dtype=np.int64)[None].repeat(B, 0)
         return feeds
 
     def _bind_decode(self, context: int) -> None:
-        """A real past of ``context - 1`` tokens, then one token, with every buffer preallocated."""
+        """A real past of ``context - 1`` tokens, then one token, with every buffer preallocated.
+
+        Without a KV cache the decode step is a forward pass over the whole context.
+        """
+        self.prefill_feeds = self._feeds(self.prompt, None)
+        if not self.has_cache:
+            self.binding = self.sess.io_binding()
+            ids = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(self.context))
+            out = ort.OrtValue.ortvalue_from_shape_and_type((1, context, self.vocab), np.float32)
+            self._keep = [ids, out]
+            self.binding.bind_ortvalue_input("input_ids", ids)
+            self.binding.bind_ortvalue_output("logits", out)
+            return
         outs = self.sess.run(None, self._feeds(self.context[:, :-1], None))
         past = {
             n.replace("present.", "past_key_values.", 1): v
@@ -105,7 +123,6 @@ class Variant:
             v = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype)
             self._keep.append(v)
             self.binding.bind_ortvalue_output(name, v)
-        self.prefill_feeds = self._feeds(self.prompt, None)
 
     def prefill_ms(self) -> float:
         t = time.perf_counter_ns()
@@ -126,6 +143,7 @@ def measure(req: dict) -> dict:
             v.prefill_ms()
             v.decode_ms()
     samples = {n: {"prefill": [], "decode": []} for n in names}
+    decode = {v.name: "kv-cache" if v.has_cache else "full-recompute" for v in variants}
     rng = np.random.default_rng(req["seed"])
     for _ in range(req["repeats"]):
         for i in rng.permutation(len(variants)):
@@ -134,6 +152,7 @@ def measure(req: dict) -> dict:
             samples[v.name]["decode"].append(v.decode_ms())
     return {
         "samples": samples,
+        "decode": decode,
         "onnxruntime": ort.__version__,
         "modules": sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")}),
     }

@@ -52,6 +52,7 @@ class VariantLatency:
     decode_ms_p90: float
     decode_tokens_per_s: float
     n_samples: int
+    decode: str  # "kv-cache" (one step through the cache) or "full-recompute" (the whole context)
     prefill_samples_ms: list[float] = field(repr=False)
     decode_samples_ms: list[float] = field(repr=False)
 
@@ -121,7 +122,7 @@ def machine_info(threads: int) -> dict:
     }
 
 
-def _summarise(samples: dict[str, list[float]]) -> VariantLatency:
+def _summarise(samples: dict[str, list[float]], decode: str) -> VariantLatency:
     pre, dec = np.asarray(samples["prefill"]), np.asarray(samples["decode"])
     return VariantLatency(
         prefill_ms_p50=float(np.percentile(pre, 50)),
@@ -130,6 +131,7 @@ def _summarise(samples: dict[str, list[float]]) -> VariantLatency:
         decode_ms_p90=float(np.percentile(dec, 90)),
         decode_tokens_per_s=float(1000.0 / np.percentile(dec, 50)),
         n_samples=int(pre.size),
+        decode=decode,
         prefill_samples_ms=[float(x) for x in pre],
         decode_samples_ms=[float(x) for x in dec],
     )
@@ -167,7 +169,7 @@ def measure_variants(paths: Mapping[str, Path], spec: MeasureSpec, baseline: str
     request = {"variants": {k: str(v) for k, v in paths.items()}, **spec.model_dump(exclude={"timeout_s"})}
     reply = run_worker(request, spec.timeout_s)
     machine |= {"load_avg_end": list(os.getloadavg()), "onnxruntime": reply["onnxruntime"]}
-    variants = {name: _summarise(s) for name, s in reply["samples"].items()}
+    variants = {name: _summarise(s, reply["decode"][name]) for name, s in reply["samples"].items()}
     ratios = {}
     if baseline is not None:
         b = variants[baseline]

@@ -26,19 +26,24 @@ class LMSignature:
     head_dim: int
     kv_dtype: type
     has_position_ids: bool
+    has_cache: bool = True
+    has_attention_mask: bool = True
 
 
 def _signature(session, path: Path) -> LMSignature:
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
     layers = sorted({int(m.group(1)) for n in inputs if (m := _PAST.match(n))})
+    if not layers and "input_ids" in inputs and "logits" in outputs:
+        # No KV cache (e.g. a user's module): every token recomputes the whole context.
+        return LMSignature(0, 0, 0, np.float32, "position_ids" in inputs, False, "attention_mask" in inputs)
     missing = [n for n in ("input_ids", "attention_mask") if n not in inputs]
     if "logits" not in outputs:
         missing.append("logits (output)")
     if missing or not layers or layers != list(range(len(layers))):
         raise UserError(
-            "not a causal LM with a KV cache: needs inputs input_ids, attention_mask, "
-            "past_key_values.{i}.key/value and outputs logits, present.{i}.key/value"
+            "not a causal LM: needs input_ids and a logits output, and for a KV cache attention_mask, "
+            "past_key_values.{i}.key/value and present.{i}.key/value"
             + (f"; missing {', '.join(missing)}" if missing else ""),
             file=path,
         )
@@ -79,8 +84,10 @@ class OrtCausalLM:
         ids = np.ascontiguousarray(ids, dtype=np.int64)
         B, T = ids.shape
         past = past if past is not None else self.empty_past(B)
-        P = next(iter(past.values())).shape[2]
-        feeds = {"input_ids": ids, "attention_mask": np.ones((B, P + T), np.int64), **past}
+        P = next(iter(past.values())).shape[2] if past else 0
+        feeds = {"input_ids": ids, **past}
+        if self.sig.has_attention_mask:
+            feeds["attention_mask"] = np.ones((B, P + T), np.int64)
         if self.sig.has_position_ids:
             feeds["position_ids"] = np.broadcast_to(np.arange(P, P + T, dtype=np.int64), (B, T)).copy()
         outs = self.session.run(None, feeds)
@@ -95,7 +102,15 @@ class OrtCausalLM:
         return self.run(ids)[0].astype(np.float32)
 
     def generate(self, prompt: np.ndarray, max_new_tokens: int) -> list[int]:
-        """Greedy decoding through the KV cache (one token per call after the prefill)."""
+        """Greedy decoding through the KV cache (one token per call after the prefill);
+        without a cache, by recomputing the whole context for every token."""
+        if not self.sig.has_cache:
+            ids = np.asarray(prompt[:1], dtype=np.int64)
+            out = []
+            for _ in range(max_new_tokens):
+                out.append(int(self.run(ids)[0][0, -1].argmax()))
+                ids = np.concatenate([ids, [[out[-1]]]], axis=1)
+            return out
         logits, past = self.run(prompt[:1])
         out = [int(logits[0, -1].argmax())]
         for _ in range(max_new_tokens - 1):

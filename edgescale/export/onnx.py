@@ -105,3 +105,37 @@ def _quiet_torch_logs():
     finally:
         for lg, lvl in zip(loggers, levels, strict=True):
             lg.setLevel(lvl)
+
+
+def export_onnx_nocache(model: torch.nn.Module, path: Path, opset: int = 18) -> Path:
+    """Export a model without a KV cache: ``input_ids (batch, seq) → logits (batch, seq, vocab)``.
+
+    Decoding such a graph recomputes the whole context for every token.
+    """
+    from edgescale.models.custom import exportable_transformer_masks
+
+    model = model.eval()
+    ids = torch.randint(0, 256, (2, 5))  # sizes >= 2 so they stay symbolic
+    batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=model.spec.block_size)
+    with (
+        atomic_path(path) as tmp,
+        warnings.catch_warnings(),
+        contextlib.redirect_stdout(io.StringIO()),
+        _quiet_torch_logs(),
+        torch.no_grad(),
+        exportable_transformer_masks(),
+    ):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model,
+            (ids,),
+            tmp,
+            input_names=["input_ids"],
+            output_names=["logits"],
+            dynamic_shapes={"input_ids": {0: batch, 1: seq}},
+            opset_version=opset,
+            external_data=False,
+            dynamo=True,
+            verbose=False,
+        )
+    return Path(path)

@@ -20,17 +20,19 @@ class ExportMismatch(UserError):
     """The ONNX graph does not compute what the torch model computes."""
 
 
-def verify_export(model: GPT, path: Path, *, atol: float = 1e-4, gen_tokens: int = 32, seed: int = 0) -> dict:
+def verify_export(model, path: Path, *, atol: float = 1e-4, gen_tokens: int = 32, seed: int = 0) -> dict:
     gen = torch.Generator().manual_seed(seed)
-    block = model.cfg.block_size
-    ids = torch.randint(0, model.cfg.vocab_size, (2, min(16, block)), generator=gen)
+    spec = model.cfg if isinstance(model, GPT) else model.spec
+    block = spec.block_size
+    ids = torch.randint(0, spec.vocab_size, (2, min(16, block)), generator=gen)
     with torch.no_grad():
         ref = model.logits(ids).numpy()
     lm = OrtCausalLM(path)
     got = lm.logits(ids.numpy())
     diff = float(np.abs(got - ref).max())
-    if not diff <= atol:
-        raise ExportMismatch(f"ONNX logits differ from torch by {diff:.3g} (allowed {atol:g})", file=path)
+    allowed = atol * max(1.0, float(np.abs(ref).max()))  # float32 error grows with the logits' magnitude
+    if not diff <= allowed:
+        raise ExportMismatch(f"ONNX logits differ from torch by {diff:.3g} (allowed {allowed:.3g})", file=path)
     prompt = ids[:1, : min(8, block // 4)]
     gen_tokens = min(gen_tokens, block - prompt.shape[1])  # stay inside the position table
     expected = model.generate(prompt, gen_tokens).tolist()

@@ -39,7 +39,7 @@ class CausalSelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # (B, T, C)
-        mask: torch.Tensor,  # (B, 1, T, P+T) bool, True = may attend
+        mask: torch.Tensor | None,  # (B, 1, T, P+T) bool, True = may attend; None = plain causal
         past: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         B, T, C = x.shape
@@ -50,7 +50,10 @@ class CausalSelfAttention(nn.Module):
         if past is not None:
             k = torch.cat([past[0], k], dim=2)  # (B, H, P+T, hd)
             v = torch.cat([past[1], v], dim=2)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, T, hd)
+        if mask is None:  # no past, no padding: the fused causal kernel
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
         y = y.transpose(1, 2).reshape(B, T, C)
         return self.c_proj(y), (k, v)
 
@@ -110,13 +113,15 @@ class GPT(nn.Module):
         P = 0 if not past_key_values else past_key_values[0][0].shape[2]
         if position_ids is None:
             position_ids = torch.arange(P, P + T, device=input_ids.device).expand(B, T)
-        if attention_mask is None:
-            attention_mask = torch.ones(B, P + T, dtype=torch.int64, device=input_ids.device)
-        # Query t sits at absolute index P+t and may see key j when j <= P+t.
-        key_idx = torch.arange(P + T, device=input_ids.device)
-        query_idx = torch.arange(T, device=input_ids.device) + P
-        causal = key_idx[None, :] <= query_idx[:, None]  # (T, P+T)
-        mask = causal[None, None] & attention_mask.bool()[:, None, None, :]  # (B, 1, T, P+T)
+        mask = None  # training and plain prefill: SDPA's causal kernel
+        if attention_mask is not None or P:
+            if attention_mask is None:
+                attention_mask = torch.ones(B, P + T, dtype=torch.int64, device=input_ids.device)
+            # Query t sits at absolute index P+t and may see key j when j <= P+t.
+            key_idx = torch.arange(P + T, device=input_ids.device)
+            query_idx = torch.arange(T, device=input_ids.device) + P
+            causal = key_idx[None, :] <= query_idx[:, None]  # (T, P+T)
+            mask = causal[None, None] & attention_mask.bool()[:, None, None, :]  # (B, 1, T, P+T)
         x = self.wte(input_ids) + self.wpe(position_ids)  # (B, T, C)
         presents: KVCache = []
         for i, block in enumerate(self.blocks):

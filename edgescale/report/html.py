@@ -1,112 +1,163 @@
-"""``report.html``: one self-contained page (inline CSS, the plot as a data URI, no scripts).
+"""``report.html``: one self-contained page (inline CSS, plots as data URIs, no scripts).
 
-Built from ``results.json`` alone, so it can be rebuilt for old runs.
+Built from ``results.json`` alone, so it can be rebuilt for old runs. Every piece of text
+from the results goes through ``html.escape``; missing optional parts show as "–".
 """
 
 from __future__ import annotations
 
 import base64
 import tempfile
+from collections.abc import Iterable
 from html import escape
 from pathlib import Path
+from typing import Any
 
 from edgescale.atomic import write_bytes
-from edgescale.report.frontier import frontier
+from edgescale.report.frontier import _dig, frontier
 
 _CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1200px;color:#222}
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1400px;
+padding:0 1em;color:#222}
 h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;margin:.6em 0;font-size:13px}
-th,td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right}
+.scroll{overflow-x:auto}table{border-collapse:collapse;margin:.6em 0;font-size:13px}
+th,td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
 th{background:#f6f6f6}td:first-child,th:first-child{text-align:left}
 .flag{color:#a60;font-weight:600}.bad{color:#b00;font-weight:600}.ok{color:#070}
-.note{color:#555;font-size:13px}img{max-width:100%}
+.note{color:#555;font-size:13px}img{max-width:100%}code{font-size:12px}
 """
+_SPEEDUP = "decode_speedup_vs_"
 
 
-def _td(value, fmt: str = "{}") -> str:
-    if value is None:
-        return "<td>–</td>"
-    return f"<td>{escape(fmt.format(value))}</td>"
+def _e(value: Any) -> str:
+    return escape(str(value))
 
 
-def _table(headers: list[str], rows: list[str]) -> str:
+def _fmt(value: Any, fmt: str = "{}") -> str:
+    """``value`` formatted and escaped; "–" where it is missing."""
+    return "–" if value is None else escape(fmt.format(value))
+
+
+def _td(value: Any, fmt: str = "{}") -> str:
+    return f"<td>{_fmt(value, fmt)}</td>"
+
+
+def _table(headers: list[str], rows: Iterable[str]) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+    return f'<div class="scroll"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
+
+
+def _host(variant: dict) -> dict:
+    return _dig(variant, "latency", "host") or {}
+
+
+def _baseline(variants: list[dict]) -> str | None:
+    """The recipe speed-ups are measured against, named by the ``decode_speedup_vs_<recipe>`` key."""
+    for v in variants:
+        for key in _host(v):
+            if key.startswith(_SPEEDUP):
+                return key[len(_SPEEDUP) :]
+    return None
 
 
 def _speedup(host: dict) -> str:
-    sp = next((v for k, v in host.items() if k.startswith("decode_speedup_vs_")), None)
+    if not host:
+        return "<td>–</td>"
+    sp = next((v for k, v in host.items() if k.startswith(_SPEEDUP)), None)
     if not sp:
         return "<td>baseline</td>"
-    text = f"{sp['speedup']:.2f}× [{sp['low']:.2f}, {sp['high']:.2f}]"
-    if sp["slower"]:
-        return f'<td>{escape(text)} <span class="bad">slower</span></td>'
-    if sp["within_noise"]:
-        return f'<td>{escape(text)} <span class="flag">within noise</span></td>'
-    return f"<td>{escape(text)}</td>"
+    text = _e(f"{sp['speedup']:.2f}× [{sp['low']:.2f}, {sp['high']:.2f}]")
+    if sp.get("slower"):
+        return f'<td>{text} <span class="bad">slower</span></td>'
+    if sp.get("within_noise"):
+        return f'<td>{text} <span class="flag">within noise</span></td>'
+    return f"<td>{text}</td>"
+
+
+def _yes_no(value: bool | None) -> str:
+    return {True: '<span class="ok">yes</span>', False: '<span class="bad">no</span>'}.get(value, "not known")
 
 
 def _sizes(results: dict) -> str:
-    rows = []
-    for s in results["sizes"]:
-        rows.append(
-            "<tr>"
-            + _td(s["size"])
-            + _td(f"{s['n_layer']}×{s['n_embd']}, {s['n_head']} heads")
-            + _td(s["params_non_embedding"], "{:,}")
-            + _td(s["params_total"], "{:,}")
-            + _td(s["train_tokens"], "{:,}")
-            + _td(s.get("tokens_rule"))
-            + _td(s.get("val_bpb_at_equal_tokens"), "{:.4f}")
-            + "</tr>"
+    sizes, variants = results.get("sizes", []), results.get("variants", [])
+    base = _baseline(variants) or (variants[0].get("recipe") if variants else None)
+    own = {v.get("size"): _dig(v, "loss", "validation", "bits_per_byte") for v in variants if v.get("recipe") == base}
+    eq = next((s.get("equal_tokens") for s in sizes if s.get("equal_tokens")), None)
+    rows = [
+        "<tr>"
+        + _td(s.get("size"))
+        + _td(
+            f"{s.get('n_layer', '?')} × {s.get('n_embd', '?')} ({s.get('n_head', '?')} heads)"
+            if s.get("n_layer")
+            else s.get("model", "?")
         )
-    eq = results["sizes"][0].get("equal_tokens", 0) if results["sizes"] else 0
-    headers = ["size", "shape", "N (non-emb.)", "params total", "train tokens", "token rule", f"val bpb @ {eq:,} tok"]
-    return _table(headers, rows)
+        + _td(s.get("params_non_embedding"), "{:,}")
+        + _td(s.get("params_total"), "{:,}")
+        + _td(s.get("train_tokens"), "{:,}")
+        + _td(s.get("tokens_rule"))
+        + _td(own.get(s.get("size")), "{:.4f}")
+        + _td(s.get("val_bpb_at_equal_tokens"), "{:.4f}")
+        + "</tr>"
+        for s in sizes
+    ]
+    headers = ["size", "layers × width (heads)", "N (non-emb.)", "params total", "train tokens", "token rule"]
+    headers += [f"val bpb, own budget ({base})", f"val bpb @ {eq:,} tokens" if eq else "val bpb @ equal tokens"]
+    falls = results.get("loss_falls_with_size")
+    verdict = (
+        f"<p>Loss falls strictly with size at each size's own training budget: {_yes_no(falls.get('at_own_budget'))}; "
+        f"at equal training tokens: {_yes_no(falls.get('at_equal_tokens'))}.</p>"
+        if falls
+        else ""
+    )
+    note = (
+        '<p class="note">Two comparisons: at each size\'s own training budget (the '
+        f"{_e(base)} variant's validation loss, measured on its ONNX file) and at an equal number of training "
+        "tokens (from the validation curve during training, all sizes at the same learning rate).</p>"
+    )
+    return note + _table(headers, rows) + verdict
+
+
+def _variant_row(v: dict, on_front: bool) -> str:
+    host, cost = _host(v), v.get("cost", {})
+    file_kib = v["file_bytes"] / 1024 if v.get("file_bytes") is not None else None
+    cells = [
+        _td(v["variant_id"]),
+        _td(v.get("recipe")),
+        _td(v.get("params_non_embedding"), "{:,}"),
+        _td(file_kib, "{:,.1f}"),
+        _td(cost.get("weight_bytes"), "{:,}"),
+        _td(cost.get("bytes_per_decoded_token"), "{:,}"),
+        _td(cost.get("flops_per_token"), "{:,.0f}"),
+        _td(_dig(v, "loss", "validation", "bits_per_byte"), "{:.4f}"),
+        _td(_dig(v, "loss", "test", "bits_per_byte"), "{:.4f}"),
+        *(_td(host.get(f"{k}_ms_{q}"), "{:.3f}") for k in ("prefill", "decode") for q in ("p50", "p90")),
+        _speedup(host),
+        '<td class="ok">✓</td>' if on_front else "<td></td>",
+    ]
+    return f"<tr>{''.join(cells)}</tr>"
 
 
 def _variants(results: dict) -> str:
-    on_bytes = {p.variant_id for p in frontier(results["variants"], "bytes_per_decoded_token") if p.on_front}
-    rows = []
-    for v in results["variants"]:
-        host = v.get("latency", {}).get("host", {})
-        c = v["cost"]
-        rows.append(
-            "<tr>"
-            + _td(v["variant_id"])
-            + _td(v["params_non_embedding"], "{:,}")
-            + _td(v["file_bytes"] / 1024, "{:,.0f}")
-            + _td(c["weight_bytes"], "{:,}")
-            + _td(c["bytes_per_decoded_token"], "{:,}")
-            + _td(c["flops_per_token"], "{:,.0f}")
-            + _td(v["loss"]["validation"]["bits_per_byte"], "{:.4f}")
-            + _td(v["loss"].get("test", {}).get("bits_per_byte"), "{:.4f}")
-            + _td(host.get("prefill_ms_p50"), "{:.3f}")
-            + _td(host.get("prefill_ms_p90"), "{:.3f}")
-            + _td(host.get("decode_ms_p50"), "{:.3f}")
-            + _td(host.get("decode_ms_p90"), "{:.3f}")
-            + _speedup(host)
-            + ('<td class="ok">✓</td>' if v["variant_id"] in on_bytes else "<td></td>")
-            + "</tr>"
-        )
-    headers = [
-        "variant",
-        "N",
-        "file KiB",
-        "weight bytes",
-        "bytes/decoded tok",
-        "FLOPs/tok",
-        "val bpb",
-        "test bpb",
-        "prefill p50 ms",
-        "p90",
-        "decode p50 ms",
-        "p90",
-        "decode speed-up vs fp32 (95% CI)",
-        "front",
-    ]
-    return _table(headers, rows)
+    variants = results.get("variants", [])
+    on_bytes = [p.on_front for p in frontier(variants, "bytes_per_decoded_token")]
+    ctx = next((_dig(v, "cost", "decode_context") for v in variants if _dig(v, "cost", "decode_context")), "?")
+    headers = ["variant", "recipe", "N (non-emb.)", "file KiB", "weight bytes", f"bytes/decoded tok @ ctx {ctx}"]
+    headers += ["FLOPs/tok", "val bpb", "test bpb", "prefill p50 ms", "p90", "decode p50 ms", "p90"]
+    headers += [f"decode speed-up vs {_baseline(variants) or 'baseline'} (95% CI)", "front"]
+    return _table(headers, (_variant_row(v, f) for v, f in zip(variants, on_bytes, strict=True)))
+
+
+def _latency_note(results: dict) -> str:
+    m = results.get("measurement", {})
+    kinds = sorted({str(_host(v).get("kind", "?")) for v in results.get("variants", []) if _host(v)})
+    how = ", ".join(kinds) if kinds else "none recorded"
+    return (
+        '<p class="note">Every loss is computed by running the variant\'s ONNX file with onnxruntime on held-out '
+        f"text (bits per byte). Latencies are <b>measured on this host</b> (kind: {_e(how)}; prefill at "
+        f"{_fmt(m.get('prompt_len'))} tokens, one decode step at context {_fmt(m.get('decode_context'))}, "
+        f"{_fmt(m.get('threads'))} threads, {_fmt(m.get('repeats'))} interleaved repeats), not predicted for a "
+        "device.</p>"
+    )
 
 
 def _png(path: Path, alt: str) -> str:
@@ -161,56 +212,70 @@ bootstrap 95% intervals; a = β/(α+β) is the allocation exponent (N_opt ∝ C^
 
 def _image(results: dict, run_dir: Path) -> str:
     png = Path(run_dir) / "frontier.png"
-    if not png.exists():
+    if png.exists():
+        data = png.read_bytes()
+    else:
         from edgescale.report.plots import plot_frontier
 
         with tempfile.TemporaryDirectory() as d:
             data = plot_frontier(results, Path(d) / "frontier.png").read_bytes()
-    else:
-        data = png.read_bytes()
     return f'<img alt="loss versus inference cost" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
-def _load(values) -> str:
-    return escape(" / ".join(f"{x:.2f}" for x in values)) if values else "?"
+def _load(start: Any, end: Any) -> str:
+    """Load averages (1/5/15 min) at the start of measuring and, where recorded, at its end."""
+    if not start:
+        return "load average not recorded"
+    text = "load average " + " / ".join(f"{x:.2f}" for x in start)
+    if end:
+        text += " → " + " / ".join(f"{x:.2f}" for x in end) + " (1/5/15 min, start → end)"
+    else:
+        text += " (1/5/15 min, at start)"
+    return escape(text)
+
+
+def _header(results: dict) -> str:
+    p, mach = results.get("protocol", {}), results.get("machine", {})
+    protocol = (
+        f"split <b>{_fmt(p.get('split'))}</b> (sha256 <code>{_fmt(p.get('split_sha256'))}</code>), "
+        f"context {_fmt(p.get('context_length'))}, stride {_fmt(p.get('stride'))}, "
+        f"{_fmt(p.get('max_tokens'), '{:,}')} tokens, batch {_fmt(p.get('batch_size'))}; "
+        f"final answer on <b>{_fmt(p.get('final_split', 'test'))}</b>"
+    )
+    machine = (
+        f"{_fmt(mach.get('cpu_model', '?'))}, {_fmt(mach.get('threads', '?'))} threads, "
+        f"{_load(mach.get('load_avg_start'), mach.get('load_avg_end'))}"
+    )
+    if mach.get("onnxruntime"):
+        machine += f", onnxruntime {_e(mach['onnxruntime'])}"
+    return f"{_latency_note(results)}\n<p>Evaluation protocol: {protocol}.</p>\n<p>Machine: {machine}.</p>"
 
 
 def render(results: dict, run_dir: Path) -> str:
-    p, m, mach = results.get("protocol", {}), results.get("measurement", {}), results.get("machine", {})
-    name = escape(str(results["study"]))
-    protocol = (
-        f"split <b>{escape(str(p.get('split')))}</b> (sha256 {escape(str(p.get('split_sha256', ''))[:16])}…), "
-        f"context {p.get('context_length')}, stride {p.get('stride')}, {p.get('max_tokens'):,} tokens, "
-        f"batch {p.get('batch_size')}; final answer on <b>{escape(str(p.get('final_split', 'test')))}</b>"
-    )
-    machine = (
-        f"{escape(str(mach.get('cpu_model', '?')))}, {mach.get('threads', '?')} threads, "
-        f"load average {_load(mach.get('load_avg_start'))} → {_load(mach.get('load_avg_end'))} (1/5/15 min), "
-        f"onnxruntime {escape(str(mach.get('onnxruntime', '?')))}"
-    )
+    """The whole page as a string (see ``write_report``)."""
+    name = _e(results.get("study", "?"))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>edgescale · {name}</title><style>{_CSS}</style></head>
 <body>
 <h1>edgescale · {name}</h1>
-<p class="note">Every loss is measured by running the variant's ONNX file through onnxruntime on held-out text
-(bits per byte). Latencies are <b>measured on this host</b> (prefill at {m.get("prompt_len")} tokens, one decode
-step at context {m.get("decode_context")}, {m.get("repeats")} interleaved repeats).</p>
-<p>Evaluation protocol: {protocol}.</p>
-<p>Machine: {machine}.</p>
+{_header(results)}
 {_image(results, run_dir)}
 <h2>Sizes</h2>
-<p class="note">Loss should fall with size both at each size's own training budget (variants below) and at equal
-training tokens (last column, from the validation curve during training).</p>
 {_sizes(results)}
 <h2>Variants</h2>
 {_variants(results)}
-<p class="note">Speed-up = fp32 p50 / variant p50 of the same size, paired bootstrap 95% interval over
-interleaved repeats; "within noise" when the interval contains 1. Front ✓: on the Pareto front of validation loss
-vs bytes per decoded token.</p>
+<p class="note">Speed-up = baseline p50 / variant p50 of the same size, paired bootstrap 95% interval over
+interleaved repeats; "within noise" when the interval contains 1, "slower" when all of it lies below 1.
+Front ✓: on the Pareto front of validation loss vs bytes moved per decoded token.</p>
 {_scaling(results, run_dir)}
 </body></html>
 """
 
 
 def write_report(results: dict, run_dir: Path, path: Path) -> Path:
+    """Write the self-contained ``report.html`` for ``results`` to ``path`` atomically; return ``path``.
+
+    Embeds ``run_dir/frontier.png`` (drawn into a temp folder if absent) and
+    ``run_dir/scaling.png`` when present.
+    """
     return write_bytes(path, render(results, run_dir).encode("utf-8"))

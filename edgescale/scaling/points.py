@@ -73,7 +73,7 @@ def from_run_dir(run_dir: Path) -> Points:
         raise UserError("no results.json: not a finished edgescale run directory", file=run_dir) from None
     except json.JSONDecodeError as e:
         raise UserError(f"corrupt results.json: {e}", file=path) from None
-    sizes = results.get("sizes", [])
+    sizes = [s for s in results.get("sizes", []) if not s.get("distilled_from")]  # the ladder only
     cooled = [(s, c) for s in sizes for c in s.get("curve", []) if c.get("cooled")]
     uncooled = [(s, c) for s in sizes for c in s.get("curve", [])]
     chosen = cooled if len(cooled) >= 5 else uncooled

@@ -23,7 +23,9 @@ from edgescale.atomic import atomic_path, write_json
 from edgescale.bench.loss import score
 from edgescale.config import TrainingConfig
 from edgescale.data.corpus import Corpus, train_batch
+from edgescale.errors import UserError
 from edgescale.models.gpt import GPT, GPTConfig
+from edgescale.train.distill import DistillConfig, kd_loss
 
 ProgressFn = Callable[[int, int, dict], None]  # (tokens_done, tokens_total, info)
 
@@ -77,7 +79,8 @@ def _optimizer(model: GPT, cfg: TrainingConfig) -> torch.optim.AdamW:
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95), fused=False)
+    # fused AdamW runs on CPU too (torch >= 2.4): one kernel per step instead of a Python loop over tensors
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95), fused=True)
 
 
 def validation_bpb(model: GPT, corpus: Corpus, context: int, max_tokens: int) -> float:
@@ -90,10 +93,49 @@ def validation_bpb(model: GPT, corpus: Corpus, context: int, max_tokens: int) ->
     return result.bits_per_byte
 
 
-def _weights(model: GPT) -> dict[str, torch.Tensor]:
-    """State dict without the tied LM head (safetensors refuses shared storage)."""
-    tied = model.cfg.tie_embeddings
-    return {k: v.contiguous() for k, v in model.state_dict().items() if not (tied and k == "lm_head.weight")}
+def build_model(spec, seed: int = 0) -> torch.nn.Module:
+    """A fresh model from its spec: the GPT family, or a user's module behind the adapter."""
+    if isinstance(spec, GPTConfig):
+        return GPT(spec, seed=seed)
+    from edgescale.models.custom import AdaptedLM
+
+    return AdaptedLM(spec, seed=seed)
+
+
+def spec_meta(spec) -> dict:
+    return {"kind": "gpt" if isinstance(spec, GPTConfig) else "custom", "model": spec.to_dict()}
+
+
+def spec_of(model: torch.nn.Module):
+    return model.cfg if isinstance(model, GPT) else model.spec
+
+
+def _spec_from_meta(meta: dict):
+    if meta.get("kind", "gpt") == "gpt":
+        return GPTConfig(**meta["model"])
+    from edgescale.models.custom import CustomSpec
+
+    return CustomSpec.from_dict(meta["model"])
+
+
+def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict with each storage once (safetensors refuses shared tensors, e.g. a tied head)."""
+    seen, out = set(), {}
+    for k, v in model.state_dict().items():
+        ptr = v.untyped_storage().data_ptr()
+        if ptr not in seen:
+            seen.add(ptr)
+            out[k] = v.contiguous()
+    return out
+
+
+def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a :func:`_weights` dict; the only keys allowed missing are tied copies."""
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    ptrs = {v.untyped_storage().data_ptr() for k, v in model.state_dict().items() if k in state}
+    untied = [k for k in missing if model.state_dict()[k].untyped_storage().data_ptr() not in ptrs]
+    if untied or unexpected:
+        raise RuntimeError(f"missing {untied[:3]}, unexpected {list(unexpected)[:3]}")
 
 
 def save_model(model: GPT, path: Path, meta: dict) -> Path:
@@ -103,16 +145,35 @@ def save_model(model: GPT, path: Path, meta: dict) -> Path:
     return path
 
 
-def load_model(path: Path) -> tuple[GPT, dict]:
-    from safetensors import safe_open
+def load_model(path: Path, expect=None) -> tuple[torch.nn.Module, dict]:
+    """Load an edgescale safetensors checkpoint; refuse pickles, truncation and shape mismatches.
 
-    with safe_open(str(path), "pt") as f:
-        meta = json.loads(f.metadata()["edgescale"])
-    model = GPT(GPTConfig(**meta["model"]))
-    state = load_file(str(path))
-    if model.cfg.tie_embeddings:
-        state["lm_head.weight"] = state["wte.weight"]
-    model.load_state_dict(state)
+    Never unpickles: a file that is not safetensors is an error, whatever its suffix.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("checkpoint not found", file=path)
+    head = path.read_bytes()[:2]
+    if head in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
+        raise UserError("a pickle/torch.save file, not safetensors; edgescale never unpickles checkpoints", file=path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            meta = json.loads((f.metadata() or {})["edgescale"])
+        state = load_file(str(path))
+    except SafetensorError as e:
+        raise UserError(f"not a readable safetensors file (truncated or corrupt): {e}", file=path) from None
+    except (KeyError, json.JSONDecodeError):
+        raise UserError("safetensors file without edgescale metadata (model shape unknown)", file=path) from None
+    cfg = _spec_from_meta(meta)
+    if expect is not None and cfg != expect:
+        raise UserError(f"checkpoint shape {cfg.to_dict()} differs from the expected {expect.to_dict()}", file=path)
+    model = build_model(cfg)
+    try:
+        _load_weights(model, state)
+    except RuntimeError as e:
+        raise UserError(f"tensors do not fit the recorded shape: {str(e).splitlines()[0]}", file=path) from None
     return model.eval(), meta
 
 
@@ -136,25 +197,13 @@ def _load_resume(model: GPT, opt: torch.optim.Optimizer, out: Path, key: str) ->
     if meta.get("key") != key:
         return 0, []
     tensors = load_file(str(state_file))
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=False)
+    _load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     for name, p in model.named_parameters():
         prefix = f"opt.{name}."
         st = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         if st:
             opt.state[p] = st
     return int(meta["step"]), list(meta["curve"])
-
-
-def _sgd_step(model: GPT, opt, batch: torch.Tensor, lr: float, clip: float) -> float:
-    for g in opt.param_groups:
-        g["lr"] = lr
-    logits = model.logits(batch[:, :-1])
-    loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-    opt.step()
-    return loss.item()
 
 
 @dataclass
@@ -168,6 +217,8 @@ class _Run:
     per_step: int
     progress: ProgressFn | None
     total_steps: int  # including decay branches, for the progress bar
+    teacher: GPT | None = None
+    distill: DistillConfig | None = None
     done_steps: int = 0
     t0: float = 0.0
 
@@ -183,13 +234,36 @@ class _Run:
             self.progress(self.done_steps * self.per_step, self.total_steps * self.per_step, info)
 
 
+def _sgd_step(run: _Run, model: GPT, opt, step: int, lr: float) -> float:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.zero_grad(set_to_none=True)
+    accum, total = run.cfg.grad_accum, 0.0
+    for micro in range(accum):
+        batch = run.batch(step * accum + micro)
+        inputs, targets = batch[:, :-1], batch[:, 1:]
+        logits = model.logits(inputs)
+        teacher_logits = None
+        if run.teacher is not None:
+            with torch.no_grad():
+                teacher_logits = run.teacher.logits(inputs)
+        d = run.distill
+        loss = kd_loss(logits, teacher_logits, targets, d.alpha if d else 0.0, d.temperature if d else 1.0)
+        (loss / accum).backward()
+        total += loss.item()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), run.cfg.grad_clip)
+    opt.step()
+    return total / accum
+
+
 def _cooled_branch(run: _Run, model: GPT, opt, at: int, k: int, resumed: int) -> tuple[GPT, dict]:
     """Decay a copy of the stable-phase model for ``k`` steps; return it and its curve point."""
     branch = copy.deepcopy(model)
     bopt = _optimizer(branch, run.cfg)
     bopt.load_state_dict(opt.state_dict())
     for j in range(k):
-        loss = _sgd_step(branch, bopt, run.batch(at + j), cooldown_lr(j, k, run.cfg), run.cfg.grad_clip)
+        loss = _sgd_step(run, branch, bopt, at + j, cooldown_lr(j, k, run.cfg))
         run.tick(loss, resumed)
     point = {
         "step": at + k,
@@ -210,30 +284,38 @@ def train(
     out_dir: Path,
     key: str,
     progress: ProgressFn | None = None,
+    teacher: GPT | None = None,
+    distill: DistillConfig | None = None,
 ) -> TrainResult:
     """Train a fresh ``GPT(model_cfg, seed)`` for ``tokens`` tokens; resumes from ``out_dir`` when it can.
+
+    With a ``teacher`` the loss is :func:`edgescale.train.distill.kd_loss` (logit distillation).
 
     With ``schedule: wsd`` the run also leaves cooled checkpoints at ``cooled_fractions``
     of the budget (curve points with ``cooled: true``), the (N, D) grid a scaling fit needs.
     """
     torch.set_num_threads(cfg.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
-    per_step = cfg.batch_size * model_cfg.block_size
+    per_step = cfg.batch_size * cfg.grad_accum * model_cfg.block_size
     steps = max(1, math.ceil(tokens / per_step))
     eval_every = max(1, round(cfg.eval_every_tokens / per_step))
     branches = wsd_branches(steps, cfg)
     main_steps = steps - branches.get(max(branches), 0) if branches else steps
     extra = sum(k for at, k in branches.items() if at + k != steps)
-    model = GPT(model_cfg, seed=seed).train()
+    model = build_model(model_cfg, seed=seed).train()
     opt = _optimizer(model, cfg)
     start, curve = _load_resume(model, opt, out_dir, key)
-    run = _Run(model_cfg, cfg, corpus, seed, per_step, progress, steps + extra, t0=time.perf_counter())
+    if teacher is not None:
+        teacher = teacher.eval()
+    run = _Run(
+        model_cfg, cfg, corpus, seed, per_step, progress, steps + extra, teacher, distill, t0=time.perf_counter()
+    )
     run.done_steps = start + sum(k for at, k in branches.items() if at <= start and at + k != steps)
     resumed = run.done_steps
     final = model
     seen_loss, seen = 0.0, 0
     for step in range(start, main_steps):
-        loss = _sgd_step(model, opt, run.batch(step), lr_at(step, steps, cfg), cfg.grad_clip)
+        loss = _sgd_step(run, model, opt, step, lr_at(step, steps, cfg))
         run.tick(loss, resumed)
         seen_loss, seen = seen_loss + loss, seen + 1
         if (step + 1) % eval_every == 0 or (step + 1 == steps and not branches):
@@ -256,7 +338,7 @@ def train(
     if branches:
         final, point = _cooled_branch(run, model, opt, main_steps, steps - main_steps, resumed)
         curve.append(point)
-    meta = {"model": model_cfg.to_dict(), "seed": seed, "tokens": steps * per_step, "steps": steps, "key": key}
+    meta = {**spec_meta(model_cfg), "seed": seed, "tokens": steps * per_step, "steps": steps, "key": key}
     ckpt = save_model(final.eval(), out_dir / "model.safetensors", meta)
     write_json(out_dir / "curve.json", curve)
     for f in ("resume.safetensors", "resume.json"):

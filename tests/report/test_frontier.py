@@ -1,4 +1,4 @@
-"""Pareto correctness on hand-made point sets, and a property over random ones."""
+"""Pareto correctness on hand-made point sets, and properties over random ones."""
 
 import math
 
@@ -6,58 +6,89 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgescale.report.frontier import frontier, pareto_front
+from edgescale.report.frontier import AXES, FrontierPoint, frontier, pareto_front
+
+nan, inf = math.nan, math.inf
 
 
 @pytest.mark.parametrize(
     ("points", "front"),
     [
-        ([], []),
-        ([(1, 1)], [0]),
-        ([(1, 3), (2, 2), (3, 1)], [0, 1, 2]),  # a clean trade-off: all on the front
-        ([(3, 1), (1, 3), (2, 2), (2.5, 2.5)], [1, 2, 0]),  # sorted by cost; (2.5, 2.5) dominated by (2, 2)
-        ([(1, 1), (2, 2), (3, 3)], [0]),  # one point beats everything
-        ([(1, 2), (1, 2), (2, 1)], [0, 1, 2]),  # exact duplicates both stay
-        ([(1, 2), (1, 3), (2, 2)], [0]),  # same cost: the lower loss wins; same loss: the lower cost wins
-        ([(1, math.nan), (2, 2), (math.inf, 0)], [1]),  # NaN and inf never on the front
+        pytest.param([], [], id="empty"),
+        pytest.param([(1, 1)], [0], id="single"),
+        pytest.param([(1, 3), (2, 2), (3, 1)], [0, 1, 2], id="all-on-front"),
+        pytest.param([(3, 1), (1, 3), (2, 2), (2.5, 2.5)], [1, 2, 0], id="chain-sorted-by-cost"),
+        pytest.param([(2, 2), (1, 1), (3, 3), (1.5, 4)], [1], id="one-dominates-all"),
+        pytest.param([(1, 2), (1, 2), (2, 1)], [0, 1, 2], id="duplicates-on-front-both-stay"),
+        pytest.param([(2, 2), (2, 2), (1, 1)], [2], id="duplicates-dominated-both-go"),
+        pytest.param([(1, 2), (1, 3), (0.5, 4)], [2, 0], id="tie-on-cost-lower-loss-wins"),
+        pytest.param([(2, 2), (1, 2), (3, 1)], [1, 2], id="tie-on-loss-lower-cost-wins"),
+        pytest.param([(1, nan), (2, 2), (inf, 0), (nan, nan), (-inf, 5)], [1], id="nan-inf-excluded"),
+        pytest.param([(0.0, 1), (-0.0, 1)], [0, 1], id="signed-zero-is-a-duplicate"),
     ],
 )
 def test_hand_made_fronts(points, front):
     assert pareto_front(points) == front
 
 
-finite = st.floats(min_value=0, max_value=1e6, allow_nan=False, allow_infinity=False)
+def _dominates(a, b):
+    return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
 
 
-@given(st.lists(st.tuples(finite, finite), max_size=40))
-def test_front_is_exactly_the_non_dominated_set(points):
-    front = set(pareto_front(points))
-
-    def dominates(a, b):
-        return a[0] <= b[0] and a[1] <= b[1] and (a[0] < b[0] or a[1] < b[1])
-
-    for i, p in enumerate(points):
-        dominated = any(dominates(q, p) for q in points)
-        assert (i in front) == (not dominated)
+coord = st.one_of(
+    st.integers(0, 6).map(float),  # small integers: many ties and duplicates
+    st.floats(0, 1e6, allow_nan=False, allow_infinity=False),
+    st.sampled_from([nan, inf, -inf]),
+)
 
 
-def test_frontier_over_variants_and_unknown_axis():
-    variants = [
-        {
-            "variant_id": "a",
-            "file_bytes": 10,
-            "cost": {"bytes_per_decoded_token": 5, "flops_per_token": 1},
-            "loss": {"validation": {"bits_per_byte": 3.0}},
-        },
-        {
-            "variant_id": "b",
-            "file_bytes": 20,
-            "cost": {"bytes_per_decoded_token": 4, "flops_per_token": 1},
-            "loss": {"validation": {"bits_per_byte": 2.0}},
-        },
-    ]
-    assert [p.on_front for p in frontier(variants, "bytes_per_decoded_token")] == [False, True]
-    assert [p.on_front for p in frontier(variants, "file_bytes")] == [True, True]
-    assert [p.on_front for p in frontier(variants, "host_decode_ms")] == [False, False]  # not measured
-    with pytest.raises(ValueError, match="allowed: bytes_per_decoded_token"):
-        frontier(variants, "watts")
+@given(st.lists(st.tuples(coord, coord), max_size=40))
+def test_front_is_exactly_the_non_dominated_finite_set(points):
+    front = pareto_front(points)
+    finite = [i for i, p in enumerate(points) if all(map(math.isfinite, p))]
+    assert len(front) == len(set(front)) and set(front) <= set(finite)
+    assert [points[i][0] for i in front] == sorted(points[i][0] for i in front)
+    for i in front:  # no front point is dominated by any finite point
+        assert not any(_dominates(points[j], points[i]) for j in finite)
+    for i in set(finite) - set(front):  # every other finite point is dominated by a point on the front
+        assert any(_dominates(points[j], points[i]) for j in front)
+
+
+def test_long_trade_off_is_all_front():
+    n = 100_000  # the sweep is O(n log n); a quadratic scan would crawl here
+    points = [(float(i), float(n - i)) for i in reversed(range(n))]
+    assert pareto_front(points) == list(reversed(range(n)))
+
+
+def _variant(vid, bytes_, flops, bpb, test_bpb=None, decode_ms=None):
+    v = {
+        "variant_id": vid,
+        "file_bytes": bytes_ * 2,
+        "cost": {"bytes_per_decoded_token": bytes_, "flops_per_token": flops},
+        "loss": {"validation": {"bits_per_byte": bpb}},
+    }
+    if test_bpb is not None:
+        v["loss"]["test"] = {"bits_per_byte": test_bpb}
+    if decode_ms is not None:
+        v["latency"] = {"host": {"kind": "measured", "decode_ms_p50": decode_ms, "prefill_ms_p50": 2 * decode_ms}}
+    return v
+
+
+def test_frontier_over_variants():
+    variants = [_variant("a", 5, 1.0, 3.0, 3.1, 0.2), _variant("b", 4, 1.0, 2.0, 2.2), _variant("c", 9, 2.0, 1.0)]
+    points = frontier(variants, "bytes_per_decoded_token")
+    assert points[1] == FrontierPoint("b", 4.0, 2.0, True)
+    assert [p.on_front for p in points] == [False, True, True]
+    assert [p.on_front for p in frontier(variants, "flops_per_token")] == [False, True, True]
+    # latency measured on "a" only: the others have NaN cost and are never on the front
+    host = frontier(variants, "host_decode_ms")
+    assert [p.on_front for p in host] == [True, False, False] and math.isnan(host[1].cost)
+    assert [p.on_front for p in frontier(variants, "host_prefill_ms")] == [True, False, False]
+    # a split some variants lack: they drop out, the rest compete
+    assert [p.on_front for p in frontier(variants, "file_bytes", loss_split="test")] == [False, True, False]
+
+
+def test_unknown_axis_names_the_allowed_ones():
+    with pytest.raises(ValueError, match="allowed: bytes_per_decoded_token, file_bytes") as err:
+        frontier([_variant("a", 1, 1.0, 1.0)], "watts")
+    assert all(name in str(err.value) for name in AXES)

@@ -1,7 +1,10 @@
 """frontier.png and report.html from a results dict: valid, self-contained, escaped."""
 
+import base64
 import struct
 from html.parser import HTMLParser
+
+import pytest
 
 from edgescale.report.html import write_report
 from edgescale.report.plots import plot_frontier
@@ -145,24 +148,88 @@ def test_scaling_section_and_plot(tmp_path):
     assert text.count("data:image/png;base64,") == 2
 
 
+class _Page(HTMLParser):
+    """Tags, the URL-bearing attributes and the text cells of a page, checked while parsing."""
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.tags, self.urls, self.rows, self.text = [], [], 0, []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        self.rows += tag == "tr"
+        self.urls += [value for name, value in attrs if name in ("src", "href", "srcset", "action") and value]
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _parse(text):
+    page = _Page()
+    page.feed(text)
+    page.close()
+    return page
+
+
 def test_png_is_a_real_image(tmp_path):
+    import matplotlib.image
+
     path = plot_frontier(_results(), tmp_path / "frontier.png")
     data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     width, height = struct.unpack(">II", data[16:24])
-    assert width > 1000 and height > 400
-    assert not list(tmp_path.glob(".*tmp"))  # written atomically, no temp left
+    assert 1200 < width < 4000 and 400 < height < 1500  # three panels side by side
+    assert matplotlib.image.imread(path).shape[:2] == (height, width)
+    assert [p.name for p in tmp_path.iterdir()] == ["frontier.png"]  # written atomically, no temp left
+    assert plot_frontier(_results(), tmp_path / "again.png").read_bytes() == data  # no timestamps: reproducible
+
+
+@pytest.mark.parametrize("name", ["$x^{$", "a $ b", "50% of $\\alpha"])
+def test_png_shows_odd_study_names_literally(tmp_path, name):
+    results = _results(name)
+    results["variants"][0]["size"] = "$s0"
+    assert plot_frontier(results, tmp_path / "frontier.png").stat().st_size > 10_000
+
+
+def test_png_tolerates_missing_latency(tmp_path):
+    results = _results()
+    for v in results["variants"]:
+        del v["latency"]
+    assert plot_frontier(results, tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_html_is_self_contained_complete_and_escaped(tmp_path):
     evil = "<script>alert(1)</script>"
     results = _results(evil)
-    path = write_report(results, tmp_path, tmp_path / "report.html")
-    text = path.read_text()
-    HTMLParser().feed(text)
+    text = write_report(results, tmp_path, tmp_path / "report.html").read_text(encoding="utf-8")
+    page = _parse(text)
+    assert "script" not in page.tags and "link" not in page.tags
+    assert page.urls and all(u.startswith("data:image/png;base64,") for u in page.urls)
+    assert "http://" not in text and "https://" not in text and "<script" not in text
+    assert evil in "".join(page.text) and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert page.rows == 1 + 4 + 1 + 8  # header + 4 sizes, header + 8 variants
     for v in results["variants"]:
-        assert v["variant_id"] in text
-    assert "data:image/png;base64," in text
-    assert "<script" not in text and "&lt;script&gt;" in text
-    assert "http://" not in text and "https://" not in text
-    assert "within noise" in text and "measured on this host" in text
+        assert f"<td>{v['variant_id']}</td>" in text
+    assert text.count('<td class="ok">✓</td>') == 8  # a clean trade-off: every variant on the bytes front
+    assert "within noise" in text and "measured on this host" in text and "kind: measured" in text
+    assert "ab" * 32 in text and "Test CPU" in text and "0.10 / 0.20 / 0.30" in text
+
+
+def test_html_embeds_an_existing_png_and_flags_slower(tmp_path):
+    results = _results()
+    png = plot_frontier(results, tmp_path / "frontier.png").read_bytes()
+    slow = results["variants"][3]["latency"]["host"]["decode_speedup_vs_fp32"]
+    slow.update(speedup=0.8, low=0.7, high=0.9, within_noise=False, slower=True)
+    results["variants"][6]["loss"]["validation"]["bits_per_byte"] = 4.0  # s3/fp32: now off the front
+    text = write_report(results, tmp_path, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in text
+    assert '<span class="bad">slower</span>' in text and text.count("within noise") >= 3
+    assert text.count('<td class="ok">✓</td>') == 7
+
+
+def test_html_tolerates_missing_optional_parts(tmp_path):
+    results = _results()
+    del results["variants"][0]["latency"], results["variants"][1]["loss"]["test"], results["machine"]
+    del results["protocol"]["max_tokens"]
+    text = write_report(results, tmp_path, tmp_path / "report.html").read_text(encoding="utf-8")
+    assert _parse(text).rows == 14 and "<td>–</td>" in text

@@ -103,3 +103,26 @@ def test_wsd_resume_matches_uninterrupted(corpus, tmp_path):
 def test_cooled_fractions_must_end_at_one():
     with pytest.raises(ValueError, match="end at 1.0"):
         TrainingConfig(schedule="wsd", cooled_fractions=[0.5, 0.8])
+
+
+def test_bad_checkpoints_are_clear_errors_and_untouched(corpus, tmp_path):
+    from edgescale.errors import UserError
+
+    res = train(CFG, TRAIN, corpus, 256 * 4, 0, tmp_path / "ok", "k")
+    data = res.checkpoint.read_bytes()
+    cases = {
+        "truncated.safetensors": (data[: len(data) // 2], "truncated or corrupt"),
+        "pickle.pt": (b"\x80\x04\x95" + b"\x00" * 64, "never unpickles"),
+        "zip.pt": (b"PK\x03\x04" + b"\x00" * 64, "never unpickles"),
+        "text.safetensors": (b"hello", "truncated or corrupt"),
+    }
+    for name, (blob, fragment) in cases.items():
+        p = tmp_path / name
+        p.write_bytes(blob)
+        with pytest.raises(UserError, match=fragment) as e:
+            load_model(p)
+        assert name in str(e.value) and p.read_bytes() == blob  # nothing overwritten
+    other = GPTConfig(n_layer=2, n_head=2, n_embd=16, block_size=32)
+    with pytest.raises(UserError, match="differs from the expected"):
+        load_model(res.checkpoint, expect=other)
+    assert res.checkpoint.read_bytes() == data
