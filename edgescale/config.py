@@ -94,6 +94,11 @@ class TrainingConfig(Strict):
     max_epochs: float = Field(1.0, gt=0, description="cap on D in passes over the train split")
     batch_size: int = Field(32, ge=1, description="sequences per micro-batch")
     grad_accum: int = Field(1, ge=1, le=1024, description="micro-batches accumulated per optimizer step")
+    batch_rule: Literal["fixed", "critical"] = Field(
+        "fixed",
+        description="fixed batch_size, or Kaplan's critical batch at the loss target, clamped to "
+        "[1 sequence, D/100 tokens] (the estimate is calibrated on WebText2, hence the clamp)",
+    )
     learning_rate: float = Field(3e-3, gt=0, description="peak AdamW learning rate")
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR as a share of the peak")
     warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of steps in linear warmup")

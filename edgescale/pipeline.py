@@ -6,8 +6,9 @@ rerun reuses finished work and says so, and an interrupted run resumes.
 
 from __future__ import annotations
 
+import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
 
@@ -37,6 +38,7 @@ class SizePlan:
     tokens: int
     capped_by: str  # which rule set the token count
     teacher: str | None = None  # set for a distilled student: the size that taught it
+    batch_size: int | None = None  # set by batch_rule: critical
 
 
 def _tokens_for(study: Study, corpus: Corpus, n: int) -> tuple[int, str]:
@@ -50,8 +52,29 @@ def _tokens_for(study: Study, corpus: Corpus, n: int) -> tuple[int, str]:
     return tokens, capped_by
 
 
+def critical_batch(study: Study, tokens: int) -> int:
+    """Sequences per step from Kaplan's B_crit(L) at the loss target, clamped to [1, D/100 tokens].
+
+    B_crit = 2.1e8 / L^(1/0.21) tokens (Kaplan et al. 2020 eq. 1.4) is calibrated on
+    WebText2 BPE loss; here L is the target in nats per byte (or ln 256 without a target),
+    and the clamp keeps at least 100 optimizer steps.
+    """
+    from edgescale.scaling.laws import KAPLAN2020
+
+    loss = study.loss_target_bpb * math.log(2) if study.loss_target_bpb else math.log(256)
+    b_tokens = min(float(KAPLAN2020.critical_batch_tokens(loss)), tokens / 100)
+    return max(1, round(b_tokens / study.block_size))
+
+
 def plan_sizes(study: Study, corpus: Corpus) -> list[SizePlan]:
     """Shapes from the ladder (or the user's module), each with its token budget."""
+    plans = _plan_shapes(study, corpus)
+    if study.training.batch_rule == "critical":
+        plans = [replace(p, batch_size=critical_batch(study, p.tokens)) for p in plans]
+    return plans
+
+
+def _plan_shapes(study: Study, corpus: Corpus) -> list[SizePlan]:
     if study.model is not None:
         from edgescale.models.custom import CustomSpec, accounting_of
 
@@ -108,6 +131,7 @@ class Pipeline:
             "train",
             model=plan.cfg.to_dict(),
             training=s.training.model_dump(),
+            batch=plan.batch_size,
             tokens=plan.tokens,
             seed=s.seed,
             train_sha=self.corpus["train"].sha256,
@@ -125,7 +149,8 @@ class Pipeline:
         what = f"train {plan.name} ({plan.acct.params_non_embedding:,} N)" + (f" ← {plan.teacher}" if kd else "")
         with self.rep.task(what, plan.tokens) as tick:
             distill = DistillConfig(alpha=kd.alpha, temperature=kd.temperature) if kd else None
-            res = train(plan.cfg, s.training, self.corpus, plan.tokens, s.seed, out, key, tick, teacher_model, distill)
+            tc = s.training.model_copy(update={"batch_size": plan.batch_size}) if plan.batch_size else s.training
+            res = train(plan.cfg, tc, self.corpus, plan.tokens, s.seed, out, key, tick, teacher_model, distill)
         model, _ = load_model(res.checkpoint)
         check_causal_torch(model, f"{plan.name} ({res.checkpoint})")
         rel, sha = self.rd.store(res.checkpoint)
@@ -148,7 +173,7 @@ class Pipeline:
             by_name = {p.name: p for p in self.plans}
             for student in kd.students:
                 base = by_name[student]
-                plan = SizePlan(f"{student}-kd", base.cfg, base.acct, base.tokens, base.capped_by, kd.teacher)
+                plan = replace(base, name=f"{student}-kd", teacher=kd.teacher)
                 trained[plan.name] = self.train_size(plan, trained[kd.teacher])
                 self.plans.append(plan)
         return trained
@@ -163,13 +188,21 @@ class Pipeline:
             if rec:
                 self.rep.reuse(f"{plan.name}/{chain.name}: {step.op}", rec["artifact"])
             else:
-                rec = self._run_step(plan, step, kind, self.rd.root / rel, key)
+                rec = self._run_step(plan, step, kind, self.rd.root / rel, key, trained)
             rel, sha, kind = rec["artifact"], rec["sha256"], step.definition.gives
         return {"artifact": rel, "sha256": sha, "last_op": chain.steps[-1].op}
 
-    def _run_step(self, plan: SizePlan, step, kind: str, src: Path, key: str) -> dict:
+    def _run_step(self, plan: SizePlan, step, kind: str, src: Path, key: str, trained: dict) -> dict:
         work = self.rd.work_dir(key)
-        ctx = StepContext(work_dir=work, seed=self.study.seed, log=self.rep.info)
+        parent = load_model(self.rd.root / trained["checkpoint"])[0] if kind == "torch" else None
+        ctx = StepContext(
+            work_dir=work,
+            seed=self.study.seed,
+            log=self.rep.info,
+            parent=parent,
+            parent_tokens=trained["tokens"],
+            corpus=self.corpus,
+        )
         model = load_model(src)[0] if kind == "torch" else src
         t0 = time.perf_counter()
         with self.rep.status(f"{plan.name}: {step.op}"):

@@ -102,7 +102,7 @@ def test_not_a_mapping_and_missing_file(tmp_path):
         (
             [{"op": "quantize.int9"}],
             "steps.0.op",
-            "unknown op 'quantize.int9'; allowed: export.onnx, quantize.int8_dynamic",
+            "unknown op 'quantize.int9'; allowed: distill.recover, export.onnx, quantize.int8_dynamic",
         ),
         ([{"op": "quantize.int8_dynamic", "bits": 4}], "steps.0.bits", "allowed: op_types, per_channel"),
         ([{"op": "quantize.int8_dynamic", "weight_type": "int4"}], "steps.0.weight_type", "'qint8' or 'quint8'"),

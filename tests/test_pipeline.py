@@ -148,3 +148,15 @@ def test_fit_reads_a_run_directory(tiny_run):
     pts = load_points(out)
     assert pts.n.size == 6 and "cooled" in pts.notes[0]
     assert fit_chinchilla(pts.n, pts.d, pts.loss, n_boot=10).n_points == 6
+
+
+def test_critical_batch_rule_is_clamped_and_recorded():
+    from edgescale.config import Study
+    from edgescale.pipeline import critical_batch
+
+    study = Study.model_validate(
+        {**TINY, "training": {**TINY["training"], "batch_rule": "critical"}, "loss_target_bpb": 3.3}
+    )
+    # Kaplan's B_crit at 2.29 nats is ~4M tokens; D/100 = 409 tokens caps it: 409 / 32 -> 13 sequences.
+    assert critical_batch(study, 40_960) == 13
+    assert critical_batch(study, 320) == 1  # never below one sequence

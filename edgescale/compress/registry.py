@@ -46,6 +46,9 @@ class StepContext:
     seed: int = 0
     calibration: Any = None  # train-split token windows, for steps that calibrate
     log: Callable[[str], None] = print
+    parent: Any = None  # the trained (unpruned) torch model this chain started from
+    parent_tokens: int = 0  # tokens the parent was trained on
+    corpus: Any = None  # the study's corpus (train split for recovery and calibration)
 
 
 @dataclass(frozen=True)

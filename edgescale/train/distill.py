@@ -41,3 +41,62 @@ def kd_loss(
     log_pt = F.log_softmax(teacher_logits.reshape(-1, vocab).detach() / t, dim=-1)
     kl = F.kl_div(log_ps, log_pt, log_target=True, reduction="batchmean")  # KL(teacher ‖ student)
     return (1 - alpha) * ce + alpha * t * t * kl
+
+
+# --------------------------------------------------------------------------- recipe step
+
+from pathlib import Path  # noqa: E402
+
+from edgescale.compress.registry import StepConfig, StepContext, register  # noqa: E402
+from edgescale.errors import UserError  # noqa: E402
+
+
+class RecoverConfig(StepConfig):
+    tokens: int | None = Field(None, ge=1, description="fine-tuning tokens (default: max_fraction of the parent's)")
+    max_fraction: float = Field(0.1, gt=0, le=1, description="cap on tokens as a share of the parent's training tokens")
+    alpha: float = Field(0.5, ge=0, le=1, description="weight of KL(parent ‖ pruned model)")
+    temperature: float = Field(2.0, gt=0, description="softmax temperature")
+    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate (warmup, cosine decay)")
+    batch_size: int = Field(16, ge=1, description="sequences per step")
+
+
+@register("distill.recover", RecoverConfig, takes="torch", gives="torch")
+def recover(model, cfg: RecoverConfig, ctx: StepContext):
+    """Fine-tune a (pruned) model against its unpruned parent by logit distillation."""
+    from edgescale.config import TrainingConfig
+    from edgescale.train.trainer import load_model, spec_of, train
+
+    if ctx.parent is None or ctx.corpus is None or not ctx.parent_tokens:
+        raise UserError("distill.recover needs the chain's trained parent model and corpus", field="op")
+    cap = int(cfg.max_fraction * ctx.parent_tokens)
+    tokens = cfg.tokens or cap
+    if tokens > cap:
+        raise UserError(
+            f"{tokens:,} recovery tokens exceed {cfg.max_fraction:g} of the parent's {ctx.parent_tokens:,} "
+            "(recovery must not quietly become retraining); lower tokens or raise max_fraction",
+            field="tokens",
+        )
+    spec = spec_of(model)
+    tc = TrainingConfig(
+        batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate,
+        eval_every_tokens=10**12,
+        eval_tokens=4096,
+        min_tokens=1,
+        max_tokens=max(1, tokens),
+    )
+    res = train(
+        spec,
+        tc,
+        ctx.corpus,
+        tokens,
+        ctx.seed,
+        Path(ctx.work_dir) / "recover",
+        "recover",
+        None,
+        ctx.parent,
+        DistillConfig(alpha=cfg.alpha, temperature=cfg.temperature),
+        init=model,
+    )
+    ctx.log(f"distill.recover: {res.tokens:,} tokens against the parent, val {res.curve[-1]['val_bpb']:.4f} bpb")
+    return load_model(res.checkpoint)[0]

@@ -286,10 +286,12 @@ def train(
     progress: ProgressFn | None = None,
     teacher: GPT | None = None,
     distill: DistillConfig | None = None,
+    init: torch.nn.Module | None = None,
 ) -> TrainResult:
     """Train a fresh ``GPT(model_cfg, seed)`` for ``tokens`` tokens; resumes from ``out_dir`` when it can.
 
-    With a ``teacher`` the loss is :func:`edgescale.train.distill.kd_loss` (logit distillation).
+    With a ``teacher`` the loss is :func:`edgescale.train.distill.kd_loss` (logit distillation);
+    with ``init`` training continues from a copy of that model (fine-tuning) instead.
 
     With ``schedule: wsd`` the run also leaves cooled checkpoints at ``cooled_fractions``
     of the budget (curve points with ``cooled: true``), the (N, D) grid a scaling fit needs.
@@ -302,7 +304,7 @@ def train(
     branches = wsd_branches(steps, cfg)
     main_steps = steps - branches.get(max(branches), 0) if branches else steps
     extra = sum(k for at, k in branches.items() if at + k != steps)
-    model = build_model(model_cfg, seed=seed).train()
+    model = (copy.deepcopy(init) if init is not None else build_model(model_cfg, seed=seed)).train()
     opt = _optimizer(model, cfg)
     start, curve = _load_resume(model, opt, out_dir, key)
     if teacher is not None:

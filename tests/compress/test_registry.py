@@ -1,6 +1,7 @@
 """Contract over the whole registry, and the chain rules of the recipe loader."""
 
 import pytest
+import torch
 import yaml
 
 from edgescale.compress.registry import Step, StepConfig, StepContext, compile_chain, register, registry
@@ -31,7 +32,7 @@ def _input_for(kind, tiny_model, tiny_onnx):
 
 
 @pytest.mark.parametrize("op", sorted(registry()))
-def test_every_step_runs_on_the_tiny_model_without_mutating_it(op, tiny_model, tiny_onnx, tmp_path):
+def test_every_step_runs_on_the_tiny_model_without_mutating_it(op, tiny_model, tiny_onnx, tmp_path, corpus):
     sd = registry()[op]
     before = artifact_sha256(tiny_onnx)
     weights = {k: v.clone() for k, v in tiny_model.state_dict().items()}
@@ -39,14 +40,17 @@ def test_every_step_runs_on_the_tiny_model_without_mutating_it(op, tiny_model, t
     for i in range(2):
         work = tmp_path / str(i)
         work.mkdir()
-        outs.append(
-            sd.fn(_input_for(sd.takes, tiny_model, tiny_onnx), sd.config(), StepContext(work, log=lambda m: None))
-        )
+        ctx = StepContext(work, log=lambda m: None, parent=tiny_model, parent_tokens=100_000, corpus=corpus)
+        outs.append(sd.fn(_input_for(sd.takes, tiny_model, tiny_onnx), sd.config(), ctx))
     assert artifact_sha256(tiny_onnx) == before
     assert all((v == tiny_model.state_dict()[k]).all() for k, v in weights.items())
     if sd.gives == "onnx":
         assert outs[0].suffix == ".onnx"
         assert artifact_sha256(outs[0]) == artifact_sha256(outs[1]), "same input and seed must give the same hash"
+    else:
+        assert isinstance(outs[0], type(tiny_model)) and outs[0] is not tiny_model
+        for a, b in zip(outs[0].state_dict().values(), outs[1].state_dict().values(), strict=True):
+            assert torch.equal(a, b), "same input and seed must give the same weights"
 
 
 def _chain(*ops):

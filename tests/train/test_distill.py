@@ -70,3 +70,27 @@ def test_grad_accumulation_counts_tokens_and_learns(corpus, tmp_path):
     res = train(cfg, tc, corpus, 256 * 9, 0, tmp_path / "a", "a")
     assert res.steps == 9 and res.tokens == 256 * 9  # 4 sequences x 2 micro-batches x 32 tokens per step
     assert res.curve[-1]["val_bpb"] < res.curve[0]["val_bpb"]
+
+
+def test_recover_pulls_a_damaged_model_back_toward_its_parent(corpus, tmp_path):
+    from edgescale.compress.registry import StepContext
+    from edgescale.errors import UserError
+    from edgescale.train.distill import RecoverConfig, recover
+    from edgescale.train.trainer import validation_bpb
+
+    cfg = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32)
+    tc = TrainingConfig(batch_size=8, eval_every_tokens=10**9, eval_tokens=512, threads=1, learning_rate=1e-2)
+    from edgescale.train.trainer import load_model
+
+    parent = load_model(train(cfg, tc, corpus, 256 * 60, 0, tmp_path / "p", "p").checkpoint)[0]
+    damaged = GPT(cfg)
+    damaged.load_state_dict(parent.state_dict())
+    with torch.no_grad():
+        damaged.blocks[0].mlp_fc.weight.mul_((torch.rand_like(damaged.blocks[0].mlp_fc.weight) > 0.5).float())
+    ctx = StepContext(tmp_path / "w", parent=parent, parent_tokens=256 * 60 * 10, corpus=corpus, log=lambda m: None)
+    (tmp_path / "w").mkdir()
+    fixed = recover(damaged, RecoverConfig(tokens=256 * 40, learning_rate=3e-3, batch_size=8), ctx)
+    before, after = (validation_bpb(m, corpus, 32, 2048) for m in (damaged, fixed))
+    assert after < before
+    with pytest.raises(UserError, match="must not quietly become retraining"):
+        recover(damaged, RecoverConfig(tokens=256 * 60 * 2), ctx)
