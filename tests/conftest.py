@@ -74,3 +74,20 @@ def corpus():
     from edgescale.data.corpus import load_corpus
 
     return load_corpus(CorpusConfig())
+
+
+@pytest.fixture
+def relu_onnx(tmp_path):
+    """A valid ONNX file that is not a language model."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph), str(path))
+    return path

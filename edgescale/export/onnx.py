@@ -70,21 +70,35 @@ def export_onnx(model: GPT, path: Path, opset: int = 18) -> Path:
         "position_ids": {0: batch, 1: seq},
         "past": tuple({0: batch, 2: past_len} for _ in past),
     }
-    # The exporter prints progress and warnings on stdout/stderr; keep our output clean.
+    names = (["input_ids", "attention_mask", "position_ids", *past_names], ["logits", *present_names])
+    return _export(wrapper, (ids, mask, pos, *past), path, names, dynamic, opset)
+
+
+def _export(
+    module,
+    args: tuple,
+    path: Path,
+    names: tuple[list, list],
+    dynamic: dict,
+    opset: int,
+    extra: contextlib.AbstractContextManager | None = None,
+) -> Path:
+    """torch.onnx.export (dynamo) to one file, atomically, with the exporter's chatter silenced."""
     with (
         atomic_path(path) as tmp,
         warnings.catch_warnings(),
         contextlib.redirect_stdout(io.StringIO()),
         _quiet_torch_logs(),
         torch.no_grad(),
+        extra or contextlib.nullcontext(),
     ):
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapper,
-            (ids, mask, pos, *past),
+            module,
+            args,
             tmp,
-            input_names=["input_ids", "attention_mask", "position_ids", *past_names],
-            output_names=["logits", *present_names],
+            input_names=names[0],
+            output_names=names[1],
             dynamic_shapes=dynamic,
             opset_version=opset,
             external_data=False,
@@ -117,25 +131,5 @@ def export_onnx_nocache(model: torch.nn.Module, path: Path, opset: int = 18) -> 
     model = model.eval()
     ids = torch.randint(0, 256, (2, 5))  # sizes >= 2 so they stay symbolic
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=model.spec.block_size)
-    with (
-        atomic_path(path) as tmp,
-        warnings.catch_warnings(),
-        contextlib.redirect_stdout(io.StringIO()),
-        _quiet_torch_logs(),
-        torch.no_grad(),
-        exportable_transformer_masks(),
-    ):
-        warnings.simplefilter("ignore")
-        torch.onnx.export(
-            model,
-            (ids,),
-            tmp,
-            input_names=["input_ids"],
-            output_names=["logits"],
-            dynamic_shapes={"input_ids": {0: batch, 1: seq}},
-            opset_version=opset,
-            external_data=False,
-            dynamo=True,
-            verbose=False,
-        )
-    return Path(path)
+    dynamic = {"input_ids": {0: batch, 1: seq}}
+    return _export(model, (ids,), path, (["input_ids"], ["logits"]), dynamic, opset, exportable_transformer_masks())

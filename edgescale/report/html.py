@@ -210,6 +210,41 @@ bootstrap 95% intervals; a = β/(α+β) is the allocation exponent (N_opt ∝ C^
 {_png(Path(run_dir) / "scaling.png", "scaling fit")}"""
 
 
+def _distillation(results: dict) -> str:
+    kd = results.get("distillation")
+    if not kd:
+        return ""
+    rows = [
+        "<tr>"
+        + _td(p["student"])
+        + _td(p["scratch"])
+        + _td(p["tokens"], "{:,}")
+        + _td(p["val_bpb_distilled"], "{:.4f}")
+        + _td(p["val_bpb_scratch"], "{:.4f}")
+        + _td(p["val_bpb_distilled"] - p["val_bpb_scratch"], "{:+.4f}")
+        + _td(p["test_bpb_distilled"], "{:.4f}")
+        + _td(p["test_bpb_scratch"], "{:.4f}")
+        + "</tr>"
+        for p in kd["pairs"]
+    ]
+    headers = [
+        "student",
+        "scratch twin",
+        "tokens",
+        "val bpb (distilled)",
+        "val bpb (scratch)",
+        "Δ val",
+        "test bpb (distilled)",
+        "test bpb (scratch)",
+    ]
+    return (
+        f'<h2>Distillation</h2><p class="note">Students distilled from {_e(kd["teacher"])} '
+        f"(val {kd['teacher_val_bpb']:.4f} bpb; α = {kd['alpha']:g}, T = {kd['temperature']:g}) and the same "
+        "shapes trained from scratch for the same tokens; both losses measured on their ONNX files.</p>"
+        + _table(headers, rows)
+    )
+
+
 def _image(results: dict, run_dir: Path) -> str:
     png = Path(run_dir) / "frontier.png"
     if png.exists():
@@ -267,6 +302,7 @@ def render(results: dict, run_dir: Path) -> str:
 <p class="note">Speed-up = baseline p50 / variant p50 of the same size, paired bootstrap 95% interval over
 interleaved repeats; "within noise" when the interval contains 1, "slower" when all of it lies below 1.
 Front ✓: on the Pareto front of validation loss vs bytes moved per decoded token.</p>
+{_distillation(results)}
 {_scaling(results, run_dir)}
 </body></html>
 """

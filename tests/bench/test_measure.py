@@ -1,9 +1,7 @@
 """The latency harness: real onnxruntime timings in a clean subprocess, honest ratios."""
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper
 
 from edgescale.bench.measure import (
     WORKER,
@@ -56,15 +54,8 @@ def test_worker_imports_only_onnxruntime_and_numpy(tiny_onnx):
     assert "torch" not in reply["modules"] and "edgescale" not in reply["modules"]
 
 
-def test_not_a_causal_lm_is_a_clear_error(tmp_path):
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    path = tmp_path / "relu.onnx"
-    onnx.save(helper.make_model(graph), str(path))
+def test_not_a_causal_lm_is_a_clear_error(relu_onnx):
+    path = relu_onnx
     with pytest.raises(MeasurementError, match="relu.onnx: not a causal LM"):
         measure_variants({"relu": path}, SPEC)
 

@@ -68,17 +68,8 @@ def test_canonical_hash_ignores_metadata(tiny_onnx, tmp_path):
     assert onnx_sha256(other) != onnx_sha256(tiny_onnx)
 
 
-def test_a_non_lm_onnx_file_is_refused_by_name(tmp_path):
-    from onnx import TensorProto, helper
-
-    graph = helper.make_graph(
-        [helper.make_node("Relu", ["x"], ["y"])],
-        "g",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
-    )
-    path = tmp_path / "relu.onnx"
-    onnx.save(helper.make_model(graph), str(path))
+def test_a_non_lm_onnx_file_is_refused_by_name(relu_onnx, tmp_path):
+    path = relu_onnx
     with pytest.raises(UserError, match="not a causal LM") as e:
         OrtCausalLM(path)
     assert str(path) in str(e.value)

@@ -233,3 +233,22 @@ def test_html_tolerates_missing_optional_parts(tmp_path):
     del results["protocol"]["max_tokens"]
     text = write_report(results, tmp_path, tmp_path / "report.html").read_text(encoding="utf-8")
     assert _parse(text).rows == 14 and "<td>–</td>" in text
+
+
+def test_distillation_section(tmp_path):
+    pair = {
+        "student": "s0-kd",
+        "scratch": "s0",
+        "teacher": "s3",
+        "tokens": 1000,
+        "val_bpb_distilled": 3.7,
+        "val_bpb_scratch": 3.6,
+        "test_bpb_distilled": 3.8,
+        "test_bpb_scratch": 3.7,
+    }
+    results = {
+        **_results(),
+        "distillation": {"alpha": 0.5, "temperature": 2.0, "teacher": "s3", "teacher_val_bpb": 2.8, "pairs": [pair]},
+    }
+    text = write_report(results, tmp_path, tmp_path / "report.html").read_text()
+    assert "Distillation" in text and "s0-kd" in text and "+0.1000" in text
