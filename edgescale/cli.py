@@ -125,6 +125,84 @@ def fit(
     _emit(out, as_json)
 
 
+@app.command()
+def devices(as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
+    """List the device profiles (peak compute, bandwidth, RAM, with sources)."""
+    from edgescale.devices import load_devices
+
+    profiles = load_devices()
+    if as_json:
+        _emit({k: v.model_dump(mode="json", by_alias=True) for k, v in profiles.items()}, True)
+        return
+    from rich.table import Table
+
+    table = Table(title="device profiles (* = assumed numbers in the profile)")
+    for col in ("id", "name", "class", "fp32 GOP/s", "int8 GOP/s", "peak GB/s", "decode GB/s", "usable GB", "ISA"):
+        table.add_column(col)
+    for p in profiles.values():
+        star = "*" if p.assumed_fields() else ""
+        table.add_row(
+            p.id + star,
+            p.name,
+            p.device_class,
+            f"{p.peak_gops.fp32.value:g}",
+            f"{p.peak_gops.int8.value:g}" if p.peak_gops.int8 else "–",
+            f"{p.memory.peak_gbps.value:g}",
+            f"{p.decode_gbps():.1f}",
+            f"{p.memory.usable_gb.value:g}",
+            ",".join(p.cpu.isa),
+        )
+    Console(highlight=False, width=None if err.is_terminal else 160).print(table)
+
+
+@app.command()
+def predict(
+    device: Annotated[str, typer.Option("--device", help="device profile id (edgescale devices)")],
+    params: Annotated[float, typer.Option("--params", help="parameters of the model")],
+    bits: Annotated[float, typer.Option("--bits", help="stored bits per weight incl. scales (4.5 for Q4_0)")],
+    context: Annotated[int, typer.Option("--context", help="tokens in context when decoding")] = 512,
+    kv_bits: Annotated[float, typer.Option("--kv-bits", help="bits per KV-cache element")] = 16,
+    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="prefill prompt length")] = 128,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Predict prefill and decode speed and memory of a model on a device (analytic roofline)."""
+    from edgescale.bench.predict import predict as run_predict
+    from edgescale.devices import get_device
+
+    for name, value in (
+        ("--params", params),
+        ("--bits", bits),
+        ("--context", context),
+        ("--kv-bits", kv_bits),
+        ("--prompt-tokens", prompt_tokens),
+    ):
+        if not value > 0:
+            raise UserError(f"must be positive, got {value:g}", field=name)
+    p = run_predict(get_device(device), params, bits, context, kv_bits, prompt_tokens)
+    _emit(p.to_dict(), as_json)
+
+
+@app.command()
+def calibrate(
+    out: Annotated[Path, typer.Option("--out", help="where to write the host calibration (YAML)")] = Path(
+        "runs/host-calibration.yaml"
+    ),
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads")] = 2,
+    max_mb: Annotated[int, typer.Option("--max-mb", help="largest GEMV weight matrix, MiB")] = 1024,
+) -> None:
+    """Measure this machine: matmul throughput per precision, GEMV streaming from cache to DRAM."""
+    import yaml
+
+    from edgescale.atomic import write_bytes
+    from edgescale.bench.calibrate import calibrate as run_calibrate
+
+    if threads < 1 or max_mb < 1:
+        raise UserError("--threads and --max-mb must be >= 1", field="calibrate")
+    cal = run_calibrate(threads, max_mb, progress=lambda m: err.print(f"  {m}"))
+    write_bytes(out, yaml.safe_dump(cal.to_dict(), sort_keys=False).encode())
+    err.print(f"wrote {out}")
+
+
 def main() -> None:
     try:
         app()

@@ -384,8 +384,10 @@ def load_recipe_file(path: Path):
 
 
 def known_devices() -> set[str]:
-    """Device names a study may use: ``host`` (measured here) plus shipped profiles."""
-    return {"host"}
+    """Device names a study may use: ``host`` (measured here) plus the shipped profiles."""
+    from edgescale.devices import load_devices
+
+    return {"host", *load_devices()}
 
 
 def validate_file(path: Path) -> str:
@@ -394,7 +396,14 @@ def validate_file(path: Path) -> str:
     if "steps" in data:
         load_recipe_file(path)
         return "recipe"
+    if "peak_gops" in data:
+        from edgescale.devices import load_device_file
+
+        load_device_file(path)
+        return "device"
     if "ladder" in data or "model" in data:
         load_study(path)
         return "study"
-    raise UserError("not a study (needs 'ladder' or 'model') or a recipe (needs 'steps')", file=path)
+    raise UserError(
+        "not a study (needs 'ladder' or 'model'), a recipe (needs 'steps') or a device (needs 'peak_gops')", file=path
+    )

@@ -54,6 +54,7 @@ def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) ->
     v = latency["variants"][vid]
     host = {
         "kind": "measured",
+        "latency_source": "measured",
         **{k: v[k] for k in ("prefill_ms_p50", "prefill_ms_p90", "decode_ms_p50", "decode_ms_p90")},
         "decode": v.get("decode", "kv-cache"),
         "prompt_len": measurement.prompt_len,

@@ -13,13 +13,15 @@ SHIPPED = sorted(
         *REPO.glob("recipes/*.yaml"),
         *REPO.glob("edgescale/studies/*.yaml"),
         *REPO.glob("edgescale/recipes/*.yaml"),
+        *REPO.glob("edgescale/devices/*.yaml"),
+        *REPO.glob("devices/*.yaml"),
     ]
 )
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_yaml_validates(path):
-    assert validate_file(path) in {"study", "recipe"}
+    assert validate_file(path) in {"study", "recipe", "device"}
 
 
 def test_something_is_shipped():

@@ -1,0 +1,96 @@
+"""Device profiles validate strictly; the analytic predictor meets its published anchors."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from edgescale.bench.predict import check_anchors, predict
+from edgescale.devices import builtin_devices_dir, get_device, load_device_file, load_devices
+from edgescale.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+RPI5 = builtin_devices_dir() / "rpi5-8gb.yaml"
+
+
+def test_profiles_load_and_are_mirrored_in_devices():
+    profiles = load_devices()
+    assert "rpi5-8gb" in profiles
+    for p in builtin_devices_dir().glob("*.yaml"):
+        assert p.read_text() == (REPO / "devices" / p.name).read_text(), p.name
+
+
+def _mutated(tmp_path, edit) -> Path:
+    data = yaml.safe_load(RPI5.read_text())
+    edit(data)
+    path = tmp_path / "rpi5-8gb.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "field", "fragment"),
+    [
+        (lambda d: d["memory"]["peak_gbps"].update(value=-17), "memory.peak_gbps.value", "greater than 0"),
+        (lambda d: d["memory"]["peak_gbps"].pop("source"), "memory.peak_gbps.source", "Field required"),
+        (lambda d: d["memory"]["peak_gbps"].pop("kind"), "memory.peak_gbps.kind", "Field required"),
+        (lambda d: d["memory"]["peak_gbps"].pop("formula"), "memory.peak_gbps", "needs its formula"),
+        (lambda d: d.update(bandwidth=5), "bandwidth", "unknown field"),
+        (lambda d: d["efficiency"]["bw"].update(value=1.5), "efficiency", "must be <= 1"),
+        (lambda d: d["cpu"].update(isa=["neon", "quantum"]), "cpu.isa.1", "Input should be"),
+    ],
+)
+def test_bad_profiles_name_the_field(tmp_path, edit, field, fragment):
+    path = _mutated(tmp_path, edit)
+    with pytest.raises(UserError) as e:
+        load_device_file(path)
+    assert e.value.field == field and fragment in str(e.value) and str(path) in str(e.value)
+
+
+def test_id_must_match_the_file_name(tmp_path):
+    path = tmp_path / "other.yaml"
+    path.write_text(RPI5.read_text())
+    with pytest.raises(UserError, match="must equal the file stem"):
+        load_device_file(path)
+
+
+def test_decode_validation_anchors_within_30_percent():
+    rows = [r for p in load_devices().values() for r in check_anchors(p) if r["workload"] == "decode"]
+    assert len(rows) >= 2
+    for r in rows:
+        assert 0.7 <= r["ratio"] <= 1.3, r
+
+
+def test_predictions_behave():
+    pi5 = get_device("rpi5-8gb")
+    q4, q8 = predict(pi5, 1e9, 4.5), predict(pi5, 1e9, 8.5)
+    assert q4.decode_tokens_per_s > q8.decode_tokens_per_s and q4.decode_bound == "memory"
+    assert predict(pi5, 1e9, 4.5, context=4096).decode_ms > q4.decode_ms  # the KV cache is read too
+    assert not predict(pi5, 70e9, 4.5).fits and q4.fits
+    assert any("efficiency.bw" in a for a in q4.assumptions) and q4.latency_source == "predicted"
+    assert q4.energy_mj_per_token == pytest.approx(pi5.power_w.value * q4.decode_ms)
+
+
+def test_cli_predict_and_devices():
+    cmd = [sys.executable, "-m", "edgescale.cli"]
+    r = subprocess.run(
+        [*cmd, "predict", "--device", "rpi5-8gb", "--params", "1e9", "--bits", "4", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["fits"] is True and out["decode_tokens_per_s"] > 0 and out["latency_source"] == "predicted"
+    r = subprocess.run(
+        [*cmd, "predict", "--device", "pixel99", "--params", "1e9", "--bits", "4"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2 and "unknown device 'pixel99'" in r.stderr
+    r = subprocess.run([*cmd, "devices", "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "rpi5-8gb" in json.loads(r.stdout)
