@@ -37,14 +37,41 @@ def run(
 
 @app.command()
 def validate(
-    files: Annotated[list[Path], typer.Argument(help="study or recipe YAML files")],
+    files: Annotated[list[Path], typer.Argument(help="study, recipe or device YAML files, or ONNX models")],
+    target: Annotated[
+        str, typer.Option("--target", help="for ONNX files: cpu | nnapi | coreml (op coverage of that runtime)")
+    ] = "cpu",
 ) -> None:
-    """Validate study and recipe files without running anything."""
+    """Validate files without running anything; for ONNX models, check op coverage on a target."""
     from edgescale.config import validate_file
 
     for f in files:
+        if f.suffix == ".onnx":
+            from edgescale.export.mobile import op_coverage
+
+            cov = op_coverage(f, target)
+            if not cov.complete:
+                raise UserError(cov.message(), file=f, field=f"--target {target}")
+            err.print(f"ok  {f}  ({cov.message()})", soft_wrap=True)
+            continue
         kind = validate_file(f)
         err.print(f"ok  {f}  ({kind})")
+
+
+@app.command()
+def export(
+    model: Annotated[Path, typer.Argument(help="an ONNX model (e.g. a variant from a run directory)")],
+    out: Annotated[Path, typer.Option("--out", help="output file")],
+    fmt: Annotated[str, typer.Option("--format", help="ort: onnxruntime's mobile format")] = "ort",
+) -> None:
+    """Convert a model for a device runtime (ORT format for onnxruntime mobile)."""
+    from edgescale.export.mobile import to_ort_format
+
+    if fmt != "ort":
+        raise UserError(f"unknown format {fmt!r}; allowed: ort", field="--format")
+    if not model.is_file():
+        raise UserError("file not found", file=model)
+    err.print(f"wrote {to_ort_format(model, out)}")
 
 
 EXIT_INFEASIBLE = 3  # a target no model can reach: an answer, not an error
