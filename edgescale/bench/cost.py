@@ -15,6 +15,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 WEIGHT_OPS = {"MatMul", "Gemm", "MatMulInteger", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
+QUANT_OPS = {
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "MatMulNBits",
+    "DequantizeLinear",
+    "QuantizeLinear",
+    "DynamicQuantizeMatMul",
+    "MatMulIntegerToFloat",
+    "QLinearMatMul",
+}
 _DTYPE_BYTES = {1: 4.0, 2: 1.0, 3: 1.0, 10: 2.0, 11: 8.0, 6: 4.0, 7: 8.0, 16: 2.0, 21: 0.5, 22: 0.5}
 _PRECISION = {1: "fp32", 10: "fp16", 16: "bf16", 2: "int8", 3: "int8", 21: "int4", 22: "int4"}
 
@@ -39,6 +49,11 @@ class GraphCost:
     kv_bytes_per_token: float
     has_kv_cache: bool
     op_counts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def n_quant_nodes(self) -> int:
+        """Nodes that (de)quantise or run integer kernels: each costs more than a float op."""
+        return sum(n for op, n in self.op_counts.items() if op in QUANT_OPS)
 
     def decode_bytes(self, context: int) -> float:
         return self.weight_bytes + self.kv_bytes_per_token * context

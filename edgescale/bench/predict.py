@@ -140,7 +140,7 @@ def check_anchors(device: DeviceProfile, which: str = "validation") -> list[dict
 
 # --------------------------------------------------------------------------- from the graph, on the host
 
-FEATURES = ("weight_streaming_s", "kv_and_attention_s", "nodes", "per_token")
+FEATURES = ("weight_streaming_s", "kv_and_attention_s", "float_nodes", "quant_nodes", "per_token")
 
 
 def decode_features(cost, cal, context: int) -> list[float]:
@@ -155,7 +155,7 @@ def decode_features(cost, cal, context: int) -> list[float]:
     t_w = sum(n.weight_bytes / cal.bandwidth(ws, n.precision) for n in cost.nodes)
     t_kv = cost.kv_bytes_per_token * context / cal.bandwidth(ws)
     t_kv += cost.attention_flops_per_context_token * context / (cal.matmul_gops["fp32"] * 1e9)
-    return [t_w, t_kv, float(cost.n_nodes), 1.0]
+    return [t_w, t_kv, float(cost.n_nodes - cost.n_quant_nodes), float(cost.n_quant_nodes), 1.0]
 
 
 @dataclass(frozen=True)
@@ -174,7 +174,7 @@ class HostFit:
 
 
 def fit_host(features: list[list[float]], measured_ms: list[float]) -> HostFit:
-    """Fit t = a·weights/BW_prec + b·(KV + attention) + c·nodes + d to decode times (relative errors)."""
+    """Fit t = a·weights/BW_prec + b·(KV + attention) + c·float nodes + e·quant nodes + d (relative errors)."""
     import numpy as np
     from scipy.optimize import nnls
 

@@ -39,10 +39,11 @@ def test_calibration_measures_every_precision():
 
 def test_fit_host_recovers_known_coefficients(tiny_onnx):
     rng = np.random.default_rng(0)
-    X = rng.uniform(0.0001, 0.01, size=(12, 4))
+    X = rng.uniform(0.0001, 0.01, size=(12, 5))
     X[:, 2] = rng.integers(50, 300, 12)
-    X[:, 3] = 1.0
-    true = np.array([1.3, 0.7, 2e-6, 1e-4])
+    X[:, 3] = rng.integers(0, 60, 12)
+    X[:, 4] = 1.0
+    true = np.array([1.3, 0.7, 2e-6, 5e-6, 1e-4])
     fit = fit_host(X.tolist(), (X @ true * 1000).tolist())
     assert list(fit.coef.values()) == pytest.approx(true.tolist(), rel=1e-6)
     assert fit.residual_rel_sd < 1e-9 and fit.predict_ms(X[0].tolist()) == pytest.approx(X[0] @ true * 1000)
@@ -52,4 +53,4 @@ def test_decode_features_grow_with_context(tiny_onnx):
     cal = calibrate(threads=1, max_mb=1)
     c = graph_cost(tiny_onnx)
     short, long = decode_features(c, cal, 8), decode_features(c, cal, 64)
-    assert long[1] > short[1] and long[2] == short[2]
+    assert long[1] > short[1] and long[2] == short[2] and short[3] == 0  # no quantised nodes in fp32
