@@ -65,7 +65,7 @@ def test_builtin_recipes_are_mirrored():
         ({"corpus__tokenizer": "bpe"}, "corpus.tokenizer", "'bytes'"),
         ({"measurement__decode_context": 4096}, "(top level)", "exceeds the block size (128)"),
         ({"recipes": ["fp32", "int3_magic"]}, "recipes.1", "unknown recipe 'int3_magic'; allowed: fp32, int8_dynamic"),
-        ({"devices": ["pixel99"]}, "devices.0", "unknown device 'pixel99'; allowed: host"),
+        ({"devices": ["pixel99"]}, "devices.0", "unknown device 'pixel99'; allowed: a55-phone, desktop-x86"),
         ({"schema_version": 2}, "schema_version", "1"),
         ({"ladder__sizes": None}, "ladder", "exactly one of sizes or params_non_embedding"),
         ({"training__cooled_fractions": [0.5]}, "training", "end at 1.0"),
