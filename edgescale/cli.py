@@ -155,7 +155,7 @@ def fit(
 @app.command()
 def devices(as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
     """List the device profiles (peak compute, bandwidth, RAM, with sources)."""
-    from edgescale.devices import load_devices
+    from edgescale.profiles import load_devices
 
     profiles = load_devices()
     if as_json:
@@ -194,7 +194,7 @@ def predict(
 ) -> None:
     """Predict prefill and decode speed and memory of a model on a device (analytic roofline)."""
     from edgescale.bench.predict import predict as run_predict
-    from edgescale.devices import get_device
+    from edgescale.profiles import get_device
 
     for name, value in (
         ("--params", params),

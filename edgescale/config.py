@@ -385,7 +385,7 @@ def load_recipe_file(path: Path):
 
 def known_devices() -> set[str]:
     """Device names a study may use: ``host`` (measured here) plus the shipped profiles."""
-    from edgescale.devices import load_devices
+    from edgescale.profiles import load_devices
 
     return {"host", *load_devices()}
 
@@ -397,7 +397,7 @@ def validate_file(path: Path) -> str:
         load_recipe_file(path)
         return "recipe"
     if "peak_gops" in data:
-        from edgescale.devices import load_device_file
+        from edgescale.profiles import load_device_file
 
         load_device_file(path)
         return "device"

@@ -87,6 +87,19 @@ def _falls_with_size(sizes: list[dict], variants: list[dict], base_recipe: str) 
     }
 
 
+def _device_latency(path: Path, devices: list[str], m) -> dict:
+    """Predicted latency on every study device except the host (which is measured)."""
+    from edgescale.bench.cost import graph_cost
+    from edgescale.bench.predict import predict_variant
+    from edgescale.profiles import get_device
+
+    targets = [d for d in devices if d != "host"]
+    if not targets:
+        return {}
+    cost = graph_cost(path)
+    return {d: predict_variant(cost, get_device(d), m.decode_context, m.prompt_len) for d in targets}
+
+
 def _shape(cfg) -> dict:
     if isinstance(cfg, GPTConfig):
         return {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "model": "gpt"}
@@ -179,7 +192,10 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
                     "flops_per_token": acct.flops_per_token_exact,
                     "flops_context": m.decode_context,
                 },
-                "latency": {"host": _host_latency(latency, vid, f"{size}/{base_recipe}", m)},
+                "latency": {
+                    "host": _host_latency(latency, vid, f"{size}/{base_recipe}", m),
+                    **_device_latency(path, s.devices, m),
+                },
                 "causality": {"max_future_logit_change": losses[vid]["validation"]["future_influence"]},
             }
         )

@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from edgescale.bench.predict import check_anchors, predict
-from edgescale.devices import builtin_devices_dir, get_device, load_device_file, load_devices
 from edgescale.errors import UserError
+from edgescale.profiles import builtin_devices_dir, get_device, load_device_file, load_devices
 
 REPO = Path(__file__).resolve().parents[1]
 RPI5 = builtin_devices_dir() / "rpi5-8gb.yaml"

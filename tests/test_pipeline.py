@@ -41,6 +41,7 @@ TINY = {
     "evaluation": {"context_length": 32, "stride": 32, "max_tokens": 2048, "batch_size": 8},
     "measurement": {"prompt_len": 16, "decode_context": 32, "repeats": 5, "warmup": 1, "threads": 1},
     "recipes": ["fp32", "int8_dynamic"],
+    "devices": ["host", "rpi5-8gb"],
     "distillation": {"teacher": "b", "students": ["a"]},
 }
 
@@ -73,6 +74,9 @@ def test_run_directory_holds_every_variant_with_real_artifacts(tiny_run):
         assert path.name.startswith(v["onnx_sha256"][:20])
         host = v["latency"]["host"]
         assert host["kind"] == "measured" and 0 < host["decode_ms_p50"] <= host["decode_ms_p90"]
+        pi5 = v["latency"]["rpi5-8gb"]
+        assert pi5["latency_source"] == "predicted" and host["latency_source"] == "measured"
+        assert pi5["decode_ms"] > 0 and "efficiency.bw" in pi5["assumed"]
     for f in ("frontier.png", "report.html"):
         assert (out / f).stat().st_size > 1000
     assert any(v["on_frontier"] for v in results["variants"])

@@ -210,6 +210,26 @@ bootstrap 95% intervals; a = β/(α+β) is the allocation exponent (N_opt ∝ C^
 {_png(Path(run_dir) / "scaling.png", "scaling fit")}"""
 
 
+def _devices(results: dict) -> str:
+    variants = results.get("variants", [])
+    names = sorted({k for v in variants for k, lat in v.get("latency", {}).items() if lat.get("kind") == "predicted"})
+    if not names:
+        return ""
+    rows = [
+        "<tr>"
+        + _td(v["variant_id"])
+        + "".join(_td(_dig(v, "latency", n, "decode_tokens_per_s"), "{:,.0f}") for n in names)
+        + "</tr>"
+        for v in variants
+    ]
+    assumed = sorted({a for v in variants for n in names for a in _dig(v, "latency", n, "assumed") or []})
+    return (
+        '<h2>Predicted on devices</h2><p class="note">Decode tokens/s <b>predicted</b> (not measured) from each '
+        "ONNX graph's weight and KV bytes and FLOPs with the device profile's roofline priors; assumed inputs: "
+        f"{_e(', '.join(assumed)) or 'none'}.</p>" + _table(["variant", *names], rows)
+    )
+
+
 def _distillation(results: dict) -> str:
     kd = results.get("distillation")
     if not kd:
@@ -302,6 +322,7 @@ def render(results: dict, run_dir: Path) -> str:
 <p class="note">Speed-up = baseline p50 / variant p50 of the same size, paired bootstrap 95% interval over
 interleaved repeats; "within noise" when the interval contains 1, "slower" when all of it lies below 1.
 Front ✓: on the Pareto front of validation loss vs bytes moved per decoded token.</p>
+{_devices(results)}
 {_distillation(results)}
 {_scaling(results, run_dir)}
 </body></html>

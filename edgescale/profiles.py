@@ -1,4 +1,4 @@
-"""Device profiles: schema, loading and listing.
+"""Device profiles: schema, loading and listing (the YAML files live in ``edgescale/devices/``).
 
 A profile (``devices/<id>.yaml``, shipped inside the package as ``edgescale/devices/``)
 holds a device's peak compute per precision, memory bandwidth (peak and effective),
