@@ -4,9 +4,9 @@
 
 Builds random-weight GPTs of several widths (latency does not depend on trained
 weights) at three precisions (fp32, dynamic int8, 4-bit MatMulNBits), calibrates this
-host (matmul throughput per precision, GEMV bandwidth from cache to DRAM), measures
-one decode step at context 128 for every variant (interleaved, one run), fits the
-roofline's efficiency factors on two widths and predicts the rest. Prints every point,
+host (GEMV kernel times per precision on a K × N grid, GEMV bandwidth from cache to
+DRAM), measures one decode step at context 128 for every variant (interleaved, one
+run), fits the per-node model's factors on three widths and predicts the other four. Prints every point,
 the share of held-out points within ±10%, the mean absolute error next to the
 measurement noise floor, and each point's memory-bandwidth limit (bytes / bandwidth).
 """
@@ -22,10 +22,10 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from edgescale.bench.calibrate import _quantized, calibrate
+from edgescale.bench.calibrate import _quantized, calibrate, kernel_table
 from edgescale.bench.cost import graph_cost
 from edgescale.bench.measure import MeasureSpec, measure_variants
-from edgescale.bench.predict import decode_features, fit_host
+from edgescale.bench.predict import KERNEL_FEATURES, fit_host, kernel_features
 from edgescale.export.onnx import export_onnx
 from edgescale.models.gpt import GPT, GPTConfig
 
@@ -55,13 +55,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         paths = build(Path(d))
         cal = calibrate(args.threads, max_mb=1024)
+        table = kernel_table(args.threads)
         spec = MeasureSpec(prompt_len=16, decode_context=CONTEXT, repeats=args.repeats, threads=args.threads)
         report = measure_variants(paths, spec)
         costs = {k: graph_cost(p) for k, p in paths.items()}
-    feats = {k: decode_features(c, cal, CONTEXT) for k, c in costs.items()}
+    feats = {k: kernel_features(c, cal, table, CONTEXT) for k, c in costs.items()}
     measured = {k: v.decode_ms_p50 for k, v in report.variants.items()}
     fitting = [k for k in paths if int(k.split("/")[0][1:]) in FIT_WIDTHS]
-    fit = fit_host([feats[k] for k in fitting], [measured[k] for k in fitting])
+    fit = fit_host([feats[k] for k in fitting], [measured[k] for k in fitting], KERNEL_FEATURES)
 
     table = Table(title=f"decode at context {CONTEXT}, {args.threads} threads, {cal.cpu_model}")
     for col in ("variant", "role", "weights MB", "measured ms", "predicted ms", "error", "BW limit ms", "noise ±"):

@@ -157,3 +157,48 @@ def calibrate(threads: int = 2, max_mb: int = 1024, progress=None) -> HostCalibr
         gemv=gemv,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     )
+
+
+GRID_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
+
+
+@dataclass(frozen=True)
+class KernelTable:
+    """Measured time of one (1 × K)·(K × N) kernel per precision on a K, N grid (nn-Meter's
+    kernel-level idea, reduced to the GEMVs decode runs); other shapes are interpolated
+    bilinearly in log K, log N, log time."""
+
+    sizes: tuple[int, ...]
+    ms: dict[str, list[list[float]]]  # precision -> [i_K][j_N]
+
+    def kernel_ms(self, k: int, n: int, precision: str) -> float:
+        table = np.log(np.asarray(self.ms.get(precision) or self.ms["fp32"]))
+        logs = np.log(self.sizes)
+        x, y = np.clip(np.log(k), logs[0], logs[-1]), np.clip(np.log(n), logs[0], logs[-1])
+        i = min(int(np.searchsorted(logs, x, side="right")) - 1, len(logs) - 2)
+        j = min(int(np.searchsorted(logs, y, side="right")) - 1, len(logs) - 2)
+        tx, ty = (x - logs[i]) / (logs[i + 1] - logs[i]), (y - logs[j]) / (logs[j + 1] - logs[j])
+        v = (
+            table[i, j] * (1 - tx) * (1 - ty)
+            + table[i + 1, j] * tx * (1 - ty)
+            + table[i, j + 1] * (1 - tx) * ty
+            + table[i + 1, j + 1] * tx * ty
+        )
+        return float(np.exp(v))
+
+
+def kernel_table(threads: int, sizes: tuple[int, ...] = GRID_SIZES, repeats: int = 9, progress=None) -> KernelTable:
+    ms: dict[str, list[list[float]]] = {}
+    for p in ("fp32", "int8", "int4"):
+        rows = []
+        for k in sizes:
+            row = []
+            for n in sizes:
+                sess = _session(_quantized(_matmul_model(1, k, n), p), threads)
+                x = np.random.default_rng(1).standard_normal((1, k), dtype=np.float32)
+                row.append(_time_ms(sess, {"x": x}, repeats))
+            rows.append(row)
+        ms[p] = rows
+        if progress:
+            progress(f"kernel grid {p}: {len(sizes)}x{len(sizes)} shapes")
+    return KernelTable(tuple(sizes), ms)

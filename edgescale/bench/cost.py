@@ -36,6 +36,8 @@ class NodeCost:
     weight_bytes: float  # streamed per decoded token
     precision: str
     flops_per_token: float  # weight-side FLOPs per token
+    k: int = 0  # GEMV shape (1 x K)·(K x N) for weight matmuls, else 0
+    n: int = 0
 
 
 @dataclass(frozen=True)
@@ -94,16 +96,15 @@ def graph_cost(path: Path) -> GraphCost:
             wb = _bytes(weights[0]) / weights[0].dims[0]  # one embedding row per token
         big = max(weights, key=_bytes)
         precision = _PRECISION.get(big.data_type, "other")
-        flops = 0.0
+        flops, k, n = 0.0, 0, 0
         if node.op_type in WEIGHT_OPS:
-            elements = 1
-            for dim in big.dims:
-                elements *= dim
-            if node.op_type == "MatMulNBits":  # packed (N, blocks, blob) uint8: 2 weights per byte at 4 bits
+            if node.op_type == "MatMulNBits":  # packed (N, blocks, blob) uint8: K and N are attributes
                 attrs = {a.name: a.i for a in node.attribute}
-                elements = attrs.get("K", 0) * attrs.get("N", 0)
-            flops = 2.0 * elements
-        nodes.append(NodeCost(node.name, node.op_type, wb, precision, flops))
+                k, n = attrs.get("K", 0), attrs.get("N", 0)
+            elif len(big.dims) == 2:
+                k, n = big.dims
+            flops = 2.0 * k * n
+        nodes.append(NodeCost(node.name, node.op_type, wb, precision, flops, int(k), int(n)))
         by_precision[precision] += wb
     kv_inputs = [i for i in g.input if i.name.startswith("past_key_values.")]
     kv_per_token, attn = 0.0, 0.0

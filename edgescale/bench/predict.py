@@ -171,13 +171,13 @@ class HostFit:
     n_points: int
 
     def predict_ms(self, features: list[float]) -> float:
-        return 1000 * sum(self.coef[f] * x for f, x in zip(FEATURES, features, strict=True))
+        return 1000 * sum(c * x for c, x in zip(self.coef.values(), features, strict=True))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def fit_host(features: list[list[float]], measured_ms: list[float]) -> HostFit:
+def fit_host(features: list[list[float]], measured_ms: list[float], names: tuple[str, ...] = FEATURES) -> HostFit:
     """Fit t = a·weights/BW_prec + b·(KV + attention) + c·float nodes + e·quant nodes + d (relative errors)."""
     import numpy as np
     from scipy.optimize import nnls
@@ -187,7 +187,7 @@ def fit_host(features: list[list[float]], measured_ms: list[float]) -> HostFit:
     w = 1 / y  # relative least squares: every point counts by its percentage error
     coef, _ = nnls(X * w[:, None], y * w)
     rel = (X @ coef - y) / y
-    return HostFit(dict(zip(FEATURES, coef.tolist(), strict=True)), float(np.std(rel)), len(y))
+    return HostFit(dict(zip(names, coef.tolist(), strict=True)), float(np.std(rel)), len(y))
 
 
 def predict_variant(cost, device: DeviceProfile, context: int, prompt_tokens: int) -> dict:
@@ -217,3 +217,17 @@ def predict_variant(cost, device: DeviceProfile, context: int, prompt_tokens: in
         "assumed": sorted(f for f in device.assumed_fields() if f in used)
         + [f"node overhead {DEFAULT_NODE_OVERHEAD_US:g} us x {cost.n_nodes} nodes"],
     }
+
+
+KERNEL_FEATURES = ("gemv_kernels_s", "kv_and_attention_s", "other_nodes", "per_token")
+
+
+def kernel_features(cost, cal, table, context: int) -> list[float]:
+    """Decode step as a sum of measured GEMV kernels (interpolated on the calibration grid)
+    plus the KV stream and attention, the count of the other nodes, and a constant."""
+    kernels = [n for n in cost.nodes if n.k and n.n]
+    t_k = sum(table.kernel_ms(n.k, n.n, n.precision) for n in kernels) / 1000
+    ws = cost.decode_bytes(context)
+    t_kv = cost.kv_bytes_per_token * context / cal.bandwidth(ws)
+    t_kv += cost.attention_flops_per_context_token * context / (cal.matmul_gops["fp32"] * 1e9)
+    return [t_k, t_kv, float(cost.n_nodes - len(kernels)), 1.0]

@@ -54,3 +54,18 @@ def test_decode_features_grow_with_context(tiny_onnx):
     c = graph_cost(tiny_onnx)
     short, long = decode_features(c, cal, 8), decode_features(c, cal, 64)
     assert long[1] > short[1] and long[2] == short[2] and short[3] == 0  # no quantised nodes in fp32
+
+
+def test_kernel_table_interpolates_in_log_space(tiny_onnx):
+    from edgescale.bench.calibrate import KernelTable
+    from edgescale.bench.predict import kernel_features
+
+    sizes = (64, 256, 1024)
+    grid = [[0.01 * (k / 64) * (n / 64) for n in sizes] for k in sizes]  # time ∝ K·N
+    table = KernelTable(sizes, {"fp32": grid})
+    assert table.kernel_ms(256, 256, "fp32") == pytest.approx(0.16)
+    assert table.kernel_ms(128, 64, "fp32") == pytest.approx(0.02, rel=1e-6)  # exact for a power law
+    assert table.kernel_ms(4096, 4096, "int8") == pytest.approx(table.kernel_ms(1024, 1024, "fp32"))  # clamped
+    cal = calibrate(threads=1, max_mb=1)
+    f = kernel_features(graph_cost(tiny_onnx), cal, table, 32)
+    assert f[0] > 0 and f[2] > 0 and f[3] == 1.0
