@@ -182,6 +182,7 @@ class Pipeline:
     def run_chain(self, plan: SizePlan, chain: Chain, trained: dict) -> dict:
         rel, sha = trained["checkpoint"], trained["sha256"]
         kind = "torch"
+        steps = []
         for step in chain.steps:
             key = step.key(sha, __version__)
             rec = self.rd.cached(key)
@@ -190,7 +191,8 @@ class Pipeline:
             else:
                 rec = self._run_step(plan, step, kind, self.rd.root / rel, key, trained)
             rel, sha, kind = rec["artifact"], rec["sha256"], step.definition.gives
-        return {"artifact": rel, "sha256": sha, "last_op": chain.steps[-1].op}
+            steps.append({"op": step.op, "artifact": rel, "sha256": sha, "metrics": rec.get("metrics", {})})
+        return {"artifact": rel, "sha256": sha, "last_op": chain.steps[-1].op, "steps": steps}
 
     def _run_step(self, plan: SizePlan, step, kind: str, src: Path, key: str, trained: dict) -> dict:
         work = self.rd.work_dir(key)
@@ -213,7 +215,8 @@ class Pipeline:
             out = save_model(out, work / "model.safetensors", {**spec_meta(spec_of(out)), "op": step.op})
         rel, sha = self.rd.store(Path(out))
         self.rep.done(f"{plan.name}: {step.op}", f"{rel} in {time.perf_counter() - t0:.1f}s")
-        return self.rd.record(key, {"op": step.op, "artifact": str(rel), "sha256": sha}, {str(rel): sha})
+        rec = {"op": step.op, "artifact": str(rel), "sha256": sha, "metrics": ctx.metrics}
+        return self.rd.record(key, rec, {str(rel): sha})
 
     # -- loss through onnxruntime ------------------------------------------------
     def loss(self, rel: str, sha: str, split: str, strict: bool) -> dict:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -49,6 +49,9 @@ class StepContext:
     parent: Any = None  # the trained (unpruned) torch model this chain started from
     parent_tokens: int = 0  # tokens the parent was trained on
     corpus: Any = None  # the study's corpus (train split for recovery and calibration)
+    # What the step reports about its result (achieved sparsity, parameter count, ...):
+    # the one mutable part, owned by this step's run and stored in its cache record.
+    metrics: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
