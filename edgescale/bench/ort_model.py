@@ -2,7 +2,8 @@
 
 Detects the signature (optimum's ``text-generation-with-past`` naming, which
 ``edgescale.export.onnx`` writes) from the graph's inputs and refuses anything else
-with a message naming the file.
+with a message naming the file. Each KV input is read separately: after head pruning,
+layers have different head counts.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 @dataclass(frozen=True)
 class LMSignature:
     n_layer: int
-    n_head: int
-    head_dim: int
+    kv_shapes: dict[str, tuple[int, int]]  # past input name -> (heads, head_dim) of that layer
     kv_dtype: type
     has_position_ids: bool
     has_cache: bool = True
     has_attention_mask: bool = True
+
+    @property
+    def layer_heads(self) -> tuple[int, ...]:
+        return tuple(self.kv_shapes[f"past_key_values.{i}.key"][0] for i in range(self.n_layer))
 
 
 def _signature(session, path: Path) -> LMSignature:
@@ -36,7 +40,7 @@ def _signature(session, path: Path) -> LMSignature:
     layers = sorted({int(m.group(1)) for n in inputs if (m := _PAST.match(n))})
     if not layers and "input_ids" in inputs and "logits" in outputs:
         # No KV cache (e.g. a user's module): every token recomputes the whole context.
-        return LMSignature(0, 0, 0, np.float32, "position_ids" in inputs, False, "attention_mask" in inputs)
+        return LMSignature(0, {}, np.float32, "position_ids" in inputs, False, "attention_mask" in inputs)
     missing = [n for n in ("input_ids", "attention_mask") if n not in inputs]
     if "logits" not in outputs:
         missing.append("logits (output)")
@@ -47,13 +51,19 @@ def _signature(session, path: Path) -> LMSignature:
             + (f"; missing {', '.join(missing)}" if missing else ""),
             file=path,
         )
-    shape = inputs["past_key_values.0.key"].shape
-    if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[3], int):
-        raise UserError(f"past_key_values.0.key must be (batch, heads, past, head_dim), got {shape}", file=path)
-    dtype = _ORT_TYPES.get(inputs["past_key_values.0.key"].type)
+    kv_shapes = {}
+    for name in (f"past_key_values.{i}.{kv}" for i in layers for kv in ("key", "value")):
+        if name not in inputs:
+            raise UserError(f"missing KV-cache input {name}", file=path)
+        shape = inputs[name].shape
+        if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[3], int):
+            raise UserError(f"{name} must be (batch, heads, past, head_dim), got {shape}", file=path)
+        kv_shapes[name] = (shape[1], shape[3])
+    types = {inputs[n].type for n in kv_shapes}
+    dtype = _ORT_TYPES.get(next(iter(types))) if len(types) == 1 else None
     if dtype is None:
-        raise UserError(f"unsupported KV-cache type {inputs['past_key_values.0.key'].type}", file=path)
-    return LMSignature(len(layers), shape[1], shape[3], dtype, "position_ids" in inputs)
+        raise UserError(f"unsupported KV-cache type(s) {sorted(types)}", file=path)
+    return LMSignature(len(layers), kv_shapes, dtype, "position_ids" in inputs)
 
 
 class OrtCausalLM:
@@ -76,8 +86,7 @@ class OrtCausalLM:
 
     def empty_past(self, batch: int) -> dict[str, np.ndarray]:
         s = self.sig
-        z = np.zeros((batch, s.n_head, 0, s.head_dim), dtype=s.kv_dtype)
-        return {f"past_key_values.{i}.{kv}": z for i in range(s.n_layer) for kv in ("key", "value")}
+        return {n: np.zeros((batch, h, 0, hd), dtype=s.kv_dtype) for n, (h, hd) in s.kv_shapes.items()}
 
     def run(self, ids: np.ndarray, past: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
         """One call: ``ids`` (B, T) after ``past`` (default empty). Returns logits and presents."""

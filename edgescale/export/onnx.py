@@ -6,9 +6,12 @@ optimum's exports know this one:
     inputs   input_ids (batch, seq) int64
              attention_mask (batch, past+seq) int64
              position_ids (batch, seq) int64
-             past_key_values.{i}.key / .value (batch, n_head, past, head_dim) float32
+             past_key_values.{i}.key / .value (batch, heads_i, past, head_dim) float32
     outputs  logits (batch, seq, vocab)
-             present.{i}.key / .value (batch, n_head, past+seq, head_dim)
+             present.{i}.key / .value (batch, heads_i, past+seq, head_dim)
+
+``heads_i`` is layer i's head count: ``n_head`` for a trained family member, fewer after
+head pruning (``GPTConfig.layer_heads``); readers take it from each input's shape.
 
 Prefill feeds an empty past (``past = 0``), decode feeds one token and the presents of
 the previous call. The trace uses example sizes >= 2 on every dynamic axis so that
@@ -61,7 +64,7 @@ def export_onnx(model: GPT, path: Path, opset: int = 18) -> Path:
     ids = torch.randint(0, cfg.vocab_size, (B, T))
     mask = torch.ones(B, P + T, dtype=torch.int64)
     pos = torch.arange(P, P + T).expand(B, T).contiguous()
-    past = [torch.zeros(B, cfg.n_head, P, cfg.head_dim) for _ in range(2 * cfg.n_layer)]
+    past = [torch.zeros(B, h, P, cfg.head_dim) for h in cfg.heads_per_layer for _kv in ("key", "value")]
     past_names, present_names = kv_names(cfg.n_layer)
     batch, seq, past_len, total = (torch.export.Dim(n) for n in ("batch", "seq", "past", "total"))
     dynamic = {
@@ -105,7 +108,40 @@ def _export(
             dynamo=True,
             verbose=False,
         )
+        _fold_constant_transposes(tmp)
     return Path(path)
+
+
+def _fold_constant_transposes(path: Path) -> None:
+    """Replace ``Transpose(initializer)`` by the transposed initializer, in place.
+
+    The exporter reads a tied LM head as a transpose of the embedding table in some
+    exports and as a stored copy in others; onnxruntime folds the transpose at load
+    anyway. Folding it in the file makes every export alike, so the quantizers see the
+    LM head as the constant-weight MatMul it is (they skip a MatMul on a computed input).
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    g = model.graph
+    inits = {t.name: t for t in g.initializer}
+    folded = []
+    for node in g.node:
+        if node.op_type != "Transpose" or node.input[0] not in inits:
+            continue
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        array = numpy_helper.to_array(inits[node.input[0]])
+        g.initializer.append(numpy_helper.from_array(array.transpose(perm).copy(), node.output[0]))
+        folded.append(node)
+    if not folded:
+        return
+    for node in folded:
+        g.node.remove(node)
+    used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
+    for t in [t for t in g.initializer if t.name not in used]:
+        g.initializer.remove(t)
+    onnx.save(model, str(path))
 
 
 @contextlib.contextmanager

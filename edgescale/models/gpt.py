@@ -29,12 +29,13 @@ KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 class CausalSelfAttention(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, n_head: int | None = None) -> None:
         super().__init__()
-        self.n_head = cfg.n_head
+        self.n_head = n_head or cfg.n_head  # this layer's heads (fewer than cfg.n_head after head pruning)
         self.head_dim = cfg.head_dim
-        self.c_attn = nn.Linear(cfg.n_embd, 3 * cfg.n_embd)
-        self.c_proj = nn.Linear(cfg.n_embd, cfg.n_embd)
+        self.d_attn = self.n_head * cfg.head_dim
+        self.c_attn = nn.Linear(cfg.n_embd, 3 * self.d_attn)
+        self.c_proj = nn.Linear(self.d_attn, cfg.n_embd)
 
     def forward(
         self,
@@ -42,8 +43,8 @@ class CausalSelfAttention(nn.Module):
         mask: torch.Tensor | None,  # (B, 1, T, P+T) bool, True = may attend; None = plain causal
         past: tuple[torch.Tensor, torch.Tensor] | None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(C, dim=2)
+        B, T, _ = x.shape
+        q, k, v = self.c_attn(x).split(self.d_attn, dim=2)  # (B, T, A) each, A = H·hd
         q = q.view(B, T, self.n_head, self.head_dim).transpose(1, 2)  # (B, H, T, hd)
         k = k.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
         v = v.view(B, T, self.n_head, self.head_dim).transpose(1, 2)
@@ -54,18 +55,19 @@ class CausalSelfAttention(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # (B, H, T, hd)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-        y = y.transpose(1, 2).reshape(B, T, C)
+        y = y.transpose(1, 2).reshape(B, T, self.d_attn)
         return self.c_proj(y), (k, v)
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: GPTConfig) -> None:
+    def __init__(self, cfg: GPTConfig, layer: int) -> None:
         super().__init__()
+        ffn = cfg.ffn_per_layer[layer]
         self.ln_1 = nn.LayerNorm(cfg.n_embd)
-        self.attn = CausalSelfAttention(cfg)
+        self.attn = CausalSelfAttention(cfg, cfg.heads_per_layer[layer])
         self.ln_2 = nn.LayerNorm(cfg.n_embd)
-        self.mlp_fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd)
-        self.mlp_proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd)
+        self.mlp_fc = nn.Linear(cfg.n_embd, ffn)
+        self.mlp_proj = nn.Linear(ffn, cfg.n_embd)
 
     def forward(self, x, mask, past):
         a, present = self.attn(self.ln_1(x), mask, past)
@@ -82,7 +84,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_embeddings:

@@ -10,6 +10,11 @@ cheaper than storing 256 floats per training token.
 Used (a) to train a distilled family from the largest trained model and (b) as the
 recipe step ``distill.recover``, which fine-tunes a pruned model against its unpruned
 parent for a token budget capped at a share of the parent's training tokens.
+
+Recovery after unstructured or N:M pruning is *masked* fine-tuning: the zero pattern of
+the input's Linear weights is re-applied after every optimizer step, so the sparsity
+the pruning step reported is still there afterwards (as in Zhu & Gupta 2017, "To prune,
+or not to prune", and NVIDIA's ASP recipe for 2:4, Mishra et al. 2021, arXiv:2104.08378).
 """
 
 from __future__ import annotations
@@ -58,6 +63,32 @@ class RecoverConfig(StepConfig):
     temperature: float = Field(2.0, gt=0, description="softmax temperature")
     learning_rate: float = Field(1e-3, gt=0, description="peak learning rate (warmup, cosine decay)")
     batch_size: int = Field(16, ge=1, description="sequences per step")
+    keep_zeros: bool = Field(
+        True,
+        description="masked fine-tuning: re-apply the input's zero pattern in its Linear weights after every "
+        "optimizer step, so sparsity from prune.magnitude / prune.nm survives recovery",
+    )
+
+
+def zero_masks(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """{parameter name: keep-mask} for every Linear weight holding exact zeros.
+
+    A trained float weight has no exact zeros unless a pruning step put them there, so a
+    dense model gets no masks and trains exactly as without this.
+    """
+    masks = {}
+    for name, module in model.named_modules():
+        if isinstance(module, torch.nn.Linear) and not bool(module.weight.detach().all()):
+            masks[f"{name}.weight"] = module.weight.detach() != 0
+    return masks
+
+
+def _reapply(masks: dict[str, torch.Tensor]):
+    def after_step(model: torch.nn.Module) -> None:
+        for name, keep in masks.items():
+            model.get_parameter(name).mul_(keep)
+
+    return after_step
 
 
 @register("distill.recover", RecoverConfig, takes="torch", gives="torch")
@@ -77,6 +108,7 @@ def recover(model, cfg: RecoverConfig, ctx: StepContext):
             field="tokens",
         )
     spec = spec_of(model)
+    masks = zero_masks(model) if cfg.keep_zeros else {}
     tc = TrainingConfig(
         batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate,
@@ -97,6 +129,19 @@ def recover(model, cfg: RecoverConfig, ctx: StepContext):
         ctx.parent,
         DistillConfig(alpha=cfg.alpha, temperature=cfg.temperature),
         init=model,
+        after_step=_reapply(masks) if masks else None,
     )
-    ctx.log(f"distill.recover: {res.tokens:,} tokens against the parent, val {res.curve[-1]['val_bpb']:.4f} bpb")
-    return load_model(res.checkpoint)[0]
+    out = load_model(res.checkpoint)[0]
+    # val_bpb_torch: the torch model on the first eval_tokens of validation, a progress check; the
+    # variant's reported loss is measured later on its ONNX file.
+    ctx.metrics.update({"tokens": res.tokens, "val_bpb_torch": res.curve[-1]["val_bpb"], "masked_weights": len(masks)})
+    if masks:
+        zeros = sum(int((~k).sum()) for k in masks.values())
+        kept = sum(int((out.get_parameter(n) == 0).sum()) for n in masks)
+        ctx.metrics["masked_zeros_kept"] = kept
+        ctx.metrics["masked_zeros"] = zeros
+    ctx.log(
+        f"distill.recover: {res.tokens:,} tokens against the parent, val {res.curve[-1]['val_bpb']:.4f} bpb"
+        + (f", zero pattern of {len(masks)} sparse weights kept" if masks else "")
+    )
+    return out

@@ -28,6 +28,7 @@ from edgescale.models.gpt import GPT, GPTConfig
 from edgescale.train.distill import DistillConfig, kd_loss
 
 ProgressFn = Callable[[int, int, dict], None]  # (tokens_done, tokens_total, info)
+AfterStepFn = Callable[[torch.nn.Module], None]  # called with the model after every optimizer step
 
 
 @dataclass(frozen=True)
@@ -108,6 +109,22 @@ def spec_meta(spec) -> dict:
 
 def spec_of(model: torch.nn.Module):
     return model.cfg if isinstance(model, GPT) else model.spec
+
+
+def read_spec(path: Path):
+    """The model spec recorded in a checkpoint's metadata, without loading its tensors.
+
+    For a pruned GPT this is its per-layer shape (``layer_heads``, ``layer_ffn``).
+    """
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return _spec_from_meta(json.loads((f.metadata() or {})["edgescale"]))
+    except SafetensorError as e:
+        raise UserError(f"not a readable safetensors file (truncated or corrupt): {e}", file=path) from None
+    except (KeyError, json.JSONDecodeError):
+        raise UserError("safetensors file without edgescale metadata (model shape unknown)", file=path) from None
 
 
 def _spec_from_meta(meta: dict):
@@ -219,6 +236,7 @@ class _Run:
     total_steps: int  # including decay branches, for the progress bar
     teacher: GPT | None = None
     distill: DistillConfig | None = None
+    after_step: AfterStepFn | None = None
     done_steps: int = 0
     t0: float = 0.0
 
@@ -254,6 +272,9 @@ def _sgd_step(run: _Run, model: GPT, opt, step: int, lr: float) -> float:
         total += loss.item()
     torch.nn.utils.clip_grad_norm_(model.parameters(), run.cfg.grad_clip)
     opt.step()
+    if run.after_step is not None:
+        with torch.no_grad():
+            run.after_step(model)
     return total / accum
 
 
@@ -287,11 +308,14 @@ def train(
     teacher: GPT | None = None,
     distill: DistillConfig | None = None,
     init: torch.nn.Module | None = None,
+    after_step: AfterStepFn | None = None,
 ) -> TrainResult:
     """Train a fresh ``GPT(model_cfg, seed)`` for ``tokens`` tokens; resumes from ``out_dir`` when it can.
 
     With a ``teacher`` the loss is :func:`edgescale.train.distill.kd_loss` (logit distillation);
     with ``init`` training continues from a copy of that model (fine-tuning) instead.
+    ``after_step(model)`` runs under ``no_grad`` after every optimizer step (masked
+    fine-tuning re-applies a sparsity pattern there).
 
     With ``schedule: wsd`` the run also leaves cooled checkpoints at ``cooled_fractions``
     of the budget (curve points with ``cooled: true``), the (N, D) grid a scaling fit needs.
@@ -310,7 +334,17 @@ def train(
     if teacher is not None:
         teacher = teacher.eval()
     run = _Run(
-        model_cfg, cfg, corpus, seed, per_step, progress, steps + extra, teacher, distill, t0=time.perf_counter()
+        model_cfg,
+        cfg,
+        corpus,
+        seed,
+        per_step,
+        progress,
+        steps + extra,
+        teacher,
+        distill,
+        after_step,
+        t0=time.perf_counter(),
     )
     run.done_steps = start + sum(k for at, k in branches.items() if at <= start and at + k != steps)
     resumed = run.done_steps

@@ -77,3 +77,49 @@ def test_a_non_lm_onnx_file_is_refused_by_name(relu_onnx, tmp_path):
     garbage.write_bytes(b"\x00not onnx at all")
     with pytest.raises(UserError, match="garbage.onnx"):
         OrtCausalLM(garbage)
+
+
+@pytest.fixture(scope="module")
+def pruned_shape(tmp_path_factory):
+    """A GPT with a different head count and FFN width in every layer, and its export."""
+    from edgescale.export.onnx import export_onnx
+    from edgescale.models.gpt import GPT, GPTConfig
+
+    cfg = GPTConfig(n_layer=3, n_head=4, n_embd=32, block_size=64, layer_heads=(3, 1, 2), layer_ffn=(64, 9, 128))
+    model = GPT(cfg, seed=5).eval()
+    return model, export_onnx(model, tmp_path_factory.mktemp("pruned") / "pruned.onnx")
+
+
+def test_per_layer_heads_export_with_their_own_kv_shapes(pruned_shape):
+    model, path = pruned_shape
+    inputs = {i.name: i.type.tensor_type.shape.dim for i in onnx.load(str(path)).graph.input}
+    for i, heads in enumerate((3, 1, 2)):
+        for kv in ("key", "value"):
+            dims = inputs[f"past_key_values.{i}.{kv}"]
+            assert (dims[1].dim_value, dims[3].dim_value) == (heads, 8)
+    check = verify_export(model, path)  # prefill logits and 32 greedy tokens through the cache
+    assert check["greedy_tokens_identical"] == 32
+    assert OrtCausalLM(path).sig.layer_heads == (3, 1, 2)
+
+
+def test_per_layer_heads_decode_through_the_cache_like_a_full_recompute(pruned_shape):
+    _, path = pruned_shape
+    lm = OrtCausalLM(path)
+    ids = np.random.default_rng(3).integers(0, 256, (2, 10))
+    logits, past = lm.run(ids[:, :4])
+    steps = [logits]
+    for t in range(4, 10):
+        logits, past = lm.run(ids[:, t : t + 1], past)
+        steps.append(logits)
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), lm.logits(ids), atol=1e-4)
+
+
+def test_latency_worker_binds_per_layer_kv_shapes(pruned_shape, tiny_onnx):
+    from edgescale.bench.cost import graph_cost
+    from edgescale.bench.measure import MeasureSpec, measure_variants
+
+    _, path = pruned_shape
+    spec = MeasureSpec(prompt_len=8, decode_context=16, repeats=3, warmup=1, threads=1)
+    rep = measure_variants({"pruned": path, "tiny": tiny_onnx}, spec, baseline="tiny")
+    assert rep.variants["pruned"].decode == "kv-cache" and rep.variants["pruned"].n_samples == 3
+    assert graph_cost(path).kv_bytes_per_token == 4 * 2 * (3 + 1 + 2) * 8  # cost.py reads each KV input
