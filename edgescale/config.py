@@ -250,10 +250,39 @@ class StepSpec(BaseModel):
         return dict(self.model_extra or {})
 
 
+# onnxruntime execution providers a recipe can target, verbatim (the names device profiles use).
+ExecutionProvider = Literal[
+    "CPUExecutionProvider",
+    "XnnpackExecutionProvider",
+    "NnapiExecutionProvider",
+    "CoreMLExecutionProvider",
+    "QNNExecutionProvider",
+    "CUDAExecutionProvider",
+    "TensorrtExecutionProvider",
+    "DmlExecutionProvider",
+]
+
+
+class RecipeTarget(Strict):
+    """Where a recipe's artifact is meant to run; the feasibility check compares it with each device."""
+
+    runtime: Literal["onnxruntime"] = Field(
+        "onnxruntime", description="runtime that loads the artifact (edgescale ships ONNX files)"
+    )
+    execution_provider: ExecutionProvider = Field(
+        "CPUExecutionProvider",
+        description="onnxruntime execution provider the artifact is built for (host latency is always measured "
+        "on the CPU provider)",
+    )
+
+
 class Recipe(Strict):
     schema_version: Literal[1] = 1
     name: Name = Field(description="recipe name, used in variant ids")
     description: str = Field("", description="what the recipe does and why")
+    target: RecipeTarget = Field(
+        default_factory=RecipeTarget, description="runtime and execution provider the recipe targets"
+    )
     steps: list[StepSpec] = Field(default_factory=list, description="ordered steps")
 
 

@@ -16,6 +16,7 @@ from edgescale import __version__
 from edgescale.atomic import write_json
 from edgescale.bench.loss import onnx_loss
 from edgescale.bench.measure import machine_info
+from edgescale.compress.feasibility import ModelSize, check_study
 from edgescale.compress.registry import Chain, StepContext
 from edgescale.config import Study, load_recipe, load_study
 from edgescale.data.corpus import Corpus, load_corpus
@@ -114,13 +115,18 @@ def load_inputs(study_path: Path | None) -> Inputs:
     study, path = load_study(study_path)
     corpus = load_corpus(study.corpus, path.parent)
     chains = [load_recipe(r, path.parent) for r in study.recipes]
-    return Inputs(study, path, corpus, chains, plan_sizes(study, corpus))
+    plans = plan_sizes(study, corpus)
+    # Before any work: a recipe a study device cannot run or hold stops the run here.
+    sizes = {p.name: ModelSize.of(p.acct, study.block_size) for p in plans}
+    check_study(chains, sizes, study.devices, path)
+    return Inputs(study, path, corpus, chains, plans)
 
 
 class Pipeline:
     def __init__(self, inputs: Inputs, rd: RunDir, rep: Reporter) -> None:
         self.study, self.corpus, self.chains, self.plans = inputs.study, inputs.corpus, inputs.chains, inputs.plans
         self.rd, self.rep = rd, rep
+        self._warned: set[tuple[str, str]] = set()
 
     # -- training ----------------------------------------------------------------
     def train_size(self, plan: SizePlan, teacher: dict | None = None) -> dict:
@@ -179,7 +185,18 @@ class Pipeline:
         return trained
 
     # -- compression and export --------------------------------------------------
+    def feasibility(self, plan: SizePlan, chain: Chain) -> list[dict]:
+        """Warnings for this variant on the host and every study device (refusals stopped load_inputs)."""
+        size = {plan.name: ModelSize.of(plan.acct, self.study.block_size)}
+        findings = check_study([chain], size, self.study.devices)[(plan.name, chain.name)]
+        for f in findings:
+            if (chain.name, f.message()) not in self._warned:  # the same warning for every size, once
+                self._warned.add((chain.name, f.message()))
+                self.rep.warn(f"{chain.name}: {f.message()}")
+        return [f.to_dict() for f in findings]
+
     def run_chain(self, plan: SizePlan, chain: Chain, trained: dict) -> dict:
+        feasibility = self.feasibility(plan, chain)
         rel, sha = trained["checkpoint"], trained["sha256"]
         kind = "torch"
         steps = []
@@ -192,7 +209,8 @@ class Pipeline:
                 rec = self._run_step(plan, step, kind, self.rd.root / rel, key, trained)
             rel, sha, kind = rec["artifact"], rec["sha256"], step.definition.gives
             steps.append({"op": step.op, "artifact": rel, "sha256": sha, "metrics": rec.get("metrics", {})})
-        return {"artifact": rel, "sha256": sha, "last_op": chain.steps[-1].op, "steps": steps}
+        last = chain.steps[-1].op
+        return {"artifact": rel, "sha256": sha, "last_op": last, "steps": steps, "feasibility": feasibility}
 
     def _run_step(self, plan: SizePlan, step, kind: str, src: Path, key: str, trained: dict) -> dict:
         work = self.rd.work_dir(key)

@@ -64,7 +64,11 @@ def test_builtin_recipes_are_mirrored():
         ({"training__learning_rate": -1}, "training.learning_rate", "greater than 0"),
         ({"corpus__tokenizer": "bpe"}, "corpus.tokenizer", "'bytes'"),
         ({"measurement__decode_context": 4096}, "(top level)", "exceeds the block size (128)"),
-        ({"recipes": ["fp32", "int3_magic"]}, "recipes.1", "unknown recipe 'int3_magic'; allowed: fp32, int8_dynamic"),
+        (
+            {"recipes": ["fp32", "int3_magic"]},
+            "recipes.1",
+            "unknown recipe 'int3_magic'; allowed: fp16, fp32, heads_ffn50_recover",
+        ),
         ({"devices": ["pixel99"]}, "devices.0", "unknown device 'pixel99'; allowed: a55-phone, desktop-x86"),
         ({"schema_version": 2}, "schema_version", "1"),
         ({"ladder__sizes": None}, "ladder", "exactly one of sizes or params_non_embedding"),
@@ -102,7 +106,7 @@ def test_not_a_mapping_and_missing_file(tmp_path):
         (
             [{"op": "quantize.int9"}],
             "steps.0.op",
-            "unknown op 'quantize.int9'; allowed: distill.recover, export.onnx, quantize.int8_dynamic",
+            "unknown op 'quantize.int9'; allowed: distill.recover, export.onnx, optimize.graph, prune.ffn",
         ),
         ([{"op": "quantize.int8_dynamic", "bits": 4}], "steps.0.bits", "allowed: op_types, per_channel"),
         ([{"op": "quantize.int8_dynamic", "weight_type": "int4"}], "steps.0.weight_type", "'qint8' or 'quint8'"),

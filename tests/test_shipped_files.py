@@ -26,3 +26,33 @@ def test_shipped_yaml_validates(path):
 
 def test_something_is_shipped():
     assert len(SHIPPED) >= 6
+
+
+def test_builtin_recipes_equal_the_repository_copies():
+    shipped = {p.name: p.read_text() for p in REPO.glob("edgescale/recipes/*.yaml")}
+    assert shipped == {p.name: p.read_text() for p in REPO.glob("recipes/*.yaml")}
+
+
+RECIPES = sorted(REPO.glob("recipes/*.yaml"))
+
+
+@pytest.mark.slow  # export + verification per recipe: 5-20 s each on 2 cores
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_every_shipped_recipe_runs_on_the_tiny_model(path, tiny_model, corpus, tmp_path):
+    """The whole chain (export inserted) runs; the artifact loads in onnxruntime and gives finite logits."""
+    import numpy as np
+
+    from edgescale.bench.ort_model import OrtCausalLM
+    from edgescale.compress.registry import StepContext
+    from edgescale.config import load_recipe_file
+
+    artifact, kind = tiny_model, "torch"
+    for i, step in enumerate(load_recipe_file(path).steps):
+        work = tmp_path / str(i)
+        work.mkdir()
+        ctx = StepContext(work, log=lambda m: None, parent=tiny_model, parent_tokens=100_000, corpus=corpus)
+        artifact, kind = step.definition.fn(artifact, step.config, ctx), step.definition.gives
+    assert kind == "onnx" and artifact.suffix == ".onnx"
+    lm = OrtCausalLM(artifact)
+    logits = lm.logits(corpus["validation"].tokens[:32].astype(np.int64)[None])
+    assert logits.shape == (1, 32, 256) and np.isfinite(logits).all()

@@ -7,12 +7,12 @@ are quantized offline, activations per call from their observed range; MatMul be
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
 
+from edgescale.compress.onnx_graph import check_io_unchanged, op_counts, quiet_onnxruntime
 from edgescale.compress.registry import StepConfig, StepContext, register
 
 
@@ -33,12 +33,9 @@ def int8_dynamic(path: Path, cfg: Int8DynamicConfig, ctx: StepContext) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = ctx.work_dir / "model.int8_dynamic.onnx"
-    # ORT logs "consider pre-processing" on the root logger; its symbolic shape inference
-    # fails on dynamo graphs, which already carry full shape information.
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
-    try:
+    # onnxruntime logs "consider pre-processing" on the root logger; its symbolic shape
+    # inference fails on dynamo graphs, which already carry full shape information.
+    with quiet_onnxruntime():
         quantize_dynamic(
             str(path),
             str(out),
@@ -47,6 +44,6 @@ def int8_dynamic(path: Path, cfg: Int8DynamicConfig, ctx: StepContext) -> Path:
             reduce_range=cfg.reduce_range,
             op_types_to_quantize=list(cfg.op_types),
         )
-    finally:
-        root.setLevel(level)
+    check_io_unchanged(path, out, "quantize.int8_dynamic")
+    ctx.metrics["op_counts"] = op_counts(out)
     return out

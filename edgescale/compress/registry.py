@@ -111,6 +111,7 @@ class Chain:
     steps: tuple[Step, ...]
     source: str = ""
     description: str = ""
+    target: Any = None  # the recipe's target (config.RecipeTarget): runtime and execution provider
 
     def describe(self) -> str:
         return " → ".join(s.op + (" (inserted)" if s.inserted else "") for s in self.steps)
@@ -129,7 +130,7 @@ def build_step(op: str, params: dict[str, Any], file: Path | str, where: str) ->
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = f"unknown field for {op}; allowed: {', '.join(sorted(sd.config.model_fields)) or '(none)'}"
-        raise UserError(msg, file=file, field=f"{where}.{loc}") from None
+        raise UserError(msg, file=file, field=f"{where}.{loc}" if loc else where) from None
     return Step(op, cfg)
 
 
@@ -159,4 +160,8 @@ def compile_chain(recipe, file: Path | str) -> Chain:
             last_onnx = spec.op
     if kind == "torch":
         out.append(Step(EXPORT_OP, registry()[EXPORT_OP].config(), inserted=True))
-    return Chain(recipe.name, tuple(out), str(file), recipe.description)
+    chain = Chain(recipe.name, tuple(out), str(file), recipe.description, recipe.target)
+    from edgescale.compress.rules import check_chain  # step orders and settings beyond kinds
+
+    check_chain(chain, file)
+    return chain
