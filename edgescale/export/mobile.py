@@ -5,10 +5,18 @@
 - :func:`op_coverage` checks every node against a target execution provider. The NNAPI
   and CoreML lists are the ones onnxruntime itself ships
   (``onnxruntime/tools/mobile_helpers/*_supported_ops.md``), so they match the
-  installed runtime. Nodes an EP cannot take fall back to the CPU EP — or, in an
-  EP-only deployment, stop the model — so each unsupported op is named with its count.
-  Contrib ops (``com.microsoft``: ``MatMulNBits``, ``DynamicQuantizeMatMul``,
-  ``MatMulIntegerToFloat``…) exist only in onnxruntime's own CPU/CUDA kernels.
+  installed runtime; XNNPACK and QNN ship none, so theirs are transcribed from the
+  providers' sources, with the conditions the graph shows checked
+  (:mod:`edgescale.export.ep_ops`). Each unsupported op is named with its count.
+
+Whether a partial graph still ships depends on how the EP is deployed
+(:data:`FALLBACK`): XNNPACK runs beside the CPU EP in the same process and memory, so
+the nodes it cannot take simply run on the CPU EP (a warning). NNAPI, CoreML and QNN
+are accelerators: every CPU partition costs device copies (onnxruntime's
+``mobile_helpers/usability_checker.py`` rates more than two partitions as not worth
+using the EP). QNN HTP deployments ship the graph compiled into a QNN context binary, and
+QNN's documentation sets ``session.disable_cpu_ep_fallback`` to make sure the whole model
+runs on HTP. For these a missing op refuses the model, as before.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ import re
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgescale.errors import UserError
@@ -29,11 +37,41 @@ TARGETS = {
     "cpu": "CPUExecutionProvider",
     "nnapi": "NnapiExecutionProvider",
     "coreml": "CoreMLExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+}
+# Can nodes the EP cannot take run on the CPU EP instead, in the way the target ships?
+FALLBACK = {"cpu": False, "nnapi": False, "coreml": False, "xnnpack": True, "qnn": False}
+_NO_FALLBACK_WHY = {
+    "cpu": "the CPU EP is the last resort",
+    "nnapi": "each CPU partition costs NPU-CPU copies; onnxruntime's usability checker rates >2 as not worth it",
+    "coreml": "each CPU partition costs NPU-CPU copies; onnxruntime's usability checker rates >2 as not worth it",
+    "qnn": "a QNN HTP context binary takes the whole graph, deployed with session.disable_cpu_ep_fallback",
 }
 _LISTS = {
     "nnapi": ["nnapi_supported_ops.md"],
     "coreml": ["coreml_supported_mlprogram_ops.md", "coreml_supported_neuralnetwork_ops.md"],
 }
+
+
+def ep_takes(execution_provider: str, op: str) -> bool:
+    """Whether ``execution_provider`` has a kernel for op type ``op`` (``domain:Op``, or a bare
+    name in the default domain), by the same lists ``op_coverage`` uses; graph conditions
+    (constant weights, static shapes) are not checked here."""
+    key = op if ":" in op else f"ai.onnx:{op}"
+    target = next((t for t, ep in TARGETS.items() if ep == execution_provider), None)
+    if target in _LISTS:
+        return key in _supported(target)
+    if target == "xnnpack":
+        from edgescale.export.ep_ops import XNNPACK_OPS
+
+        return key in XNNPACK_OPS
+    if target == "qnn":
+        from edgescale.export.ep_ops import QNN_OPS
+
+        return key in QNN_OPS
+    # the CPU EP and the GPU providers (CUDA, DML, TensorRT) carry onnxruntime's contrib kernels
+    return True
 
 
 def _supported(target: str) -> set[str]:
@@ -53,22 +91,43 @@ class Coverage:
     nodes: int
     supported_nodes: int
     unsupported: dict[str, int]  # "domain:Op" -> node count
+    fallback: bool = False  # nodes the EP cannot take run on the CPU EP instead
+    reasons: dict[str, str] = field(default_factory=dict)  # "domain:Op" -> why not taken (a checked condition)
+    caveats: dict[str, str] = field(default_factory=dict)  # "domain:Op" -> a condition the graph cannot show
+    blockers: tuple[str, ...] = ()  # whole-graph refusals (e.g. QNN and dynamic shapes)
+
+    @property
+    def all_on_ep(self) -> bool:
+        return not self.unsupported and not self.blockers
 
     @property
     def complete(self) -> bool:
-        return not self.unsupported
+        """The model ships on this target: every node on the EP, or the rest on the CPU EP."""
+        return not self.blockers and (not self.unsupported or self.fallback)
 
     def message(self) -> str:
-        if self.complete:
-            return f"all {self.nodes} nodes run on {self.execution_provider}"
-        ops = ", ".join(f"{op} ×{n}" for op, n in sorted(self.unsupported.items(), key=lambda kv: -kv[1]))
-        return (
-            f"{self.execution_provider} cannot run {sum(self.unsupported.values())} of {self.nodes} nodes: {ops} "
-            "(they fall back to the CPU EP, or fail where the EP must take the whole graph)"
+        ep, n_bad = self.execution_provider, sum(self.unsupported.values())
+        ops = ", ".join(
+            f"{op} ×{n}" + (f" ({self.reasons[op]})" if op in self.reasons else "")
+            for op, n in sorted(self.unsupported.items(), key=lambda kv: (-kv[1], kv[0]))
         )
+        if not self.unsupported:
+            parts = [f"all {self.nodes} nodes run on {ep}"]
+        elif self.fallback:
+            parts = [
+                f"warning: {ep} takes {self.supported_nodes} of {self.nodes} nodes; {n_bad} fall back to "
+                f"CPUExecutionProvider: {ops}"
+            ]
+        else:
+            why = _NO_FALLBACK_WHY[self.target]
+            parts = [f"{ep} cannot run {n_bad} of {self.nodes} nodes: {ops} ({why})"]
+        parts += [f"{ep} refuses {b}" for b in self.blockers]
+        if self.caveats:
+            parts.append("not checked: " + "; ".join(f"{op}: {c}" for op, c in sorted(self.caveats.items())))
+        return "; ".join(parts)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "complete": self.complete}
+        return {**asdict(self), "complete": self.complete, "all_on_ep": self.all_on_ep}
 
 
 def op_coverage(path: Path, target: str) -> Coverage:
@@ -80,14 +139,81 @@ def op_coverage(path: Path, target: str) -> Coverage:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as e:  # onnx raises DecodeError and others for corrupt files
         raise UserError(f"not a readable ONNX file: {e}", file=path) from None
-    ops = Counter(f"{n.domain or 'ai.onnx'}:{n.op_type}" for n in model.graph.node)
+    # onnxruntime turns Constant nodes into initializers when it loads a graph (graph.cc),
+    # so no EP ever sees them.
+    nodes = [n for n in model.graph.node if n.op_type != "Constant"]
+    ops = Counter(_key(n) for n in nodes)
+    reasons: dict[str, str] = {}
+    caveats: dict[str, str] = {}
+    blockers: tuple[str, ...] = ()
     if target == "cpu":
         unsupported = _cpu_unsupported(path)
-    else:
+    elif target in _LISTS:
         supported = _supported(target)
         unsupported = {op: n for op, n in ops.items() if op not in supported}
+    else:
+        unsupported, reasons, caveats = _ep_unsupported(model, nodes, target)
+        if target == "qnn":
+            from edgescale.export.ep_ops import qnn_dynamic_io
+
+            dynamic = qnn_dynamic_io(model)
+            if dynamic:  # name a few; the rest follow from them
+                more = f" and {len(dynamic) - 4} more" if len(dynamic) > 4 else ""
+                fix = "fix them (python -m onnxruntime.tools.make_dynamic_shape_fixed) and validate again"
+                blockers = (f"dynamic shapes: {', '.join(dynamic[:4])}{more}; {fix}",)
     total = sum(ops.values())
-    return Coverage(target, TARGETS[target], total, total - sum(unsupported.values()), unsupported)
+    return Coverage(
+        target,
+        TARGETS[target],
+        total,
+        total - sum(unsupported.values()),
+        unsupported,
+        FALLBACK[target],
+        reasons,
+        caveats,
+        blockers,
+    )
+
+
+def _key(node) -> str:
+    return f"{node.domain or 'ai.onnx'}:{node.op_type}"
+
+
+def _ep_unsupported(model, nodes: list, target: str) -> tuple[dict[str, int], dict[str, str], dict[str, str]]:
+    """Nodes XNNPACK or QNN cannot take, why, and the unchecked caveats of the ops they take."""
+    from edgescale.export import ep_ops
+
+    g = ep_ops.GraphIndex.of(model)
+    if target == "xnnpack":
+        ops, checks, caveat_text = ep_ops.XNNPACK_OPS, ep_ops.XNNPACK_CHECKS, ep_ops.XNNPACK_CAVEATS
+        followers = ep_ops.XNNPACK_FUSED | ep_ops.XNNPACK_QDQ
+    else:
+        ops, checks, caveat_text = ep_ops.QNN_OPS | ep_ops.QNN_FUSION_ONLY, ep_ops.QNN_CHECKS, ep_ops.QNN_CAVEATS
+        followers = frozenset()
+    taken: set[int] = set()
+    bad: Counter[str] = Counter()
+    reasons: dict[str, str] = {}
+
+    def judge(node, reason: str | None) -> None:
+        if reason is None:
+            taken.add(id(node))
+        else:
+            bad[_key(node)] += 1
+            reasons.setdefault(_key(node), reason)
+
+    for node in nodes:  # topological order, so a follower's producer is judged first
+        key = _key(node)
+        if key in followers:
+            continue
+        if key not in ops:
+            bad[key] += 1
+        else:
+            judge(node, checks[key](node, g) if key in checks else None)
+    for node in nodes:
+        if _key(node) in followers:
+            judge(node, ep_ops.check_xnnpack_follower(node, g, taken))
+    seen = {_key(n) for n in nodes if id(n) in taken}
+    return dict(bad), reasons, {op: c for op, c in caveat_text.items() if op in seen}
 
 
 def _cpu_unsupported(path: Path) -> dict[str, int]:
