@@ -39,7 +39,12 @@ def run(
 def validate(
     files: Annotated[list[Path], typer.Argument(help="study, recipe or device YAML files, or ONNX models")],
     target: Annotated[
-        str, typer.Option("--target", help="for ONNX files: cpu | nnapi | coreml (op coverage of that runtime)")
+        str,
+        typer.Option(
+            "--target",
+            help="for ONNX files: cpu | nnapi | coreml | xnnpack | qnn (op coverage of that execution provider; "
+            "xnnpack warns about nodes left to the CPU EP, the others refuse them)",
+        ),
     ] = "cpu",
 ) -> None:
     """Validate files without running anything; for ONNX models, check op coverage on a target."""
@@ -183,50 +188,118 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="print one JSON
 
 
 @app.command()
-def predict(
-    device: Annotated[str, typer.Option("--device", help="device profile id (edgescale devices)")],
-    params: Annotated[float, typer.Option("--params", help="parameters of the model")],
-    bits: Annotated[float, typer.Option("--bits", help="stored bits per weight incl. scales (4.5 for Q4_0)")],
-    context: Annotated[int, typer.Option("--context", help="tokens in context when decoding")] = 512,
-    kv_bits: Annotated[float, typer.Option("--kv-bits", help="bits per KV-cache element")] = 16,
-    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="prefill prompt length")] = 128,
+def recipes(
+    ops: Annotated[bool, typer.Option("--ops", help="also list every registered op with its fields")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Predict prefill and decode speed and memory of a model on a device (analytic roofline)."""
+    """List the built-in recipes (target, steps, description) and, with --ops, every op's fields."""
+    from edgescale.compress.catalog import op_catalog, recipe_catalog
+
+    listing = {"recipes": recipe_catalog(), **({"ops": op_catalog()} if ops else {})}
+    if as_json:
+        _emit(listing, True)
+        return
+    from rich.table import Table
+
+    console = Console(highlight=False, width=None if err.is_terminal else 160)
+    table = Table(title="recipes")
+    for col in ("name", "target", "steps", "description"):
+        table.add_column(col)
+    for r in listing["recipes"]:
+        target = f"{r['target']['runtime']} / {r['target']['execution_provider']}" if r["target"] else "–"
+        table.add_row(r["name"], target, r["chain"], r["description"].strip())
+    console.print(table)
+    for op, d in listing.get("ops", {}).items():
+        t = Table(title=f"{op}  ({d['takes']} → {d['gives']})  {d['summary']}", title_justify="left")
+        for col in ("field", "type", "default", "description"):
+            t.add_column(col)
+        for name, f in d["fields"].items():
+            t.add_row(name, f["type"], repr(f["default"]), f["description"])
+        console.print(t)
+
+
+DEFAULT_CALIBRATION = Path("runs/host-calibration.yaml")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path | None, typer.Argument(help="an ONNX causal LM (omit for the analytic mode)")] = None,
+    device: Annotated[str, typer.Option("--device", help="device profile id (edgescale devices), or host")] = "host",
+    params: Annotated[float | None, typer.Option("--params", help="analytic mode: parameters of the model")] = None,
+    bits: Annotated[
+        float | None, typer.Option("--bits", help="analytic mode: stored bits per weight (4.5 = Q4_0)")
+    ] = None,
+    context: Annotated[int, typer.Option("--context", help="tokens in context when decoding")] = 512,
+    kv_bits: Annotated[float, typer.Option("--kv-bits", help="analytic mode: bits per KV-cache element")] = 16,
+    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="prefill prompt length")] = 128,
+    calibration: Annotated[
+        Path, typer.Option("--calibration", help="host calibration (edgescale calibrate) for --device host")
+    ] = DEFAULT_CALIBRATION,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Predict decode (and prefill) latency: of an ONNX model node by node, or analytically
+    from a parameter count and bits per weight."""
+    for name, value in (("--context", context), ("--kv-bits", kv_bits), ("--prompt-tokens", prompt_tokens)):
+        if not value > 0:
+            raise UserError(f"must be positive, got {value:g}", field=name)
+    if model is not None:
+        _emit(_predict_graph(model, device, context, prompt_tokens, calibration), as_json)
+        return
     from edgescale.bench.predict import predict as run_predict
     from edgescale.profiles import get_device
 
-    for name, value in (
-        ("--params", params),
-        ("--bits", bits),
-        ("--context", context),
-        ("--kv-bits", kv_bits),
-        ("--prompt-tokens", prompt_tokens),
-    ):
+    if params is None or bits is None:
+        raise UserError("give MODEL.onnx, or --params and --bits for the analytic mode", field="predict")
+    for name, value in (("--params", params), ("--bits", bits)):
         if not value > 0:
             raise UserError(f"must be positive, got {value:g}", field=name)
-    p = run_predict(get_device(device), params, bits, context, kv_bits, prompt_tokens)
-    _emit(p.to_dict(), as_json)
+    if device == "host":
+        raise UserError("the analytic mode needs a device profile; allowed: edgescale devices", field="--device")
+    _emit(run_predict(get_device(device), params, bits, context, kv_bits, prompt_tokens).to_dict(), as_json)
+
+
+def _predict_graph(model: Path, device: str, context: int, prompt_tokens: int, calibration: Path) -> dict:
+    from edgescale.bench.ort_model import OrtCausalLM
+
+    if not model.is_file():
+        raise UserError("file not found", file=model)
+    OrtCausalLM(model)  # one message naming the file when it is not a causal LM
+    if device == "host":
+        from edgescale.bench.calibrate import load_calibration
+        from edgescale.bench.host import predict_host
+
+        if not calibration.is_file():
+            raise UserError("no host calibration here; run edgescale calibrate first", file=calibration)
+        return predict_host(model, load_calibration(calibration), context)
+    from edgescale.bench.graph_predict import predict_on_device
+    from edgescale.profiles import get_device
+
+    return {"device": device, **predict_on_device(model, get_device(device), context, prompt_tokens)}
 
 
 @app.command()
 def calibrate(
-    out: Annotated[Path, typer.Option("--out", help="where to write the host calibration (YAML)")] = Path(
-        "runs/host-calibration.yaml"
-    ),
+    out: Annotated[
+        Path, typer.Option("--out", help="where to write the host calibration (YAML)")
+    ] = DEFAULT_CALIBRATION,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads")] = 2,
-    max_mb: Annotated[int, typer.Option("--max-mb", help="largest GEMV weight matrix, MiB")] = 1024,
+    repeats: Annotated[int, typer.Option(help="interleaved timing rounds")] = 60,
+    quick: Annotated[bool, typer.Option("--quick", help="fewer probes and reference models (about a minute)")] = False,
 ) -> None:
-    """Measure this machine: matmul throughput per precision, GEMV streaming from cache to DRAM."""
+    """Measure this machine: kernel tables (GEMV per weight class from cache to DRAM, other ops),
+    matmul throughput, and efficiency factors fitted on a reference ladder."""
     import yaml
 
     from edgescale.atomic import write_bytes
-    from edgescale.bench.calibrate import calibrate as run_calibrate
+    from edgescale.bench.host import calibrate_host
 
-    if threads < 1 or max_mb < 1:
-        raise UserError("--threads and --max-mb must be >= 1", field="calibrate")
-    cal = run_calibrate(threads, max_mb, progress=lambda m: err.print(f"  {m}"))
+    if threads < 1 or repeats < 3:
+        raise UserError("--threads must be >= 1 and --repeats >= 3", field="calibrate")
+    cal, _, _ = calibrate_host(threads, quick, repeats, progress=lambda m: err.print(f"  {m}"))
     write_bytes(out, yaml.safe_dump(cal.to_dict(), sort_keys=False).encode())
+    for name in ("tables", "roofline"):
+        f = cal.fits[name]
+        err.print(f"  {name}: fitted on {f['n_points']} reference models, residual SD {f['residual_rel_sd']:.1%}")
     err.print(f"wrote {out}")
 
 

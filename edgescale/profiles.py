@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgescale.config import Name, parse, read_yaml
+from edgescale.config import ExecutionProvider, Name, parse, read_yaml
 from edgescale.errors import UserError
 
 Kind = Literal["measured", "vendor", "derived", "assumed"]
@@ -88,7 +88,7 @@ class Runtime(Strict):
     runtime: Literal["onnxruntime", "llama.cpp", "mlc", "tflite", "qnn", "coreml", "tensorrt"] = Field(
         description="inference runtime"
     )
-    execution_providers: list[str] = Field(default_factory=list, description="ORT EP names, verbatim")
+    execution_providers: list[ExecutionProvider] = Field(default_factory=list, description="ORT EP names, verbatim")
 
 
 class Efficiency(Strict):
@@ -169,8 +169,13 @@ def load_device_file(path: Path) -> DeviceProfile:
     return profile
 
 
-def load_devices() -> dict[str, DeviceProfile]:
-    return {p.stem: load_device_file(p) for p in sorted(builtin_devices_dir().glob("*.yaml"))}
+def load_devices(fitted: bool = True) -> dict[str, DeviceProfile]:
+    """The shipped profiles; with ``fitted``, efficiencies fitted to each profile's
+    calibration anchors replace its priors (see :func:`edgescale.bench.predict.calibrated`)."""
+    from edgescale.bench.predict import calibrated
+
+    raw = {p.stem: load_device_file(p) for p in sorted(builtin_devices_dir().glob("*.yaml"))}
+    return {k: calibrated(v) for k, v in raw.items()} if fitted else raw
 
 
 def get_device(name: str) -> DeviceProfile:

@@ -89,15 +89,15 @@ def _falls_with_size(sizes: list[dict], variants: list[dict], base_recipe: str) 
 
 def _device_latency(path: Path, devices: list[str], m) -> dict:
     """Predicted latency on every study device except the host (which is measured)."""
-    from edgescale.bench.cost import graph_cost
-    from edgescale.bench.predict import predict_variant
+    from edgescale.bench.graph_predict import predict_on_device
+    from edgescale.bench.nodes import decode_graph
     from edgescale.profiles import get_device
 
     targets = [d for d in devices if d != "host"]
     if not targets:
         return {}
-    cost = graph_cost(path)
-    return {d: predict_variant(cost, get_device(d), m.decode_context, m.prompt_len) for d in targets}
+    graph = decode_graph(path, m.decode_context)
+    return {d: predict_on_device(path, get_device(d), m.decode_context, m.prompt_len, graph) for d in targets}
 
 
 def _shape(cfg) -> dict:

@@ -6,12 +6,24 @@ allocator state left over from training. Imports nothing from edgescale.
 
 Request (JSON on stdin)::
 
-    {"variants": {"name": "path.onnx", ...}, "prompt_len": 64, "decode_context": 128,
-     "repeats": 30, "warmup": 5, "threads": 2, "graph_optimization": "all", "seed": 0}
+    {"variants": {"name": "path.onnx", ...}, "probes": {"name": "path.onnx", ...},
+     "prompt_len": 64, "decode_context": 128, "repeats": 30, "warmup": 5, "decode_warm": 2,
+     "threads": 2, "graph_optimization": "all", "seed": 0}
+
+Every session shares one global intra-op thread pool with spinning on, as a single
+session in a token loop would have: per-session pools would either spin against each
+other or, with spinning off, pay a thread wake-up per parallel node (measured here:
+d64 fp32 decode 550 µs interleaved without spinning vs 253 µs alone). Each visit runs
+``decode_warm`` untimed decode steps before the timed one, so a step finds its weights
+where the previous token left them (steady-state generation), not where another
+variant's visit left the caches. Probes (``probes``: any graph with static inputs, used
+by calibration) are visited in the same shuffled loop, so machine drift hits them and
+the models alike.
 
 Reply (JSON on stdout): per variant the raw prefill and decode samples in ms, taken
-interleaved (each repeat visits every variant once, in a shuffled order), plus the
-onnxruntime version and the modules loaded. On failure: ``{"error": "..."}``, exit 1.
+interleaved (each repeat visits every variant once, in a shuffled order), per probe its
+run samples, plus the onnxruntime version and the modules loaded. On failure:
+``{"error": "..."}``, exit 1.
 """
 
 from __future__ import annotations
@@ -34,21 +46,36 @@ _LEVELS = {
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
 
 
+def _session(path: str, req: dict):
+    opts = ort.SessionOptions()
+    opts.use_per_session_threads = False  # the global pool set up in measure()
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = _LEVELS[req["graph_optimization"]]
+    opts.log_severity_level = 3
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+class Probe:
+    """A calibration graph with static inputs: one timed run per visit."""
+
+    def __init__(self, name: str, path: str, req: dict) -> None:
+        self.name = name
+        self.sess = _session(path, req)
+        rng = np.random.default_rng(req["seed"])
+        self.feeds = {i.name: rng.standard_normal(i.shape).astype(np.float32) for i in self.sess.get_inputs()}
+
+    def run_ms(self) -> float:
+        t = time.perf_counter_ns()
+        self.sess.run(None, self.feeds)
+        return (time.perf_counter_ns() - t) / 1e6
+
+
 class Variant:
     """One model: a session, its prefill feeds, and a bound decode step at a fixed context."""
 
-    def __init__(self, name: str, path: str, req: dict, alternating: bool) -> None:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = req["threads"]
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = _LEVELS[req["graph_optimization"]]
-        opts.log_severity_level = 3
-        if alternating:  # spinning threads of one session would steal cycles from the next
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-            opts.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    def __init__(self, name: str, path: str, req: dict) -> None:
         self.name, self.path = name, path
-        self.sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        self.sess = _session(path, req)
         self._signature()
         rng = np.random.default_rng(req["seed"])
         self.prompt = rng.integers(0, self.vocab, size=(1, req["prompt_len"]), dtype=np.int64)
@@ -64,7 +91,7 @@ class Variant:
         self.vocab = vocab if isinstance(vocab, int) else 256
         self.has_pos, self.has_mask = "position_ids" in inputs, "attention_mask" in inputs
         if not layers and "input_ids" in inputs and "logits" in outputs:
-            self.has_cache, self.n_layer, self.n_head, self.head_dim, self.kv_dtype = False, 0, 0, 0, np.float32
+            self.has_cache, self.kv_shapes, self.kv_dtype = False, {}, np.float32
             return  # no KV cache: decoding recomputes the whole context
         self.has_cache = True
         if "input_ids" not in inputs or "attention_mask" not in inputs or not layers or "logits" not in outputs:
@@ -72,15 +99,15 @@ class Variant:
                 f"{self.path}: not a causal LM with a KV cache (needs input_ids, attention_mask, "
                 "past_key_values.{i}.key/value inputs and logits, present.{i}.* outputs)"
             )
-        shape = inputs["past_key_values.0.key"].shape
-        self.n_layer, self.n_head, self.head_dim = len(layers), shape[1], shape[3]
-        self.kv_dtype = _DTYPES[inputs["past_key_values.0.key"].type]
+        # Per input: after head pruning each layer has its own head count.
+        names = [f"past_key_values.{i}.{kv}" for i in layers for kv in ("key", "value")]
+        self.kv_shapes = {n: (inputs[n].shape[1], inputs[n].shape[3]) for n in names}
+        self.kv_dtype = _DTYPES[inputs[names[0]].type]
 
     def _feeds(self, ids: np.ndarray, past: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
         B, T = ids.shape
         if past is None:
-            z = np.zeros((B, self.n_head, 0, self.head_dim), self.kv_dtype)
-            past = {f"past_key_values.{i}.{kv}": z for i in range(self.n_layer) for kv in ("key", "value")}
+            past = {n: np.zeros((B, h, 0, hd), self.kv_dtype) for n, (h, hd) in self.kv_shapes.items()}
         P = next(iter(past.values())).shape[2] if past else 0
         feeds = {"input_ids": ids, **past}
         if self.has_mask:
@@ -116,9 +143,12 @@ class Variant:
             v = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr))
             self._keep.append(v)
             self.binding.bind_ortvalue_input(name, v)
-        kv_shape = (1, self.n_head, context, self.head_dim)
         for name in self.outputs:
-            shape = (1, 1, self.vocab) if name == "logits" else kv_shape
+            if name == "logits":
+                shape = (1, 1, self.vocab)
+            else:
+                heads, head_dim = self.kv_shapes[name.replace("present.", "past_key_values.", 1)]
+                shape = (1, heads, context, head_dim)
             dtype = np.float32 if name == "logits" else self.kv_dtype
             v = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype)
             self._keep.append(v)
@@ -136,22 +166,38 @@ class Variant:
 
 
 def measure(req: dict) -> dict:
-    names = list(req["variants"])
-    variants = [Variant(n, req["variants"][n], req, len(names) > 1) for n in names]
+    ort.set_default_logger_severity(3)
+    ort.set_global_thread_pool_sizes(req["threads"], 1)
+    variants = [Variant(n, p, req) for n, p in req["variants"].items()]
+    probes = [Probe(n, p, req) for n, p in req.get("probes", {}).items()]
+    warm = req.get("decode_warm", 2)
     for v in variants:
         for _ in range(req["warmup"]):
             v.prefill_ms()
             v.decode_ms()
-    samples = {n: {"prefill": [], "decode": []} for n in names}
+    for pr in probes:
+        for _ in range(req["warmup"]):
+            pr.run_ms()
+    samples = {v.name: {"prefill": [], "decode": []} for v in variants}
+    runs = {pr.name: [] for pr in probes}
     decode = {v.name: "kv-cache" if v.has_cache else "full-recompute" for v in variants}
     rng = np.random.default_rng(req["seed"])
+    items = [*variants, *probes]
     for _ in range(req["repeats"]):
-        for i in rng.permutation(len(variants)):
-            v = variants[i]
-            samples[v.name]["prefill"].append(v.prefill_ms())
-            samples[v.name]["decode"].append(v.decode_ms())
+        for i in rng.permutation(len(items)):
+            it = items[i]
+            if isinstance(it, Probe):
+                for _ in range(warm):
+                    it.run_ms()
+                runs[it.name].append(it.run_ms())
+                continue
+            samples[it.name]["prefill"].append(it.prefill_ms())
+            for _ in range(warm):
+                it.decode_ms()
+            samples[it.name]["decode"].append(it.decode_ms())
     return {
         "samples": samples,
+        "probes": runs,
         "decode": decode,
         "onnxruntime": ort.__version__,
         "modules": sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")}),

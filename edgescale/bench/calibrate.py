@@ -1,24 +1,61 @@
-"""Measure this machine with onnxruntime: matmul throughput per precision and GEMV streaming.
+"""Measure this machine with onnxruntime: kernel tables for the host latency predictor.
 
-- Matmul throughput: one (64 × K) · (K × N) MatMul at fp32, as dynamic int8
-  (``MatMulInteger``) and as 4-bit weight-only (``MatMulNBits``, block 32), in GOP/s.
-- GEMV weight streaming: (1 × K) · (K × N) fp32 over weight sizes from a few MB (in
-  cache) to about 1 GB (DRAM), in GB/s: decode streams weights exactly like this, so the
-  predictor learns both the cache and the DRAM regime from it.
+``calibrate`` writes the probes of :mod:`edgescale.bench.probes` and times them all in one
+interleaved run of the measurement harness (same worker, thread pool and session
+settings as the models it will predict). From the samples it builds:
 
-Everything is timed with the same session settings as the measurement harness
-(intra-op threads set, inter-op 1), p50 over repeats after warm-up.
+- ``gemv``: per weight class (fp32, dynamic int8, 4-bit at accuracy level 0 and 4),
+  the time of one GEMV against the layer width and the working set of its chain — the
+  cache regime (a few MB) through DRAM (up to ~1 GB for fp32);
+- ``ops``: per op class, the time of one node against the elements it touches;
+- ``run_ms``: the fixed cost of a ``session.run``;
+- ``matmul_gops``: matmul throughput per class, from (64 × 1024) GEMM probes;
+- ``streaming_gbps()``: weight-streaming rate against the working set (the widest
+  GEMV chains: weight bytes / time), the numbers a roofline needs.
+
+Medians are taken over interleaved repeats, so slow drift of the machine affects every
+probe alike; ``noise`` is the median half-interquartile range of the probes' samples.
 """
 
 from __future__ import annotations
 
-import io
-import platform
-import statistics
+import math
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
+
+from edgescale.bench.probes import (
+    BYTES_PER_WEIGHT,
+    GEMM_ROWS,
+    GEMM_WIDTH,
+    OP_CHAIN,
+    ProbeSpec,
+    write_probes,
+)
+from edgescale.errors import UserError
+
+# Op types → the probe class that prices them. View ops copy nothing (half an Add's
+# dispatch); an op type not listed is priced as an element-wise Add of its size.
+_ELEMENTWISE = (
+    "Add Sub Mul Div Pow Where IsNaN IsInf Cast And Or Not Equal Less LessOrEqual Greater GreaterOrEqual Neg "
+    "Sqrt Abs Max Min Clip Relu DequantizeLinear QuantizeLinear DynamicQuantizeLinear Trilu"
+)
+_TRANSCENDENTAL = "Erf Tanh Sigmoid Exp Log Gelu FastGelu BiasGelu QuickGelu SiLU"
+_NORMS = "LayerNormalization SkipLayerNormalization SimplifiedLayerNormalization SkipSimplifiedLayerNormalization"
+OP_CLASS = {
+    **dict.fromkeys(_ELEMENTWISE.split(), "Add"),
+    **dict.fromkeys(_TRANSCENDENTAL.split(), "Erf"),
+    **dict.fromkeys((_NORMS + " RMSNormalization").split(), "LayerNormalization"),
+    **dict.fromkeys(["Concat", "Split", "Slice", "Gather", "Expand", "Tile", "ScatterND"], "Concat"),
+    **dict.fromkeys(["MatMul", "FusedMatMul", "Gemm"], "AttnMatMul"),
+    "Softmax": "Softmax",
+    "Transpose": "Transpose",
+}
+VIEW_OPS = set(["Reshape", "Squeeze", "Unsqueeze", "Shape", "Identity", "Flatten", "Range", "ConstantOfShape", "Size"])
 
 
 @dataclass(frozen=True)
@@ -26,179 +63,150 @@ class HostCalibration:
     cpu_model: str
     threads: int
     onnxruntime: str
-    matmul_gops: dict[str, float]  # fp32 / int8 / int4
-    gemv: dict[str, list[dict]]  # precision -> [{"weight_bytes": ..., "gbps": ...}], ascending
     measured_at: str
+    repeats: int
+    noise: float  # median half-IQR of the probes' samples, relative
+    run_ms: float
+    gemv: dict[str, dict[str, list[list[float]]]]  # class -> width -> [[working set bytes, ms/GEMV]]
+    ops: dict[str, list[list[float]]]  # op class -> [[elements, ms/node]]
+    matmul_gops: dict[str, float]  # class -> GOP/s of a (64 × 1024) GEMM
+    # Filled by edgescale.bench.host.calibrate_host: efficiency factors fitted on a
+    # reference ladder measured in the same run, and what they were fitted to.
+    llc_bytes: float = 0.0
+    fits: dict = field(default_factory=dict)  # "tables" | "roofline" -> EfficiencyFit fields
+    reference: dict[str, float] = field(default_factory=dict)  # reference model -> measured decode ms
+    context: int = 128
 
     def to_dict(self) -> dict:
         return asdict(self)
 
-    def bandwidth(self, working_set_bytes: float, precision: str = "fp32") -> float:
-        """GEMV weight-streaming rate (weight bytes/s) at a working-set size, log-log interpolated.
+    @classmethod
+    def from_dict(cls, data: dict, file: Path | str = "calibration") -> HostCalibration:
+        try:
+            return cls(**data)
+        except TypeError as e:
+            raise UserError(f"not an edgescale host calibration: {e}", file=file) from None
 
-        For int8 and int4 the rate includes their kernels' dequantisation work, which is
-        what decode pays per weight byte on this machine.
+    # -- lookups ---------------------------------------------------------------
+    def gemv_ms(self, weight_class: str, k: int, n: int, working_set_bytes: float) -> float:
+        """One (1 × K)·(K × N) kernel in a step whose working set is ``working_set_bytes``.
+
+        The probes hold d × 4d kernels; a K × N kernel is read at the width with the same
+        MACs (d = √(K·N/4)), interpolated in log width and log working set. Below the
+        smallest probed width the kernel costs what the smallest probe does (overhead
+        bound); above the largest it scales with its MACs (streaming bound).
         """
-        curve = self.gemv.get(precision) or self.gemv["fp32"]
-        sizes = np.log([g["weight_bytes"] for g in curve])
-        rates = np.log([g["gbps"] * 1e9 for g in curve])
-        return float(np.exp(np.interp(np.log(max(working_set_bytes, 1.0)), sizes, rates)))
+        rows = self.gemv.get(weight_class) or self.gemv["fp32"]
+        widths = sorted(int(w) for w in rows)
+        d = math.sqrt(k * n / 4)
+
+        def log_time(width: int) -> float:
+            pts = sorted(rows[str(width)])
+            lw = np.log([p[0] for p in pts])
+            lt = np.log([p[1] for p in pts])
+            return float(np.interp(math.log(max(working_set_bytes, 1.0)), lw, lt))
+
+        if d <= widths[0]:
+            return math.exp(log_time(widths[0]))
+        if d >= widths[-1]:
+            return math.exp(log_time(widths[-1])) * (k * n) / (4 * widths[-1] ** 2)
+        i = int(np.searchsorted(widths, d)) - 1
+        f = (math.log(d) - math.log(widths[i])) / (math.log(widths[i + 1]) - math.log(widths[i]))
+        return math.exp(log_time(widths[i]) * (1 - f) + log_time(widths[i + 1]) * f)
+
+    def op_ms(self, op: str, elements: int) -> float:
+        """One node of op type ``op`` touching ``elements`` floats."""
+        small = min(p[1] for p in self.ops["Add"])
+        if op in VIEW_OPS:
+            return 0.5 * small
+        pts = sorted(self.ops[OP_CLASS.get(op, "Add")])
+        le, lt = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+        x = math.log(max(elements, 1))
+        if x > le[-1]:  # beyond the probes: linear in the elements
+            return math.exp(lt[-1]) * elements / pts[-1][0]
+        return float(math.exp(np.interp(x, le, lt)))
+
+    def streaming_gbps(self, weight_class: str = "fp32") -> list[tuple[float, float]]:
+        """(working set bytes, GB/s of weights streamed), from a few MB to the largest probe:
+        at each working-set level, the fastest (widest) GEMV chain probed there."""
+        cls = weight_class if weight_class in self.gemv else "fp32"
+        best: dict[float, float] = {}
+        for width, pts in self.gemv[cls].items():
+            per_gemv = 4 * int(width) ** 2 * BYTES_PER_WEIGHT[cls]
+            for ws, ms in pts:
+                level = round(math.log2(ws))  # probes aim at the same levels from every width
+                best[level] = max(best.get(level, (0, 0)), (per_gemv / (ms / 1000) / 1e9, ws))
+        return sorted((ws, rate) for rate, ws in best.values())
 
 
-def _session(model_bytes: bytes, threads: int):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    return ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
+def _median(samples: list[float]) -> float:
+    return float(np.median(samples))
 
 
-def _matmul_model(m: int, k: int, n: int, seed: int = 0) -> bytes:
-    from onnx import TensorProto, helper, numpy_helper
-
-    w = np.random.default_rng(seed).standard_normal((k, n), dtype=np.float32)
-    graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "w"], ["y"])],
-        "mm",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [m, k])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [m, n])],
-        [numpy_helper.from_array(w, "w")],
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    model.ir_version = 10
-    return model.SerializeToString()
-
-
-def _quantized(model_bytes: bytes, precision: str) -> bytes:
-    import onnx
-
-    if precision == "fp32":
-        return model_bytes
-    model = onnx.load_from_string(model_bytes)
-    if precision == "int8":
-        import tempfile
-        from pathlib import Path
-
-        from onnxruntime.quantization import QuantType, quantize_dynamic
-
-        with tempfile.TemporaryDirectory() as d:
-            src, dst = Path(d) / "a.onnx", Path(d) / "b.onnx"
-            onnx.save(model, str(src))
-            quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8)
-            return dst.read_bytes()
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-    q = MatMulNBitsQuantizer(model, bits=4, block_size=32, is_symmetric=True)
-    q.process()
-    buf = io.BytesIO()
-    onnx.save(q.model.model, buf)
-    return buf.getvalue()
-
-
-def _time_ms(sess, feeds: dict, repeats: int, warmup: int = 3) -> float:
-    for _ in range(warmup):
-        sess.run(None, feeds)
-    samples = []
-    for _ in range(repeats):
-        t = time.perf_counter_ns()
-        sess.run(None, feeds)
-        samples.append((time.perf_counter_ns() - t) / 1e6)
-    return statistics.median(samples)
-
-
-def matmul_gops(precision: str, threads: int, m: int = 64, k: int = 1024, n: int = 1024, repeats: int = 20) -> float:
-    sess = _session(_quantized(_matmul_model(m, k, n), precision), threads)
-    x = np.random.default_rng(1).standard_normal((m, k), dtype=np.float32)
-    return 2 * m * k * n / (_time_ms(sess, {"x": x}, repeats) / 1000) / 1e9
-
-
-def gemv_gbps(fp32_bytes: int, threads: int, precision: str = "fp32", repeats: int = 15) -> tuple[int, float]:
-    """Time (1 × K)·(K × N) with the weights at ``precision``; returns (weight bytes, GB/s)."""
-    import onnx
-
-    k = 1024
-    n = max(16, fp32_bytes // (4 * k))
-    model = _quantized(_matmul_model(1, k, n), precision)
-    weight = sum(t.ByteSize() for t in onnx.load_from_string(model).graph.initializer)
-    sess = _session(model, threads)
-    x = np.random.default_rng(1).standard_normal((1, k), dtype=np.float32)
-    ms = _time_ms(sess, {"x": x}, repeats)
-    return weight, weight / (ms / 1000) / 1e9
-
-
-def calibrate(threads: int = 2, max_mb: int = 1024, progress=None) -> HostCalibration:
-    import onnxruntime as ort
-
-    from edgescale.bench.measure import machine_info
-
+def tables_from_samples(probe_samples: dict[str, list[float]], spec: ProbeSpec) -> dict:
+    """Per-kernel times from the probes' run samples (ms), as HostCalibration fields."""
+    run = _median(probe_samples["run"])
+    gemv: dict[str, dict[str, list[list[float]]]] = {}
+    for cls, d, layers in spec.gemv_points():
+        ms = max(1e-6, (_median(probe_samples[f"gemv/{cls}/d{d}/L{layers}"]) - run) / (2 * layers))
+        ws = 8 * d * d * BYTES_PER_WEIGHT[cls] * layers
+        gemv.setdefault(cls, {}).setdefault(str(d), []).append([ws, ms])
+    ops: dict[str, list[list[float]]] = {}
+    for name, samples in probe_samples.items():
+        if name.startswith("op/"):
+            _, op, e = name.split("/")
+            ops.setdefault(op, []).append([int(e[1:]), max(1e-6, (_median(samples) - run) / OP_CHAIN)])
     gops = {}
-    for p in ("fp32", "int8", "int4"):
-        gops[p] = matmul_gops(p, threads)
+    for cls in spec.classes:
+        macs = 2 * GEMM_ROWS * GEMM_WIDTH * 4 * GEMM_WIDTH
+        gops[cls] = 2 * macs / ((_median(probe_samples[f"gemm/{cls}"]) - run) / 1000) / 1e9
+    noise = [(np.percentile(s, 75) - np.percentile(s, 25)) / 2 / np.median(s) for s in probe_samples.values()]
+    return {"run_ms": run, "gemv": gemv, "ops": ops, "matmul_gops": gops, "noise": float(np.median(noise))}
+
+
+def calibrate(
+    threads: int = 2,
+    spec: ProbeSpec | None = None,
+    repeats: int = 40,
+    progress: Callable[[str], None] | None = None,
+    variants: dict[str, Path] | None = None,
+    measure_spec=None,
+):
+    """Time the probes (and optionally ``variants``, interleaved with them) on this host.
+
+    Returns the calibration, or ``(calibration, report)`` when ``variants`` are given, the
+    report holding the variants' latencies from the same run.
+    """
+    import onnxruntime as ort
+
+    from edgescale.bench.measure import MeasureSpec, machine_info, measure_variants
+
+    spec = spec or ProbeSpec()
+    mspec = measure_spec or MeasureSpec(threads=threads, repeats=repeats, warmup=2, prompt_len=16, timeout_s=3600)
+    with tempfile.TemporaryDirectory(prefix="edgescale-probes-") as d:
+        probes = write_probes(spec, Path(d))
         if progress:
-            progress(f"matmul {p}: {gops[p]:.1f} GOP/s")
-    gemv: dict[str, list[dict]] = {}
-    for p in ("fp32", "int8", "int4"):
-        gemv[p] = []
-        mb = 1
-        while mb <= max_mb:
-            size, rate = gemv_gbps(mb * 2**20, threads, p)
-            gemv[p].append({"weight_bytes": size, "gbps": rate})
-            if progress:
-                progress(f"GEMV {p} {size / 2**20:,.1f} MiB of weights: {rate:.1f} GB/s")
-            mb *= 4
+            progress(f"{len(probes)} probes written; timing them {mspec.repeats}x interleaved")
+        report = measure_variants(variants or {}, mspec, probes=probes)
     info = machine_info(threads)
-    return HostCalibration(
-        cpu_model=info["cpu_model"] or platform.processor(),
-        threads=threads,
+    cal = HostCalibration(
+        cpu_model=info["cpu_model"],
+        threads=mspec.threads,
         onnxruntime=ort.__version__,
-        matmul_gops=gops,
-        gemv=gemv,
         measured_at=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        repeats=mspec.repeats,
+        **tables_from_samples(report.probes, spec),
     )
+    return (cal, report) if variants else cal
 
 
-GRID_SIZES = (64, 128, 256, 512, 1024, 2048, 4096)
+def load_calibration(path: Path) -> HostCalibration:
+    import yaml
 
+    from edgescale.config import read_yaml
 
-@dataclass(frozen=True)
-class KernelTable:
-    """Measured time of one (1 × K)·(K × N) kernel per precision on a K, N grid (nn-Meter's
-    kernel-level idea, reduced to the GEMVs decode runs); other shapes are interpolated
-    bilinearly in log K, log N, log time."""
-
-    sizes: tuple[int, ...]
-    ms: dict[str, list[list[float]]]  # precision -> [i_K][j_N]
-
-    def kernel_ms(self, k: int, n: int, precision: str) -> float:
-        table = np.log(np.asarray(self.ms.get(precision) or self.ms["fp32"]))
-        logs = np.log(self.sizes)
-        x, y = np.clip(np.log(k), logs[0], logs[-1]), np.clip(np.log(n), logs[0], logs[-1])
-        i = min(int(np.searchsorted(logs, x, side="right")) - 1, len(logs) - 2)
-        j = min(int(np.searchsorted(logs, y, side="right")) - 1, len(logs) - 2)
-        tx, ty = (x - logs[i]) / (logs[i + 1] - logs[i]), (y - logs[j]) / (logs[j + 1] - logs[j])
-        v = (
-            table[i, j] * (1 - tx) * (1 - ty)
-            + table[i + 1, j] * tx * (1 - ty)
-            + table[i, j + 1] * (1 - tx) * ty
-            + table[i + 1, j + 1] * tx * ty
-        )
-        return float(np.exp(v))
-
-
-def kernel_table(threads: int, sizes: tuple[int, ...] = GRID_SIZES, repeats: int = 9, progress=None) -> KernelTable:
-    ms: dict[str, list[list[float]]] = {}
-    for p in ("fp32", "int8", "int4"):
-        rows = []
-        for k in sizes:
-            row = []
-            for n in sizes:
-                sess = _session(_quantized(_matmul_model(1, k, n), p), threads)
-                x = np.random.default_rng(1).standard_normal((1, k), dtype=np.float32)
-                row.append(_time_ms(sess, {"x": x}, repeats))
-            rows.append(row)
-        ms[p] = rows
-        if progress:
-            progress(f"kernel grid {p}: {len(sizes)}x{len(sizes)} shapes")
-    return KernelTable(tuple(sizes), ms)
+    data = read_yaml(Path(path))
+    try:
+        return HostCalibration.from_dict(data, path)
+    except (KeyError, ValueError, yaml.YAMLError) as e:
+        raise UserError(f"not an edgescale host calibration: {e}", file=path) from None

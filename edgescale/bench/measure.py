@@ -36,6 +36,9 @@ class MeasureSpec(BaseModel):
     decode_context: int = Field(128, ge=2, description="context length at which one decode step is timed")
     repeats: int = Field(30, ge=3, description="timed repeats per variant, interleaved")
     warmup: int = Field(5, ge=0, description="untimed warm-up runs per variant")
+    decode_warm: int = Field(
+        2, ge=0, le=16, description="untimed decode steps before each timed one (steady-state generation)"
+    )
     threads: int = Field(2, ge=1, description="onnxruntime intra_op_num_threads")
     graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
         "all", description="onnxruntime graph optimization level"
@@ -74,6 +77,7 @@ class MeasureReport:
     spec: dict
     machine: dict
     measured_at: str
+    probes: dict[str, list[float]] = field(default_factory=dict)  # calibration graphs: run samples, ms
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -161,12 +165,22 @@ def run_worker(request: dict, timeout_s: float) -> dict:
     return reply
 
 
-def measure_variants(paths: Mapping[str, Path], spec: MeasureSpec, baseline: str | None = None) -> MeasureReport:
-    """Time every variant interleaved in one subprocess; ratios are against ``baseline``."""
+def measure_variants(
+    paths: Mapping[str, Path],
+    spec: MeasureSpec,
+    baseline: str | None = None,
+    probes: Mapping[str, Path] | None = None,
+) -> MeasureReport:
+    """Time every variant (and calibration probe) interleaved in one subprocess; ratios are
+    against ``baseline``."""
     if baseline is not None and baseline not in paths:
         raise ValueError(f"baseline {baseline!r} is not among the variants")
     machine = machine_info(spec.threads)
-    request = {"variants": {k: str(v) for k, v in paths.items()}, **spec.model_dump(exclude={"timeout_s"})}
+    request = {
+        "variants": {k: str(v) for k, v in paths.items()},
+        "probes": {k: str(v) for k, v in (probes or {}).items()},
+        **spec.model_dump(exclude={"timeout_s"}),
+    }
     reply = run_worker(request, spec.timeout_s)
     machine |= {"load_avg_end": list(os.getloadavg()), "onnxruntime": reply["onnxruntime"]}
     variants = {name: _summarise(s, reply["decode"][name]) for name, s in reply["samples"].items()}
@@ -186,4 +200,5 @@ def measure_variants(paths: Mapping[str, Path], spec: MeasureSpec, baseline: str
         spec=spec.model_dump(),
         machine=machine,
         measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        probes=reply.get("probes", {}),
     )

@@ -120,10 +120,16 @@ def predict(
     )
 
 
-def check_anchors(device: DeviceProfile, which: str = "validation") -> list[dict]:
-    """Predicted against published throughput for a profile's anchors (ratio = predicted / measured)."""
+# --------------------------------------------------------------------------- calibration anchors
+
+
+def _ratios(device: DeviceProfile, anchors, workload: str) -> list[float]:
+    return [r["ratio"] for r in _anchor_rows(device, anchors) if r["workload"] == workload]
+
+
+def _anchor_rows(device: DeviceProfile, anchors) -> list[dict]:
     rows = []
-    for a in getattr(device, which):
+    for a in anchors:
         p = predict(
             device, a.params, a.bits_per_weight, context=a.prompt_tokens or 128, prompt_tokens=a.prompt_tokens or 128
         )
@@ -142,92 +148,54 @@ def check_anchors(device: DeviceProfile, which: str = "validation") -> list[dict
     return rows
 
 
-# --------------------------------------------------------------------------- from the graph, on the host
+def calibrated(device: DeviceProfile) -> DeviceProfile:
+    """The profile with efficiencies fitted to its calibration anchors (priors otherwise).
 
-FEATURES = ("weight_streaming_s", "kv_and_attention_s", "float_nodes", "quant_nodes", "per_token")
-
-
-def decode_features(cost, cal, context: int) -> list[float]:
-    """Terms of the per-node roofline for one decode step (seconds, except the node count).
-
-    Each weight node streams its bytes at the calibrated GEMV rate of its precision for
-    the step's working set (cache or DRAM regime) — for int8/int4 that rate includes the
-    kernels' dequantisation; the KV cache streams at the fp32 rate, and attention FLOPs
-    run at the measured fp32 matmul throughput.
+    Decode anchors fit ``efficiency.bw`` and prefill anchors ``efficiency.compute``: the
+    prior is divided by the geometric mean of predicted/measured throughput over the
+    anchors of that workload (exact where the workload is bound by that term). The fitted
+    number is recorded as ``derived`` with its formula and the anchors' sources;
+    validation anchors are never used.
     """
-    ws = cost.decode_bytes(context)
-    t_w = sum(n.weight_bytes / cal.bandwidth(ws, n.precision) for n in cost.nodes)
-    t_kv = cost.kv_bytes_per_token * context / cal.bandwidth(ws)
-    t_kv += cost.attention_flops_per_context_token * context / (cal.matmul_gops["fp32"] * 1e9)
-    return [t_w, t_kv, float(cost.n_nodes - cost.n_quant_nodes), float(cost.n_quant_nodes), 1.0]
+    import math
+
+    eff = device.efficiency
+    update = {}
+    for workload, name in (("decode", "bw"), ("prefill", "compute")):
+        anchors = [a for a in device.calibration if a.workload == workload]
+        if not anchors or (getattr(eff, name).formula or "").startswith("fitted:"):
+            continue
+        ratios = _ratios(device, anchors, workload)
+        gm = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
+        prior = getattr(eff, name)
+        value = min(1.0, prior.value / gm)
+        update[name] = prior.model_copy(
+            update={
+                "value": value,
+                "kind": "derived",
+                "formula": f"fitted: prior {prior.value:g} / geometric mean of predicted/measured {gm:.3f} "
+                f"over {len(anchors)} {workload} calibration anchor(s)",
+                "source": "; ".join(a.source for a in anchors),
+            }
+        )
+    if not update:
+        return device
+    return device.model_copy(update={"efficiency": eff.model_copy(update=update)})
 
 
-@dataclass(frozen=True)
-class HostFit:
-    """Efficiency factors fitted from host measurements (non-negative, relative least squares)."""
-
-    coef: dict[str, float]
-    residual_rel_sd: float  # standard deviation of relative residuals on the fitting points
-    n_points: int
-
-    def predict_ms(self, features: list[float]) -> float:
-        return 1000 * sum(c * x for c, x in zip(self.coef.values(), features, strict=True))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def check_anchors(device: DeviceProfile, which: str = "validation") -> list[dict]:
+    """Predicted against published throughput for a profile's anchors (ratio = predicted / measured),
+    with the efficiencies fitted to its calibration anchors."""
+    return _anchor_rows(calibrated(device), getattr(device, which))
 
 
-def fit_host(features: list[list[float]], measured_ms: list[float], names: tuple[str, ...] = FEATURES) -> HostFit:
-    """Fit t = a·weights/BW_prec + b·(KV + attention) + c·float nodes + e·quant nodes + d (relative errors)."""
-    import numpy as np
-    from scipy.optimize import nnls
+def anchor_interval(device: DeviceProfile) -> tuple[float, str]:
+    """Relative half-width of a decode prediction's interval on ``device``: twice the RMS
+    log error over its validation decode anchors, or an assumed ±50% without any."""
+    import math
 
-    X = np.asarray(features, dtype=float)
-    y = np.asarray(measured_ms, dtype=float) / 1000
-    w = 1 / y  # relative least squares: every point counts by its percentage error
-    coef, _ = nnls(X * w[:, None], y * w)
-    rel = (X @ coef - y) / y
-    return HostFit(dict(zip(names, coef.tolist(), strict=True)), float(np.std(rel)), len(y))
-
-
-def predict_variant(cost, device: DeviceProfile, context: int, prompt_tokens: int) -> dict:
-    """Roofline latency of an exported variant on a profile, from its graph cost (device priors)."""
-    bw = device.decode_gbps() * 1e9
-    int8_share = cost.weight_bytes_by_precision.get("int8", 0) / max(cost.weight_bytes, 1)
-    peak, peak_field = _compute_ops(device, 8 if int8_share > 0.5 else 32)
-    ops = peak * device.efficiency.compute.value
-    node_s = cost.n_nodes * DEFAULT_NODE_OVERHEAD_US / 1e6
-    decode = max(cost.decode_bytes(context) / bw, cost.decode_flops(context) / ops) + node_s
-    if device.efficiency.overhead_ms_per_token:
-        decode += device.efficiency.overhead_ms_per_token.value / 1000
-    n = prompt_tokens
-    prefill = max(
-        (cost.flops_per_token * n + cost.attention_flops_per_context_token * n * n / 2) / ops, cost.weight_bytes / bw
-    )
-    used = {"memory.peak_gbps", "efficiency.bw", "efficiency.compute", peak_field, "power_w"}
-    return {
-        "kind": "predicted",
-        "latency_source": "predicted",
-        "decode_ms": decode * 1000,
-        "prefill_ms": prefill * 1000,
-        "decode_tokens_per_s": 1 / decode,
-        "energy_mj_per_token": device.power_w.value * decode * 1000,
-        "decode_context": context,
-        "prompt_len": n,
-        "assumed": sorted(f for f in device.assumed_fields() if f in used)
-        + [f"node overhead {DEFAULT_NODE_OVERHEAD_US:g} us x {cost.n_nodes} nodes"],
-    }
-
-
-KERNEL_FEATURES = ("gemv_kernels_s", "kv_and_attention_s", "other_nodes", "per_token")
-
-
-def kernel_features(cost, cal, table, context: int) -> list[float]:
-    """Decode step as a sum of measured GEMV kernels (interpolated on the calibration grid)
-    plus the KV stream and attention, the count of the other nodes, and a constant."""
-    kernels = [n for n in cost.nodes if n.k and n.n]
-    t_k = sum(table.kernel_ms(n.k, n.n, n.precision) for n in kernels) / 1000
-    ws = cost.decode_bytes(context)
-    t_kv = cost.kv_bytes_per_token * context / cal.bandwidth(ws)
-    t_kv += cost.attention_flops_per_context_token * context / (cal.matmul_gops["fp32"] * 1e9)
-    return [t_k, t_kv, float(cost.n_nodes - len(kernels)), 1.0]
+    ratios = [r["ratio"] for r in check_anchors(device) if r["workload"] == "decode"]
+    if not ratios:
+        return 0.5, "assumed ±50%: no validation anchors on this device"
+    rms = math.sqrt(sum(math.log(r) ** 2 for r in ratios) / len(ratios))
+    return min(0.9, 2 * rms), f"2 x RMS log error over {len(ratios)} validation decode anchor(s)"
