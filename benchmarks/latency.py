@@ -9,8 +9,9 @@ held-out ladder (widths 128, 256, 384, 640, 768) in ONE interleaved run, so mach
 hits all of them alike. Prints every point (measured, predicted with its interval, error,
 noise), the share of held-out points within ±10%, the mean absolute error next to the
 measurement noise floor, and each point's memory-bandwidth limit: (weights + KV bytes) /
-the measured streaming rate at its working set. Two models: the kernel tables (the host
-predictor) and the per-node roofline (whose structure device profiles reuse).
+the measured streaming rate at its working set. Two models: the per-node roofline with
+the host's measured rates (the host predictor, whose structure device profiles reuse) and,
+for comparison, node times looked up in the kernel tables (nn-Meter style).
 
 On a shared machine, run it under ``chrt -f 20`` (root) so other load cannot preempt
 the timed threads; the script says whether it ran with real-time priority.
@@ -103,7 +104,7 @@ def main() -> None:
     tables = {k: host_components(g, cal) for k, g in graphs.items()}
     report(
         console,
-        "kernel tables (host predictor)",
+        "kernel tables (nn-Meter style, for comparison)",
         tables,
         EfficiencyFit(**cal.fits["tables"]),
         measured,
@@ -115,7 +116,7 @@ def main() -> None:
     rl = {k: roofline_components(g, roof) for k, g in graphs.items()}
     report(
         console,
-        "per-node roofline (transferable to device profiles)",
+        "per-node roofline (the host predictor; device profiles reuse it)",
         rl,
         EfficiencyFit(**cal.fits["roofline"]),
         measured,

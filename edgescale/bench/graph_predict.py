@@ -101,12 +101,23 @@ class RooflineParams:
 
     @classmethod
     def from_calibration(cls, cal, llc_bytes: float) -> RooflineParams:
-        """The host's own roofline: streaming rates and matmul throughput it measured."""
+        """The host's own roofline, from what it measured: weight streaming in cache and from
+        DRAM, per-node and per-run costs, and per weight class the compute rate a decode
+        kernel reaches — the GEMM peak for fp32, the best GEMV rate (widths ≥ 256, where
+        overhead no longer dominates) for quantized kernels, whose unpacking bounds them."""
         stream = cal.streaming_gbps("fp32")
+        gops = {"fp32": cal.matmul_gops["fp32"]}
+        for wc, rows in cal.gemv.items():
+            if wc == "fp32":
+                continue
+            rates = [
+                2 * 4 * int(w) ** 2 / (ms / 1000) / 1e9 for w, pts in rows.items() if int(w) >= 256 for _, ms in pts
+            ]
+            gops[wc] = max(rates or [cal.matmul_gops.get(wc, gops["fp32"])])
         add = min(p[1] for p in cal.ops["Add"])
         return cls(
             "host",
-            dict(cal.matmul_gops),
+            gops,
             stream[-1][1],
             max(s[1] for s in stream),
             llc_bytes,

@@ -131,7 +131,8 @@ def calibrate_host(
 
 
 def predict_host(path: Path, cal: HostCalibration, context: int = CONTEXT) -> dict:
-    """Decode latency of ``path`` on this host from a calibration (kernel tables × fitted factors)."""
+    """Decode latency of ``path`` on this host: the per-node roofline with the host's measured
+    rates, times the efficiency factors fitted on the reference ladder."""
     from edgescale.bench.graph_predict import EfficiencyFit
     from edgescale.bench.ort_model import OrtCausalLM
 
@@ -141,13 +142,13 @@ def predict_host(path: Path, cal: HostCalibration, context: int = CONTEXT) -> di
         )
     OrtCausalLM(path)  # refuses a file that is not a causal LM, naming it
     graph = decode_graph(path, context)
-    fit = EfficiencyFit(**cal.fits["tables"])
-    out = fit.predict(host_components(graph, cal))
+    fit = EfficiencyFit(**cal.fits["roofline"])
+    out = fit.predict(roofline_components(graph, RooflineParams.from_calibration(cal, cal.llc_bytes)))
     return {
         "kind": "predicted",
         "latency_source": "predicted",
         "device": "host",
-        "model": "kernel tables x fitted efficiency factors (edgescale.bench.host)",
+        "model": "per-node roofline with measured host rates x fitted efficiency factors (edgescale.bench.host)",
         "decode_ms": out["ms"],
         "decode_ms_low": out["low_ms"],
         "decode_ms_high": out["high_ms"],
