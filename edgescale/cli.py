@@ -295,12 +295,16 @@ def calibrate(
 
     if threads < 1 or repeats < 3:
         raise UserError("--threads must be >= 1 and --repeats >= 3", field="calibrate")
+    from edgescale.bench.host import host_profile
+
     cal, _, _ = calibrate_host(threads, quick, repeats, progress=lambda m: err.print(f"  {m}"))
     write_bytes(out, yaml.safe_dump(cal.to_dict(), sort_keys=False).encode())
+    profile = out.with_suffix(".device.yaml")  # a device profile: edgescale predict --device PATH
+    write_bytes(profile, yaml.safe_dump(host_profile(cal, threads), sort_keys=False, allow_unicode=True).encode())
     for name in ("tables", "roofline"):
         f = cal.fits[name]
         err.print(f"  {name}: fitted on {f['n_points']} reference models, residual SD {f['residual_rel_sd']:.1%}")
-    err.print(f"wrote {out}")
+    err.print(f"wrote {out} and the host's device profile {profile}")
 
 
 def main() -> None:

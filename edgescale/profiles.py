@@ -179,6 +179,11 @@ def load_devices(fitted: bool = True) -> dict[str, DeviceProfile]:
 
 
 def get_device(name: str) -> DeviceProfile:
+    """A shipped profile by id, or a profile file by path (e.g. the host's from edgescale calibrate)."""
+    if name.endswith((".yaml", ".yml")):
+        from edgescale.bench.predict import calibrated
+
+        return calibrated(load_device_file(Path(name)))
     devices = load_devices()
     if name not in devices:
         raise UserError(f"unknown device {name!r}; allowed: {', '.join(sorted(devices))}", field="--device")

@@ -168,11 +168,20 @@ class EfficiencyFit:
         return asdict(self)
 
 
+# Weight of the prior "every scale is 1" (the roofline as measured) against one point's
+# squared relative error: enough to keep a scale the points cannot pin down (a quick
+# calibration has 8 points for 6 scales) from collapsing to 0 while another inflates.
+PRIOR_WEIGHT = 0.01
+
+
 def _nnls_rel(X: np.ndarray, y: np.ndarray) -> np.ndarray:
     from scipy.optimize import nnls
 
     w = 1 / y  # every point counts by its relative error
-    return nnls(X * w[:, None], y * w)[0]
+    k = X.shape[1]
+    A = np.vstack([X * w[:, None], np.sqrt(PRIOR_WEIGHT) * np.eye(k)])
+    b = np.concatenate([y * w, np.sqrt(PRIOR_WEIGHT) * np.ones(k)])
+    return nnls(A, b)[0]
 
 
 def fit_efficiency(components: list[dict[str, float]], measured_ms: list[float]) -> EfficiencyFit:

@@ -157,3 +157,66 @@ def predict_host(path: Path, cal: HostCalibration, context: int = CONTEXT) -> di
         "decode_context": context,
         "calibration": {"cpu_model": cal.cpu_model, "threads": cal.threads, "measured_at": cal.measured_at},
     }
+
+
+def host_profile(cal: HostCalibration, threads: int) -> dict:
+    """This host as a device profile (edgescale/profiles.py schema): what the calibration
+    measured, read from /proc and sysfs, or assumed with its formula."""
+    import os
+
+    from edgescale.compress.feasibility import host_target
+
+    src = f"edgescale calibrate ({cal.measured_at}, onnxruntime {cal.onnxruntime}, {cal.threads} threads)"
+    stream = cal.streaming_gbps("fp32")
+    mem_kb = {}
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        mem_kb[key] = int(rest.split()[0])
+    dram = stream[-1][1]
+    isa = sorted(host_target().isa)
+
+    def measured(value: float, what: str) -> dict:
+        return {"value": round(value, 3), "kind": "measured", "source": f"{src}: {what}"}
+
+    def assumed(value: float, formula: str) -> dict:
+        return {"value": value, "kind": "assumed", "formula": formula, "source": "edgescale assumption"}
+
+    return {
+        "schema_version": 1,
+        "id": "host",
+        "name": f"this host ({cal.cpu_model})",
+        "class": "host",
+        "soc": cal.cpu_model,
+        "cpu": {
+            "clusters": [{"core": "host", "count": os.cpu_count() or 1, "freq_ghz": 1.0}],
+            "isa": isa,
+            "last_level_cache_mb": {
+                "value": round(cal.llc_bytes / 2**20, 1),
+                "kind": "measured",
+                "source": "/sys/devices/system/cpu/cpu0/cache (size of the last level)",
+            },
+        },
+        "peak_gops": {
+            "fp32": measured(cal.matmul_gops["fp32"], "(64 x 1024) fp32 GEMM probe"),
+            "int8": measured(cal.matmul_gops["int8"], "(64 x 1024) dynamic-int8 GEMM probe"),
+        },
+        "memory": {
+            "type": "host DRAM",
+            "capacity_gb": measured(mem_kb["MemTotal"] / 1e6, "/proc/meminfo MemTotal"),
+            "usable_gb": measured(mem_kb.get("MemAvailable", mem_kb["MemTotal"]) / 1e6, "/proc/meminfo MemAvailable"),
+            "peak_gbps": measured(max(r for _, r in stream), "fastest fp32 GEMV streaming (cache regime)"),
+            "effective_gbps": measured(dram, f"fp32 GEMV streaming of a {stream[-1][0] / 2**20:.0f} MiB working set"),
+        },
+        "power_w": assumed(65.0, "a desktop CPU package under all-core load; set it from your host's data sheet"),
+        "runtimes": [{"runtime": "onnxruntime", "execution_providers": ["CPUExecutionProvider"]}],
+        "efficiency": {
+            "bw": {
+                "value": round(min(1.0, dram / max(r for _, r in stream)), 3),
+                "kind": "derived",
+                "formula": "DRAM streaming rate / fastest (cache) streaming rate, both measured",
+                "source": src,
+            },
+            "compute": assumed(0.5, "share of the GEMM probe's rate a prefill reaches; the analytic predictor's prior"),
+        },
+        "notes": f"written by edgescale calibrate with {threads} onnxruntime threads; clock frequency not measured",
+    }

@@ -20,11 +20,19 @@ def test_fit_efficiency_recovers_known_scales_and_leaves_one_out():
     comps = [{k: float(rng.uniform(0.01, 1.0)) for k in true} for _ in range(12)]
     measured = [sum(true[k] * c[k] for k in true) for c in comps]
     fit = fit_efficiency(comps, measured)
-    assert fit.scales == pytest.approx(true, rel=1e-6)
-    assert fit.residual_rel_sd < 1e-9 and len(fit.loo_rel_errors) == 12 and max(map(abs, fit.loo_rel_errors)) < 1e-6
+    assert fit.scales == pytest.approx(true, rel=0.05)  # the weak prior toward 1 moves them a little
+    assert fit.residual_rel_sd < 0.03 and len(fit.loo_rel_errors) == 12 and max(map(abs, fit.loo_rel_errors)) < 0.05
     assert set(fit.defaulted) == {"int4", "int4_acc4"}
     p = fit.predict({"fp32": 1.0, "int4": 2.0})  # an unfitted class takes the mean GEMV scale
-    assert p["ms"] == pytest.approx(1.2 + 2.0 * (1.2 + 0.8) / 2)
+    assert p["ms"] == pytest.approx(1.0 * fit.scales["fp32"] + 2.0 * (fit.scales["fp32"] + fit.scales["int8"]) / 2)
+
+
+def test_a_scale_the_points_cannot_pin_down_stays_near_the_prior():
+    # "other" and "run" move together in every point: without the prior, one of them
+    # collapses to 0 and the other absorbs both (what a quick calibration did)
+    comps = [{"fp32": x, "other": 0.5, "run": 0.5} for x in (0.1, 0.2, 0.4, 0.8)]
+    fit = fit_efficiency(comps, [c["fp32"] + 1.0 for c in comps])
+    assert fit.scales["other"] == pytest.approx(1.0, abs=0.05) and fit.scales["run"] == pytest.approx(1.0, abs=0.05)
 
 
 def test_interval_comes_from_leave_one_out_residuals():

@@ -52,3 +52,19 @@ def test_a_file_that_is_not_a_calibration_is_refused(tmp_path):
     bad.write_text("cpu_model: x\n")
     with pytest.raises(UserError, match="not an edgescale host calibration"):
         load_calibration(bad)
+
+
+@pytest.mark.slow
+def test_the_host_profile_validates_and_predicts_like_a_shipped_one(quick_calibration, tiny_onnx, tmp_path):
+    from edgescale.bench.graph_predict import predict_on_device
+    from edgescale.bench.host import host_profile
+    from edgescale.profiles import get_device, load_device_file
+
+    cal = quick_calibration[0]
+    path = tmp_path / "host.yaml"
+    path.write_text(yaml.safe_dump(host_profile(cal, 1), sort_keys=False))
+    prof = load_device_file(path)
+    assert prof.peak_gops.fp32.kind == "measured" and prof.memory.effective_gbps.value > 0
+    assert "power_w" in prof.assumed_fields()
+    r = predict_on_device(tiny_onnx, get_device(str(path)), 32, 16)
+    assert r["decode_ms"] > 0 and r["latency_source"] == "predicted"
