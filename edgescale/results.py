@@ -100,9 +100,32 @@ def _device_latency(path: Path, devices: list[str], m) -> dict:
     return {d: predict_on_device(path, get_device(d), m.decode_context, m.prompt_len, graph) for d in targets}
 
 
+def _recovery_tokens(v: dict) -> int:
+    return sum(st.get("metrics", {}).get("tokens", 0) for st in v.get("steps", []) if st["op"] == "distill.recover")
+
+
+def _flags(variant: dict) -> list[str]:
+    """What a reader must know before trusting a variant's speed: sparsity that dense kernels
+    ignore (unless the host measured it faster), results slower than the baseline."""
+    flags = []
+    host = variant["latency"]["host"]
+    decode = next((v for k, v in host.items() if k.startswith("decode_speedup_vs_")), None)
+    faster = decode is not None and decode["low"] > 1.0
+    if any(st["metrics"].get("dense_kernel_speedup") is False for st in variant["steps"]) and not faster:
+        flags.append("no dense-kernel speedup on this runtime")
+    for phase in ("prefill", "decode"):
+        r = next((v for k, v in host.items() if k.startswith(f"{phase}_speedup_vs_")), None)
+        if r and r["slower"]:
+            flags.append(f"{phase} slower than the baseline (measured)")
+    return flags
+
+
 def _shape(cfg) -> dict:
     if isinstance(cfg, GPTConfig):
-        return {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "model": "gpt"}
+        out = {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "model": "gpt"}
+        if not cfg.is_uniform:
+            out |= {"layer_heads": list(cfg.heads_per_layer), "layer_ffn": list(cfg.ffn_per_layer)}
+        return out
     return {"n_layer": None, "n_head": None, "n_embd": None, "model": cfg.model.factory}
 
 
@@ -136,7 +159,7 @@ def _distillation(sizes: list[dict], variants: list[dict], base_recipe: str, kd)
     }
 
 
-def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency: dict) -> dict:
+def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency: dict, twins: dict) -> dict:
     from edgescale.report.frontier import pareto_front
 
     s = pipe.study
@@ -165,7 +188,8 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
         size, recipe = vid.split("/")
         p = plans[size]
         path = pipe.rd.root / v["artifact"]
-        acct = accounting(p.cfg, m.decode_context) if isinstance(p.cfg, GPTConfig) else p.acct
+        spec = GPTConfig(**v["spec"]) if v.get("spec") else p.cfg  # the shape after pruning
+        acct = accounting(spec, m.decode_context) if isinstance(spec, GPTConfig) else p.acct
         weight = onnx_weight_bytes(path)
         kv = acct.kv_bytes_per_token_fp32
         out.append(
@@ -176,9 +200,13 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
                 "onnx_path": v["artifact"],
                 "onnx_sha256": v["sha256"],
                 "file_bytes": path.stat().st_size,
-                "params_non_embedding": p.acct.params_non_embedding,
-                "params_total": p.acct.params_total,
-                "train_tokens": trained[size]["tokens"],
+                "shape": _shape(spec),
+                "params_non_embedding": acct.params_non_embedding,
+                "params_total": acct.params_total,
+                "train_tokens": trained[size]["tokens"] + _recovery_tokens(v),
+                "steps": [{"op": st["op"], "metrics": st.get("metrics", {})} for st in v.get("steps", [])],
+                "feasibility": v.get("feasibility", []),
+                "scratch_twin": twins.get(vid),
                 "loss": {
                     split: {k: r[k] for k in ("bits_per_byte", "nats_per_token", "tokens")}
                     for split, r in losses[vid].items()
@@ -199,6 +227,7 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
                 "causality": {"max_future_logit_change": losses[vid]["validation"]["future_influence"]},
             }
         )
+        out[-1]["flags"] = _flags(out[-1])
     front = set(
         pareto_front([(v["cost"]["bytes_per_decoded_token"], v["loss"]["validation"]["bits_per_byte"]) for v in out])
     )

@@ -164,3 +164,35 @@ def test_critical_batch_rule_is_clamped_and_recorded():
     # Kaplan's B_crit at 2.29 nats is ~4M tokens; D/100 = 409 tokens caps it: 409 / 32 -> 13 sequences.
     assert critical_batch(study, 40_960) == 13
     assert critical_batch(study, 320) == 1  # never below one sequence
+
+
+PRUNED = {
+    **{k: v for k, v in TINY.items() if k != "distillation"},
+    "name": "pruned",
+    "ladder": {"block_size": 32, "sizes": [{"name": "b", "n_layer": 2, "n_head": 2, "n_embd": 32}]},
+    "recipes": ["fp32", "heads_ffn50_recover", "sparse_2_4"],
+    "devices": ["host"],
+}
+
+
+@pytest.mark.slow
+def test_pruned_variants_report_their_own_shape_and_a_scratch_twin(tmp_path):
+    study = tmp_path / "pruned.yaml"
+    study.write_text(yaml.safe_dump(PRUNED))
+    out = tmp_path / "run"
+    run_study(study, out, Reporter(quiet=True))
+    v = {x["recipe"]: x for x in json.loads((out / "results.json").read_text())["variants"]}
+    base, pruned, sparse = v["fp32"], v["heads_ffn50_recover"], v["sparse_2_4"]
+    # heads and FFN halved: the variant is accounted at its own (smaller) shape
+    assert pruned["shape"]["layer_heads"] == [1, 1] and pruned["shape"]["layer_ffn"] == [64, 64]
+    assert pruned["params_non_embedding"] < base["params_non_embedding"]
+    assert pruned["cost"]["kv_bytes_per_token"] == base["cost"]["kv_bytes_per_token"] // 2
+    recover = next(s for s in pruned["steps"] if s["op"] == "distill.recover")["metrics"]["tokens"]
+    assert pruned["train_tokens"] == base["train_tokens"] + recover > base["train_tokens"]
+    twin = pruned["scratch_twin"]
+    assert twin["shape"]["layer_heads"] == [1, 1] and twin["train_tokens"] == pruned["train_tokens"]
+    assert twin["loss"]["validation"]["bits_per_byte"] > 0 and (out / twin["onnx_path"]).exists()
+    # 2:4 keeps the dense shape: no twin, but the flag that dense kernels gain nothing
+    assert sparse["scratch_twin"] is None and sparse["params_total"] == base["params_total"]
+    assert "no dense-kernel speedup on this runtime" in sparse["flags"]
+    assert base["scratch_twin"] is None and "shape" in base and base["steps"][-1]["op"] == "export.onnx"
