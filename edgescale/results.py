@@ -104,13 +104,18 @@ def _recovery_tokens(v: dict) -> int:
     return sum(st.get("metrics", {}).get("tokens", 0) for st in v.get("steps", []) if st["op"] == "distill.recover")
 
 
+SPARSE_SHOWN_FASTER = 1.1
+
+
 def _flags(variant: dict) -> list[str]:
     """What a reader must know before trusting a variant's speed: sparsity that dense kernels
     ignore (unless the host measured it faster), results slower than the baseline."""
     flags = []
     host = variant["latency"]["host"]
     decode = next((v for k, v in host.items() if k.startswith("decode_speedup_vs_")), None)
-    faster = decode is not None and decode["low"] > 1.0
+    # "shows otherwise" means clearly faster: the CI's low end at least SPARSE_SHOWN_FASTER
+    # (the exported graph is dense, so a smaller lead is noise between identical graphs)
+    faster = decode is not None and decode["low"] >= SPARSE_SHOWN_FASTER
     if any(st["metrics"].get("dense_kernel_speedup") is False for st in variant["steps"]) and not faster:
         flags.append("no dense-kernel speedup on this runtime")
     for phase in ("prefill", "decode"):
@@ -166,7 +171,8 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
     m = s.measurement
     equal_tokens, at_equal = _equal_token_losses(trained)
     plans = {p.name: p for p in pipe.plans}
-    base_recipe = pipe.chains[0].name
+    names = [c.name for c in pipe.chains]
+    base_recipe = "fp32" if "fp32" in names else names[0]  # what speed-ups and loss changes are measured against
     sizes, out = [], []
     for p in pipe.plans:
         sizes.append(

@@ -9,7 +9,7 @@ import yaml
 from rich.console import Console
 
 from edgescale.bench.loss import onnx_loss
-from edgescale.config import CorpusConfig
+from edgescale.config import CorpusConfig, builtin_recipes
 from edgescale.data.corpus import load_corpus
 from edgescale.pipeline import run_study
 from edgescale.progress import Reporter
@@ -170,18 +170,28 @@ PRUNED = {
     **{k: v for k, v in TINY.items() if k != "distillation"},
     "name": "pruned",
     "ladder": {"block_size": 32, "sizes": [{"name": "b", "n_layer": 2, "n_head": 2, "n_embd": 32}]},
-    "recipes": ["fp32", "heads_ffn50_recover", "sparse_2_4"],
+    "recipes": builtin_recipes(),  # every shipped recipe runs on the tiny model
     "devices": ["host"],
 }
 
 
 @pytest.mark.slow
-def test_pruned_variants_report_their_own_shape_and_a_scratch_twin(tmp_path):
+def test_every_shipped_recipe_runs_and_pruned_variants_report_their_shape_and_scratch_twin(tmp_path):
     study = tmp_path / "pruned.yaml"
     study.write_text(yaml.safe_dump(PRUNED))
     out = tmp_path / "run"
     run_study(study, out, Reporter(quiet=True))
     v = {x["recipe"]: x for x in json.loads((out / "results.json").read_text())["variants"]}
+    assert sorted(v) == sorted(builtin_recipes())
+    for recipe, x in v.items():
+        assert (out / x["onnx_path"]).exists() and 0 < x["loss"]["test"]["bits_per_byte"] < 8, recipe
+        assert x["latency"]["host"]["decode_ms_p50"] > 0, recipe
+    # the pruned-then-quantized recipes reuse the pruned model: same shape, same twin
+    assert v["heads_ffn50_recover_int8"]["shape"] == v["heads_ffn50_recover"]["shape"]
+    t1, t2 = v["heads_ffn50_recover_int8"]["scratch_twin"], v["heads_ffn50_recover"]["scratch_twin"]
+    assert t1["onnx_sha256"] == t2["onnx_sha256"] and t1["loss"] == t2["loss"]
+    assert v["layer_drop_recover_int4"]["shape"]["n_layer"] < TINY["ladder"]["sizes"][1]["n_layer"]
+    assert v["int4_weight_only"]["file_bytes"] < v["int8_dynamic"]["file_bytes"] < v["fp32"]["file_bytes"]
     base, pruned, sparse = v["fp32"], v["heads_ffn50_recover"], v["sparse_2_4"]
     # heads and FFN halved: the variant is accounted at its own (smaller) shape
     assert pruned["shape"]["layer_heads"] == [1, 1] and pruned["shape"]["layer_ffn"] == [64, 64]
