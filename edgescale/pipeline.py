@@ -369,5 +369,25 @@ def run_study(study_path: Path | None = None, out: Path | None = None, rep: Repo
                 "artifacts": dict(sorted(artifacts.items())),
             },
         )
+        record_in_store(run_dir, rep)  # still under the run-directory lock: what it reads cannot change
     rep.summary(results, run_dir)
     return run_dir
+
+
+def record_in_store(run_dir: Path, rep: Reporter) -> None:
+    """Index the finished run in the results store ($EDGESCALE_DB, else runs/edgescale.db).
+
+    results.json is the source of truth and is already written: a store that cannot take
+    the run (locked past every retry, another schema version, not a database) costs a
+    warning and a later ``edgescale runs --add``, never the run.
+    """
+    from edgescale.store import db_path, record_run
+
+    db = db_path()
+    try:
+        record_run(db, run_dir)
+    except Exception as e:  # noqa: BLE001 -- reported, not swallowed; see the docstring
+        rep.warn(
+            f"results store {db}: run not recorded ({type(e).__name__}: {e}); "
+            f"its results are in {run_dir}/results.json; record it later with: edgescale runs --add {run_dir}"
+        )

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from edgescale.atomic import write_json
 from edgescale.models.shape import GPTConfig, accounting
 from edgescale.scaling.study import fit_study
+
+# Bytes per element of ONNX tensor types (float, uint8, int8, float16, int32, int64, bfloat16, uint4, int4).
+_ELEM_BYTES = {1: 4, 2: 1, 3: 1, 10: 2, 6: 4, 7: 8, 16: 2, 21: 0.5, 22: 0.5}
 
 
 def onnx_weight_bytes(path: Path) -> int:
@@ -30,6 +34,24 @@ def onnx_weight_bytes(path: Path) -> int:
             nbytes //= t.dims[0]
         total += nbytes
     return int(total)
+
+
+def peak_memory_bytes(path: Path, spec, context: int) -> int | None:
+    """An estimate of the memory a batch-1 session needs: every initializer resident (embedding
+    tables in full), the fp32 KV cache at ``context`` and the largest single activation of a
+    prefill over ``context`` tokens (logits, attention scores, q/k/v or the FFN hidden layer).
+    Runtime arenas, the onnxruntime library and the graph itself are not counted. None for a
+    model that is not an edgescale GPT (no shape to size the activations from)."""
+    if not isinstance(spec, GPTConfig):
+        return None
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    resident = sum(math.prod(t.dims) * _ELEM_BYTES.get(t.data_type, 4) for t in model.graph.initializer)
+    attn = [h * spec.head_dim for h in spec.heads_per_layer]
+    acts = (spec.vocab_size, max(spec.heads_per_layer) * context, 3 * max(attn), max(spec.ffn_per_layer))
+    kv = accounting(spec, context).kv_bytes_per_token_fp32 * context
+    return int(resident + kv + 4 * context * max(acts))
 
 
 def _equal_token_losses(trained: dict) -> tuple[int, dict[str, float]]:
@@ -225,6 +247,10 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
                     "bytes_per_decoded_token": weight + kv * m.decode_context,
                     "flops_per_token": acct.flops_per_token_exact,
                     "flops_context": m.decode_context,
+                    "kv_precision": "fp32",  # the exported graphs keep the KV cache float32 for every recipe
+                    "peak_memory_bytes": peak_memory_bytes(path, spec, m.decode_context),
+                    "peak_memory_source": "estimate: initializers + fp32 KV at decode_context + largest "
+                    "prefill activation at decode_context (no runtime arenas)",
                 },
                 "latency": {
                     "host": _host_latency(latency, vid, f"{size}/{base_recipe}", m),
@@ -269,10 +295,10 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
 
 
 def write_outputs(rd, results: dict) -> None:
-    from edgescale.report.html import write_report
-    from edgescale.report.plots import plot_frontier, plot_scaling
+    from edgescale.report.analysis import analyse
+    from edgescale.report.build import build_report
 
+    # Frontiers, degradation laws, picks, comparison, routes: stored so pick/compare and the report agree.
+    results["analysis"] = analyse(results)
     write_json(rd.path("results.json"), results)
-    plot_frontier(results, rd.path("frontier.png"))
-    plot_scaling(results, rd.path("scaling.png"))
-    write_report(results, rd.root, rd.path("report.html"))
+    build_report(results, rd.root)  # the PNGs, report.html and summary.md: what `edgescale report` writes

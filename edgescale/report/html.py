@@ -7,13 +7,10 @@ from the results goes through ``html.escape``; missing optional parts show as "�
 from __future__ import annotations
 
 import base64
-import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from html import escape
-from pathlib import Path
 from typing import Any
 
-from edgescale.atomic import write_bytes
 from edgescale.report.frontier import _dig, frontier
 
 _CSS = """
@@ -24,7 +21,11 @@ h1{font-size:1.5em}h2{font-size:1.15em;margin-top:2em;border-bottom:1px solid #d
 th,td{padding:.25em .6em;border-bottom:1px solid #eee;text-align:right;white-space:nowrap}
 th{background:#f6f6f6}td:first-child,th:first-child{text-align:left}
 .flag{color:#a60;font-weight:600}.bad{color:#b00;font-weight:600}.ok{color:#070}
-.note{color:#555;font-size:13px}img{max-width:100%}code{font-size:12px}
+.note{color:#555;font-size:13px}img{max-width:100%;display:block;margin:.8em 0}code{font-size:12px}
+h3{font-size:1.02em;margin-top:1.4em}td.wrap{white-space:normal;text-align:left;min-width:16em;max-width:48em}
+.answer{background:#f3f8f3;border:1px solid #bcd9bc;border-radius:6px;padding:.2em 1.2em .6em;margin:1em 0}
+.answer h2{border:none;margin-top:.6em}.answer table{font-size:14px}.answer td{background:#fff}
+nav{margin:1em 0;font-size:13px}nav a{color:#246;text-decoration:none}nav a:hover{text-decoration:underline}
 """
 _SPEEDUP = "decode_speedup_vs_"
 
@@ -149,21 +150,15 @@ def _variants(results: dict) -> str:
 
 def _latency_note(results: dict) -> str:
     m = results.get("measurement", {})
-    kinds = sorted({str(_host(v).get("kind", "?")) for v in results.get("variants", []) if _host(v)})
-    how = ", ".join(kinds) if kinds else "none recorded"
+    hosts = [h for h in map(_host, results.get("variants", [])) if h]
+    how = ", ".join(sorted({str(h.get("latency_source") or h.get("kind") or "?") for h in hosts})) or "none recorded"
     return (
         '<p class="note">Every loss is computed by running the variant\'s ONNX file with onnxruntime on held-out '
-        f"text (bits per byte). Latencies are <b>measured on this host</b> (kind: {_e(how)}; prefill at "
+        f"text (bits per byte). Host latencies are <b>measured on this host</b> ({_e(how)}; prefill at "
         f"{_fmt(m.get('prompt_len'))} tokens, one decode step at context {_fmt(m.get('decode_context'))}, "
-        f"{_fmt(m.get('threads'))} threads, {_fmt(m.get('repeats'))} interleaved repeats), not predicted for a "
-        "device.</p>"
+        f"{_fmt(m.get('threads'))} threads, {_fmt(m.get('repeats'))} interleaved repeats); every other device's "
+        "latency is <i>predicted</i> from its profile, never measured.</p>"
     )
-
-
-def _png(path: Path, alt: str) -> str:
-    if not path.exists():
-        return ""
-    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
 
 
 def _plan(plan: dict) -> str:
@@ -185,29 +180,29 @@ def _num(x: float | None) -> str:
     return "∞" if x is None else f"{x:.4g}"
 
 
-def _scaling(results: dict, run_dir: Path) -> str:
+def _scaling(results: dict, images: Mapping[str, bytes | None]) -> str:
     sc = results.get("scaling")
     if not sc:
         return ""
     if sc.get("status") != "fitted":
-        return f"<h2>Scaling fit</h2><p>{escape(sc.get('reason', 'not fitted'))}</p>"
+        return f"<h3>Scaling fit</h3><p>{escape(sc.get('reason', 'not fitted'))}</p>"
     law = sc["law"]
     rows = []
-    for k in ("E", "A", "B", "alpha", "beta", "a"):
-        lo, hi = law["ci"][k]
-        flag = law["unidentified"].get(k)
+    for k in (k for k in ("E", "A", "B", "alpha", "beta", "a") if k in law):
+        lo, hi = law.get("ci", {}).get(k, (None, None))
+        flag = law.get("unidentified", {}).get(k)
         status = f'<span class="flag">not identified: {escape(flag)}</span>' if flag else '<span class="ok">ok</span>'
         interval = f"[{_num(lo)}, {_num(hi)}]"
         rows.append(f"<tr>{_td(k)}{_td(law[k], '{:.4g}')}{_td(interval)}<td>{status}</td></tr>")
     warn = "".join(f'<p class="flag">{escape(w)}</p>' for w in law.get("warnings", []))
     plan = _plan(sc["plan_for_target"]) if sc.get("plan_for_target") else ""
-    return f"""<h2>Scaling fit (training side)</h2>
+    return f"""<h3>Scaling law fitted to the family</h3>
 <p class="note">L(N, D) = E + A/N^α + B/D^β fitted (Chinchilla approach 3: Huber δ=1e-3 on log residuals, L-BFGS
-from a grid, {len(sc["points"])} cooled checkpoints of warmup-stable-decay runs, N = total parameters) with
+from a grid, {len(sc.get("points", []))} cooled checkpoints of warmup-stable-decay runs, N = total parameters) with
 bootstrap 95% intervals; a = β/(α+β) is the allocation exponent (N_opt ∝ C^a). Loss in bits per byte.</p>
 {_table(["constant", "value", "95% interval", "identified"], rows)}
 {warn}{plan}
-{_png(Path(run_dir) / "scaling.png", "scaling fit")}"""
+{_figure(images, "scaling", "scaling law fit with its 95% band")}"""
 
 
 def _devices(results: dict) -> str:
@@ -224,7 +219,7 @@ def _devices(results: dict) -> str:
     ]
     assumed = sorted({a for v in variants for n in names for a in _dig(v, "latency", n, "assumed") or []})
     return (
-        '<h2>Predicted on devices</h2><p class="note">Decode tokens/s <b>predicted</b> (not measured) from each '
+        '<h3>Predicted on devices</h3><p class="note">Decode tokens/s <b>predicted</b> (not measured) from each '
         "ONNX graph's weight and KV bytes and FLOPs with the device profile's roofline priors; assumed inputs: "
         f"{_e(', '.join(assumed)) or 'none'}.</p>" + _table(["variant", *names], rows)
     )
@@ -258,23 +253,11 @@ def _distillation(results: dict) -> str:
         "test bpb (scratch)",
     ]
     return (
-        f'<h2>Distillation</h2><p class="note">Students distilled from {_e(kd["teacher"])} '
+        f'<p class="note">Students distilled from {_e(kd["teacher"])} '
         f"(val {kd['teacher_val_bpb']:.4f} bpb; α = {kd['alpha']:g}, T = {kd['temperature']:g}) and the same "
         "shapes trained from scratch for the same tokens; both losses measured on their ONNX files.</p>"
         + _table(headers, rows)
     )
-
-
-def _image(results: dict, run_dir: Path) -> str:
-    png = Path(run_dir) / "frontier.png"
-    if png.exists():
-        data = png.read_bytes()
-    else:
-        from edgescale.report.plots import plot_frontier
-
-        with tempfile.TemporaryDirectory() as d:
-            data = plot_frontier(results, Path(d) / "frontier.png").read_bytes()
-    return f'<img alt="loss versus inference cost" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
 
 
 def _load(start: Any, end: Any) -> str:
@@ -306,33 +289,61 @@ def _header(results: dict) -> str:
     return f"{_latency_note(results)}\n<p>Evaluation protocol: {protocol}.</p>\n<p>Machine: {machine}.</p>"
 
 
-def render(results: dict, run_dir: Path) -> str:
-    """The whole page as a string (see ``write_report``)."""
+_NOTE_VARIANTS = """<p class="note">Speed-up = baseline p50 / variant p50 of the same size, paired bootstrap 95%
+interval over interleaved repeats; "within noise" when the interval contains 1, "slower" when all of it lies below 1.
+Front ✓: on the Pareto front of validation loss vs bytes moved per decoded token.</p>"""
+
+
+def _figure(images: Mapping[str, bytes | None], name: str, alt: str) -> str:
+    data = images.get(name)
+    if not data:
+        return f'<p class="note">No {escape(alt)} figure: the run has nothing to draw for it.</p>'
+    return f'<img alt="{escape(alt)}" src="data:image/png;base64,{base64.b64encode(data).decode()}">'
+
+
+def _section(ident: str, title: str, body: str) -> str:
+    return f'<section id="{ident}"><h2>{escape(title)}</h2>\n{body}\n</section>'
+
+
+def render(results: dict, analysis: Mapping, images: Mapping[str, bytes | None]) -> str:
+    """The whole page as a string: the answer first, then the evidence behind it.
+
+    ``analysis`` is :func:`edgescale.report.analysis.analyse` of ``results``; ``images`` maps
+    figure names (``edgescale.report.build._figures``) to PNG bytes, embedded as data URIs.
+    """
+    from edgescale.report import sections
+
     name = _e(results.get("study", "?"))
+    parts = [
+        ("frontier", "Frontier per device: loss vs inference cost",
+         _figure(images, "frontier_devices", "loss versus decode latency per device")
+         + _figure(images, "frontier", "loss versus device-independent costs")
+         + sections.frontier_table(analysis)),
+        ("compare", "Recipes compared on the same model",
+         _figure(images, "compare", "recipe comparison") + sections.compare(analysis.get("compare") or {})),
+        ("degradation", "Compression degradation law",
+         _figure(images, "degradation", "degradation law") + sections.degradation(analysis.get("degradation") or {})),
+        ("routes", "Train small, or train big and compress?", sections.routes(analysis.get("routes") or {})),
+        ("latency", "Latency: measured on this host, predicted on devices",
+         _latency_note(results) + _figure(images, "latency", "latency measured versus predicted") + _devices(results)),
+        ("plan", "Training plan",
+         _figure(images, "plan", "training plan") + _sizes(results) + _scaling(results, images)),
+        ("curves", "Training loss curves", _figure(images, "loss_curves", "training loss curves")),
+        ("variants", "Every variant", _variants(results) + _NOTE_VARIANTS),
+    ]  # fmt: skip
+    kd = _distillation(results)
+    if kd:
+        parts.append(("distillation", "Distillation", kd))
+    parts.append(("protocol", "How it was measured", _header(results)))
+    nav = " · ".join(f'<a href="#{i}">{escape(t.split(":")[0])}</a>' for i, t, _ in parts)
+    body = "\n".join(_section(*p) for p in parts)
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>edgescale · {name}</title><style>{_CSS}</style></head>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>edgescale · {name}</title><style>{_CSS}</style></head>
 <body>
 <h1>edgescale · {name}</h1>
-{_header(results)}
-{_image(results, run_dir)}
-<h2>Sizes</h2>
-{_sizes(results)}
-<h2>Variants</h2>
-{_variants(results)}
-<p class="note">Speed-up = baseline p50 / variant p50 of the same size, paired bootstrap 95% interval over
-interleaved repeats; "within noise" when the interval contains 1, "slower" when all of it lies below 1.
-Front ✓: on the Pareto front of validation loss vs bytes moved per decoded token.</p>
-{_devices(results)}
-{_distillation(results)}
-{_scaling(results, run_dir)}
+{sections.answer(results, analysis)}
+<nav>{nav}</nav>
+{body}
 </body></html>
 """
-
-
-def write_report(results: dict, run_dir: Path, path: Path) -> Path:
-    """Write the self-contained ``report.html`` for ``results`` to ``path`` atomically; return ``path``.
-
-    Embeds ``run_dir/frontier.png`` (drawn into a temp folder if absent) and
-    ``run_dir/scaling.png`` when present.
-    """
-    return write_bytes(path, render(results, run_dir).encode("utf-8"))

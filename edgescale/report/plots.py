@@ -1,56 +1,84 @@
-"""``frontier.png``: loss against three inference costs, one marker per recipe, fronts drawn.
+"""The report's measured-side figures: frontiers, the scaling fit, the training loss curves.
 
-Reads only the ``results.json`` dict, so it can be redrawn for old runs.
+Each function reads only the ``results.json`` dict (so it can be redrawn for old runs),
+writes one PNG atomically and returns its path, or None when the run has nothing to draw.
+Shared drawing helpers (:func:`save`, :func:`recipe_style`) are used by
+:mod:`edgescale.report.charts` too, so a recipe has the same marker and colour everywhere.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edgescale.atomic import atomic_path
-from edgescale.report.frontier import AXES, FrontierPoint, _dig, frontier
+from edgescale.report.frontier import FrontierPoint, _dig, axes_for, device_axis, frontier
 
-_PANELS = ("bytes_per_decoded_token", "host_decode_ms", "flops_per_token")
+FIXED_PANELS = ("bytes_per_decoded_token", "flops_per_token", "file_bytes", "peak_memory_bytes")
 _MARKERS = "osD^v<>PX*"
-_LOG_X = {"bytes_per_decoded_token": "B", "flops_per_token": "FLOP"}  # log-x panels and their unit
+_UNITS = {"bytes_per_decoded_token": "B", "flops_per_token": "FLOP", "file_bytes": "B", "peak_memory_bytes": "B"}
+N_BOOT_BAND = 100  # bootstrap refits for the scaling law's band (about a second on 2 cores)
 
 
-def _plain(text: object) -> str:
+def plain(text: object) -> str:
     """User text (study, size, recipe names) shown literally: a ``$`` must not start mathtext."""
     return str(text).replace("$", r"\$")
 
 
-def _context(results: dict, key: str) -> Any:
+def pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save(fig: Any, path: Path, dpi: int = 100) -> Path:
+    """Write ``fig`` to ``path`` atomically (no version or date in the file: reproducible) and close it."""
+    plt = pyplot()
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+    finally:
+        plt.close(fig)
+    return Path(path)
+
+
+def recipes_of(results: Mapping) -> list[str]:
+    return [str(r) for r in dict.fromkeys(v.get("recipe") for v in results.get("variants", []))]
+
+
+def recipe_style(recipes: Sequence[str], recipe: str) -> dict:
+    """Marker and colour of ``recipe``: its position in the run's recipe order."""
+    k = list(recipes).index(recipe) if recipe in recipes else len(recipes)
+    return {"marker": _MARKERS[k % len(_MARKERS)], "color": f"C{k % 10}"}
+
+
+def log_x(ax: Any, unit: str, values: Sequence[float]) -> None:
+    """Log x with engineering labels (``200 kB``; ``unit="ms"``: ``0.25 ms``); 1-2-5 ticks when
+    the data span few decades."""
+    from matplotlib.ticker import EngFormatter, FuncFormatter, LogLocator, NullFormatter
+
+    values = [x for x in values if x > 0 and math.isfinite(x)]
+    ax.set_xscale("log")
+    decades = math.log10(max(values) / min(values)) if values else math.inf
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
+    ms = FuncFormatter(lambda x, _: f"{x:.3g} ms")
+    ax.xaxis.set_major_formatter(ms if unit == "ms" else EngFormatter(unit=unit, places=0))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+def _context(results: Mapping, key: str) -> Any:
     """The context a cost was computed at, from the variants themselves, else the measurement spec."""
     found = {_dig(v, "cost", key) for v in results.get("variants", [])} - {None}
     if len(found) == 1:
         return found.pop()
     return _dig(results, "measurement", "decode_context") if not found else "/".join(map(str, sorted(found)))
-
-
-def _title(axis: str, results: dict) -> str:
-    if axis == "bytes_per_decoded_token":
-        return (
-            f"bytes moved per decoded token\n(weights + fp32 KV cache at context {_context(results, 'decode_context')})"
-        )
-    if axis == "host_decode_ms":
-        m = results.get("measurement", {})
-        ctx, threads = m.get("decode_context", "?"), m.get("threads", "?")
-        return f"decode latency, measured on host\n(p50 ms/token at context {ctx}, {threads} threads)"
-    return f"FLOPs per token\n(attention at context {_context(results, 'flops_context')})"
-
-
-def _log_x(ax: Any, unit: str, costs: list[float]) -> None:
-    """Log x with engineering labels (``200 kB``); 1-2-5 ticks when the data span few decades."""
-    from matplotlib.ticker import EngFormatter, LogLocator, NullFormatter
-
-    ax.set_xscale("log")
-    decades = math.log10(max(costs) / min(costs)) if min(costs) > 0 else math.inf
-    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if decades < 3 else (1.0,)))
-    ax.xaxis.set_major_formatter(EngFormatter(unit=unit, places=0))
-    ax.xaxis.set_minor_formatter(NullFormatter())
 
 
 def _front_line(ax: Any, points: list[FrontierPoint]) -> None:
@@ -61,7 +89,22 @@ def _front_line(ax: Any, points: list[FrontierPoint]) -> None:
         ax.step(xs, ys, where="post", color="0.35", lw=1, ls="--", zorder=2)
 
 
-def _panel(ax: Any, axis: str, variants: list[dict], recipes: list[str]) -> None:
+def _xerr(variants: Sequence[Mapping], device: str | None, xs: Sequence[float]) -> np.ndarray | None:
+    """Horizontal bars for a device's latency: p50..p90 measured, the interval predicted."""
+    if device is None:
+        return None
+    lows, highs = [], []
+    for v, x in zip(variants, xs, strict=True):
+        lat = _dig(v, "latency", device) or {}
+        measured = (lat.get("latency_source") or lat.get("kind")) == "measured"
+        lo = x if measured else lat.get("decode_ms_low", x)
+        hi = lat.get("decode_ms_p90" if measured else "decode_ms_high", x)
+        lows.append(max(0.0, x - (x if lo is None else lo)))
+        highs.append(max(0.0, (x if hi is None else hi) - x))
+    return np.array([lows, highs])
+
+
+def _panel(ax: Any, axis: str, variants: list[dict], recipes: list[str], device: str | None = None) -> None:
     points = frontier(variants, axis)
     shown = [(v, p) for v, p in zip(variants, points, strict=True) if math.isfinite(p.cost) and math.isfinite(p.loss)]
     for k, recipe in enumerate(recipes):
@@ -69,85 +112,281 @@ def _panel(ax: Any, axis: str, variants: list[dict], recipes: list[str]) -> None
         if not mine:
             continue
         xs, ys = [p.cost for _, p in mine], [p.loss for _, p in mine]
-        ax.scatter(xs, ys, marker=_MARKERS[k % len(_MARKERS)], color=f"C{k}", s=55, zorder=3)
+        style = recipe_style(recipes, recipe)
+        err = _xerr([v for v, _ in mine], device, xs)
+        if err is not None:
+            ax.errorbar(xs, ys, xerr=err, fmt="none", ecolor=style["color"], alpha=0.45, lw=1, zorder=2)
+        ax.scatter(xs, ys, s=55, zorder=3, **style)
         dy = 4 if k % 2 == 0 else -12  # alternate recipes above/below: same-size points often share a cost
         for (v, _), x, y in zip(mine, xs, ys, strict=True):
-            label = _plain(v.get("size", ""))
-            ax.annotate(label, (x, y), textcoords="offset points", xytext=(5, dy), fontsize=8, color="0.2")
+            ax.annotate(plain(v.get("size", "")), (x, y), textcoords="offset points", xytext=(5, dy), fontsize=8)
     _front_line(ax, points)
     if not shown:
         ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", va="center", color="0.5")
-    elif axis in _LOG_X:
-        _log_x(ax, _LOG_X[axis], [p.cost for _, p in shown])
+    elif device is not None:
+        log_x(ax, "ms", [p.cost for _, p in shown])
+    else:
+        log_x(ax, _UNITS.get(axis, ""), [p.cost for _, p in shown])
     ax.margins(x=0.08)  # room for the size labels right of the last point
-    ax.set_xlabel(AXES[axis].label)
     ax.grid(True, which="major", alpha=0.3)
 
 
-def _legend(fig: Any, recipes: list[str], target: float | None) -> None:
+def _legend(fig: Any, recipes: list[str], target: float | None, extra: Sequence[Any] = ()) -> None:
     from matplotlib.lines import Line2D
 
-    handles = [
-        Line2D([], [], ls="", marker=_MARKERS[k % len(_MARKERS)], color=f"C{k}", ms=8, label=_plain(r))
-        for k, r in enumerate(recipes)
-    ]
+    handles = [Line2D([], [], ls="", ms=8, label=plain(r), **recipe_style(recipes, r)) for r in recipes]
     handles.append(Line2D([], [], color="0.35", lw=1, ls="--", label="Pareto front"))
     if target:
         handles.append(Line2D([], [], color="tab:red", lw=0.8, ls=":", label=f"loss target {target:g} bits/byte"))
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles), fontsize=9, frameon=False)
+    handles += list(extra)
+    legend(fig, handles)
 
 
-def plot_frontier(results: dict, path: Path) -> Path:
-    """Write the three-panel frontier PNG to ``path`` atomically and return ``path``.
+def legend(fig: Any, handles: Sequence[Any]) -> None:
+    """One legend under the figure, in as many columns as its width holds."""
+    cols = max(1, min(len(handles), int(fig.get_figwidth() / 2.3)))
+    fig.legend(handles=list(handles), loc="outside lower center", ncol=cols, fontsize=9, frameon=False)
 
-    Validation loss (bits per byte) against bytes moved per decoded token, host decode
-    latency and FLOPs per token; one marker and colour per recipe, points labelled with
-    their size, each panel's Pareto front as a staircase.
-    """
-    import matplotlib
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+def plain_log(ax: Any, which: str = "xy") -> None:
+    """Log axes labelled with plain numbers (``0.2``, ``1``, ``50``), not powers of ten."""
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    for name in which:
+        axis = ax.xaxis if name == "x" else ax.yaxis
+        (ax.set_xscale if name == "x" else ax.set_yscale)("log")
+        axis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        axis.set_minor_formatter(NullFormatter())
+
+
+def _grid(n: int, ncols: int, width: float = 4.6, height: float = 4.0) -> tuple[Any, list[Any]]:
+    plt = pyplot()
+    cols = max(1, min(ncols, n))
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(width * cols, height * rows + 0.9), layout="constrained", squeeze=False
+    )
+    flat = list(axes.flat)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    return fig, flat[:n]
+
+
+def _finish_frontier(fig: Any, axes: list[Any], results: Mapping, title: str, extra: Sequence[Any] = ()) -> None:
+    target = results.get("loss_target_bpb")
+    for ax in axes:
+        if target:
+            ax.axhline(target, color="tab:red", lw=0.8, ls=":")
+        ax.set_ylabel("held-out loss, bits/byte (validation)", fontsize=9)
+    _legend(fig, recipes_of(results), target, extra)
+    fig.suptitle(f"edgescale · {plain(results.get('study', '?'))} · {title}", fontsize=11)
+
+
+def plot_frontier(results: Mapping, path: Path) -> Path:
+    """Loss against the device-independent costs: bytes moved per decoded token, FLOPs per
+    token, ONNX file size, peak memory (those the variants have); one marker and colour per
+    recipe, points labelled with their size, each panel's Pareto front as a staircase."""
+    variants = list(results.get("variants", []))
+    axes_info = axes_for(variants)
+    panels = [a for a in FIXED_PANELS if any(axes_info[a].get(v) is not None for v in variants)]
+    panels = panels or list(FIXED_PANELS[:1])
+    fig, axes = _grid(len(panels), 4)
+    for ax, axis in zip(axes, panels, strict=True):
+        _panel(ax, axis, variants, recipes_of(results))
+        ax.set_title(_wrap(axes_info[axis].label), fontsize=9)
+    _finish_frontier(fig, axes, results, "loss of each ONNX file (onnxruntime) vs device-independent cost")
+    return save(fig, path, dpi=100)
+
+
+def _wrap(text: str, width: int = 48) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(plain(text), width))
+
+
+def devices_of(results: Mapping) -> list[str]:
+    return list(dict.fromkeys(d for v in results.get("variants", []) for d in v.get("latency", {})))
+
+
+def plot_device_frontiers(results: Mapping, path: Path) -> Path | None:
+    """Loss against decode latency on every device of the run, one panel each: measured on
+    the host (bars p50..p90), predicted elsewhere (bars: the prediction's interval)."""
+    from matplotlib.lines import Line2D
 
     variants = list(results.get("variants", []))
-    recipes = [str(r) for r in dict.fromkeys(v.get("recipe") for v in variants)]
-    fig, axes = plt.subplots(1, len(_PANELS), figsize=(16, 5.6), sharey=True, layout="constrained")
-    for ax, axis in zip(axes, _PANELS, strict=True):
-        _panel(ax, axis, variants, recipes)
-        ax.set_title(_title(axis, results), fontsize=10)
-    axes[0].set_ylabel("held-out loss, bits per byte (validation split)")
+    axes_info = axes_for(variants)
+    devices = [d for d in devices_of(results) if device_axis(d, "decode_ms") in axes_info]
+    if not devices:
+        return None
+    fig, axes = _grid(len(devices), 3)
+    for ax, dev in zip(axes, devices, strict=True):
+        axis = device_axis(dev, "decode_ms")
+        _panel(ax, axis, variants, recipes_of(results), device=dev)
+        source = axes_info[axis].source
+        how = "MEASURED on this host" if source == "measured" else f"{source.upper()} from the device profile"
+        ax.set_title(f"{plain(dev)} · {how}\n{_wrap(axes_info[axis].label, 60)}", fontsize=9)
+        ax.set_xlabel("decode latency per token (log)", fontsize=9)
+    bars = Line2D([], [], color="0.4", lw=1, label="bars: p50..p90 (measured) / 95% interval (predicted)")
+    _finish_frontier(fig, axes, results, "loss vs decode latency per device", extra=[bars])
+    return save(fig, path, dpi=90)
+
+
+def _law(results: Mapping):
+    from edgescale.scaling.laws import Chinchilla
+
+    f = results["scaling"]["law"]
+    return Chinchilla(E=f["E"], A=f["A"], B=f["B"], alpha=f["alpha"], beta=f["beta"], name="fit")
+
+
+def law_draws(results: Mapping, n_boot: int = N_BOOT_BAND, seed: int = 0) -> np.ndarray:
+    """Bootstrap refits of the run's law to its cooled points, (n_boot, 5) as (E, A, B, α, β).
+
+    The same resampling as the fit's own intervals (:func:`edgescale.scaling.fit.fit_chinchilla`:
+    points drawn with replacement, L-BFGS on the Huber objective from the fitted optimum), in
+    bits per byte (the Huber loss is on log residuals, so the unit only rescales E, A, B).
+    """
+    from edgescale.scaling.fit import DELTA, _lbfgs
+
+    pts = results["scaling"]["points"]
+    log_n, log_d = np.log([p["N"] for p in pts]), np.log([p["D"] for p in pts])
+    log_l = np.log([p["bits_per_byte"] for p in pts])
+    f = results["scaling"]["law"]
+    theta = np.array([math.log(f["A"]), math.log(f["B"]), math.log(f["E"]), f["alpha"], f["beta"]])
+    rng = np.random.default_rng(seed)
+    out = []
+    with np.errstate(over="ignore", invalid="ignore"):
+        for _ in range(n_boot):
+            idx = rng.integers(0, len(pts), len(pts))
+            a, b, e, al, be = _lbfgs(theta, log_n[idx], log_d[idx], log_l[idx], DELTA)[0]
+            out.append((np.exp(e), np.exp(a), np.exp(b), al, be))
+    draws = np.array(out)
+    # a resample of few points can run off to an unbounded refit (exp overflows): not a draw
+    return draws[np.isfinite(draws).all(axis=1)]
+
+
+def _band(draws: np.ndarray, n: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if not len(draws):  # no usable refit: no band (fill_between draws nothing for NaN)
+        return np.full(np.broadcast(n, d).shape, np.nan), np.full(np.broadcast(n, d).shape, np.nan)
+    e, a, b, al, be = (draws[:, i : i + 1] for i in range(5))
+    with np.errstate(over="ignore", invalid="ignore"):
+        curves = e + a / n[None, :] ** al + b / d[None, :] ** be
+    lo, hi = np.nanquantile(curves, [0.025, 0.975], axis=0)
+    return lo, hi
+
+
+def _ladder_tokens(results: Mapping) -> tuple[np.ndarray, np.ndarray]:
+    sizes = sorted(
+        (s for s in results.get("sizes", []) if not s.get("distilled_from") and s.get("params_total")),
+        key=lambda s: s["params_total"],
+    )
+    return np.log([s["params_total"] for s in sizes]), np.log([s["train_tokens"] for s in sizes])
+
+
+def plot_scaling(results: Mapping, path: Path) -> Path | None:
+    """``scaling.png``: the cooled checkpoints with the fitted law and its bootstrap 95% band,
+    against tokens (one curve per size) and against N at each size's training budget, with
+    the exported fp32 models' ONNX loss and the plan for the target; None if not fitted."""
+    sc = results.get("scaling") or {}
+    if sc.get("status") != "fitted" or not sc.get("points"):
+        return None
+    plt = pyplot()
+    law, f, pts = _law(results), sc["law"], sc["points"]
+    draws = law_draws(results)
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.0), layout="constrained")
+    ns = sorted({p["N"] for p in pts})
+    cmap = plt.get_cmap("viridis")
+    for i, n in enumerate(ns):
+        color = cmap(i / max(1, len(ns) - 1))
+        mine = [p for p in pts if p["N"] == n]
+        ds = np.geomspace(min(p["D"] for p in pts) / 1.5, max(p["D"] for p in pts) * 1.5, 80)
+        lo, hi = _band(draws, np.full_like(ds, n), ds)
+        ax1.fill_between(ds, lo, hi, color=color, alpha=0.15, lw=0)
+        ax1.plot(ds, law.loss(n, ds), color=color, lw=1.2, label=f"N = {n:,.0f}")
+        ax1.scatter([p["D"] for p in mine], [p["bits_per_byte"] for p in mine], color=color, s=28, zorder=3)
+    ax1.set_xscale("log")
+    ax1.set_xlabel("training tokens D (cooled checkpoints)")
+    ax1.set_ylabel("validation loss, bits/byte")
+    ax1.set_title(
+        f"L = {law.E:.3g} + {law.A:.3g}/N^{law.alpha:.3f} + {law.B:.3g}/D^{law.beta:.3f}  "
+        f"(bands: bootstrap 95%, {len(draws)} refits)\n{f.get('n_points', len(pts))} points · "
+        f"RMSE(log) {_num(f.get('rmse_log'), '.4f')} · R²(log) {_num(f.get('r2_log'), '.3f')}",
+        fontsize=9,
+    )
+    ax1.legend(fontsize=8)
+    _scaling_vs_n(ax2, results, law, draws)
+    fig.suptitle(f"edgescale · {plain(results.get('study', '?'))} · scaling law fitted to the family", fontsize=11)
+    return save(fig, path)
+
+
+def _scaling_vs_n(ax: Any, results: Mapping, law: Any, draws: np.ndarray) -> None:
+    log_n, log_d = _ladder_tokens(results)
+    plan = (results.get("scaling") or {}).get("plan_for_target") or {}
+    target = results.get("loss_target_bpb")
+    n_hi = max(math.exp(log_n.max()) * 4, plan.get("n_params") or 0)
+    grid = np.geomspace(math.exp(log_n.min()) / 2, n_hi * 1.5, 120)
+    d = np.exp(np.interp(np.log(grid), log_n, log_d))
+    lo, hi = _band(draws, grid, d)
+    ax.fill_between(grid, lo, hi, color="C0", alpha=0.18, lw=0, label="bootstrap 95% band")
+    ax.plot(grid, law.loss(grid, d), color="C0", lw=1.4, label="law at the ladder's D(N) (flat beyond it)")
+    finals = {}
+    for p in results["scaling"]["points"]:
+        if p["D"] >= finals.get(p["N"], (0, 0))[0]:
+            finals[p["N"]] = (p["D"], p["bits_per_byte"])
+    ax.scatter(list(finals), [y for _, y in finals.values()], color="C0", s=30, zorder=3, label="cooled, full budget")
+    base = recipes_of(results)[0] if results.get("variants") else None
+    sizes = {s["size"]: s for s in results.get("sizes", []) if not s.get("distilled_from")}
+    onnx = [
+        (sizes[v["size"]]["params_total"], _dig(v, "loss", "validation", "bits_per_byte"))
+        for v in results.get("variants", [])
+        if v.get("recipe") == base and v.get("size") in sizes
+    ]
+    onnx = [(n, y) for n, y in onnx if y is not None]
+    if onnx:
+        ax.scatter(*zip(*onnx, strict=True), facecolors="none", edgecolors="k", marker="s", s=50, zorder=4,
+                   label=f"{plain(base)} ONNX file, validation")  # fmt: skip
+    if target:
+        ax.axhline(target, color="tab:red", lw=0.8, ls=":", label=f"target {target:g}")
+    if plan.get("status") == "ok" and plan.get("predicted_loss_bpb") is not None:
+        ax.scatter([plan["n_params"]], [plan["predicted_loss_bpb"]], marker="*", s=160, color="tab:red", zorder=5,
+                   label=f"plan: N={plan['n_params']:.3g}, D={plan['n_tokens']:.3g}")  # fmt: skip
+    ax.set_xscale("log")
+    ax.set_xlabel("total parameters N")
+    ax.set_ylabel("validation loss, bits/byte")
+    ax.set_title("loss vs model size at each size's training budget", fontsize=9)
+    ax.legend(fontsize=8)
+
+
+def _num(x: Any, fmt: str) -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def plot_loss_curves(results: Mapping, path: Path) -> Path | None:
+    """Training loss curves per size: validation (solid) and train (dashed) bits per byte
+    against tokens in the stable phase, and the cooled (decayed) checkpoints as markers."""
+    sizes = [s for s in results.get("sizes", []) if s.get("curve")]
+    if not sizes:
+        return None
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(10, 4.8), layout="constrained")
+    for i, s in enumerate(sizes):
+        color = f"C{i % 10}"
+        stable = [c for c in s["curve"] if not c.get("cooled") and c.get("val_bpb") is not None]
+        cooled = [c for c in s["curve"] if c.get("cooled") and c.get("val_bpb") is not None]
+        name = plain(s["size"]) + (f" (distilled from {plain(s['distilled_from'])})" if s.get("distilled_from") else "")
+        if stable:
+            ax.plot([c["tokens"] for c in stable], [c["val_bpb"] for c in stable], color=color, lw=1.4, label=name)
+            train = [c for c in stable if c.get("train_bpb") is not None]
+            ax.plot([c["tokens"] for c in train], [c["train_bpb"] for c in train], color=color, lw=1, ls="--")
+        if cooled:
+            ax.scatter([c["tokens"] for c in cooled], [c["val_bpb"] for c in cooled], color=color, marker="v", s=30,
+                       zorder=3, label=None if stable else name)  # fmt: skip
     target = results.get("loss_target_bpb")
     if target:
-        for ax in axes:
-            ax.axhline(target, color="tab:red", lw=0.8, ls=":")
-    _legend(fig, recipes, target)
-    study = _plain(results.get("study", "?"))
-    fig.suptitle(f"edgescale · {study} · loss of each ONNX file, run through onnxruntime", fontsize=11)
-    try:
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=110, metadata={"Software": None})  # no version or date: reproducible
-    finally:
-        plt.close(fig)
-    return Path(path)
-
-
-def plot_scaling(results: dict, path: Path) -> Path | None:
-    """``scaling.png``: the run's cooled checkpoints and the law fitted to them (if fitted)."""
-    from edgescale.scaling.laws import Chinchilla
-    from edgescale.scaling.report import plot_law
-
-    sc = results.get("scaling", {})
-    if sc.get("status") != "fitted":
-        return None
-    f, pts = sc["law"], sc["points"]
-    law = Chinchilla(E=f["E"], A=f["A"], B=f["B"], alpha=f["alpha"], beta=f["beta"], name="fit")
-    return plot_law(
-        [p["N"] for p in pts],
-        [p["D"] for p in pts],
-        [p["bits_per_byte"] for p in pts],
-        law,
-        {k: tuple(v) for k, v in f["ci"].items()},
-        "bits per byte, validation",
-        path,
-        subtitle=f"{f['n_points']} cooled checkpoints · RMSE(log) {f['rmse_log']:.4f} · R²(log) {f['r2_log']:.3f}",
-    )
+        ax.axhline(target, color="tab:red", lw=0.8, ls=":", label=f"target {target:g}")
+    ax.set_xscale("log")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("bits/byte")
+    ax.grid(True, alpha=0.3)
+    ax.set_title("training curves: validation (solid), train (dashed), cooled checkpoints (▼)", fontsize=10)
+    ax.legend(fontsize=8, ncol=2)
+    return save(fig, path)

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgescale.report.frontier import AXES, FrontierPoint, frontier, pareto_front
+from edgescale.report.frontier import AXES, FrontierPoint, axes_for, frontier, frontiers, pareto_front
 
 nan, inf = math.nan, math.inf
 
@@ -92,3 +92,55 @@ def test_unknown_axis_names_the_allowed_ones():
     with pytest.raises(ValueError, match="allowed: bytes_per_decoded_token, file_bytes") as err:
         frontier([_variant("a", 1, 1.0, 1.0)], "watts")
     assert all(name in str(err.value) for name in AXES)
+
+
+@pytest.mark.parametrize(
+    ("points", "front"),
+    [
+        pytest.param([(2, 2)] * 4, [0, 1, 2, 3], id="all-equal-all-on-front"),
+        pytest.param([(nan, 1)], [], id="one-point-missing-cost"),
+        pytest.param([(5, 5)], [0], id="one-point"),
+        pytest.param([(1, 5), (1, 5), (2, 5), (1, 6)], [0, 1], id="duplicates-win-ties-on-both-axes"),
+    ],
+)
+def test_more_hand_made_fronts(points, front):
+    assert pareto_front(points) == front
+
+
+def _device_variant(vid, bpb, host_ms=None, pi_ms=None, pi_mj=None, mem=None):
+    v = _variant(vid, 10, 1.0, bpb, decode_ms=host_ms)
+    v["cost"] |= {"decode_context": 128, "flops_context": 128}
+    if mem is not None:
+        v["cost"]["peak_memory_bytes"] = mem
+    if pi_ms is not None:
+        pi = {"latency_source": "predicted", "decode_ms": pi_ms, "prefill_ms": 3 * pi_ms, "energy_mj_per_token": pi_mj}
+        v.setdefault("latency", {})["rpi5-8gb"] = pi
+    return v
+
+
+def test_axes_for_labels_context_precision_and_source():
+    vs = [_device_variant("a", 2.0, 0.3, 0.5, 2.0, mem=100), _device_variant("b", 1.5, 0.4, 0.9, None)]
+    axes = axes_for(vs)
+    assert (
+        axes["bytes_per_decoded_token"].label
+        == "bytes moved per decoded token (weights + fp32 KV cache at context 128)"
+    )
+    assert "context 128" in axes["flops_per_token"].label and axes["peak_memory_bytes"].source == "estimate"
+    assert axes["host_decode_ms"].label == "host decode latency p50 (ms/token, measured)"
+    assert axes["rpi5-8gb_decode_ms"].label == "rpi5-8gb decode latency (ms/token, predicted)"
+    assert axes["rpi5-8gb_energy_mj"].source == "predicted"
+    assert "host_energy_mj" not in axes  # the host has no power figure: no axis, rather than an empty one
+    assert [p.on_front for p in frontier(vs, "rpi5-8gb_decode_ms")] == [True, True]
+    # b lacks an energy figure and a memory estimate: excluded from those axes, not a crash
+    assert [p.on_front for p in frontier(vs, "rpi5-8gb_energy_mj")] == [True, False]
+    assert [p.on_front for p in frontier(vs, "peak_memory_bytes")] == [True, False]
+
+
+def test_frontiers_as_plain_data():
+    vs = [_device_variant("a", 2.0, 0.3, 0.5, 2.0), _device_variant("b", 1.5, 0.4, 0.4, 1.0)]
+    out = frontiers(vs)
+    assert set(out) >= {"bytes_per_decoded_token", "file_bytes", "peak_memory_bytes", "flops_per_token"}
+    pi = out["rpi5-8gb_decode_ms"]
+    assert pi["source"] == "predicted" and [p["variant_id"] for p in pi["front"]] == ["b"]
+    assert out["peak_memory_bytes"]["excluded"] == ["a", "b"] and out["peak_memory_bytes"]["front"] == []
+    assert [p["variant_id"] for p in out["host_decode_ms"]["front"]] == ["a", "b"]  # sorted by cost

@@ -1,13 +1,29 @@
-"""frontier.png and report.html from a results dict: valid, self-contained, escaped."""
+"""The report files from a results dict: every PNG real, report.html self-contained, complete
+and escaped, summary.md answer-first, ``edgescale report`` rebuilding them for a run directory."""
 
 import base64
+import json
+import re
 import struct
+import subprocess
+import sys
 from html.parser import HTMLParser
 
+import handmade_results as hm
 import pytest
+from report_fixtures import full_results
 
-from edgescale.report.html import write_report
+from edgescale.report.analysis import analyse
+from edgescale.report.build import build_report
+from edgescale.report.html import render
 from edgescale.report.plots import plot_frontier
+from edgescale.report.summary import summary_text
+
+
+def _page(results):
+    """The page and summary without figures (no matplotlib: fast): (html, summary.md)."""
+    analysis = analyse(results)
+    return render(results, analysis, {}), summary_text(results, analysis)
 
 
 def _results(name="demo"):
@@ -138,16 +154,6 @@ def _with_scaling(results):
     return {**results, "scaling": {"status": "fitted", "points": pts, "law": law, "plan_for_target": plan}}
 
 
-def test_scaling_section_and_plot(tmp_path):
-    from edgescale.report.plots import plot_scaling
-
-    results = _with_scaling(_results())
-    assert plot_scaling(results, tmp_path / "scaling.png").read_bytes()[:4] == b"\x89PNG"
-    text = write_report(results, tmp_path, tmp_path / "report.html").read_text()
-    assert "Scaling fit" in text and "not identified" in text and "Not reliable" in text and "∞" in text
-    assert text.count("data:image/png;base64,") == 2
-
-
 class _Page(HTMLParser):
     """Tags, the URL-bearing attributes and the text cells of a page, checked while parsing."""
 
@@ -184,13 +190,6 @@ def test_png_is_a_real_image(tmp_path):
     assert plot_frontier(_results(), tmp_path / "again.png").read_bytes() == data  # no timestamps: reproducible
 
 
-@pytest.mark.parametrize("name", ["$x^{$", "a $ b", "50% of $\\alpha"])
-def test_png_shows_odd_study_names_literally(tmp_path, name):
-    results = _results(name)
-    results["variants"][0]["size"] = "$s0"
-    assert plot_frontier(results, tmp_path / "frontier.png").stat().st_size > 10_000
-
-
 def test_png_tolerates_missing_latency(tmp_path):
     results = _results()
     for v in results["variants"]:
@@ -198,44 +197,173 @@ def test_png_tolerates_missing_latency(tmp_path):
     assert plot_frontier(results, tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_html_is_self_contained_complete_and_escaped(tmp_path):
-    evil = "<script>alert(1)</script>"
-    results = _results(evil)
-    text = write_report(results, tmp_path, tmp_path / "report.html").read_text(encoding="utf-8")
+FIGURES = {
+    "frontier_devices": "frontier-devices.png",
+    "frontier": "frontier.png",
+    "compare": "compare.png",
+    "degradation": "degradation.png",
+    "latency": "latency.png",
+    "plan": "plan.png",
+    "scaling": "scaling.png",
+    "loss_curves": "loss-curves.png",
+}
+SECTIONS = ("answer", "frontier", "compare", "degradation", "routes", "latency", "plan", "curves", "variants")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The full hand-made run's report, built once: (files, results, html text, parsed page)."""
+    out = tmp_path_factory.mktemp("report")
+    results = full_results()
+    files = build_report(results, out)
+    text = files.html.read_text(encoding="utf-8")
+    return files, results, text, _parse(text)
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_every_figure_is_a_real_png_and_embedded(built):
+    import matplotlib.image
+
+    files, _, text, page = built
+    assert {k: p.name for k, p in files.figures.items()} == FIGURES
+    embedded = [base64.b64decode(u.split(",", 1)[1]) for u in page.urls if u.startswith("data:image/png")]
+    assert len(embedded) == len(FIGURES)
+    for path in files.figures.values():
+        data = path.read_bytes()
+        width, height = _png_size(data)
+        assert width >= 600 and height >= 300, path.name
+        pixels = matplotlib.image.imread(path)
+        assert pixels.shape[:2] == (height, width)
+        assert pixels[..., :3].std() > 0.05, f"{path.name} is blank"  # something is drawn on it
+        assert data in embedded, f"{path.name} not embedded as drawn"
+    assert sorted(p.name for p in files.html.parent.iterdir()) == sorted(
+        [*FIGURES.values(), "report.html", "summary.md"]
+    )  # written atomically: no temp files left
+
+
+def test_page_leads_with_the_answer_and_has_every_section(built):
+    _, results, text, page = built
+    starts = [text.index(f'id="{s}"') for s in SECTIONS]
+    assert starts == sorted(starts) and starts[0] < text.index("<img")  # the answer before any figure
+    answer = text[starts[0] : starts[1]]
+    picks = analyse(results)["picks"]
+    for device, p in picks.items():
+        assert f"<td>{device}</td>" in answer
+        assert f"use {p['variant']['variant_id']}" in answer  # target 2.7: the largest int8 meets it
+        assert f"{p['variant']['loss']['test_bpb']:.4f}" in answer
+    assert "measured" in answer and "predicted" in answer
+    assert "within noise" in text[starts[2] : starts[3]]  # the comparison flags s0/int8_dynamic
+    assert "γ_N" in text and "power_law_n" in text  # degradation law table
+    assert "lifetime" in text[starts[4] : starts[5]] and "kWh" in text[starts[4] : starts[5]]
+    nav = re.search(r"<nav>(.*?)</nav>", text).group(1)
+    assert all(f'href="#{s}"' in nav for s in SECTIONS[1:])
+
+
+def test_page_is_self_contained(built):
+    _, _, text, page = built
+    assert "script" not in page.tags and "link" not in page.tags and "iframe" not in page.tags
+    assert all(u.startswith(("data:image/png;base64,", "#")) for u in page.urls)
+    assert "http://" not in text and "https://" not in text and "url(" not in text
+
+
+def test_user_text_is_escaped_everywhere():
+    evil_study, evil_recipe = "<script>alert(1)</script>", 'q<marquee>"&$x$'
+    results = full_results(recipes={evil_recipe: 0.5})
+    results["study"] = evil_study
+    text, summary = _page(results)
     page = _parse(text)
-    assert "script" not in page.tags and "link" not in page.tags
-    assert page.urls and all(u.startswith("data:image/png;base64,") for u in page.urls)
-    assert "http://" not in text and "https://" not in text and "<script" not in text
-    assert evil in "".join(page.text) and "&lt;script&gt;alert(1)&lt;/script&gt;" in text
-    assert page.rows == 1 + 4 + 1 + 8  # header + 4 sizes, header + 8 variants
-    for v in results["variants"]:
-        assert f"<td>{v['variant_id']}</td>" in text
-    assert text.count('<td class="ok">✓</td>') == 8  # a clean trade-off: every variant on the bytes front
-    assert "within noise" in text and "measured on this host" in text and "kind: measured" in text
-    assert "ab" * 32 in text and "Test CPU" in text and "0.10 / 0.20 / 0.30" in text
+    assert "script" not in page.tags and "marquee" not in page.tags  # no markup came through
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text and evil_study in "".join(page.text)
+    assert "q&lt;marquee&gt;&quot;&amp;$x$" in text and evil_recipe in "".join(page.text)
+    assert evil_recipe not in text  # never raw
+    assert evil_study in summary.splitlines()[0]
 
 
-def test_html_embeds_an_existing_png_and_flags_slower(tmp_path):
+def test_summary_answers_first(built):
+    files, results, _, _ = built
+    lines = files.summary.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == f"# edgescale · {results['study']}"
+    table = [line for line in lines if line.startswith("| ")]
+    assert table[0].startswith("| device | answer") and len(table) == 2 + 2  # header, rule, host, rpi5-8gb
+    assert "use s2/int8_dynamic" in table[2] and "measured" in table[2] and "predicted" in table[3]
+    text = "\n".join(lines)
+    assert text.index("| device") < text.index("## Train small") < text.index("## Recipes compared")
+    assert "[0.97, 1.12]~" in text  # the comparison, within noise marked
+    assert all(name in text for name in FIGURES.values())
+
+
+def test_answer_plans_a_model_when_no_variant_meets_the_target():
+    text, summary = _page(full_results(target=2.3))  # below every variant, above the law's E
+    answer = text[text.index('id="answer"') : text.index('id="frontier"')]
+    assert answer.count("train a new model") == 2 and "then " in answer
+    assert "train a new model" in summary
+
+
+def test_answer_says_infeasible_with_the_reason():
+    text, summary = _page(full_results(target=0.9))  # below the law's E (1.0): no model reaches it
+    answer = text[text.index('id="answer"') : text.index('id="frontier"')]
+    assert answer.count("infeasible") >= 2 and "E" in answer
+    assert "**infeasible**" in summary
+
+
+def test_no_target_no_pick():
+    text, summary = _page(full_results(target=None))
+    assert "no pick" in text and "no loss_target_bpb" in summary
+
+
+def test_report_tolerates_a_sparse_run(tmp_path):
+    """An older, thinner results.json: one recipe, host only, no curves, no scaling fit."""
+    results = hm.results([hm.variant(f"s{i}/fp32", n=10_000 * 4**i, val=3 - 0.3 * i, decode={"host": 0.1 * (i + 1)})
+                          for i in range(3)], law=None)  # fmt: skip
+    files = build_report(results, tmp_path)
+    assert {"frontier", "frontier_devices", "latency", "plan"} <= set(files.figures)
+    assert not {"compare", "degradation", "scaling", "loss_curves"} & set(files.figures)
+    text = files.html.read_text(encoding="utf-8")
+    assert "No compare figure" in text or "nothing to draw" in text
+    page = _parse(text)
+    assert len([u for u in page.urls if u.startswith("data:")]) == len(files.figures)
+
+
+def test_odd_names_in_every_figure(tmp_path):
+    """``$`` in user text must not start matplotlib's mathtext (an unbalanced one raises)."""
+    results = full_results(recipes={"a $ b": 0.5})
+    results["study"] = "$x^{$ 50% of $\\alpha"
+    results["variants"][0]["size"] = "$s0"
+    files = build_report(results, tmp_path)
+    assert len(files.figures) == len(FIGURES)
+
+
+def test_scaling_section_flags_an_unreliable_plan():
+    text, _ = _page(_with_scaling(_results()))
+    assert "Scaling law fitted" in text and "not identified" in text and "Not reliable" in text and "∞" in text
+
+
+def test_variants_table_and_speedup_flags():
     results = _results()
-    png = plot_frontier(results, tmp_path / "frontier.png").read_bytes()
     slow = results["variants"][3]["latency"]["host"]["decode_speedup_vs_fp32"]
     slow.update(speedup=0.8, low=0.7, high=0.9, within_noise=False, slower=True)
     results["variants"][6]["loss"]["validation"]["bits_per_byte"] = 4.0  # s3/fp32: now off the front
-    text = write_report(results, tmp_path, tmp_path / "report.html").read_text(encoding="utf-8")
-    assert f"data:image/png;base64,{base64.b64encode(png).decode()}" in text
-    assert '<span class="bad">slower</span>' in text and text.count("within noise") >= 3
-    assert text.count('<td class="ok">✓</td>') == 7
+    text, _ = _page(results)
+    table = text[text.index('id="variants"') : text.index('id="protocol"')]
+    assert _parse(table).rows == 1 + 8
+    assert '<span class="bad">slower</span>' in table and table.count("within noise") >= 3
+    assert table.count('<td class="ok">✓</td>') == 7
+    assert "ab" * 32 in text and "Test CPU" in text and "0.10 / 0.20 / 0.30" in text
 
 
-def test_html_tolerates_missing_optional_parts(tmp_path):
+def test_html_tolerates_missing_optional_parts():
     results = _results()
     del results["variants"][0]["latency"], results["variants"][1]["loss"]["test"], results["machine"]
     del results["protocol"]["max_tokens"]
-    text = write_report(results, tmp_path, tmp_path / "report.html").read_text(encoding="utf-8")
-    assert _parse(text).rows == 14 and "<td>–</td>" in text
+    text, _ = _page(results)
+    assert "<td>–</td>" in text and 'id="answer"' in text
 
 
-def test_distillation_section(tmp_path):
+def test_distillation_section():
     pair = {
         "student": "s0-kd",
         "scratch": "s0",
@@ -250,5 +378,30 @@ def test_distillation_section(tmp_path):
         **_results(),
         "distillation": {"alpha": 0.5, "temperature": 2.0, "teacher": "s3", "teacher_val_bpb": 2.8, "pairs": [pair]},
     }
-    text = write_report(results, tmp_path, tmp_path / "report.html").read_text()
-    assert "Distillation" in text and "s0-kd" in text and "+0.1000" in text
+    text, _ = _page(results)
+    assert 'id="distillation"' in text and "s0-kd" in text and "+0.1000" in text
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "edgescale.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def test_report_command_rebuilds_an_old_run(tmp_path):
+    """``edgescale report RUN_DIR --out DIR`` on a results.json without ``analysis``: recomputed,
+    every file written to DIR, the run directory itself untouched."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "results.json").write_text(json.dumps(full_results()))
+    before = (run / "results.json").read_bytes()
+    r = _cli("report", run, "--out", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert "report.html" in r.stderr
+    written = {p.name for p in (tmp_path / "out").iterdir()}
+    assert written == {*FIGURES.values(), "report.html", "summary.md"}
+    assert [p.name for p in run.iterdir()] == ["results.json"] and (run / "results.json").read_bytes() == before
+
+
+def test_report_command_refuses_a_directory_without_results(tmp_path):
+    r = _cli("report", tmp_path)
+    assert r.returncode == 2 and "results.json" in r.stderr and str(tmp_path) in r.stderr

@@ -1,0 +1,62 @@
+"""Everything the report says, computed once from ``results.json``.
+
+:func:`analyse` gathers the frontiers on every cost axis, the recipes' degradation laws,
+the pick for the loss target on every study device, the recipe comparison and the
+train-small-versus-compress routes into one JSON-serialisable dict. ``write_outputs``
+stores it in ``results.json`` as ``analysis``, so ``edgescale pick`` / ``compare`` (run
+with the same arguments) and the report show the same numbers. Non-finite numbers become
+``null``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+from edgescale.report.compare import compare
+from edgescale.report.degradation import fit_recipes
+from edgescale.report.frontier import frontiers
+from edgescale.report.pick import Run, pick
+from edgescale.report.routes import routes
+
+SCHEMA_VERSION = 1
+
+
+def clean(x: Any) -> Any:
+    """``x`` with tuples as lists, numpy scalars as Python numbers and NaN/inf as None."""
+    if isinstance(x, Mapping):
+        return {str(k): clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [clean(v) for v in x]
+    if hasattr(x, "item") and not isinstance(x, str | bytes):  # numpy scalar
+        x = x.item()
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def analyse(
+    results: Mapping, *, device: str | None = None, served_tokens: float = 1e9, target: float | None = None
+) -> dict:
+    """Frontiers, degradation fits, picks per device, the compare table (on ``device``, default
+    the host) and routes, for ``target`` (default: the study's ``loss_target_bpb``)."""
+    variants = list(results.get("variants", []))
+    target = results.get("loss_target_bpb") if target is None else target
+    out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "target_bpb": target, "served_tokens": served_tokens}
+    if not variants:
+        return out | {"note": "no variants"}
+    devices = list(dict.fromkeys(d for v in variants for d in v.get("latency", {})))
+    device = device or ("host" if "host" in devices else devices[0])
+    run = Run(str(results.get("study", "run")), results)
+    out |= {
+        "devices": devices,
+        "frontiers": frontiers(variants),
+        "degradation": {r: f.to_dict() for r, f in fit_recipes(results).items()},
+        "picks": {d: pick([run], target, d, served_tokens=served_tokens) for d in devices} if target else {},
+        "compare": compare(results, device=device),
+        "routes": routes(results, devices, served_tokens=served_tokens, target=target),
+    }
+    if not target:
+        out["picks_note"] = "the study sets no loss_target_bpb: no pick"
+    return clean(out)

@@ -1,0 +1,94 @@
+"""Write a run's report: the PNG figures, ``report.html`` (self-contained) and ``summary.md``.
+
+The same function serves the pipeline (``write_outputs``) and ``edgescale report RUN_DIR``:
+everything comes from ``results.json`` and its ``analysis`` section (recomputed with
+:func:`edgescale.report.analysis.analyse` when an older run lacks it), so a report can be
+rebuilt for old runs, into the run directory or elsewhere (``--out``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgescale.atomic import write_bytes
+
+
+def _figures() -> dict[str, tuple[str, Callable[[Mapping, Mapping, Path], Path | None]]]:
+    """Figure name → (file name, draw(results, analysis, path)); in the page's order."""
+    from edgescale.report import charts, plots
+
+    return {
+        "frontier_devices": ("frontier-devices.png", lambda r, a, p: plots.plot_device_frontiers(r, p)),
+        "frontier": ("frontier.png", lambda r, a, p: plots.plot_frontier(r, p)),
+        "compare": ("compare.png", lambda r, a, p: charts.plot_compare(r, a.get("compare") or {}, p)),
+        "degradation": ("degradation.png", lambda r, a, p: charts.plot_degradation(r, a.get("degradation") or {}, p)),
+        "latency": ("latency.png", lambda r, a, p: charts.plot_latency(r, p)),
+        "plan": ("plan.png", lambda r, a, p: charts.plot_plan(r, a, p)),
+        "scaling": ("scaling.png", lambda r, a, p: plots.plot_scaling(r, p)),
+        "loss_curves": ("loss-curves.png", lambda r, a, p: plots.plot_loss_curves(r, p)),
+    }
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    html: Path
+    summary: Path
+    figures: dict[str, Path]  # figure name → PNG written (figures with nothing to draw are left out)
+
+
+def analysis_of(results: Mapping) -> dict:
+    """``results["analysis"]``, or computed now for results written before it existed."""
+    if results.get("analysis"):
+        return dict(results["analysis"])
+    from edgescale.report.analysis import analyse
+
+    return analyse(results)
+
+
+def draw_figures(results: Mapping, analysis: Mapping, out_dir: Path) -> dict[str, Path]:
+    """Draw every figure into ``out_dir``; a figure with nothing to draw leaves no file (and
+    removes a stale one of a previous report there)."""
+    out = {}
+    for name, (file, draw) in _figures().items():
+        path = Path(out_dir) / file
+        drawn = draw(results, analysis, path)
+        if drawn is None:
+            path.unlink(missing_ok=True)
+        else:
+            out[name] = drawn
+    return out
+
+
+def write_report(results: Mapping, analysis: Mapping, figures: Mapping[str, Path], path: Path) -> Path:
+    """Write ``report.html`` embedding ``figures`` (name → PNG) as data URIs; return ``path``."""
+    from edgescale.report.html import render
+
+    images = {name: Path(p).read_bytes() for name, p in figures.items()}
+    return write_bytes(path, render(dict(results), analysis, images).encode("utf-8"))
+
+
+def build_report(results: Mapping, out_dir: Path) -> ReportFiles:
+    """Every report file for ``results`` in ``out_dir``: the PNGs, ``report.html``, ``summary.md``."""
+    from edgescale.report.summary import write_summary
+
+    out_dir = Path(out_dir)
+    analysis = analysis_of(results)
+    figures = draw_figures(results, analysis, out_dir)
+    html = write_report(results, analysis, figures, out_dir / "report.html")
+    summary = write_summary(results, analysis, out_dir / "summary.md", figures)
+    return ReportFiles(html, summary, figures)
+
+
+def report_run(run_dir: Path, out: Path | None = None) -> ReportFiles:
+    """(Re)write the report of a finished run directory, into ``out`` (default: the run directory)."""
+    from edgescale.errors import UserError
+    from edgescale.report.pick import load_run_dir
+
+    if not Path(run_dir).is_dir():
+        raise UserError("not a directory", file=run_dir, field="RUN_DIR")
+    results = load_run_dir(Path(run_dir)).results
+    if not isinstance(results, dict) or not isinstance(results.get("variants"), list):
+        raise UserError("results.json has no 'variants' list: not an edgescale results file", file=run_dir)
+    return build_report(results, Path(out) if out is not None else Path(run_dir))

@@ -1,0 +1,312 @@
+"""The answer users came for: the smallest variant that meets a loss target on a device.
+
+A variant qualifies when its **validation** loss meets the target and its latency and
+memory meet the limits; the cheapest by the chosen cost wins (ties: lower validation
+loss, smaller file, then id), and it is reported with its **test** loss, on which nothing
+was selected. When no variant qualifies the answer comes from the run's scaling law
+(:mod:`edgescale.report.extrapolate`): the size and tokens a new model needs, after the
+recipe that gets it cheapest onto the device. A target the law says no model can reach
+is ``status: "infeasible"`` with the reason, as in ``edgescale plan``.
+
+Statuses: ``ok`` (a variant), ``plan`` (a model to train), ``infeasible``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgescale.report.frontier import _dig, axes_for, device_axis
+
+LOCAL_METRICS = ("decode_ms", "prefill_ms", "energy_mj")  # --cost shorthands for the chosen device
+MB = 1e6  # --max-memory-mb counts decimal megabytes
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run's results and where they came from (a run directory, or a store entry)."""
+
+    label: str
+    results: Mapping
+    root: str | None = None  # the run directory, to resolve ONNX paths
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_latency_ms: float | None = None
+    max_memory_mb: float | None = None
+
+
+def devices_of(runs: Sequence[Run]) -> list[str]:
+    """Devices every run has latency for (host first)."""
+    per_run = [dict.fromkeys(d for v in r.results.get("variants", []) for d in v.get("latency", {})) for r in runs]
+    return [d for d in per_run[0] if all(d in p for p in per_run[1:])] if per_run else []
+
+
+def resolve_cost(cost: str | None, device: str, variants: Sequence[Mapping]) -> str:
+    """The cost axis name: ``--cost`` as given (an axis, or a device metric of ``device``), else
+    decode latency on the device, else bytes per decoded token where the device has none."""
+    from edgescale.errors import UserError
+
+    axes = axes_for(variants)
+    if cost is None:
+        name = device_axis(device, "decode_ms")
+        return name if name in axes else "bytes_per_decoded_token"
+    name = device_axis(device, cost) if cost in LOCAL_METRICS else cost
+    if name not in axes:
+        allowed = ", ".join([*LOCAL_METRICS, *axes])
+        raise UserError(f"unknown cost {cost!r} on {device}; allowed: {allowed}", field="--cost")
+    return name
+
+
+def latency_on(v: Mapping, device: str) -> dict | None:
+    """Decode and prefill latency of a variant on a device, whatever its source, in one shape."""
+    lat = _dig(v, "latency", device)
+    if not isinstance(lat, Mapping):
+        return None
+    source = lat.get("latency_source") or lat.get("kind") or "unknown"  # "kind" in results before latency_source
+    measured = source == "measured"
+    return {
+        "device": device,
+        "source": source,
+        "decode_ms": lat.get("decode_ms_p50" if measured else "decode_ms"),
+        "decode_ms_low": lat.get("decode_ms_p50") if measured else lat.get("decode_ms_low"),
+        "decode_ms_high": lat.get("decode_ms_p90") if measured else lat.get("decode_ms_high"),
+        "interval": "p50..p90 of the measured samples" if measured else lat.get("interval"),
+        "prefill_ms": lat.get("prefill_ms_p50" if measured else "prefill_ms"),
+        "energy_mj_per_token": lat.get("energy_mj_per_token"),
+    }
+
+
+def device_memory_bytes(device: str) -> float | None:
+    """Usable memory of a device profile (None for the host, which has none)."""
+    if device == "host":
+        return None
+    from edgescale.report.extrapolate import profile
+
+    return profile(device).memory.usable_gb.value * 1e9
+
+
+def memory_of(v: Mapping) -> float | None:
+    """``cost.peak_memory_bytes``; for results written before it existed, the file plus the KV
+    cache at the decode context (a lower bound: no activations)."""
+    peak = _dig(v, "cost", "peak_memory_bytes")
+    if peak is not None:
+        return peak
+    kv = _dig(v, "cost", "kv_bytes_at_context")
+    return None if kv is None or v.get("file_bytes") is None else v["file_bytes"] + kv
+
+
+def _why_not(v: Mapping, target: float, device: str, limits: Limits, memory_cap: float | None) -> str | None:
+    """Why a variant does not qualify, or None when it does."""
+    val = _dig(v, "loss", "validation", "bits_per_byte")
+    if val is None or not math.isfinite(val):
+        return "no validation loss"
+    lat = latency_on(v, device)
+    mem = memory_of(v)
+    if memory_cap is not None:
+        if mem is None:
+            return "no memory estimate to check the memory limit"
+        if mem > memory_cap:
+            return f"needs {mem / MB:.3g} MB (estimate) > {memory_cap / MB:.3g} MB"
+    if limits.max_latency_ms is not None:
+        if lat is None or lat["decode_ms"] is None:
+            return f"no decode latency on {device} to check --max-latency-ms"
+        if lat["decode_ms"] > limits.max_latency_ms:
+            return f"decode {lat['decode_ms']:.3g} ms ({lat['source']}) > {limits.max_latency_ms:g} ms"
+    if val > target:
+        return f"validation {val:.4f} bits/byte misses the target {target:g}"
+    return None
+
+
+def memory_cap(device: str, limits: Limits) -> tuple[float | None, str]:
+    """The memory a variant may use on ``device``: the tighter of --max-memory-mb and the profile's usable RAM."""
+    caps = []
+    if limits.max_memory_mb is not None:
+        caps.append((limits.max_memory_mb * MB, f"--max-memory-mb {limits.max_memory_mb:g}"))
+    usable = device_memory_bytes(device)
+    if usable is not None:
+        caps.append((usable, f"{device} usable memory {usable / 1e9:g} GB (profile)"))
+    return min(caps) if caps else (None, "no memory limit")
+
+
+def describe(run: Run, v: Mapping, target: float, device: str, axis: str, label: str) -> dict:
+    """A variant as ``pick`` reports it: test loss beside validation, latency with its source."""
+    import os
+
+    test = _dig(v, "loss", "test", "bits_per_byte")
+    path = v.get("onnx_path")
+    return {
+        "run": run.label,
+        "variant_id": v["variant_id"],
+        "size": v.get("size"),
+        "recipe": v.get("recipe"),
+        "params_total": v.get("params_total"),
+        "params_non_embedding": v.get("params_non_embedding"),
+        "loss": {
+            "selected_on": "validation",
+            "validation_bpb": _dig(v, "loss", "validation", "bits_per_byte"),
+            "test_bpb": test,
+            "test_meets_target": None if test is None else test <= target,
+        },
+        "cost": {"axis": axis, "label": label, "value": axes_for([v])[axis].get(v) if axis in axes_for([v]) else None},
+        "latency": latency_on(v, device),
+        "peak_memory_bytes": memory_of(v),
+        "file_bytes": v.get("file_bytes"),
+        "onnx_path": path,
+        "onnx_file": os.path.join(run.root, path) if run.root and path else None,
+        "onnx_sha256": v.get("onnx_sha256"),
+        "flags": list(v.get("flags", [])),
+        "warnings": [f.get("reason", "") for f in v.get("feasibility", []) if f.get("device") in (device, "host")],
+    }
+
+
+def check_comparable(runs: Sequence[Run]) -> None:
+    """Losses from runs evaluated on different splits or protocols cannot share one answer."""
+    from edgescale.errors import UserError
+
+    keys = ("split_sha256", "test_split_sha256", "context_length", "stride", "max_tokens", "unit")
+    first = {k: _dig(runs[0].results, "protocol", k) for k in keys}
+    for r in runs[1:]:
+        other = {k: _dig(r.results, "protocol", k) for k in keys}
+        if other != first:
+            diff = [k for k in keys if other[k] != first[k]]
+            raise UserError(
+                f"its loss protocol differs from {runs[0].label}'s ({', '.join(diff)}): losses are not comparable; "
+                "allowed: runs evaluated on the same splits with the same protocol",
+                file=r.label,
+            )
+
+
+def pick(
+    runs: Sequence[Run],
+    target: float,
+    device: str,
+    *,
+    cost: str | None = None,
+    limits: Limits = Limits(),
+    served_tokens: float = 1e9,
+) -> dict:
+    """The cheapest variant meeting ``target`` (bits per byte, validation) within ``limits`` on
+    ``device``, or, when none does, what to train (see the module docstring)."""
+    from edgescale.errors import UserError
+
+    if not runs:
+        raise UserError("no run to pick from", field="RUN_DIR")
+    if not (target > 0 and math.isfinite(target)):
+        raise UserError(f"must be a positive number of bits per byte, got {target:g}", field="--target-loss")
+    check_comparable(runs)
+    allowed = devices_of(runs)
+    if device not in allowed:
+        raise UserError(f"no latency for {device!r} in this run; allowed: {', '.join(allowed)}", field="--device")
+    pool = [(r, v) for r in runs for v in r.results.get("variants", [])]
+    variants = [v for _, v in pool]
+    axis = resolve_cost(cost, device, variants)
+    label = axes_for(variants)[axis].label
+    cap, cap_why = memory_cap(device, limits)
+    reasons, ok = {}, []
+    for r, v in pool:
+        why = _why_not(v, target, device, limits, cap)
+        c = axes_for([v]).get(axis)
+        value = c.get(v) if c else None
+        if why is None and (value is None or not math.isfinite(value)):
+            why = f"no {axis}"
+        key = f"{r.label}:{v['variant_id']}" if len(runs) > 1 else v["variant_id"]
+        reasons[key] = why or "qualifies"
+        if why is None:
+            ok.append((value, _dig(v, "loss", "validation", "bits_per_byte"), v.get("file_bytes") or 0, key, r, v))
+    out = {
+        "target_bpb": target,
+        "device": device,
+        "cost_axis": axis,
+        "cost_label": label,
+        "limits": {"max_latency_ms": limits.max_latency_ms, "memory_bytes": cap, "memory_limit": cap_why},
+        "runs": [r.label for r in runs],
+        "considered": reasons,
+    }
+    if ok:
+        *_, r, v = min(ok, key=lambda t: t[:4])
+        return {"status": "ok", **out, "variant": describe(r, v, target, device, axis, label)}
+    fits = [k for (r, v), k in zip(pool, reasons, strict=True) if not _memory_excluded(reasons[k])]
+    out["any_variant_fits_memory"] = bool(fits)
+    if not fits:
+        smallest = min(variants, key=lambda v: memory_of(v) or math.inf)
+        need = memory_of(smallest)
+        out["memory_note"] = (
+            f"no variant fits on {device}: the smallest, {smallest['variant_id']}, needs "
+            f"{(need or math.nan) / MB:.3g} MB (estimate) against {cap_why}"
+        )
+    from edgescale.report.extrapolate import new_model
+
+    answer = new_model(runs[0].results, target, device, axis, limits, cap, served_tokens)
+    answer["law"]["run"] = runs[0].label  # with several runs, the first one's law answers
+    return {**out, **answer}
+
+
+def _memory_excluded(reason: str) -> bool:
+    return reason.startswith(("needs ", "no memory estimate"))
+
+
+def load_run_dir(run_dir: Path) -> Run:
+    """A finished run directory's ``results.json``."""
+    import json
+
+    from edgescale.errors import UserError
+
+    path = Path(run_dir) / "results.json"
+    try:
+        results = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError("no results.json: not a finished edgescale run directory", file=run_dir) from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"corrupt results.json: {e}", file=path) from None
+    return Run(str(run_dir), results, str(run_dir))
+
+
+def load_store_runs(db: Path | None) -> list[Run]:
+    """Every run recorded in the results store (:mod:`edgescale.store`) whose results.json is still there."""
+    from edgescale.errors import UserError
+    from edgescale.store import db_path, list_runs, load_run
+
+    path = db_path(db)
+    listed = [r for r in list_runs(path) if r.present]
+    if not listed:
+        raise UserError("no finished runs recorded in the store (edgescale runs --add RUN_DIR)", file=path)
+    return [Run(r.run_id, load_run(path, r.run_id), r.run_id) for r in listed]
+
+
+def summary_lines(out: Mapping) -> list[str]:
+    """The answer in a few lines for a terminal."""
+    head = f"target {out['target_bpb']:g} bits/byte (validation) on {out['device']}, cheapest by {out['cost_label']}"
+    if out["status"] == "ok":
+        v = out["variant"]
+        lat, loss = v["latency"] or {}, v["loss"]
+        meets = {True: "meets the target", False: "misses the target", None: "not evaluated"}[loss["test_meets_target"]]
+        return [
+            head,
+            f"  pick: {v['variant_id']} ({v['run']})  {v['params_total']:,} params  file {v['file_bytes']:,} bytes",
+            f"  loss: validation {loss['validation_bpb']:.4f} (selected on), test {loss['test_bpb']:.4f} ({meets})",
+            f"  decode {_ms(lat.get('decode_ms'))} ms [{_ms(lat.get('decode_ms_low'))}, "
+            f"{_ms(lat.get('decode_ms_high'))}] ({lat.get('source', '?')}), prefill {_ms(lat.get('prefill_ms'))} ms",
+            f"  file: {v['onnx_file'] or v['onnx_path']}",
+        ]
+    lines = [head, f"  no variant qualifies{': ' + out['memory_note'] if out.get('memory_note') else ''}"]
+    if out["status"] == "plan":
+        b, plan = out["best"], out["best"]["plan"]
+        dev = b["device"]
+        lines += [
+            f"  from the law ({out['law']['law']}{'' if out['law']['reliable'] else ', not reliable'}): train "
+            f"N = {plan['n_params']:.3g} params on D = {plan['n_tokens']:.3g} tokens "
+            f"(C = {plan['compute_flops']:.3g} FLOPs, {plan['cost']['accelerator_hours']:.3g} accelerator-hours), "
+            f"then {b['recipe']}",
+            f"  predicted loss {b['predicted_loss_bpb']:.4f} [{b['predicted_loss_bpb_interval'][0]:.4f}, "
+            f"{b['predicted_loss_bpb_interval'][1]:.4f}] bits/byte; "
+            f"decode {_ms(dev['decode_ms'])} ms ({dev['source']})",
+        ]
+    return lines
+
+
+def _ms(x: float | None) -> str:
+    return "–" if x is None else f"{x:.4g}"

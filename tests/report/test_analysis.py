@@ -1,0 +1,41 @@
+"""analyse(): one strict-JSON dict with every part the report shows; report/ imports without torch."""
+
+import json
+import subprocess
+import sys
+
+import handmade_results as handmade
+
+from edgescale.report.analysis import analyse, clean
+
+
+def test_analysis_holds_every_part_as_strict_json():
+    res = handmade.results(handmade.ladder({"int4": 2.0}), target=2.8)
+    out = analyse(res)
+    json.dumps(out, allow_nan=False)  # NaN would be invalid JSON for the report and other tools
+    assert out["devices"] == ["host", "rpi5-8gb"] and out["target_bpb"] == 2.8
+    assert {"bytes_per_decoded_token", "rpi5-8gb_decode_ms", "host_decode_ms"} <= set(out["frontiers"])
+    assert out["degradation"]["int4"]["form"] == "power_law_n"
+    assert set(out["picks"]) == {"host", "rpi5-8gb"} and out["picks"]["host"]["status"] == "ok"
+    assert out["compare"]["device"] == "host" and out["routes"]["per_device"]["rpi5-8gb"]["cheaper"]
+    assert analyse(res, target=1.9, device="rpi5-8gb")["picks"]["rpi5-8gb"]["status"] == "plan"
+
+
+def test_no_target_no_picks():
+    res = handmade.results(handmade.ladder({}), target=None)
+    out = analyse(res)
+    assert out["picks"] == {} and "no pick" in out["picks_note"]
+
+
+def test_clean_makes_strict_json():
+    assert clean({"a": float("nan"), "b": (1, float("inf")), 3: [2.0]}) == {"a": None, "b": [1, None], "3": [2.0]}
+
+
+def test_report_imports_without_torch():
+    mods = ", ".join(
+        f"edgescale.report.{m}"
+        for m in ("frontier", "degradation", "pick", "compare", "routes", "analysis", "extrapolate")
+    )
+    code = f"import sys, {mods}; print('torch' in sys.modules, 'onnxruntime' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False False"

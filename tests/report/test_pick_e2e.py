@@ -1,0 +1,128 @@
+"""pick and compare on a real (tiny) run: the picked ONNX file, evaluated again independently
+on the test split with the run's protocol, has the test loss pick reports; the JSON outputs
+are valid and carry their fields; results.json holds the same analysis; the store seam
+(--all-runs) finds the run."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from edgescale.bench.loss import onnx_loss
+from edgescale.config import CorpusConfig
+from edgescale.data.corpus import load_corpus
+from edgescale.pipeline import run_study
+from edgescale.progress import Reporter
+
+TARGET = 6.0  # bits per byte: the tiny models reach about 4.9 on validation
+STUDY = {
+    "schema_version": 1,
+    "name": "tiny-analysis",
+    "seed": 0,
+    "ladder": {
+        "block_size": 32,
+        "sizes": [
+            {"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 16},
+            {"name": "b", "n_layer": 2, "n_head": 2, "n_embd": 32},
+        ],
+    },
+    "training": {
+        "tokens_per_param": 1,
+        "min_tokens": 20_480,
+        "max_tokens": 40_960,
+        "batch_size": 16,
+        "schedule": "wsd",
+        "cooled_fractions": [0.25, 0.5, 1.0],
+        "cooled_eval_tokens": 1024,
+        "eval_every_tokens": 10_240,
+        "eval_tokens": 1024,
+        "threads": 2,
+        "learning_rate": 0.01,
+    },
+    "evaluation": {"context_length": 32, "stride": 32, "max_tokens": 2048, "batch_size": 8},
+    "measurement": {"prompt_len": 16, "decode_context": 32, "repeats": 5, "warmup": 1, "threads": 1},
+    "loss_target_bpb": TARGET,
+    "recipes": ["fp32", "int8_dynamic"],
+    "devices": ["host", "rpi5-8gb"],
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("analysis")
+    study = root / "study.yaml"
+    study.write_text(yaml.safe_dump(STUDY))
+    return run_study(study, root / "run", Reporter(quiet=True))
+
+
+def costs(results):
+    return [v["cost"] for v in results["variants"]]
+
+
+def _cli(*args):
+    cmd = [sys.executable, "-m", "edgescale.cli", *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.slow
+def test_picked_onnx_file_reproduces_its_reported_test_loss(run_dir):
+    r = _cli("pick", run_dir, "--target-loss", TARGET, "--device", "rpi5-8gb", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    v = out["variant"]
+    assert out["status"] == "ok" and v["loss"]["selected_on"] == "validation"
+    assert v["loss"]["validation_bpb"] <= TARGET and v["latency"]["source"] == "predicted"
+    assert {"params_total", "file_bytes", "onnx_file", "onnx_sha256", "peak_memory_bytes", "cost"} <= set(v)
+    results = json.loads((run_dir / "results.json").read_text())
+    p = results["protocol"]
+    corpus = load_corpus(CorpusConfig())
+    assert corpus["test"].sha256 == p["test_split_sha256"]
+    got = onnx_loss(v["onnx_file"], corpus["test"], p["context_length"], p["stride"], p["max_tokens"], p["batch_size"])
+    assert got.bits_per_byte == pytest.approx(v["loss"]["test_bpb"], rel=1e-3)
+    assert (got.bits_per_byte <= TARGET) == v["loss"]["test_meets_target"]
+    # results.json carries the same answer for the study's target on every study device
+    stored = results["analysis"]["picks"]["rpi5-8gb"]
+    assert stored["variant"]["variant_id"] == v["variant_id"] and stored["cost_axis"] == out["cost_axis"]
+    assert set(results["analysis"]["picks"]) == {"host", "rpi5-8gb"}
+    # resident weights (embedding tables in full) + KV + an activation exceed what a token streams
+    assert all(c["peak_memory_bytes"] > c["weight_bytes"] + c["kv_bytes_at_context"] for c in costs(results))
+
+
+@pytest.mark.slow
+def test_pick_text_plan_and_infeasible(run_dir):
+    text = _cli("pick", run_dir, "--target-loss", TARGET, "--device", "host")
+    assert text.returncode == 0 and "pick: " in text.stderr and "measured" in text.stderr
+    low = _cli("pick", run_dir, "--target-loss", 0.5, "--device", "rpi5-8gb", "--json")
+    body = json.loads(low.stdout)
+    assert body["status"] in ("plan", "infeasible") and body["reason"]
+    assert low.returncode == (3 if body["status"] == "infeasible" else 0)
+
+
+@pytest.mark.slow
+def test_compare_json_has_its_fields(run_dir):
+    r = _cli("compare", run_dir, "--size", "b", "--device", "rpi5-8gb", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    rows = {row["recipe"]: row for row in out["sizes"][0]["rows"]}
+    assert set(rows) == {"fp32", "int8_dynamic"} and out["baseline"] == "fp32"
+    q = rows["int8_dynamic"]
+    for field in ("delta_validation_bpb", "delta_test_bpb", "file_bytes", "on_frontier", "flags", "device_latency"):
+        assert field in q
+    s = q["host_decode_speedup"]
+    assert s["low"] <= s["speedup"] <= s["high"] and isinstance(s["within_noise"], bool)
+    assert q["file_ratio"] < 1  # int8 weights: a smaller file
+    assert _cli("compare", run_dir).returncode == 0
+
+
+@pytest.mark.slow
+def test_all_runs_from_the_store(run_dir, tmp_path):
+    from edgescale.store import record_run
+
+    db = tmp_path / "store.db"
+    record_run(db, run_dir)
+    r = _cli("pick", "--all-runs", "--db", db, "--target-loss", TARGET, "--device", "host", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "ok" and out["runs"] == [str(run_dir.resolve())]
