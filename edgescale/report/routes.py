@@ -129,6 +129,9 @@ def _law_route(law, info, unit: float, target: float, device: str, served: float
     }
 
 
+TIE = 0.01  # routes closer than this in lifetime cost are a tie, not a verdict
+
+
 def _verdict(device: str, small: dict | None, big: dict | None, served: float) -> dict:
     if not (small and big):
         missing = "train small (a baseline-recipe ladder size)" if not small else "train big and compress"
@@ -138,6 +141,14 @@ def _verdict(device: str, small: dict | None, big: dict | None, served: float) -
     cheaper, dearer = (small, big) if small[by] <= big[by] else (big, small)
     name = "train small" if cheaper is small else "train big and compress"
     what = "energy (training on the planner's accelerator + predicted device inference)" if unit == "kWh" else "FLOPs"
+    if dearer[by] <= cheaper[by] * (1 + TIE):
+        return {
+            "cheaper": None,
+            "by": by,
+            "ratio": 1.0,
+            "statement": f"{device}, {served:.3g} served tokens: a tie within {TIE:.0%} in lifetime {what} "
+            f"({small['variant_id']} {small[by]:.3g} {unit}, {big['variant_id']} {big[by]:.3g} {unit})",
+        }
     return {
         "cheaper": name,
         "by": by,
