@@ -26,13 +26,23 @@ def run(
     study: Annotated[Path | None, typer.Argument(help="study YAML (default: the built-in default study)")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="run directory (default: runs/<study name>/)")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="no progress output")] = False,
+    executor: Annotated[
+        str, typer.Option("--executor", help="local (default) | ray: variants and latency as Ray tasks")
+    ] = "local",
+    address: Annotated[
+        str | None, typer.Option("--address", help="with --executor ray: an existing cluster (default: start one here)")
+    ] = None,
 ) -> None:
     """Run a study end to end: train, export, compress, measure, report."""
+    from edgescale.executor import check_executor
     from edgescale.pipeline import run_study
     from edgescale.progress import Reporter
 
-    run_dir = run_study(study, out, Reporter(quiet=quiet))
-    err.print(f"wrote {run_dir}/results.json, frontier.png, report.html")
+    check_executor(executor)
+    if address and executor != "ray":
+        raise UserError("only with --executor ray", field="--address")
+    run_dir = run_study(study, out, Reporter(quiet=quiet), executor, address)
+    err.print(f"wrote {run_dir}/results.json, report.html, summary.md and the figures")
 
 
 @app.command()
@@ -52,8 +62,12 @@ def validate(
 
     for f in files:
         if f.suffix == ".onnx":
-            from edgescale.export.mobile import op_coverage
+            from edgescale.export.mobile import TARGETS, op_coverage
+            from edgescale.guard import probe_onnx
 
+            if target not in TARGETS:
+                raise UserError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}", field="--target")
+            probe_onnx(f, need_session=False)  # a native crash or hang in a child, not here
             cov = op_coverage(f, target)
             if not cov.complete:
                 raise UserError(cov.message(), file=f, field=f"--target {target}")
@@ -74,9 +88,71 @@ def export(
 
     if fmt != "ort":
         raise UserError(f"unknown format {fmt!r}; allowed: ort", field="--format")
-    if not model.is_file():
-        raise UserError("file not found", file=model)
+    from edgescale.guard import probe_onnx
+
+    probe_onnx(model)  # file exists, is ONNX, and onnxruntime opens it without crashing
     err.print(f"wrote {to_ort_format(model, out)}")
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Argument(help="an ONNX causal LM (edgescale's or optimum's signature)")],
+    study: Annotated[
+        Path | None, typer.Option("--study", help="study whose corpus and evaluation protocol score the loss")
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer",
+            help="Hugging Face tokenizer folder, or bytes (default: the model's folder if it holds one, else bytes)",
+        ),
+    ] = None,
+    prompt_len: Annotated[int, typer.Option("--prompt-len", help="prefill prompt length (tokens)")] = 64,
+    context: Annotated[int, typer.Option("--context", help="context at which one decode step is timed")] = 128,
+    repeats: Annotated[int, typer.Option(help="timed repeats")] = 30,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads")] = 2,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="scored tokens (default: the study's)")] = None,
+    no_loss: Annotated[bool, typer.Option("--no-loss", help="latency only")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Measure a user's ONNX causal LM: prefill and decode latency here, and held-out loss in bits per byte."""
+    from edgescale.guard import probe_onnx
+    from edgescale.hf.onnx_file import bench as run_bench
+
+    probe_onnx(model)  # an untrusted file: opened in a child process first
+
+    for name, value in (("--prompt-len", prompt_len), ("--repeats", repeats - 2), ("--threads", threads)):
+        if not value > 0:
+            raise UserError(f"must be positive (repeats >= 3), got {value:g}", field=name)
+    if context < 2:
+        raise UserError("must be >= 2", field="--context")
+    result = run_bench(model, study, tokenizer, prompt_len=prompt_len, decode_context=context, repeats=repeats,
+                       threads=threads, max_tokens=max_tokens, loss=not no_loss)  # fmt: skip
+    _emit(result, as_json)
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="an ONNX causal LM")],
+    recipe: Annotated[str, typer.Option("--recipe", help="built-in recipe name or recipe YAML (ONNX-stage steps)")],
+    out: Annotated[Path | None, typer.Option("--out", help="output file (default: MODEL.<recipe>.onnx)")] = None,
+    study: Annotated[Path | None, typer.Option("--study", help="corpus for calibrating steps (int8_static)")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="tokenizer folder for calibration, or bytes")] = (
+        None
+    ),
+) -> None:
+    """Apply a recipe's ONNX-stage steps (quantize.*, optimize.*) to an ONNX causal LM."""
+    from edgescale.guard import probe_onnx
+    from edgescale.hf.onnx_file import quantize as run_quantize
+
+    probe_onnx(model)  # an untrusted file: opened in a child process first
+
+    path, records = run_quantize(model, recipe, out, study, tokenizer)
+    for r in records:
+        counts = r["metrics"].get("op_counts", {})
+        quantized = {k: v for k, v in counts.items() if "Integer" in k or "NBits" in k or "QLinear" in k}
+        err.print(f"  {r['op']}: {quantized or 'done'}", markup=False)
+    err.print(f"wrote {path}")
 
 
 EXIT_INFEASIBLE = 3  # a target no model can reach: an answer, not an error
@@ -387,9 +463,9 @@ def predict(
 
 def _predict_graph(model: Path, device: str, context: int, prompt_tokens: int, calibration: Path) -> dict:
     from edgescale.bench.ort_model import OrtCausalLM
+    from edgescale.guard import probe_onnx
 
-    if not model.is_file():
-        raise UserError("file not found", file=model)
+    probe_onnx(model)  # a native crash or hang in a child, not here
     OrtCausalLM(model)  # one message naming the file when it is not a causal LM
     if device == "host":
         from edgescale.bench.calibrate import load_calibration

@@ -171,6 +171,20 @@ class CustomModelConfig(Strict):
         return self
 
 
+class HFModelConfig(Strict):
+    """A pretrained Hugging Face causal LM in a local folder (never downloaded); see :mod:`edgescale.hf`."""
+
+    path: str = Field(description="folder with config.json and model.safetensors (relative to the study file)")
+    name: Name = Field("hf", description="label of this model in variant ids")
+    tokenizer: Literal["auto", "bytes"] = Field(
+        "auto", description="auto: the folder's own tokenizer if it has one, else bytes; bytes: byte ids (vocab >= 256)"
+    )
+    block_size: int = Field(128, ge=8, le=32768, description="context for evaluation, measurement and recovery")
+    train_tokens: int | None = Field(
+        None, ge=1, description="tokens the checkpoint was trained on, if known (caps distill.recover's budget)"
+    )
+
+
 class DistillationConfig(Strict):
     teacher: Name = Field(description="ladder size whose trained model teaches (usually the largest)")
     students: list[Name] = Field(min_length=1, description="ladder sizes trained again, by distillation")
@@ -185,6 +199,9 @@ class Study(Strict):
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     ladder: LadderConfig | None = Field(None, description="the GPT family to train (or give model:)")
     model: CustomModelConfig | None = Field(None, description="bring your own module instead of the GPT ladder")
+    hf_model: HFModelConfig | None = Field(
+        None, description="a local Hugging Face causal LM instead of the GPT ladder (exported through optimum)"
+    )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
@@ -201,13 +218,17 @@ class Study(Strict):
 
     @model_validator(mode="after")
     def _ladder_or_model(self) -> Study:
-        if (self.ladder is None) == (self.model is None):
-            raise ValueError("give exactly one of ladder (the GPT family) or model (your own module)")
+        if sum(x is not None for x in (self.ladder, self.model, self.hf_model)) != 1:
+            raise ValueError(
+                "give exactly one of ladder (the GPT family), model (your own module) or hf_model (a local "
+                "Hugging Face model)"
+            )
         return self
 
     @property
     def block_size(self) -> int:
-        return self.ladder.block_size if self.ladder else self.model.block_size
+        source = self.ladder or self.model or self.hf_model
+        return source.block_size
 
     @model_validator(mode="after")
     def _distillation_names(self) -> Study:
@@ -342,6 +363,8 @@ def read_yaml(path: Path) -> dict:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         raise UserError(f"invalid YAML: {where}{getattr(e, 'problem', None) or e}", file=path) from None
+    except (ValueError, OverflowError, RecursionError) as e:  # e.g. the date 2001-02-30; nesting too deep
+        raise UserError(f"invalid YAML: {type(e).__name__}: {e}", file=path) from None
     if not isinstance(data, dict):
         raise UserError(f"expected a mapping at the top level, got {type(data).__name__}", file=path)
     return data
@@ -430,9 +453,10 @@ def validate_file(path: Path) -> str:
 
         load_device_file(path)
         return "device"
-    if "ladder" in data or "model" in data:
+    if "ladder" in data or "model" in data or "hf_model" in data:
         load_study(path)
         return "study"
     raise UserError(
-        "not a study (needs 'ladder' or 'model'), a recipe (needs 'steps') or a device (needs 'peak_gops')", file=path
+        "not a study (needs 'ladder', 'model' or 'hf_model'), a recipe (needs 'steps') or a device (needs 'peak_gops')",
+        file=path,
     )

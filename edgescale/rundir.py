@@ -12,6 +12,13 @@ Layout of ``runs/<study>/``::
 
 A unit of work is reused when its record exists and every artifact it names is present
 with the recorded hash; an artifact that fails its hash is quarantined, never used.
+A run killed at any point leaves at most temp files (removed by the next run, which
+holds the lock) and unrecorded work, which is redone.
+
+Kill-test hook: with ``EDGESCALE_KILL_AT=store:<file name>`` set, the process SIGKILLs
+itself when a finished step hands that output file (e.g. ``model.int8_dynamic.onnx``) to
+:meth:`RunDir.store`, before it is moved into ``artifacts/`` and recorded: the exact
+point a crash costs most. tests/test_kill.py uses it; unset, it does nothing.
 """
 
 from __future__ import annotations
@@ -21,12 +28,21 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 from collections.abc import Callable
 from pathlib import Path
 
 from edgescale.atomic import write_json
 from edgescale.errors import UserError
 from edgescale.export.canonical import artifact_sha256
+
+KILL_ENV = "EDGESCALE_KILL_AT"
+
+
+def kill_point(name: str) -> None:
+    """SIGKILL this process here if ``$EDGESCALE_KILL_AT`` names this point (see the module doc)."""
+    if os.environ.get(KILL_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def key_of(kind: str, **parts) -> str:
@@ -53,6 +69,12 @@ class RunDir:
                 file=self.root,
             ) from None
         self._lock_fd = fd
+        # Temp files of writes that a killed run never finished (see edgescale.atomic);
+        # with the lock held, nothing else is writing them.
+        for tmp in self.root.rglob(".*.tmp"):
+            if tmp.is_file():
+                tmp.unlink()
+        shutil.rmtree(self.root / "work", ignore_errors=True)  # scratch of steps a killed run left
         return self
 
     def __exit__(self, *exc) -> None:
@@ -62,13 +84,21 @@ class RunDir:
             self._lock_fd = None
 
     # -- paths -----------------------------------------------------------------
+    def inside(self, rel: str | Path) -> Path:
+        """``root/rel``, refusing a path that leaves the run directory (``..``, absolute, a link out)."""
+        p = self.root / rel
+        if not p.resolve().is_relative_to(self.root.resolve()):
+            raise UserError(f"path {str(rel)!r} leaves the run directory; refused", file=self.root)
+        return p
+
     def path(self, *parts: str) -> Path:
-        p = self.root.joinpath(*parts)
+        p = self.inside(Path(*parts))
         p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
     def work_dir(self, key: str) -> Path:
-        d = self.root / "work" / key[:20]
+        """Scratch space of one step in this process (Ray tasks may run the same step at once)."""
+        d = self.root / "work" / f"{key[:20]}-{os.getpid()}"
         if d.exists():
             shutil.rmtree(d)  # left by an interrupted step: never trusted
         d.mkdir(parents=True)
@@ -77,17 +107,18 @@ class RunDir:
     # -- artifacts -------------------------------------------------------------
     def store(self, src: Path) -> tuple[Path, str]:
         """Move ``src`` into artifacts/ under its content hash; return (relative path, sha256)."""
+        kill_point(f"store:{src.name}")
         sha = artifact_sha256(src)
         rel = Path("artifacts") / f"{sha[:20]}{src.suffix}"
         dst = self.path(str(rel))
-        if dst.exists() and artifact_sha256(dst) == sha:
+        if dst.exists() and self.verify(str(rel), sha):  # a corrupt one is quarantined, then replaced
             src.unlink()
         else:
             os.replace(src, dst)
         return rel, sha
 
     def verify(self, rel: str, sha: str) -> bool:
-        p = self.root / rel
+        p = self.inside(rel)
         if not p.exists():
             return False
         try:
@@ -108,10 +139,17 @@ class RunDir:
             return None
         try:
             rec = json.loads(p.read_text())
-        except json.JSONDecodeError:
-            p.unlink()
+            arts = rec["_artifacts"]
+            for rel, sha in arts.items():
+                if not isinstance(sha, str):
+                    raise TypeError(f"hash of {rel} is not a string")
+                self.inside(rel)  # a record may only name files in this run directory
+        except (ValueError, KeyError, TypeError, AttributeError, UserError) as e:
+            quarantine = self.path("quarantine", p.name)
+            os.replace(p, quarantine)
+            self.log(f"cache record {p.name} is not a valid record ({e}): moved to {quarantine}, redoing its work")
             return None
-        for rel, sha in rec.get("_artifacts", {}).items():
+        for rel, sha in arts.items():
             if not self.verify(rel, sha):
                 return None
         return rec

@@ -117,6 +117,7 @@ def machine_info(threads: int) -> dict:
     except OSError:
         pass
     return {
+        "hostname": platform.node(),  # which host measured (Ray runs spread over several)
         "cpu_model": cpu,
         "logical_cpus": os.cpu_count(),
         "threads": threads,

@@ -25,8 +25,13 @@ from pathlib import Path
 from edgescale.compress.registry import Chain, Step
 from edgescale.errors import UserError
 
-WEIGHT_QUANTIZERS = ("quantize.int8_dynamic", "quantize.int8_static", "quantize.int4_weight_only")
-INT8 = ("quantize.int8_dynamic", "quantize.int8_static")
+WEIGHT_QUANTIZERS = (
+    "quantize.int8_dynamic",
+    "quantize.int8_static",
+    "quantize.int4_weight_only",
+    "quantize.optimum_preset",
+)
+INT8 = ("quantize.int8_dynamic", "quantize.int8_static", "quantize.optimum_preset")
 FP16 = "quantize.fp16"
 
 

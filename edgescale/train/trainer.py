@@ -194,7 +194,10 @@ def load_model(path: Path, expect=None) -> tuple[torch.nn.Module, dict]:
     return model.eval(), meta
 
 
-def _save_resume(model: GPT, opt: torch.optim.Optimizer, step: int, curve: list, out: Path, key: str) -> None:
+def _save_resume(model: GPT, opt: torch.optim.Optimizer, step: int, curve: list, seen: tuple, out: Path, key: str):
+    """Model, AdamW state and loop state (curve, the running train-loss sum since the last
+    curve point) at ``step``. The step is in both files, so a kill between the two writes
+    leaves a pair that :func:`_load_resume` refuses rather than mixes."""
     tensors = {f"model.{k}": v for k, v in _weights(model).items()}
     names = {id(p): n for n, p in model.named_parameters()}
     for group in opt.param_groups:
@@ -202,17 +205,24 @@ def _save_resume(model: GPT, opt: torch.optim.Optimizer, step: int, curve: list,
             for k, v in opt.state.get(p, {}).items():
                 tensors[f"opt.{names[id(p)]}.{k}"] = v.detach().clone().reshape(v.shape)
     with atomic_path(out / "resume.safetensors") as tmp:
-        save_file(tensors, str(tmp))
-    write_json(out / "resume.json", {"key": key, "step": step, "curve": curve})
+        save_file(tensors, str(tmp), metadata={"key": key, "step": str(step)})
+    write_json(out / "resume.json", {"key": key, "step": step, "curve": curve, "seen": list(seen)})
 
 
-def _load_resume(model: GPT, opt: torch.optim.Optimizer, out: Path, key: str) -> tuple[int, list]:
+def _load_resume(model: GPT, opt: torch.optim.Optimizer, out: Path, key: str) -> tuple[int, list, tuple]:
+    from safetensors import SafetensorError, safe_open
+
     state_file, meta_file = out / "resume.safetensors", out / "resume.json"
     if not (state_file.exists() and meta_file.exists()):
-        return 0, []
-    meta = json.loads(meta_file.read_text())
-    if meta.get("key") != key:
-        return 0, []
+        return 0, [], (0.0, 0)
+    try:
+        meta = json.loads(meta_file.read_text())
+        with safe_open(str(state_file), "pt") as f:
+            stored = f.metadata() or {}
+    except (json.JSONDecodeError, SafetensorError):
+        return 0, [], (0.0, 0)  # unreadable resume state is scratch, never trusted
+    if meta.get("key") != key or stored != {"key": key, "step": str(meta.get("step"))} or "seen" not in meta:
+        return 0, [], (0.0, 0)  # another run's state, or a pair torn by a kill: start over
     tensors = load_file(str(state_file))
     _load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     for name, p in model.named_parameters():
@@ -220,7 +230,7 @@ def _load_resume(model: GPT, opt: torch.optim.Optimizer, out: Path, key: str) ->
         st = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         if st:
             opt.state[p] = st
-    return int(meta["step"]), list(meta["curve"])
+    return int(meta["step"]), list(meta["curve"]), (float(meta["seen"][0]), int(meta["seen"][1]))
 
 
 @dataclass
@@ -330,7 +340,7 @@ def train(
     extra = sum(k for at, k in branches.items() if at + k != steps)
     model = (copy.deepcopy(init) if init is not None else build_model(model_cfg, seed=seed)).train()
     opt = _optimizer(model, cfg)
-    start, curve = _load_resume(model, opt, out_dir, key)
+    start, curve, (seen_loss, seen) = _load_resume(model, opt, out_dir, key)
     if teacher is not None:
         teacher = teacher.eval()
     run = _Run(
@@ -349,7 +359,6 @@ def train(
     run.done_steps = start + sum(k for at, k in branches.items() if at <= start and at + k != steps)
     resumed = run.done_steps
     final = model
-    seen_loss, seen = 0.0, 0
     for step in range(start, main_steps):
         loss = _sgd_step(run, model, opt, step, lr_at(step, steps, cfg))
         run.tick(loss, resumed)
@@ -370,7 +379,7 @@ def train(
         if step + 1 in branches and step + 1 + branches[step + 1] < steps:
             curve.append(_cooled_branch(run, model, opt, step + 1, branches[step + 1], resumed)[1])
         if (step + 1) % cfg.checkpoint_every_steps == 0 and step + 1 < main_steps:
-            _save_resume(model, opt, step + 1, curve, out_dir, key)
+            _save_resume(model, opt, step + 1, curve, (seen_loss, seen), out_dir, key)
     if branches:
         final, point = _cooled_branch(run, model, opt, main_steps, steps - main_steps, resumed)
         curve.append(point)

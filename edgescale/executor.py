@@ -1,0 +1,176 @@
+"""Where a study's independent work runs: here (``local``, the default) or as Ray tasks.
+
+A study's variants are independent once the ladder is trained: each (size, recipe) chain
+— its steps, its scratch twin, its held-out loss — is one task, and host latency is one
+task that takes a whole node. Both executors run the same :class:`Pipeline` methods on
+the same run directory, so artifacts, cache records and hashes are identical; the
+driver then assembles the results from the cache (every lookup a reuse) and is the only
+process that writes ``results.json``, the report and the results store.
+
+Ray (``pip install 'edgescale[ray]'``) is imported only here. Tasks write artifacts and
+cache records into the run directory the way a local run does (temp file + rename,
+content-addressed names), so on a multi-node cluster the run directory must be on a
+filesystem every node mounts at the same path. The measurement task asks for every CPU
+of a node plus one unit of the custom resource ``edgescale_host``, which each node
+offers once, so two measurements never share a host; the record names the host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgescale.errors import UserError
+
+if TYPE_CHECKING:
+    from edgescale.pipeline import Pipeline
+
+EXECUTORS = ("local", "ray")
+HOST_RESOURCE = "edgescale_host"  # offered once per node: a measurement holds a whole host
+RAY_VERSION = "2.60.0"
+
+
+def check_executor(executor: str) -> None:
+    """Refuse an unknown executor, or Ray when it is not installed, before any work starts."""
+    if executor not in EXECUTORS:
+        raise UserError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}", field="--executor")
+    if executor == "ray":
+        _import_ray()
+
+
+def _import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError(
+            f"the ray executor needs Ray: pip install 'edgescale[ray]' (ray=={RAY_VERSION})", field="--executor"
+        ) from None
+    return ray
+
+
+def run_chains(pipe: Pipeline, trained: dict[str, dict], executor: str = "local", address: str | None = None):
+    """Every (size, recipe) variant and scratch twin: ``(variants, twins)`` keyed by variant id.
+
+    With ``ray``, the held-out losses and the host measurement are computed by tasks too
+    and recorded in the run directory, where the driver's own calls then find them.
+    """
+    if executor == "local":
+        variants, twins = {}, {}
+        for p in pipe.plans:
+            for c in pipe.chains:
+                vid = f"{p.name}/{c.name}"
+                variants[vid] = pipe.run_chain(p, c, trained[p.name])
+                if twin := pipe.scratch_twin(p, c, variants[vid], trained[p.name]):
+                    twins[vid] = twin
+        return variants, twins
+    if executor == "ray":
+        return _run_on_ray(pipe, trained, address)
+    raise UserError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}", field="--executor")
+
+
+# --------------------------------------------------------------------------- Ray tasks
+def _pipeline(inputs, run_dir: str) -> Pipeline:
+    """A task's view of the run: the driver holds the run directory's lock for the whole run."""
+    from edgescale.pipeline import Pipeline
+    from edgescale.progress import Reporter
+    from edgescale.rundir import RunDir
+
+    return Pipeline(inputs, RunDir(Path(run_dir)), Reporter(quiet=True))
+
+
+def _chain_task(inputs, run_dir: str, plan, chain, trained: dict) -> tuple[dict, dict | None]:
+    from edgescale.pipeline import SPLITS
+
+    pipe = _pipeline(inputs, run_dir)
+    out = pipe.run_chain(plan, chain, trained)
+    twin = pipe.scratch_twin(plan, chain, out, trained)
+    for split in SPLITS:  # strict for the exported float graph, as in run_study
+        pipe.loss(out["artifact"], out["sha256"], split, out["last_op"] == "export.onnx")
+    return out, twin
+
+
+def _measure_task(inputs, run_dir: str, variants: dict) -> str:
+    import socket
+
+    _pipeline(inputs, run_dir).measure(variants)
+    return socket.gethostname()
+
+
+def _connect(address: str | None):
+    ray = _import_ray()
+    if address:
+        try:
+            ray.init(address=address, log_to_driver=False, configure_logging=False)
+        except Exception as e:  # noqa: BLE001 -- Ray's connection errors have no common type
+            raise UserError(f"cannot connect to the Ray cluster: {str(e).splitlines()[0]}", field="--address") from None
+        if ray.cluster_resources().get(HOST_RESOURCE, 0) < 1:
+            ray.shutdown()
+            raise UserError(
+                f"no node of the cluster at {address} offers the custom resource {HOST_RESOURCE!r}; start each "
+                f"node with: ray start ... --resources='{{\"{HOST_RESOURCE}\": 1}}'",
+                field="--address",
+            )
+        return ray, False
+    # A local instance on loopback, one measurement slot; Ray's dashboard and usage stats off.
+    ray.init(
+        resources={HOST_RESOURCE: 1},
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        _node_ip_address="127.0.0.1",
+    )
+    return ray, True
+
+
+def _wait(ray, refs: list, on_done: Callable[[int, object], None]) -> None:
+    """Wait for every task, reporting each as it finishes; a task's UserError is the run's."""
+    pending = {r: i for i, r in enumerate(refs)}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        i = pending.pop(done[0])
+        try:
+            on_done(i, ray.get(done[0]))
+        except ray.exceptions.RayTaskError as e:
+            cause = getattr(e, "cause", None)
+            if isinstance(cause, UserError):
+                raise cause from None
+            raise
+
+
+def _run_on_ray(pipe: Pipeline, trained: dict[str, dict], address: str | None):
+    from edgescale.pipeline import Inputs
+
+    ray, started = _connect(address)
+    try:
+        inputs = ray.put(Inputs(pipe.study, Path(), pipe.corpus, pipe.chains, pipe.plans))
+        run_dir = str(pipe.rd.root.resolve())
+        # One CPU per chain task; the training inside (scratch twins) uses the study's threads.
+        chain = ray.remote(num_cpus=1, max_retries=0)(_chain_task)
+        jobs = [(p, c) for p in pipe.plans for c in pipe.chains]
+        refs = [chain.remote(inputs, run_dir, p, c, trained[p.name]) for p, c in jobs]
+        variants, twins = {}, {}
+
+        def chain_done(i: int, got) -> None:
+            p, c = jobs[i]
+            vid = f"{p.name}/{c.name}"
+            variants[vid], twin = got
+            if twin:
+                twins[vid] = twin
+            pipe.rep.done(f"{vid} on ray", got[0]["artifact"])
+
+        with pipe.rep.status(f"{len(jobs)} variants as Ray tasks"):
+            _wait(ray, refs, chain_done)
+        variants = {f"{p.name}/{c.name}": variants[f"{p.name}/{c.name}"] for p, c in jobs}  # the local order
+
+        # Latency: one task holding a whole node (all its CPUs and its one edgescale_host unit).
+        node_cpus = max(n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"])
+        measure = ray.remote(num_cpus=node_cpus, resources={HOST_RESOURCE: 1}, max_retries=0)(_measure_task)
+        with pipe.rep.status("host latency as a Ray task holding a whole node"):
+            _wait(
+                ray, [measure.remote(inputs, run_dir, variants)], lambda _, host: pipe.rep.info(f"measured on {host}")
+            )
+        return variants, twins
+    finally:
+        if started:
+            ray.shutdown()

@@ -1,0 +1,177 @@
+"""A user's own ONNX causal LM: measure it (``edgescale bench``) and compress it (``edgescale quantize``).
+
+The file must have the causal-LM signature edgescale and optimum share (``input_ids`` →
+``logits``, with ``attention_mask``, ``position_ids`` and ``past_key_values.{i}.*`` /
+``present.{i}.*`` for a KV cache); :class:`edgescale.bench.ort_model.OrtCausalLM`
+detects it and refuses anything else with one message naming the file. The loss is
+measured on a study's validation split (the built-in default study unless one is given),
+in the model's own tokens when a tokenizer is given (``--tokenizer DIR``, or found beside
+the file, as optimum's exports leave it), else in bytes; either way in bits per byte.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+from edgescale.errors import UserError
+
+
+def check_causal_lm(path: Path):
+    """An onnxruntime session over ``path``, or a UserError naming the file and what is wrong."""
+    from edgescale.bench.ort_model import OrtCausalLM
+
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("file not found", file=path)
+    return OrtCausalLM(path)
+
+
+def resolve_tokenizer(model: Path, tokenizer: str | None):
+    """(tokenizer or None for bytes, its description). ``None``: the model's folder if it has one."""
+    from edgescale.hf.source import TOKENIZER_FILES, load_tokenizer
+
+    if tokenizer == "bytes":
+        return None, "bytes"
+    folder = Path(tokenizer) if tokenizer else Path(model).parent
+    if tokenizer and not folder.is_dir():
+        raise UserError("not a folder with a Hugging Face tokenizer (or 'bytes')", file=folder, field="--tokenizer")
+    if not any((folder / f).exists() for f in TOKENIZER_FILES):
+        if tokenizer:
+            raise UserError(f"no tokenizer files ({', '.join(TOKENIZER_FILES)})", file=folder, field="--tokenizer")
+        return None, "bytes"
+    tok = load_tokenizer(folder)
+    return tok, f"{type(tok).__name__} ({folder})"
+
+
+def _vocab(lm) -> int:
+    v = lm.session.get_outputs()[0].shape[-1]
+    if not isinstance(v, int):
+        raise UserError("the logits output has no fixed vocabulary size (last dimension)", file=lm.path)
+    return v
+
+
+def bench(
+    model: Path,
+    study: Path | None = None,
+    tokenizer: str | None = None,
+    *,
+    prompt_len: int = 64,
+    decode_context: int = 128,
+    repeats: int = 30,
+    threads: int = 2,
+    max_tokens: int | None = None,
+    loss: bool = True,
+) -> dict:
+    """Prefill and decode latency on this host and held-out loss (bits per byte) of an ONNX causal LM."""
+    from edgescale.bench.measure import MeasureSpec, measure_variants
+
+    lm = check_causal_lm(model)
+    vocab = _vocab(lm)
+    spec = MeasureSpec(prompt_len=prompt_len, decode_context=decode_context, repeats=repeats, threads=threads)
+    report = measure_variants({"model": Path(model)}, spec)
+    v = report.variants["model"]
+    out = {
+        "model": str(model),
+        "signature": {
+            "n_layer": lm.sig.n_layer,
+            "kv_heads": list(lm.sig.layer_heads) if lm.sig.has_cache else None,
+            "kv_cache": lm.sig.has_cache,
+            "vocab_size": vocab,
+        },
+        "latency": {
+            "latency_source": "measured",
+            "prefill_ms_p50": v.prefill_ms_p50,
+            "prefill_ms_p90": v.prefill_ms_p90,
+            "decode_ms_p50": v.decode_ms_p50,
+            "decode_ms_p90": v.decode_ms_p90,
+            "decode_tokens_per_s": v.decode_tokens_per_s,
+            "decode": v.decode,
+            **spec.model_dump(include={"prompt_len", "decode_context", "repeats", "threads"}),
+        },
+        "machine": report.machine,
+    }
+    if loss:
+        out["loss"] = _loss(lm, vocab, study, tokenizer, max_tokens)
+    return out
+
+
+def _loss(lm, vocab: int, study: Path | None, tokenizer: str | None, max_tokens: int | None) -> dict:
+    from edgescale.bench.loss import score
+    from edgescale.config import load_study
+    from edgescale.data.corpus import load_corpus
+    from edgescale.hf.tokens import TokenizedCorpus, to_bits_per_byte, tokenize_split
+
+    st, path = load_study(study)
+    tok, described = resolve_tokenizer(lm.path, tokenizer)
+    if tok is None and vocab < 256:
+        raise UserError(f"byte ids need >= 256 logits; this model has {vocab}: give --tokenizer DIR", file=lm.path)
+    corpus = load_corpus(st.corpus, path.parent)
+    split, ends = tokenize_split(corpus["validation"], tok, vocab)
+    e = st.evaluation
+    n = max_tokens or e.max_tokens
+    res = score(lm.logits, split, e.context_length, e.stride, n, e.batch_size)
+    tc = TokenizedCorpus(corpus, {"validation": ends}, described)
+    res = to_bits_per_byte(res, tc, "validation")
+    return {
+        **{k: getattr(res, k) for k in ("bits_per_byte", "nats_per_token", "tokens", "bytes")},
+        "split": "validation",
+        "split_sha256": corpus["validation"].sha256,
+        "tokenizer": described,
+        "study": str(path),
+        "context_length": e.context_length,
+        "stride": e.stride,
+    }
+
+
+def quantize(
+    model: Path, recipe: str, out: Path | None = None, study: Path | None = None, tokenizer: str | None = None
+) -> tuple[Path, list[dict]]:
+    """Apply a recipe's ONNX-stage steps to ``model``; returns (output path, each step's metrics)."""
+    from edgescale.atomic import atomic_path
+    from edgescale.compress.registry import EXPORT_OP, StepContext
+    from edgescale.compress.rules import needs_calibration
+    from edgescale.config import load_recipe
+
+    lm = check_causal_lm(model)
+    chain = load_recipe(recipe, Path.cwd())
+    torch_steps = [s.op for s in chain.steps if s.definition.takes == "torch" and s.op != EXPORT_OP]
+    if torch_steps:
+        raise UserError(
+            f"recipe {chain.name} has torch-stage steps ({', '.join(torch_steps)}), which need the model in "
+            "torch; quantize applies ONNX-stage steps only (quantize.*, optimize.*)",
+            field="--recipe",
+        )
+    steps = [s for s in chain.steps if s.definition.takes == "onnx"]
+    if not steps:
+        raise UserError(f"recipe {chain.name} has no ONNX-stage steps: nothing to apply", field="--recipe")
+    calibration = None
+    if any(needs_calibration(s) for s in steps):
+        calibration = _train_tokens(lm, study, tokenizer)
+    out = Path(out) if out else Path(model).with_name(f"{Path(model).stem}.{chain.name}.onnx")
+    records = []
+    with tempfile.TemporaryDirectory(prefix="edgescale-quantize-") as tmp:
+        current = Path(model)
+        for i, step in enumerate(steps):
+            work = Path(tmp) / f"{i}"
+            work.mkdir()
+            ctx = StepContext(work_dir=work, log=lambda m: None, calibration=calibration)
+            current = step.definition.fn(current, step.config, ctx)
+            records.append({"op": step.op, "metrics": ctx.metrics})
+        check_causal_lm(current)  # the result still loads and keeps the signature
+        with atomic_path(out) as dst:
+            shutil.copyfile(current, dst)
+    return out, records
+
+
+def _train_tokens(lm, study: Path | None, tokenizer: str | None):
+    """The study's train split in the model's tokens: calibration data for int8_static / GPTQ."""
+    from edgescale.config import load_study
+    from edgescale.data.corpus import load_corpus
+    from edgescale.hf.tokens import tokenize_split
+
+    st, path = load_study(study)
+    tok, _ = resolve_tokenizer(lm.path, tokenizer)
+    split, _ = tokenize_split(load_corpus(st.corpus, path.parent)["train"], tok, _vocab(lm))
+    return split.tokens.astype("int64")

@@ -1,0 +1,104 @@
+"""The study's corpus in a model's own tokens, and held-out loss in bits per byte.
+
+Each split's text (UTF-8, as :mod:`edgescale.data.corpus` loaded it) is tokenized in one
+pass without special tokens. For every token we keep the number of text bytes covered by
+the tokens up to and including it (``byte_ends``), from the tokenizer's character
+offsets: token i is charged the bytes between the end of token i-1 and its own end, so
+the charges partition the text and sum to its byte length whatever the tokenizer does
+with spaces or byte fallback. Scoring then runs the same windows as for byte models
+(:func:`edgescale.bench.loss.score`), and
+
+    bits per byte = Σ nats over the scored tokens / ln 2 / bytes those tokens cover,
+
+which is the quantity a byte-level model reports, so tokenizer and byte models share one
+frontier axis (the convention of the Pile and of Gao et al. 2020). Without a tokenizer
+the ids are the bytes themselves (vocabulary >= 256).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from edgescale.bench.loss import LossResult, score
+from edgescale.data.corpus import Corpus, Split
+from edgescale.errors import UserError
+
+
+@dataclass(frozen=True)
+class TokenizedCorpus:
+    corpus: Corpus  # splits hold the model's token ids (int32); vocab_size is the model's
+    byte_ends: dict[str, np.ndarray]  # per split: text bytes covered by tokens[0..i]
+    tokenizer: str  # "bytes" or the tokenizer's class name
+
+    def __getitem__(self, name: str) -> Split:
+        return self.corpus[name]
+
+    def bytes_covered(self, split: str, first: int, count: int) -> int:
+        """Text bytes of tokens[first : first + count]."""
+        ends = self.byte_ends[split]
+        start = int(ends[first - 1]) if first > 0 else 0
+        return int(ends[first + count - 1]) - start
+
+
+def _char_byte_starts(text: str) -> np.ndarray:
+    """Byte offset of every character, plus the total at the end (len(text) + 1 entries)."""
+    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    widths = 1 + (cps >= 0x80).astype(np.int64) + (cps >= 0x800) + (cps >= 0x10000)
+    return np.concatenate([[0], np.cumsum(widths)])
+
+
+def tokenize_split(split: Split, tokenizer, vocab_size: int) -> tuple[Split, np.ndarray]:
+    """(the split in token ids, byte_ends); ``tokenizer`` None means byte ids."""
+    if tokenizer is None:
+        ids = split.tokens.astype(np.int32)
+        return replace(split, tokens=ids), np.arange(1, ids.size + 1, dtype=np.int64)
+    text = split.tokens.tobytes().decode("utf-8")
+    if not getattr(tokenizer, "is_fast", False):
+        raise UserError(
+            f"{type(tokenizer).__name__} is a slow (Python) tokenizer without character offsets; "
+            "bits per byte needs a fast tokenizer (tokenizer.json) or tokenizer: bytes",
+            field="hf_model.tokenizer",
+        )
+    enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    ids = np.asarray(enc["input_ids"], dtype=np.int64)
+    if ids.size and int(ids.max()) >= vocab_size:
+        raise UserError(
+            f"the tokenizer produces id {int(ids.max())} but the model has {vocab_size} logits",
+            field="hf_model.tokenizer",
+        )
+    char_ends = np.asarray([e for _, e in enc["offset_mapping"]], dtype=np.int64)
+    byte_ends = np.maximum.accumulate(_char_byte_starts(text)[char_ends]) if ids.size else np.zeros(0, np.int64)
+    h = hashlib.sha256(split.sha256.encode())
+    h.update(ids.astype("<i4").tobytes())
+    return Split(split.name, split.works, ids.astype(np.int32), h.hexdigest()), byte_ends
+
+
+def tokenize_corpus(corpus: Corpus, tokenizer, vocab_size: int) -> TokenizedCorpus:
+    splits, ends = {}, {}
+    for name, split in corpus.splits.items():
+        splits[name], ends[name] = tokenize_split(split, tokenizer, vocab_size)
+    name = type(tokenizer).__name__ if tokenizer is not None else "bytes"
+    return TokenizedCorpus(Corpus(corpus.source, splits, vocab_size), ends, name)
+
+
+def hf_onnx_loss(
+    path: Path, tc: TokenizedCorpus, split: str, context_length: int, stride: int, max_tokens: int, batch_size: int
+) -> LossResult:
+    """Loss of an ONNX causal LM through onnxruntime on ``split`` in its own tokens, in bits per byte."""
+    from edgescale.bench.ort_model import OrtCausalLM
+
+    lm = OrtCausalLM(path)
+    res = score(lm.logits, tc[split], context_length, stride, max_tokens, batch_size)
+    return to_bits_per_byte(res, tc, split)
+
+
+def to_bits_per_byte(res: LossResult, tc: TokenizedCorpus, split: str) -> LossResult:
+    """Re-express a token-level score in bits per text byte. The scored targets are the
+    contiguous tokens[1 : 1 + res.tokens] (every window scores its targets once, in order)."""
+    n_bytes = tc.bytes_covered(split, 1, res.tokens)
+    return replace(res, bytes=n_bytes, bits_per_byte=res.nats_per_token * res.tokens / math.log(2) / n_bytes)
