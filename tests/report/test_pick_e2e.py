@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import yaml
+from test_pipeline import TINY
 
 from edgescale.bench.loss import onnx_loss
 from edgescale.config import CorpusConfig
@@ -17,35 +18,10 @@ from edgescale.pipeline import run_study
 from edgescale.progress import Reporter
 
 TARGET = 6.0  # bits per byte: the tiny models reach about 4.9 on validation
-STUDY = {
-    "schema_version": 1,
+STUDY = {  # the pipeline test's tiny ladder, without distillation, with a loss target
+    **{k: v for k, v in TINY.items() if k != "distillation"},
     "name": "tiny-analysis",
-    "seed": 0,
-    "ladder": {
-        "block_size": 32,
-        "sizes": [
-            {"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 16},
-            {"name": "b", "n_layer": 2, "n_head": 2, "n_embd": 32},
-        ],
-    },
-    "training": {
-        "tokens_per_param": 1,
-        "min_tokens": 20_480,
-        "max_tokens": 40_960,
-        "batch_size": 16,
-        "schedule": "wsd",
-        "cooled_fractions": [0.25, 0.5, 1.0],
-        "cooled_eval_tokens": 1024,
-        "eval_every_tokens": 10_240,
-        "eval_tokens": 1024,
-        "threads": 2,
-        "learning_rate": 0.01,
-    },
-    "evaluation": {"context_length": 32, "stride": 32, "max_tokens": 2048, "batch_size": 8},
-    "measurement": {"prompt_len": 16, "decode_context": 32, "repeats": 5, "warmup": 1, "threads": 1},
     "loss_target_bpb": TARGET,
-    "recipes": ["fp32", "int8_dynamic"],
-    "devices": ["host", "rpi5-8gb"],
 }
 
 
