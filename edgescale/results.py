@@ -13,6 +13,21 @@ from edgescale.scaling.study import fit_study
 _ELEM_BYTES = {1: 4, 2: 1, 3: 1, 10: 2, 6: 4, 7: 8, 16: 2, 21: 0.5, 22: 0.5}
 
 
+def read_results(run_dir: Path) -> dict:
+    """A finished run directory's ``results.json``; a missing or corrupt one is a UserError."""
+    import json
+
+    from edgescale.errors import UserError
+
+    path = Path(run_dir) / "results.json"
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError("no results.json: not a finished edgescale run directory", file=run_dir) from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"corrupt results.json: {e}", file=path) from None
+
+
 def onnx_weight_bytes(path: Path) -> int:
     """Weight bytes one decode step streams from memory.
 

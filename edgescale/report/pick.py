@@ -251,17 +251,9 @@ def _memory_excluded(reason: str) -> bool:
 
 def load_run_dir(run_dir: Path) -> Run:
     """A finished run directory's ``results.json``."""
-    import json
+    from edgescale.results import read_results
 
-    from edgescale.errors import UserError
-
-    path = Path(run_dir) / "results.json"
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError("no results.json: not a finished edgescale run directory", file=run_dir) from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"corrupt results.json: {e}", file=path) from None
+    results = read_results(run_dir)
     return Run(str(run_dir), results, str(run_dir))
 
 

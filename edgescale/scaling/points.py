@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,13 +65,10 @@ def read_csv(path: Path) -> Points:
 
 def from_run_dir(run_dir: Path) -> Points:
     """Validation-curve points of every size in a run (N total, loss in nats/token)."""
+    from edgescale.results import read_results  # here: edgescale.results imports the scaling package
+
     path = Path(run_dir) / "results.json"
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError("no results.json: not a finished edgescale run directory", file=run_dir) from None
-    except json.JSONDecodeError as e:
-        raise UserError(f"corrupt results.json: {e}", file=path) from None
+    results = read_results(run_dir)
     sizes = [s for s in results.get("sizes", []) if not s.get("distilled_from")]  # the ladder only
     cooled = [(s, c) for s in sizes for c in s.get("curve", []) if c.get("cooled")]
     uncooled = [(s, c) for s in sizes for c in s.get("curve", [])]
