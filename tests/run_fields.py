@@ -6,12 +6,19 @@ from pathlib import Path
 VARIANT_KEYS = ("onnx_path", "onnx_sha256", "file_bytes", "loss", "cost", "steps", "flags")
 
 
+def _field(variant: dict, key: str):
+    if key == "flags":  # "slower than the baseline (measured)" comes from timing, not from the study
+        return [f for f in variant["flags"] if not f.endswith("(measured)")]
+    return variant[key]
+
+
 def deterministic(run: Path, keys: tuple[str, ...] = VARIANT_KEYS) -> dict:
-    """Artifact hashes, per-variant ``keys`` and training curves (latencies excluded)."""
+    """Artifact hashes, per-variant ``keys`` and training curves (latencies and the flags
+    that come from timing excluded)."""
     results = json.loads((run / "results.json").read_text())
     manifest = json.loads((run / "manifest.json").read_text())
     return {
         "artifacts": manifest["artifacts"],
-        "variants": {v["variant_id"]: {k: v[k] for k in keys} for v in results["variants"]},
+        "variants": {v["variant_id"]: {k: _field(v, k) for k in keys} for v in results["variants"]},
         "curves": {s["size"]: s["curve"] for s in results["sizes"]},
     }
