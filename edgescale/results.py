@@ -6,7 +6,7 @@ import math
 from pathlib import Path
 
 from edgescale.atomic import write_json
-from edgescale.models.shape import GPTConfig, accounting
+from edgescale.models.shape import GPTConfig, ModelAccounting, accounting
 from edgescale.scaling.study import fit_study
 
 # Bytes per element of ONNX tensor types (float, uint8, int8, float16, int32, int64, bfloat16, uint4, int4).
@@ -51,22 +51,36 @@ def onnx_weight_bytes(path: Path) -> int:
     return int(total)
 
 
-def peak_memory_bytes(path: Path, spec, context: int) -> int | None:
+def peak_memory_bytes(path: Path, kv_bytes_per_token: int, widest_activation: int | None, context: int) -> int | None:
     """An estimate of the memory a batch-1 session needs: every initializer resident (embedding
     tables in full), the fp32 KV cache at ``context`` and the largest single activation of a
-    prefill over ``context`` tokens (logits, attention scores, q/k/v or the FFN hidden layer).
-    Runtime arenas, the onnxruntime library and the graph itself are not counted. None for a
-    model that is not an edgescale GPT (no shape to size the activations from)."""
-    if not isinstance(spec, GPTConfig):
+    prefill over ``context`` tokens (``widest_activation`` elements per token: logits, attention
+    scores, q/k/v or the FFN hidden layer). Runtime arenas, the onnxruntime library and the
+    graph itself are not counted. None without an activation width (a user's module)."""
+    if widest_activation is None:
         return None
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     resident = sum(math.prod(t.dims) * _ELEM_BYTES.get(t.data_type, 4) for t in model.graph.initializer)
+    return int(resident + kv_bytes_per_token * context + 4 * context * widest_activation)
+
+
+def widest_activation(spec: GPTConfig, context: int) -> int:
+    """:func:`peak_memory_bytes`'s activation width for an edgescale GPT (per-layer shapes after pruning)."""
     attn = [h * spec.head_dim for h in spec.heads_per_layer]
-    acts = (spec.vocab_size, max(spec.heads_per_layer) * context, 3 * max(attn), max(spec.ffn_per_layer))
-    kv = accounting(spec, context).kv_bytes_per_token_fp32 * context
-    return int(resident + kv + 4 * context * max(acts))
+    return max(spec.vocab_size, max(spec.heads_per_layer) * context, 3 * max(attn), max(spec.ffn_per_layer))
+
+
+def _variant_shape(v: dict, plan, context: int) -> tuple:
+    """(shape, accounting, widest activation) of a variant as it ships: after pruning, at ``context``."""
+    if v.get("accounting"):  # a Hugging Face model, counted from its last checkpoint (edgescale.hf.study)
+        shape = _shape(plan.cfg) | {"config": v["hf_config"]}
+        return shape, ModelAccounting(**v["accounting"]), v["widest_activation"]
+    spec = GPTConfig(**v["spec"]) if v.get("spec") else plan.cfg
+    if not isinstance(spec, GPTConfig):  # a user's module (model.factory): counted once, shape unknown
+        return _shape(spec), plan.acct, None
+    return _shape(spec), accounting(spec, context), widest_activation(spec, context)
 
 
 def _equal_token_losses(trained: dict) -> tuple[int, dict[str, float]]:
@@ -231,8 +245,7 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
         size, recipe = vid.split("/")
         p = plans[size]
         path = pipe.rd.root / v["artifact"]
-        spec = GPTConfig(**v["spec"]) if v.get("spec") else p.cfg  # the shape after pruning
-        acct = accounting(spec, m.decode_context) if isinstance(spec, GPTConfig) else p.acct
+        shape, acct, widest = _variant_shape(v, p, m.decode_context)
         weight = onnx_weight_bytes(path)
         kv = acct.kv_bytes_per_token_fp32
         out.append(
@@ -243,7 +256,7 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
                 "onnx_path": v["artifact"],
                 "onnx_sha256": v["sha256"],
                 "file_bytes": path.stat().st_size,
-                "shape": _shape(spec),
+                "shape": shape,
                 "params_non_embedding": acct.params_non_embedding,
                 "params_total": acct.params_total,
                 "train_tokens": trained[size]["tokens"] + _recovery_tokens(v),
@@ -263,7 +276,7 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
                     "flops_per_token": acct.flops_per_token_exact,
                     "flops_context": m.decode_context,
                     "kv_precision": "fp32",  # the exported graphs keep the KV cache float32 for every recipe
-                    "peak_memory_bytes": peak_memory_bytes(path, spec, m.decode_context),
+                    "peak_memory_bytes": peak_memory_bytes(path, kv, widest, m.decode_context),
                     "peak_memory_source": "estimate: initializers + fp32 KV at decode_context + largest "
                     "prefill activation at decode_context (no runtime arenas)",
                 },

@@ -321,6 +321,24 @@ def accounting_hf(model, n_ctx: int):
     )
 
 
+def widest_activation(model, n_ctx: int) -> int:
+    """Elements per token of the largest single activation of a prefill over ``n_ctx`` tokens:
+    logits, attention scores (query heads × n_ctx), q/k/v or the FFN hidden layer."""
+    _, _, head_dim, d_attn = _attention_shape(model)
+    return max(int(model.config.vocab_size), max(d_attn) // head_dim * n_ctx, 3 * max(d_attn), _ffn_width(model))
+
+
+def _ffn_width(model) -> int:
+    """The widest FFN hidden layer, read from the modules where pruning may have shrunk them."""
+    c = model.config
+    if c.model_type == "gpt2":
+        return max(blk.mlp.c_fc.nf for blk in model.transformer.h)  # Conv1D: nf output features
+    layers = getattr(getattr(model, "model", None), "layers", [])
+    if layers and all(hasattr(getattr(b, "mlp", None), "up_proj") for b in layers):
+        return max(b.mlp.up_proj.out_features for b in layers)
+    return int(getattr(c, "intermediate_size", None) or getattr(c, "ffn_dim", None) or 4 * c.hidden_size)
+
+
 def _attention_shape(model) -> tuple[int, list[int], int, list[int]]:
     """(layers, KV heads per layer, head_dim, query width per layer) of a loaded model."""
     c = model.config

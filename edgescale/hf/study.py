@@ -124,7 +124,7 @@ def run_chain(pipe, plan, chain: Chain, trained: dict) -> dict:
     feasibility = pipe.feasibility(plan, chain)
     rel, sha, kind = trained["checkpoint"], trained["sha256"], "torch"
     context = _context_hash(pipe, plan.cfg)
-    steps = []
+    steps, last_checkpoint = [], rel
     for step in chain.steps:
         key = step.key(f"{sha}:{context}", __version__)
         rec = pipe.rd.cached(key)
@@ -133,6 +133,7 @@ def run_chain(pipe, plan, chain: Chain, trained: dict) -> dict:
         else:
             rec = _run_step(pipe, plan, step, kind, pipe.rd.root / rel, key, trained)
         rel, sha, kind = rec["artifact"], rec["sha256"], step.definition.gives
+        last_checkpoint = rel if kind == "torch" else last_checkpoint
         steps.append({"op": step.op, "artifact": rel, "sha256": sha, "metrics": rec.get("metrics", {})})
     return {
         "artifact": rel,
@@ -140,7 +141,24 @@ def run_chain(pipe, plan, chain: Chain, trained: dict) -> dict:
         "last_op": chain.steps[-1].op,
         "steps": steps,
         "feasibility": feasibility,
-        "spec": None,  # not the GPT family; the shape after pruning is in each step's metrics
+        "spec": None,  # not the GPT family: the shape as it ships is counted from its last checkpoint
+        **_shipped_shape(pipe.rd.root / last_checkpoint, pipe.study.measurement.decode_context),
+    }
+
+
+def _shipped_shape(checkpoint: Path, context: int) -> dict:
+    """Parameters, KV bytes and FLOPs of the model a chain exports (after any pruning), at the
+    measured decode context, and the config fields that describe its shape."""
+    from dataclasses import asdict
+
+    from edgescale.hf.source import widest_activation
+
+    model = load_hf(checkpoint)
+    config = model.config.to_dict()
+    return {
+        "accounting": asdict(accounting_hf(model, context)),
+        "widest_activation": widest_activation(model, context),
+        "hf_config": {k: config[k] for k in _SHAPE_KEYS if k in config},
     }
 
 
@@ -190,7 +208,8 @@ def _apply(step, kind: str, src: Path, ctx: StepContext, block: int) -> Path:
         )
         return ctx.work_dir / "model.onnx"
     out = _torch_steps()[step.op](HFCausalLM(model, block), step.config, ctx)
-    ctx.metrics["config"] = {k: out.hf.config.to_dict().get(k) for k in _SHAPE_KEYS if k in out.hf.config.to_dict()}
+    config = out.hf.config.to_dict()
+    ctx.metrics["config"] = {k: config[k] for k in _SHAPE_KEYS if k in config}
     return save_hf(out.hf, ctx.work_dir / "model.safetensors", {"op": step.op})
 
 

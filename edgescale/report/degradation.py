@@ -108,11 +108,13 @@ class DegradationFit:
         """δ with its interval from half the smallest to 4x the largest N, D following the
         ladder's D(N) (log-linear between sizes, flat beyond): what a plot of the law draws."""
         pts = sorted(self.points, key=lambda p: p.n)  # np.interp needs increasing N
-        ns, ds = np.log([p.n for p in pts]), np.log([p.d for p in pts])
+        ns = np.log([p.n for p in pts])
+        # D unknown (0: a pretrained checkpoint, not trained here) stays 0 along the curve
+        ds = np.log([p.d for p in pts]) if all(p.d > 0 for p in pts) else None
         grid = np.geomspace(0.5 * math.exp(ns.min()), 4 * math.exp(ns.max()), n_points)
         out = []
         for n in grid:
-            d = math.exp(float(np.interp(math.log(n), ns, ds)))
+            d = math.exp(float(np.interp(math.log(n), ns, ds))) if ds is not None else 0.0
             delta, lo, hi = self.predict(float(n), d)
             out.append({"n": float(n), "d": d, "delta": delta, "low": lo, "high": hi})
         return out

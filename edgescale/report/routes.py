@@ -68,7 +68,8 @@ def _scratch_equivalent(law, unit: float, n: float, compute: float, target: floa
     out = {
         "params_total": n,
         "tokens_at_same_compute": d_same,
-        "loss_bpb_at_same_compute": float(law.loss(n, d_same)) / unit,
+        # no training compute on record (a pretrained checkpoint): no loss at equal compute
+        "loss_bpb_at_same_compute": float(law.loss(n, d_same)) / unit if d_same > 0 else None,
     }
     if target is not None:
         d = law.d_for_loss(target * unit, n)

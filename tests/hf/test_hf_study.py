@@ -108,6 +108,15 @@ def test_a_hugging_face_model_runs_through_a_study_end_to_end(which, request, tm
     assert [s["op"] for s in pruned] == ["prune.heads", "prune.ffn", "distill.recover", "export.onnx",
                                          "quantize.int4_weight_only"]  # fmt: skip
     assert pruned[1]["metrics"]["params_non_embedding_after"] < pruned[0]["metrics"]["params_non_embedding_before"]
+    # the pruned variant is counted as it ships, not as its parent: parameters, KV cache, memory
+    small, size = variants["pruned"], results["sizes"][0]
+    assert fp32["params_total"] == size["params_total"] == pruned[0]["metrics"]["params_total_before"]
+    assert small["params_total"] == pruned[1]["metrics"]["params_total_after"] < fp32["params_total"]
+    assert small["cost"]["kv_bytes_per_token"] == pruned[0]["metrics"]["kv_bytes_per_token_after"]
+    assert small["cost"]["kv_bytes_per_token"] < fp32["cost"]["kv_bytes_per_token"]
+    assert small["cost"]["flops_per_token"] < fp32["cost"]["flops_per_token"]
+    assert 0 < small["cost"]["peak_memory_bytes"] < fp32["cost"]["peak_memory_bytes"]
+    assert small["shape"]["model"].startswith("huggingface:") and small["shape"]["config"]
     manifest = json.loads((run / "manifest.json").read_text())
     assert manifest["status"] == "finished" and manifest["packages"]["optimum-onnx"] == "0.1.0"
     # a rerun reuses every unit of work
