@@ -33,9 +33,10 @@ from rich.console import Console
 from rich.table import Table
 
 from edgescale.bench.measure import MeasureSpec, measure_variants
-from edgescale.config import builtin_dir, builtin_recipes, read_yaml
+from edgescale.config import builtin_dir, builtin_recipes
 from edgescale.pipeline import run_study
 from edgescale.progress import Reporter
+from edgescale.yamlfile import read_yaml
 
 LARGE = {
     "ladder": {"block_size": 128, "sizes": [{"name": "m10", "n_layer": 6, "n_head": 6, "n_embd": 384}]},

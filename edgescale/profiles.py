@@ -14,20 +14,18 @@ only to check predictions) are kept apart.
 
 from __future__ import annotations
 
+import functools
 from importlib import resources
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgescale.config import ExecutionProvider, Name, parse, read_yaml
+from edgescale.config import ExecutionProvider, Name, Strict
 from edgescale.errors import UserError
+from edgescale.yamlfile import parse, read_yaml
 
 Kind = Literal["measured", "vendor", "derived", "assumed"]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Quantity(Strict):
@@ -171,10 +169,19 @@ def load_device_file(path: Path) -> DeviceProfile:
 
 def load_devices(fitted: bool = True) -> dict[str, DeviceProfile]:
     """The shipped profiles; with ``fitted``, efficiencies fitted to each profile's
-    calibration anchors replace its priors (see :func:`edgescale.bench.predict.calibrated`)."""
+    calibration anchors replace its priors (see :func:`edgescale.bench.predict.calibrated`).
+
+    Read once per process while the files are unchanged (a run asks for them per variant;
+    the profiles are immutable, so sharing them is safe)."""
+    files = sorted(builtin_devices_dir().glob("*.yaml"))
+    return dict(_load_devices(tuple((p, p.stat().st_mtime_ns, p.stat().st_size) for p in files), fitted))
+
+
+@functools.cache
+def _load_devices(files: tuple[tuple[Path, int, int], ...], fitted: bool) -> dict[str, DeviceProfile]:
     from edgescale.bench.predict import calibrated
 
-    raw = {p.stem: load_device_file(p) for p in sorted(builtin_devices_dir().glob("*.yaml"))}
+    raw = {p.stem: load_device_file(p) for p, _, _ in files}
     return {k: calibrated(v) for k, v in raw.items()} if fitted else raw
 
 

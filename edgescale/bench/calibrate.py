@@ -203,7 +203,7 @@ def calibrate(
 def load_calibration(path: Path) -> HostCalibration:
     import yaml
 
-    from edgescale.config import read_yaml
+    from edgescale.yamlfile import read_yaml
 
     data = read_yaml(Path(path))
     try:

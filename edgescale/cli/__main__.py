@@ -1,0 +1,3 @@
+from edgescale.cli.common import main
+
+main()

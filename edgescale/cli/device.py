@@ -1,0 +1,130 @@
+"""Device commands: list the profiles, predict latency, calibrate this host."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgescale.cli.common import app, emit, err, table_console
+from edgescale.errors import UserError
+
+
+@app.command()
+def devices(as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
+    """List the device profiles (peak compute, bandwidth, RAM, with sources)."""
+    from edgescale.profiles import load_devices
+
+    profiles = load_devices()
+    if as_json:
+        emit({k: v.model_dump(mode="json", by_alias=True) for k, v in profiles.items()}, True)
+        return
+    from rich.table import Table
+
+    table = Table(title="device profiles (* = assumed numbers in the profile)")
+    for col in ("id", "name", "class", "fp32 GOP/s", "int8 GOP/s", "peak GB/s", "decode GB/s", "usable GB", "ISA"):
+        table.add_column(col)
+    for p in profiles.values():
+        star = "*" if p.assumed_fields() else ""
+        table.add_row(
+            p.id + star,
+            p.name,
+            p.device_class,
+            f"{p.peak_gops.fp32.value:g}",
+            f"{p.peak_gops.int8.value:g}" if p.peak_gops.int8 else "–",
+            f"{p.memory.peak_gbps.value:g}",
+            f"{p.decode_gbps():.1f}",
+            f"{p.memory.usable_gb.value:g}",
+            ",".join(p.cpu.isa),
+        )
+    table_console(160).print(table)
+
+
+DEFAULT_CALIBRATION = Path("runs/host-calibration.yaml")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path | None, typer.Argument(help="an ONNX causal LM (omit for the analytic mode)")] = None,
+    device: Annotated[str, typer.Option("--device", help="device profile id (edgescale devices), or host")] = "host",
+    params: Annotated[float | None, typer.Option("--params", help="analytic mode: parameters of the model")] = None,
+    bits: Annotated[
+        float | None, typer.Option("--bits", help="analytic mode: stored bits per weight (4.5 = Q4_0)")
+    ] = None,
+    context: Annotated[int, typer.Option("--context", help="tokens in context when decoding")] = 512,
+    kv_bits: Annotated[float, typer.Option("--kv-bits", help="analytic mode: bits per KV-cache element")] = 16,
+    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="prefill prompt length")] = 128,
+    calibration: Annotated[
+        Path, typer.Option("--calibration", help="host calibration (edgescale calibrate) for --device host")
+    ] = DEFAULT_CALIBRATION,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Predict decode (and prefill) latency: of an ONNX model node by node, or analytically
+    from a parameter count and bits per weight."""
+    for name, value in (("--context", context), ("--kv-bits", kv_bits), ("--prompt-tokens", prompt_tokens)):
+        if not value > 0:
+            raise UserError(f"must be positive, got {value:g}", field=name)
+    if model is not None:
+        emit(_predict_graph(model, device, context, prompt_tokens, calibration), as_json)
+        return
+    from edgescale.bench.predict import predict as run_predict
+    from edgescale.profiles import get_device
+
+    if params is None or bits is None:
+        raise UserError("give MODEL.onnx, or --params and --bits for the analytic mode", field="predict")
+    for name, value in (("--params", params), ("--bits", bits)):
+        if not value > 0:
+            raise UserError(f"must be positive, got {value:g}", field=name)
+    if device == "host":
+        raise UserError("the analytic mode needs a device profile; allowed: edgescale devices", field="--device")
+    emit(run_predict(get_device(device), params, bits, context, kv_bits, prompt_tokens).to_dict(), as_json)
+
+
+def _predict_graph(model: Path, device: str, context: int, prompt_tokens: int, calibration: Path) -> dict:
+    from edgescale.bench.ort_model import OrtCausalLM
+    from edgescale.guard import probe_onnx
+
+    probe_onnx(model)  # a native crash or hang in a child, not here
+    OrtCausalLM(model)  # one message naming the file when it is not a causal LM
+    if device == "host":
+        from edgescale.bench.calibrate import load_calibration
+        from edgescale.bench.host import predict_host
+
+        if not calibration.is_file():
+            raise UserError("no host calibration here; run edgescale calibrate first", file=calibration)
+        return predict_host(model, load_calibration(calibration), context)
+    from edgescale.bench.graph_predict import predict_on_device
+    from edgescale.profiles import get_device
+
+    return {"device": device, **predict_on_device(model, get_device(device), context, prompt_tokens)}
+
+
+@app.command()
+def calibrate(
+    out: Annotated[
+        Path, typer.Option("--out", help="where to write the host calibration (YAML)")
+    ] = DEFAULT_CALIBRATION,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads")] = 2,
+    repeats: Annotated[int, typer.Option(help="interleaved timing rounds")] = 60,
+    quick: Annotated[bool, typer.Option("--quick", help="fewer probes and reference models (about a minute)")] = False,
+) -> None:
+    """Measure this machine: kernel tables (GEMV per weight class from cache to DRAM, other ops),
+    matmul throughput, and efficiency factors fitted on a reference ladder."""
+    import yaml
+
+    from edgescale.atomic import write_bytes
+    from edgescale.bench.host import calibrate_host
+
+    if threads < 1 or repeats < 3:
+        raise UserError("--threads must be >= 1 and --repeats >= 3", field="calibrate")
+    from edgescale.bench.host import host_profile
+
+    cal, _, _ = calibrate_host(threads, quick, repeats, progress=lambda m: err.print(f"  {m}"))
+    write_bytes(out, yaml.safe_dump(cal.to_dict(), sort_keys=False).encode())
+    profile = out.with_suffix(".device.yaml")  # a device profile: edgescale predict --device PATH
+    write_bytes(profile, yaml.safe_dump(host_profile(cal, threads), sort_keys=False, allow_unicode=True).encode())
+    for name in ("tables", "roofline"):
+        f = cal.fits[name]
+        err.print(f"  {name}: fitted on {f['n_points']} reference models, residual SD {f['residual_rel_sd']:.1%}")
+    err.print(f"wrote {out} and the host's device profile {profile}")

@@ -1,0 +1,72 @@
+"""Commands on a user's ONNX causal LM: measure it, apply a recipe's ONNX-stage steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from edgescale.cli.common import app, emit, err
+from edgescale.errors import UserError
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Argument(help="an ONNX causal LM (edgescale's or optimum's signature)")],
+    study: Annotated[
+        Path | None, typer.Option("--study", help="study whose corpus and evaluation protocol score the loss")
+    ] = None,
+    tokenizer: Annotated[
+        str | None,
+        typer.Option(
+            "--tokenizer",
+            help="Hugging Face tokenizer folder, or bytes (default: the model's folder if it holds one, else bytes)",
+        ),
+    ] = None,
+    prompt_len: Annotated[int, typer.Option("--prompt-len", help="prefill prompt length (tokens)")] = 64,
+    context: Annotated[int, typer.Option("--context", help="context at which one decode step is timed")] = 128,
+    repeats: Annotated[int, typer.Option(help="timed repeats")] = 30,
+    threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads")] = 2,
+    max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="scored tokens (default: the study's)")] = None,
+    no_loss: Annotated[bool, typer.Option("--no-loss", help="latency only")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+) -> None:
+    """Measure a user's ONNX causal LM: prefill and decode latency here, and held-out loss in bits per byte."""
+    from edgescale.guard import probe_onnx
+    from edgescale.hf.onnx_file import bench as run_bench
+
+    probe_onnx(model)  # an untrusted file: opened in a child process first
+
+    for name, value in (("--prompt-len", prompt_len), ("--repeats", repeats - 2), ("--threads", threads)):
+        if not value > 0:
+            raise UserError(f"must be positive (repeats >= 3), got {value:g}", field=name)
+    if context < 2:
+        raise UserError("must be >= 2", field="--context")
+    result = run_bench(model, study, tokenizer, prompt_len=prompt_len, decode_context=context, repeats=repeats,
+                       threads=threads, max_tokens=max_tokens, loss=not no_loss)  # fmt: skip
+    emit(result, as_json)
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="an ONNX causal LM")],
+    recipe: Annotated[str, typer.Option("--recipe", help="built-in recipe name or recipe YAML (ONNX-stage steps)")],
+    out: Annotated[Path | None, typer.Option("--out", help="output file (default: MODEL.<recipe>.onnx)")] = None,
+    study: Annotated[Path | None, typer.Option("--study", help="corpus for calibrating steps (int8_static)")] = None,
+    tokenizer: Annotated[str | None, typer.Option("--tokenizer", help="tokenizer folder for calibration, or bytes")] = (
+        None
+    ),
+) -> None:
+    """Apply a recipe's ONNX-stage steps (quantize.*, optimize.*) to an ONNX causal LM."""
+    from edgescale.guard import probe_onnx
+    from edgescale.hf.onnx_file import quantize as run_quantize
+
+    probe_onnx(model)  # an untrusted file: opened in a child process first
+
+    path, records = run_quantize(model, recipe, out, study, tokenizer)
+    for r in records:
+        counts = r["metrics"].get("op_counts", {})
+        quantized = {k: v for k, v in counts.items() if "Integer" in k or "NBits" in k or "QLinear" in k}
+        err.print(f"  {r['op']}: {quantized or 'done'}", markup=False)
+    err.print(f"wrote {path}")
