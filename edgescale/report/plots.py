@@ -21,7 +21,7 @@ from edgescale.report.frontier import FrontierPoint, _dig, axes_for, device_axis
 FIXED_PANELS = ("bytes_per_decoded_token", "flops_per_token", "file_bytes", "peak_memory_bytes")
 _MARKERS = "osD^v<>PX*"
 _UNITS = {"bytes_per_decoded_token": "B", "flops_per_token": "FLOP", "file_bytes": "B", "peak_memory_bytes": "B"}
-N_BOOT_BAND = 100  # bootstrap refits for the scaling law's band (about a second on 2 cores)
+N_BOOT_BAND = 100  # bootstrap refits for the band of a run that did not store its fit's
 
 
 def plain(text: object) -> str:
@@ -239,27 +239,24 @@ def _law(results: Mapping):
 
 
 def law_draws(results: Mapping, n_boot: int = N_BOOT_BAND, seed: int = 0) -> np.ndarray:
-    """Bootstrap refits of the run's law to its cooled points, (n_boot, 5) as (E, A, B, α, β).
+    """Bootstrap refits of the run's law to its cooled points, (n, 5) as (E, A, B, α, β) in
+    bits per byte: the fit's own (``scaling.bootstrap``), or for a run written before they
+    were stored, ``n_boot`` refits by the same resampling
+    (:func:`edgescale.scaling.fit.bootstrap`; the Huber loss is on log residuals, so fitting
+    in bits per byte only rescales E, A, B)."""
+    sc = results["scaling"]
+    if sc.get("bootstrap", {}).get("rows"):
+        return np.array(sc["bootstrap"]["rows"], dtype=float)
+    from edgescale.scaling.fit import bootstrap
 
-    The same resampling as the fit's own intervals (:func:`edgescale.scaling.fit.fit_chinchilla`:
-    points drawn with replacement, L-BFGS on the Huber objective from the fitted optimum), in
-    bits per byte (the Huber loss is on log residuals, so the unit only rescales E, A, B).
-    """
-    from edgescale.scaling.fit import DELTA, _lbfgs
-
-    pts = results["scaling"]["points"]
+    pts = sc["points"]
     log_n, log_d = np.log([p["N"] for p in pts]), np.log([p["D"] for p in pts])
     log_l = np.log([p["bits_per_byte"] for p in pts])
-    f = results["scaling"]["law"]
+    f = sc["law"]
     theta = np.array([math.log(f["A"]), math.log(f["B"]), math.log(f["E"]), f["alpha"], f["beta"]])
-    rng = np.random.default_rng(seed)
-    out = []
     with np.errstate(over="ignore", invalid="ignore"):
-        for _ in range(n_boot):
-            idx = rng.integers(0, len(pts), len(pts))
-            a, b, e, al, be = _lbfgs(theta, log_n[idx], log_d[idx], log_l[idx], DELTA)[0]
-            out.append((np.exp(e), np.exp(a), np.exp(b), al, be))
-    draws = np.array(out)
+        a, b, e, al, be = bootstrap(theta, log_n, log_d, log_l, n_boot, seed).T
+        draws = np.column_stack([np.exp(e), np.exp(a), np.exp(b), al, be])
     # a resample of few points can run off to an unbounded refit (exp overflows): not a draw
     return draws[np.isfinite(draws).all(axis=1)]
 

@@ -99,6 +99,7 @@ class ChinchillaFit:
     unidentified: dict[str, str] = field(default_factory=dict)  # parameter -> why
     warnings: list[str] = field(default_factory=list)
     grid_spread: dict[str, float] = field(default_factory=dict)  # max-min over the best starts' optima
+    boots: np.ndarray = field(default_factory=lambda: np.empty((0, 5)), repr=False, compare=False)  # (a,b,e,α,β)
 
     def to_dict(self) -> dict:
         L = self.law
@@ -150,12 +151,7 @@ def fit_chinchilla(
     near = np.array([t for t, f in optima if f <= fun * (1 + 1e-6) + 1e-12])
     spread = dict(zip(("a", "b", "e", "alpha", "beta"), (near.max(0) - near.min(0)).tolist(), strict=True))
 
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, n.size, n.size)
-        boots.append(_lbfgs(theta, log_n[idx], log_d[idx], log_l[idx], delta)[0])
-    boots = np.array(boots)
+    boots = bootstrap(theta, log_n, log_d, log_l, n_boot, seed, delta)
     with np.errstate(over="ignore"):  # a bootstrap refit can run off along the flat A/B ridge
         derived = _derived(boots)
     ci = {k: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) for k, v in derived.items()}
@@ -178,7 +174,19 @@ def fit_chinchilla(
         unidentified=unidentified,
         warnings=warnings,
         grid_spread=spread,
+        boots=boots,
     )
+
+
+def bootstrap(theta, log_n, log_d, log_l, n_boot: int, seed: int = 0, delta: float = DELTA) -> np.ndarray:
+    """Refits to resampled points (with replacement), warm-started from ``theta``:
+    (n_boot, 5) rows of (a, b, e, alpha, beta)."""
+    rng = np.random.default_rng(seed)
+    boots = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, log_n.size, log_n.size)
+        boots.append(_lbfgs(theta, log_n[idx], log_d[idx], log_l[idx], delta)[0])
+    return np.array(boots).reshape(n_boot, 5)
 
 
 def _derived(boots: np.ndarray) -> dict[str, np.ndarray]:

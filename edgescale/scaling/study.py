@@ -48,6 +48,7 @@ def fit_study(sizes: list[dict], target_bpb: float | None, n_boot: int = 200, se
     out |= {
         "status": "fitted",
         "law": {**f, **in_bpb, "ci": ci, "unit": "bits_per_byte"},
+        "bootstrap": _draws_in_bpb(fit.boots),
     }
     if target_bpb is not None:
         law = fit.law.with_(name="fit (this run)", ci=fit.ci)
@@ -64,3 +65,16 @@ def fit_study(sizes: list[dict], target_bpb: float | None, n_boot: int = 200, se
         plan["target_bpb"] = target_bpb
         out["plan_for_target"] = plan
     return out
+
+
+def _draws_in_bpb(boots: np.ndarray) -> dict:
+    """The fit's bootstrap refits as rows of (E, A, B, alpha, beta) in bits per byte, for the
+    report's confidence bands; refits that ran off to an unbounded law are dropped."""
+    with np.errstate(over="ignore"):
+        rows = np.column_stack([np.exp(boots[:, [2, 0, 1]]) / LN2, boots[:, 3:5]])
+    rows = rows[np.isfinite(rows).all(axis=1)]
+    return {
+        "columns": ["E", "A", "B", "alpha", "beta"],
+        "unit": "bits_per_byte",
+        "rows": [[float(f"{x:.6g}") for x in r] for r in rows],
+    }
