@@ -47,6 +47,35 @@ def block_network():
     socket.socket.connect = _real_connect
 
 
+@pytest.fixture(scope="session", autouse=True)
+def results_store(tmp_path_factory):
+    """Finished runs record into a store of the session's own (subprocesses inherit it),
+    never into the repo's runs/edgescale.db."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("EDGESCALE_DB", str(tmp_path_factory.mktemp("store") / "edgescale.db"))
+    yield
+    mp.undo()
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """``tests/tiny_study.py``'s study, run once for every test that reads a finished run:
+    (study file, run directory, the results store it recorded into, holding only this run)."""
+    import yaml
+    from tiny_study import TINY
+
+    from edgescale.pipeline import run_study
+    from edgescale.progress import Reporter
+
+    root = tmp_path_factory.mktemp("tiny")
+    study, db = root / "tiny.yaml", root / "edgescale.db"
+    study.write_text(yaml.safe_dump(TINY))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGESCALE_DB", str(db))
+        run_study(study, root / "run", Reporter(quiet=True))
+    return study, root / "run", db
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg():
     from edgescale.models.gpt import GPTConfig

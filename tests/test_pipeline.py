@@ -7,6 +7,7 @@ import onnxruntime as ort
 import pytest
 import yaml
 from rich.console import Console
+from tiny_study import TINY
 
 from edgescale.bench.loss import onnx_loss
 from edgescale.config import CorpusConfig
@@ -14,51 +15,10 @@ from edgescale.data.corpus import load_corpus
 from edgescale.pipeline import run_study
 from edgescale.progress import Reporter
 
-TINY = {
-    "schema_version": 1,
-    "name": "tiny",
-    "seed": 0,
-    "ladder": {
-        "block_size": 32,
-        "sizes": [
-            {"name": "a", "n_layer": 1, "n_head": 2, "n_embd": 16},
-            {"name": "b", "n_layer": 2, "n_head": 2, "n_embd": 32},
-        ],
-    },
-    "training": {
-        "tokens_per_param": 1,
-        "min_tokens": 20_480,
-        "max_tokens": 40_960,
-        "batch_size": 16,
-        "schedule": "wsd",
-        "cooled_fractions": [0.25, 0.5, 1.0],
-        "cooled_eval_tokens": 1024,
-        "eval_every_tokens": 10_240,
-        "eval_tokens": 1024,
-        "threads": 2,
-        "learning_rate": 0.01,
-    },
-    "evaluation": {"context_length": 32, "stride": 32, "max_tokens": 2048, "batch_size": 8},
-    "measurement": {"prompt_len": 16, "decode_context": 32, "repeats": 5, "warmup": 1, "threads": 1},
-    "recipes": ["fp32", "int8_dynamic"],
-    "devices": ["host", "rpi5-8gb"],
-    "distillation": {"teacher": "b", "students": ["a"]},
-}
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("study")
-    study = root / "tiny.yaml"
-    study.write_text(yaml.safe_dump(TINY))
-    out = root / "run"
-    run_study(study, out, Reporter(quiet=True))
-    return study, out
-
 
 @pytest.mark.slow
 def test_run_directory_holds_every_variant_with_real_artifacts(tiny_run):
-    _, out = tiny_run
+    _, out, _ = tiny_run
     results = json.loads((out / "results.json").read_text())
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "finished"
@@ -91,7 +51,7 @@ def test_run_directory_holds_every_variant_with_real_artifacts(tiny_run):
 
 @pytest.mark.slow
 def test_reported_loss_is_reproduced_by_an_independent_onnx_evaluation(tiny_run):
-    study, out = tiny_run
+    study, out, _ = tiny_run
     results = json.loads((out / "results.json").read_text())
     p = results["protocol"]
     corpus = load_corpus(CorpusConfig())
@@ -110,7 +70,7 @@ def test_reported_loss_is_reproduced_by_an_independent_onnx_evaluation(tiny_run)
 
 @pytest.mark.slow
 def test_rerun_reuses_finished_artifacts(tiny_run):
-    study, out = tiny_run
+    study, out, _ = tiny_run
     before = {p: p.stat().st_mtime_ns for p in (out / "artifacts").iterdir()}
     buf = StringIO()
     run_study(study, out, Reporter(console=Console(file=buf, width=200)))
@@ -124,7 +84,7 @@ def test_rerun_reuses_finished_artifacts(tiny_run):
 
 @pytest.mark.slow
 def test_corrupted_artifact_is_quarantined_and_rebuilt(tiny_run):
-    study, out = tiny_run
+    study, out, _ = tiny_run
     results = json.loads((out / "results.json").read_text())
     victim = out / next(v["onnx_path"] for v in results["variants"] if v["recipe"] == "int8_dynamic")
     victim.write_bytes(victim.read_bytes()[:1000])  # truncated
@@ -148,7 +108,7 @@ def test_fit_reads_a_run_directory(tiny_run):
     from edgescale.scaling.fit import fit_chinchilla
     from edgescale.scaling.points import load_points
 
-    _, out = tiny_run
+    _, out, _ = tiny_run
     pts = load_points(out)
     assert pts.n.size == 6 and "cooled" in pts.notes[0]
     assert fit_chinchilla(pts.n, pts.d, pts.loss, n_boot=10).n_points == 6

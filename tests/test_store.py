@@ -14,7 +14,6 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-import yaml
 from rich.console import Console
 
 from edgescale.errors import UserError
@@ -305,39 +304,22 @@ def test_pipeline_hook_warns_and_keeps_the_run_when_the_store_is_broken(tmp_path
     assert {f.name: f.read_bytes() for f in run.iterdir()} == before
 
 
-# -- a real run: the pipeline records it, and a broken store does not lose it ---------------
-@pytest.fixture(scope="module")
-def recorded_run(tmp_path_factory):
-    from test_pipeline import TINY
-
-    from edgescale.pipeline import run_study
-    from edgescale.progress import Reporter
-
-    root = tmp_path_factory.mktemp("store_run")
-    study = root / "tiny.yaml"
-    study.write_text(yaml.safe_dump({k: v for k, v in TINY.items() if k != "distillation"}))
-    db = root / "edgescale.db"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGESCALE_DB", str(db))
-        run_study(study, root / "run", Reporter(quiet=True))
-    return study, root / "run", db
-
-
+# -- a real run: the pipeline records it (the session's tiny run, with its own store) ---------
 @pytest.mark.slow
-def test_pipeline_records_the_finished_run(recorded_run):
+def test_pipeline_records_the_finished_run(tiny_run):
     from edgescale.export.canonical import artifact_sha256
 
-    _, run, db = recorded_run
+    _, run, db = tiny_run
     results = json.loads((run / "results.json").read_text())
     (summary,) = list_runs(db)
     assert summary.run_id == run_id_of(run) and summary.status == "finished" and summary.present
     assert summary.best_val_bpb == min(v["loss"]["validation"]["bits_per_byte"] for v in results["variants"])
     assert load_run(db, summary.run_id) == {**results, "run_id": summary.run_id, "run_dir": summary.run_id}
     variants = load_variants(db)
-    assert len(variants) == len(results["variants"]) == 4
+    assert len(variants) == len(results["variants"]) == 6
     for v in variants:
         path = Path(v["run_dir"]) / v["onnx_path"]
         assert artifact_sha256(path) == v["onnx_sha256"]
     with sqlite3.connect(db) as con:
         sources = con.execute("SELECT device, latency_source, COUNT(*) FROM latencies GROUP BY device").fetchall()
-    assert sorted(sources) == [("host", "measured", 4), ("rpi5-8gb", "predicted", 4)]
+    assert sorted(sources) == [("host", "measured", 6), ("rpi5-8gb", "predicted", 6)]

@@ -8,29 +8,18 @@ import subprocess
 import sys
 
 import pytest
-import yaml
-from test_pipeline import TINY
+from tiny_study import TINY
 
 from edgescale.bench.loss import onnx_loss
 from edgescale.config import CorpusConfig
 from edgescale.data.corpus import load_corpus
-from edgescale.pipeline import run_study
-from edgescale.progress import Reporter
 
-TARGET = 6.0  # bits per byte: the tiny models reach about 4.9 on validation
-STUDY = {  # the pipeline test's tiny ladder, without distillation, with a loss target
-    **{k: v for k, v in TINY.items() if k != "distillation"},
-    "name": "tiny-analysis",
-    "loss_target_bpb": TARGET,
-}
+TARGET = TINY["loss_target_bpb"]  # bits per byte: the tiny models reach about 4.9 on validation
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("analysis")
-    study = root / "study.yaml"
-    study.write_text(yaml.safe_dump(STUDY))
-    return run_study(study, root / "run", Reporter(quiet=True))
+@pytest.fixture
+def run_dir(tiny_run):
+    return tiny_run[1]
 
 
 def costs(results):
