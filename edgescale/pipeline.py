@@ -382,7 +382,9 @@ def run_study(
             }
         latency = pipe.measure(variants)
         results = assemble_results(pipe, trained, variants, losses, latency, twins)
-        write_outputs(rd, results)
+        with rep.status("report: figures, report.html, summary.md"):
+            if not write_outputs(rd, results):
+                rep.reuse("report", "the results did not change")
         artifacts = {v["artifact"]: v["sha256"] for v in variants.values()}
         artifacts |= {t["onnx_path"]: t["onnx_sha256"] for t in twins.values()}
         artifacts |= {t["checkpoint"]: t["sha256"] for t in trained.values()}

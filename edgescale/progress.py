@@ -138,4 +138,4 @@ class Reporter:
         )
         out.print(table)
         out.print("decode speed-up: fp32 p50 / variant p50, 95% paired bootstrap CI; ~ = within noise (CI includes 1)")
-        out.print(f"run directory: {run_dir}  (results.json, frontier.png, report.html)")
+        out.print(f"run directory: {run_dir}  (results.json, report.html, summary.md, figures)")

@@ -322,11 +322,22 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
     }
 
 
-def write_outputs(rd, results: dict) -> None:
+def write_outputs(rd, results: dict) -> bool:
+    """Write results.json and the report; False when the report of these very results was
+    already there (a rerun that changed nothing), verified by hash, and is reused."""
+    from edgescale import __version__
+    from edgescale.export.canonical import file_sha256
     from edgescale.report.analysis import analyse
     from edgescale.report.build import build_report
+    from edgescale.rundir import key_of
 
     # Frontiers, degradation laws, picks, comparison, routes: stored so pick/compare and the report agree.
     results["analysis"] = analyse(results)
-    write_json(rd.path("results.json"), results)
-    build_report(results, rd.root)  # the PNGs, report.html and summary.md: what `edgescale report` writes
+    path = write_json(rd.path("results.json"), results)
+    key = key_of("report", results=file_sha256(path), v=__version__)
+    if rd.cached(key):
+        return False
+    files = build_report(results, rd.root)  # the PNGs, report.html and summary.md: what `edgescale report` writes
+    written = [files.html, files.summary, *files.figures.values()]
+    rd.record(key, {"files": [f.name for f in written]}, {f.name: file_sha256(f) for f in written})
+    return True

@@ -3,8 +3,9 @@
 Layout of ``runs/<study>/``::
 
     manifest.json      resolved study, seeds, package versions, machine, artifacts
-    results.json       every variant's loss, cost and latency, with the protocol
-    frontier.png  report.html
+    results.json       every variant's loss, cost and latency, with the protocol and analysis
+    report.html  summary.md   the report (self-contained) and its terminal summary
+    *.png              frontier(-devices), compare, degradation, latency, plan, scaling, loss-curves
     artifacts/<sha256[:20]>.onnx|.safetensors   content-hashed, written atomically
     cache/<key>.json   one record per finished unit of work (train, step, loss, measure)
     train/<size>/      training state (resume checkpoint, curve)

@@ -71,14 +71,15 @@ def test_reported_loss_is_reproduced_by_an_independent_onnx_evaluation(tiny_run)
 @pytest.mark.slow
 def test_rerun_reuses_finished_artifacts(tiny_run):
     study, out, _ = tiny_run
-    before = {p: p.stat().st_mtime_ns for p in (out / "artifacts").iterdir()}
+    files = [*(out / "artifacts").iterdir(), out / "report.html", out / "summary.md", *out.glob("*.png")]
+    before = {p: p.stat().st_mtime_ns for p in files}
     buf = StringIO()
     run_study(study, out, Reporter(console=Console(file=buf, width=200)))
     log = buf.getvalue()
     assert "reused train a" in log and "reused train b" in log and "reused train a-kd" in log
-    assert "reused host latency" in log
+    assert "reused host latency" in log and "reused report" in log  # same results: same report, not redrawn
     assert "done" not in log
-    after = {p: p.stat().st_mtime_ns for p in (out / "artifacts").iterdir()}
+    after = {p: p.stat().st_mtime_ns for p in files}
     assert after == before
 
 
@@ -88,8 +89,10 @@ def test_corrupted_artifact_is_quarantined_and_rebuilt(tiny_run):
     results = json.loads((out / "results.json").read_text())
     victim = out / next(v["onnx_path"] for v in results["variants"] if v["recipe"] == "int8_dynamic")
     victim.write_bytes(victim.read_bytes()[:1000])  # truncated
+    (out / "frontier.png").unlink()  # a report file gone: the report is drawn again
     run_study(study, out, Reporter(quiet=True))
     assert (out / "quarantine" / victim.name).exists()
+    assert (out / "frontier.png").stat().st_size > 1000
     again = json.loads((out / "results.json").read_text())
     assert again["variants"] == results["variants"]  # rebuilt bit-identically, under the same hash
     ort.InferenceSession(str(victim), providers=["CPUExecutionProvider"])
