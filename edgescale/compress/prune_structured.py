@@ -54,12 +54,14 @@ from pydantic import Field
 from edgescale.compress.pruning import (
     CalibrationBatches,
     CalibrationBatchSize,
+    Groups,
     Scope,
+    activation_scores,
     calibration_batches,
-    lm_loss,
     report,
     require_gpt,
     share_of,
+    taylor_scores,
 )
 from edgescale.compress.registry import StepConfig, StepContext, register
 from edgescale.errors import UserError
@@ -172,45 +174,6 @@ def _weight_norm(block: nn.Module, kind: str, size: int) -> torch.Tensor:
     return sq.sqrt().double()
 
 
-def _taylor(work: GPT, projs: list[nn.Linear], size: int, batches: list[torch.Tensor]) -> list[torch.Tensor]:
-    totals = [torch.zeros(p.in_features // size, dtype=torch.float64) for p in projs]
-    for batch in batches:
-        work.zero_grad(set_to_none=True)
-        lm_loss(work, batch).backward()
-        for total, p in zip(totals, projs, strict=True):
-            gate = (p.weight.detach() * p.weight.grad).sum(0).view(-1, size).sum(1)  # ∂L/∂(gate on each group)
-            total += gate.abs().double()
-    return [t / len(batches) for t in totals]
-
-
-def _activation(work: GPT, projs: list[nn.Linear], size: int, batches: list[torch.Tensor]) -> list[torch.Tensor]:
-    totals = [torch.zeros(p.in_features // size, dtype=torch.float64) for p in projs]
-
-    def hook(i: int):
-        def record(module: nn.Linear, args: tuple) -> None:
-            y = args[0].detach().reshape(-1, module.in_features)  # (N, A) the projection's input
-            w = module.weight.detach()  # (d, A)
-            if size == 1:  # ‖W[:, j]·a_j‖ = |a_j|·‖W[:, j]‖, without the (N, A, d) product
-                contrib = y.abs() * w.norm(dim=0)
-            else:
-                g = w.shape[1] // size
-                contrib = torch.einsum("ngk,dgk->ngd", y.view(-1, g, size), w.view(-1, g, size)).norm(dim=-1)
-            totals[i] += contrib.sum(0).double()
-
-        return record
-
-    handles = [p.register_forward_pre_hook(hook(i)) for i, p in enumerate(projs)]
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                work.logits(batch[:, :-1])
-    finally:
-        for h in handles:
-            h.remove()
-    n_tokens = sum(b[:, :-1].numel() for b in batches)
-    return [t / n_tokens for t in totals]
-
-
 def group_scores(model: GPT, kind: str, cfg: HeadsConfig | FfnConfig, ctx: StepContext) -> list[torch.Tensor]:
     """Importance of every head (``kind="heads"``) or FFN channel (``"ffn"``), per layer."""
     size = model.cfg.head_dim if kind == "heads" else 1
@@ -222,8 +185,8 @@ def group_scores(model: GPT, kind: str, cfg: HeadsConfig | FfnConfig, ctx: StepC
     why = f"importance {cfg.importance}"
     batches = calibration_batches(model, cfg.calibration_batches, cfg.calibration_batch_size, ctx, why)
     work = copy.deepcopy(model).eval()  # gradients and hooks go on a copy, never on the input
-    projs = [_out_proj(b, kind) for b in work.blocks]
-    return (_taylor if cfg.importance == "taylor" else _activation)(work, projs, size, batches)
+    gs = [Groups(_out_proj(b, kind), size, transposed=False) for b in work.blocks]
+    return (taylor_scores if cfg.importance == "taylor" else activation_scores)(work, gs, batches)
 
 
 def select(

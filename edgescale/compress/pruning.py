@@ -12,6 +12,7 @@ sparsity, and logs one line.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 import torch
@@ -94,3 +95,66 @@ def report(ctx: StepContext, op: str, before: GPT, after: GPT, sparsity: float, 
         f"{a.params_non_embedding:,} → {b.params_non_embedding:,} ({nonzero:,} non-zero), "
         f"total {a.params_total:,} → {b.params_total:,}"
     )
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Where one kind of group lives in one layer: the output projection as a (d, in) view
+    and the width of one group in its input."""
+
+    out_module: torch.nn.Module
+    size: int
+    transposed: bool  # Conv1D: weight is (in, out)
+
+    def matrix(self, grad: bool = False) -> torch.Tensor:
+        w = self.out_module.weight.grad if grad else self.out_module.weight.detach()
+        return w.T if self.transposed else w  # (d, in)
+
+    @property
+    def count(self) -> int:
+        return self.matrix().shape[1] // self.size
+
+
+def taylor_scores(work, gs: list[Groups], batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """|Σ w·∂L/∂w| over each group's columns of its output projection, averaged over the
+    calibration batches (Molchanov et al. 2019; Michel et al. 2019). ``work`` is an
+    edgescale GPT or a Hugging Face model wrapper: anything :func:`lm_loss` scores."""
+    totals = [torch.zeros(g.count, dtype=torch.float64) for g in gs]
+    for batch in batches:
+        work.zero_grad(set_to_none=True)
+        lm_loss(work, batch).backward()
+        for total, g in zip(totals, gs, strict=True):
+            gate = (g.matrix() * g.matrix(grad=True)).sum(0).view(g.count, g.size).sum(1)
+            total += gate.abs().double()
+    return [t / len(batches) for t in totals]
+
+
+def activation_scores(work, gs: list[Groups], batches: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The mean norm of each group's contribution to its output projection, ‖W[:, g]·a_g‖,
+    over the calibration tokens (hooks on a copy's projections; ``work.logits`` runs them)."""
+    totals = [torch.zeros(g.count, dtype=torch.float64) for g in gs]
+
+    def hook(i: int):
+        g = gs[i]
+
+        def record(module: torch.nn.Module, args: tuple) -> None:
+            w = g.matrix()  # (d, in)
+            y = args[0].detach().reshape(-1, w.shape[1])  # (N, in)
+            if g.size == 1:
+                contrib = y.abs() * w.norm(dim=0)
+            else:
+                contrib = torch.einsum("ngk,dgk->ngd", y.view(-1, g.count, g.size), w.view(-1, g.count, g.size))
+                contrib = contrib.norm(dim=-1)
+            totals[i] += contrib.sum(0).double()
+
+        return record
+
+    handles = [g.out_module.register_forward_pre_hook(hook(i)) for i, g in enumerate(gs)]
+    try:
+        with torch.no_grad():
+            for b in batches:
+                work.logits(b[:, :-1])
+    finally:
+        for h in handles:
+            h.remove()
+    return [t / sum(b[:, :-1].numel() for b in batches) for t in totals]

@@ -27,13 +27,12 @@ projection, Molchanov 2019 / Michel 2019), ``activation``, ``weight_norm``, ``ra
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 
 from edgescale.compress.prune_structured import FfnConfig, HeadsConfig, select
-from edgescale.compress.pruning import lm_loss
+from edgescale.compress.pruning import Groups, activation_scores, taylor_scores
 from edgescale.compress.registry import StepContext
 from edgescale.errors import UserError
 from edgescale.hf.export import HFCausalLM
@@ -51,24 +50,6 @@ def layout_of(model_type: str, op: str) -> str:
 
 def blocks(hf) -> list[nn.Module]:
     return list(hf.transformer.h) if hf.config.model_type == "gpt2" else list(hf.model.layers)
-
-
-@dataclass(frozen=True)
-class Groups:
-    """Where one kind of group lives in one layer: the output projection as a (d, in) view
-    and the width of one group in its input."""
-
-    out_module: nn.Module
-    size: int
-    transposed: bool  # Conv1D: weight is (in, out)
-
-    def matrix(self, grad: bool = False) -> torch.Tensor:
-        w = self.out_module.weight.grad if grad else self.out_module.weight.detach()
-        return w.T if self.transposed else w  # (d, in)
-
-    @property
-    def count(self) -> int:
-        return self.matrix().shape[1] // self.size
 
 
 def groups(hf, block: nn.Module, kind: str) -> Groups:
@@ -124,46 +105,6 @@ def _calibration(model: HFCausalLM, cfg, ctx: StepContext) -> list[torch.Tensor]
     ]
 
 
-def _taylor(work: HFCausalLM, gs: list[Groups], batches: list[torch.Tensor]) -> list[torch.Tensor]:
-    totals = [torch.zeros(g.count, dtype=torch.float64) for g in gs]
-    for batch in batches:
-        work.zero_grad(set_to_none=True)
-        lm_loss(work, batch).backward()
-        for total, g in zip(totals, gs, strict=True):
-            gate = (g.matrix() * g.matrix(grad=True)).sum(0).view(g.count, g.size).sum(1)
-            total += gate.abs().double()
-    return [t / len(batches) for t in totals]
-
-
-def _activation(work: HFCausalLM, gs: list[Groups], batches: list[torch.Tensor]) -> list[torch.Tensor]:
-    totals = [torch.zeros(g.count, dtype=torch.float64) for g in gs]
-
-    def hook(i: int):
-        g = gs[i]
-
-        def record(module: nn.Module, args: tuple) -> None:
-            w = g.matrix()  # (d, in)
-            y = args[0].detach().reshape(-1, w.shape[1])  # (N, in)
-            if g.size == 1:
-                contrib = y.abs() * w.norm(dim=0)
-            else:
-                contrib = torch.einsum("ngk,dgk->ngd", y.view(-1, g.count, g.size), w.view(-1, g.count, g.size))
-                contrib = contrib.norm(dim=-1)
-            totals[i] += contrib.sum(0).double()
-
-        return record
-
-    handles = [g.out_module.register_forward_pre_hook(hook(i)) for i, g in enumerate(gs)]
-    try:
-        with torch.no_grad():
-            for b in batches:
-                work.logits(b[:, :-1])
-    finally:
-        for h in handles:
-            h.remove()
-    return [t / sum(b[:, :-1].numel() for b in batches) for t in totals]
-
-
 def scores(model: HFCausalLM, kind: str, cfg: HeadsConfig | FfnConfig, ctx: StepContext) -> list[torch.Tensor]:
     hf = model.hf
     if cfg.importance == "random":
@@ -174,7 +115,7 @@ def scores(model: HFCausalLM, kind: str, cfg: HeadsConfig | FfnConfig, ctx: Step
     batches = _calibration(model, cfg, ctx)
     work = copy.deepcopy(model).eval()  # gradients and hooks on a copy, never on the input
     gs = [groups(work.hf, b, kind) for b in blocks(work.hf)]
-    return (_taylor if cfg.importance == "taylor" else _activation)(work, gs, batches)
+    return (taylor_scores if cfg.importance == "taylor" else activation_scores)(work, gs, batches)
 
 
 # --------------------------------------------------------------------------- rebuilding
