@@ -51,19 +51,19 @@ def onnx_weight_bytes(path: Path) -> int:
     return int(total)
 
 
-def peak_memory_bytes(path: Path, kv_bytes_per_token: int, widest_activation: int | None, context: int) -> int | None:
+def peak_memory_bytes(path: Path, kv_bytes_per_token: int, activation_width: int | None, context: int) -> int | None:
     """An estimate of the memory a batch-1 session needs: every initializer resident (embedding
     tables in full), the fp32 KV cache at ``context`` and the largest single activation of a
-    prefill over ``context`` tokens (``widest_activation`` elements per token: logits, attention
+    prefill over ``context`` tokens (``activation_width`` elements per token: logits, attention
     scores, q/k/v or the FFN hidden layer). Runtime arenas, the onnxruntime library and the
     graph itself are not counted. None without an activation width (a user's module)."""
-    if widest_activation is None:
+    if activation_width is None:
         return None
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
     resident = sum(math.prod(t.dims) * _ELEM_BYTES.get(t.data_type, 4) for t in model.graph.initializer)
-    return int(resident + kv_bytes_per_token * context + 4 * context * widest_activation)
+    return int(resident + kv_bytes_per_token * context + 4 * context * activation_width)
 
 
 def widest_activation(spec: GPTConfig, context: int) -> int:

@@ -58,6 +58,7 @@ from edgescale.compress.pruning import (
     Scope,
     activation_scores,
     calibration_batches,
+    forward_with_hooks,
     report,
     require_gpt,
     share_of,
@@ -267,15 +268,8 @@ def _block_influence(work: GPT, batches: list[torch.Tensor]) -> torch.Tensor:
 
         return record
 
-    handles = [b.register_forward_hook(hook(i)) for i, b in enumerate(work.blocks)]
-    try:
-        with torch.no_grad():
-            for b in batches:
-                work.logits(b[:, :-1])
-    finally:
-        for h in handles:
-            h.remove()
-    return 1 - sims / sum(b[:, :-1].numel() for b in batches)
+    n_tokens = forward_with_hooks(work, [b.register_forward_hook(hook(i)) for i, b in enumerate(work.blocks)], batches)
+    return 1 - sims / n_tokens
 
 
 def blocks_to_drop(model: GPT, n: int, cfg: LayersConfig, ctx: StepContext) -> list[int]:

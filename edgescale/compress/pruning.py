@@ -150,6 +150,13 @@ def activation_scores(work, gs: list[Groups], batches: list[torch.Tensor]) -> li
         return record
 
     handles = [g.out_module.register_forward_pre_hook(hook(i)) for i, g in enumerate(gs)]
+    n_tokens = forward_with_hooks(work, handles, batches)
+    return [t / n_tokens for t in totals]
+
+
+def forward_with_hooks(work, handles: list, batches: list[torch.Tensor]) -> int:
+    """Run ``work`` over the calibration batches (inputs: all but each row's last token)
+    with the hooks ``handles`` attached, remove them even on error; return the tokens seen."""
     try:
         with torch.no_grad():
             for b in batches:
@@ -157,4 +164,4 @@ def activation_scores(work, gs: list[Groups], batches: list[torch.Tensor]) -> li
     finally:
         for h in handles:
             h.remove()
-    return [t / sum(b[:, :-1].numel() for b in batches) for t in totals]
+    return sum(b[:, :-1].numel() for b in batches)
