@@ -34,8 +34,8 @@ from rich.table import Table
 
 from edgescale.bench.measure import MeasureSpec, measure_variants
 from edgescale.config import builtin_dir, builtin_recipes
-from edgescale.pipeline import run_study
 from edgescale.progress import Reporter
+from edgescale.run import run_study
 from edgescale.yamlfile import read_yaml
 
 LARGE = {

@@ -1,21 +1,18 @@
-"""Schemas for studies and recipes, and YAML loading that names file, field and allowed values.
+"""Schemas for studies and recipes (pydantic, ``extra="forbid"``), and where the shipped YAML files live.
 
-Loading validates in layers: YAML syntax, schema (pydantic, ``extra="forbid"``),
+Loading validates in layers: YAML syntax and schema (here, through :mod:`edgescale.yamlfile`),
 step chain (kinds and order, with ``export.onnx`` inserted where a chain moves from
-torch-stage to ONNX-stage steps), then cross-references (recipes and devices exist).
-``edgescale validate FILE...`` runs the same code.
+torch-stage to ONNX-stage steps: :mod:`edgescale.compress.recipe`), then cross-references
+(recipes and devices exist: :mod:`edgescale.inputs`, which ``edgescale validate FILE...`` runs).
 """
 
 from __future__ import annotations
 
-from importlib import resources
+import importlib.util
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-from edgescale.errors import UserError
-from edgescale.yamlfile import parse, read_yaml
 
 SCHEMA_VERSION = 1
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)]
@@ -59,7 +56,7 @@ class LadderConfig(Strict):
         None,
         min_length=1,
         description="target non-embedding parameter counts; shapes come from the planner "
-        "(edgescale.scaling.plan.shape_for_params), named s0, s1, ...",
+        "(edgescale.models.shape.shape_for_params), named s0, s1, ...",
     )
 
     @model_validator(mode="after")
@@ -74,17 +71,12 @@ class LadderConfig(Strict):
             raise ValueError(f"size names must be unique; repeated: {', '.join(dup)}")
         return self
 
-    def resolved(self, vocab_size: int = 256) -> list[SizeConfig]:
-        """The rungs as explicit shapes (planned ones included)."""
+    def names(self) -> list[str]:
+        """The rungs' names: the given sizes', or s0, s1, ... for planned ones (shapes:
+        :func:`edgescale.models.shape.ladder_sizes`)."""
         if self.sizes is not None:
-            return list(self.sizes)
-        from edgescale.scaling.plan import shape_for_params
-
-        out = []
-        for i, n in enumerate(self.params_non_embedding or []):
-            s = shape_for_params(n, vocab_size=vocab_size, block_size=self.block_size)
-            out.append(SizeConfig(name=f"s{i}", n_layer=s.n_layer, n_head=s.n_head, n_embd=s.d_model))
-        return out
+            return [s.name for s in self.sizes]
+        return [f"s{i}" for i in range(len(self.params_non_embedding or []))]
 
 
 class TrainingConfig(Strict):
@@ -237,7 +229,7 @@ class Study(Strict):
             return self
         if self.ladder is None:
             raise ValueError("distillation needs a ladder (the GPT family)")
-        names = [sz.name for sz in self.ladder.resolved()]
+        names = self.ladder.names()
         for who in (kd.teacher, *kd.students):
             if who not in names:
                 raise ValueError(f"distillation names unknown size {who!r}; allowed: {', '.join(names)}")
@@ -310,86 +302,15 @@ class Recipe(Strict):
 # --------------------------------------------------------------------------- loading
 
 
-def builtin_dir(kind: Literal["studies", "recipes"]) -> Path:
-    return Path(str(resources.files("edgescale") / kind))
-
-
-def load_study(path: Path | None = None) -> tuple[Study, Path]:
-    """Load and fully validate a study (the built-in default when ``path`` is None)."""
-    path = Path(path) if path is not None else builtin_dir("studies") / "default.yaml"
-    study = parse(Study, read_yaml(path), path)
-    base = path.parent
-    for i, name in enumerate(study.recipes):
-        load_recipe(name, base, origin=(path, f"recipes.{i}"))
-    known = known_devices()
-    for i, dev in enumerate(study.devices):
-        if dev not in known:
-            raise UserError(
-                f"unknown device {dev!r}; allowed: {', '.join(sorted(known))}",
-                file=path,
-                field=f"devices.{i}",
-            )
-    return study, path
-
-
-def resolve_recipe_path(name: str, base: Path) -> Path | None:
-    if name.endswith((".yaml", ".yml")):
-        p = Path(name)
-        return p if p.is_absolute() else base / p
-    p = builtin_dir("recipes") / f"{name}.yaml"
-    return p if p.exists() else None
+def builtin_dir(kind: Literal["studies", "recipes", "devices"]) -> Path:
+    """The folder of shipped YAML files of one kind: the repository's top-level ``studies/``, ``recipes/`` or
+    ``devices/``, which packaging installs as the data package ``edgescale.<kind>`` (see setup.py). It is
+    found by that package name, so a checkout (editable install) and an installed wheel read the same way."""
+    spec = importlib.util.find_spec(f"edgescale.{kind}")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(f"edgescale.{kind} is not installed; reinstall edgescale (python3 dev.py setup)")
+    return Path(next(iter(spec.submodule_search_locations)))
 
 
 def builtin_recipes() -> list[str]:
     return sorted(p.stem for p in builtin_dir("recipes").glob("*.yaml"))
-
-
-def load_recipe(name: str, base: Path = Path("."), origin: tuple[Path, str] | None = None):
-    """Load a recipe by built-in name or path (relative to ``base``) and compile its chain.
-
-    ``origin`` names the file and field that referenced the recipe, for the error message.
-    """
-    path = resolve_recipe_path(name, base)
-    if path is None:
-        file, field = origin if origin else (None, None)
-        raise UserError(
-            f"unknown recipe {name!r}; allowed: {', '.join(builtin_recipes())} or a path to a .yaml file",
-            file=file,
-            field=field,
-        )
-    return load_recipe_file(path)
-
-
-def load_recipe_file(path: Path):
-    """Parse a recipe file and compile it into a :class:`edgescale.compress.registry.Chain`."""
-    from edgescale.compress.registry import compile_chain
-
-    recipe = parse(Recipe, read_yaml(path), path)
-    return compile_chain(recipe, path)
-
-
-def known_devices() -> set[str]:
-    """Device names a study may use: ``host`` (measured here) plus the shipped profiles."""
-    from edgescale.profiles import load_devices
-
-    return {"host", *load_devices()}
-
-
-def validate_file(path: Path) -> str:
-    """Validate one study or recipe file; return what it was."""
-    data = read_yaml(path)
-    if "steps" in data:
-        load_recipe_file(path)
-        return "recipe"
-    if "peak_gops" in data:
-        from edgescale.profiles import load_device_file
-
-        load_device_file(path)
-        return "device"
-    if "ladder" in data or "model" in data or "hf_model" in data:
-        load_study(path)
-        return "study"
-    raise UserError(
-        "not a study (needs 'ladder', 'model' or 'hf_model'), a recipe (needs 'steps') or a device (needs 'peak_gops')",
-        file=path,
-    )

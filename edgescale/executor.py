@@ -17,14 +17,14 @@ offers once, so two measurements never share a host; the record names the host.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from edgescale.errors import UserError
-
-if TYPE_CHECKING:
-    from edgescale.pipeline import Pipeline
+from edgescale.pipeline import SPLITS, Inputs, Pipeline
+from edgescale.progress import Reporter
+from edgescale.rundir import RunDir
 
 EXECUTORS = ("local", "ray")
 HOST_RESOURCE = "edgescale_host"  # offered once per node: a measurement holds a whole host
@@ -72,16 +72,10 @@ def run_chains(pipe: Pipeline, trained: dict[str, dict], executor: str = "local"
 # --------------------------------------------------------------------------- Ray tasks
 def _pipeline(inputs, run_dir: str) -> Pipeline:
     """A task's view of the run: the driver holds the run directory's lock for the whole run."""
-    from edgescale.pipeline import Pipeline
-    from edgescale.progress import Reporter
-    from edgescale.rundir import RunDir
-
     return Pipeline(inputs, RunDir(Path(run_dir)), Reporter(quiet=True))
 
 
 def _chain_task(inputs, run_dir: str, plan, chain, trained: dict) -> tuple[dict, dict | None]:
-    from edgescale.pipeline import SPLITS
-
     pipe = _pipeline(inputs, run_dir)
     out = pipe.run_chain(plan, chain, trained)
     twin = pipe.scratch_twin(plan, chain, out, trained)
@@ -91,8 +85,6 @@ def _chain_task(inputs, run_dir: str, plan, chain, trained: dict) -> tuple[dict,
 
 
 def _measure_task(inputs, run_dir: str, variants: dict) -> str:
-    import socket
-
     _pipeline(inputs, run_dir).measure(variants)
     return socket.gethostname()
 
@@ -139,11 +131,9 @@ def _wait(ray, refs: list, on_done: Callable[[int, object], None]) -> None:
 
 
 def _run_on_ray(pipe: Pipeline, trained: dict[str, dict], address: str | None):
-    from edgescale.pipeline import Inputs
-
     ray, started = _connect(address)
     try:
-        inputs = ray.put(Inputs(pipe.study, Path(), pipe.corpus, pipe.chains, pipe.plans))
+        inputs = ray.put(Inputs(pipe.study, Path(), pipe.corpus, pipe.chains, pipe.plans, pipe.backend))
         run_dir = str(pipe.rd.root.resolve())
         # One CPU per chain task; the training inside (scratch twins) uses the study's threads.
         chain = ray.remote(num_cpus=1, max_retries=0)(_chain_task)

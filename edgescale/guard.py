@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgescale.bench.ort_model import OrtCausalLM
 from edgescale.errors import CausalityError, UserError
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
@@ -72,8 +73,6 @@ def check_causal_torch(model, what: str = "model") -> float:
 
 def check_causal_onnx(path: Path, *, atol: float = 1e-4, length: int = 24) -> float:
     """Same check through onnxruntime, on a batched prefill."""
-    from edgescale.bench.ort_model import OrtCausalLM
-
     lm = OrtCausalLM(path)
     vocab = lm.session.get_outputs()[0].shape[-1]
     return check_causal(lm.logits, vocab if isinstance(vocab, int) else 256, str(path), atol=atol, length=length)

@@ -1,6 +1,6 @@
-"""Device profiles: schema, loading and listing (the YAML files live in ``edgescale/devices/``).
+"""Device profiles: schema, loading and listing (the YAML files live in the repository's ``devices/``).
 
-A profile (``devices/<id>.yaml``, shipped inside the package as ``edgescale/devices/``)
+A profile (``devices/<id>.yaml``, installed with the package as ``edgescale/devices/``)
 holds a device's peak compute per precision, memory bandwidth (peak and effective),
 cache, RAM, ISA features, runtimes and the priors the latency predictor starts from.
 Every number is a :class:`Quantity` that carries its *kind* — ``measured`` (by someone,
@@ -15,13 +15,12 @@ only to check predictions) are kept apart.
 from __future__ import annotations
 
 import functools
-from importlib import resources
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from edgescale.config import ExecutionProvider, Name, Strict
+from edgescale.config import ExecutionProvider, Name, Strict, builtin_dir
 from edgescale.errors import UserError
 from edgescale.yamlfile import parse, read_yaml
 
@@ -103,12 +102,14 @@ class Efficiency(Strict):
 
 
 class Anchor(Strict):
+    renamed_keys: ClassVar[dict[str, str]] = {"prompt_tokens": "prompt_len"}  # deprecated spelling, for one release
+
     workload: Literal["decode", "prefill"] = Field(description="what was timed")
     model: str = Field(description="model and quantization, e.g. 'Llama 2 7B Q4_0'")
     params: float = Field(gt=0, description="parameters (total)")
     bits_per_weight: float = Field(gt=0, le=32, description="average stored bits per weight incl. scales")
     tokens_per_s: float = Field(gt=0, description="measured throughput")
-    prompt_tokens: int | None = Field(None, ge=1, description="prefill prompt length")
+    prompt_len: int | None = Field(None, ge=1, description="prefill prompt length (tokens)")
     runtime: str = Field(description="runtime and backend")
     source: str = Field(min_length=3, description="where the measurement was published")
 
@@ -156,10 +157,6 @@ class DeviceProfile(Strict):
         return out
 
 
-def builtin_devices_dir() -> Path:
-    return Path(str(resources.files("edgescale") / "devices"))
-
-
 def load_device_file(path: Path) -> DeviceProfile:
     profile = parse(DeviceProfile, read_yaml(path), path)
     if profile.id != Path(path).stem:
@@ -167,30 +164,30 @@ def load_device_file(path: Path) -> DeviceProfile:
     return profile
 
 
-def load_devices(fitted: bool = True) -> dict[str, DeviceProfile]:
-    """The shipped profiles; with ``fitted``, efficiencies fitted to each profile's
-    calibration anchors replace its priors (see :func:`edgescale.bench.predict.calibrated`).
+def device_files() -> tuple[tuple[Path, int, int], ...]:
+    """The shipped profile files with their mtime and size: the cache key of the loaded profiles."""
+    files = sorted(builtin_dir("devices").glob("*.yaml"))
+    return tuple((p, p.stat().st_mtime_ns, p.stat().st_size) for p in files)
+
+
+def load_devices() -> dict[str, DeviceProfile]:
+    """The shipped profiles as written, with their priors (fitted ones: :mod:`edgescale.bench.devices`).
 
     Read once per process while the files are unchanged (a run asks for them per variant;
     the profiles are immutable, so sharing them is safe)."""
-    files = sorted(builtin_devices_dir().glob("*.yaml"))
-    return dict(_load_devices(tuple((p, p.stat().st_mtime_ns, p.stat().st_size) for p in files), fitted))
+    return dict(read_devices(device_files()))
 
 
 @functools.cache
-def _load_devices(files: tuple[tuple[Path, int, int], ...], fitted: bool) -> dict[str, DeviceProfile]:
-    from edgescale.bench.predict import calibrated
-
-    raw = {p.stem: load_device_file(p) for p, _, _ in files}
-    return {k: calibrated(v) for k, v in raw.items()} if fitted else raw
+def read_devices(files: tuple[tuple[Path, int, int], ...]) -> dict[str, DeviceProfile]:
+    return {p.stem: load_device_file(p) for p, _, _ in files}
 
 
-def get_device(name: str) -> DeviceProfile:
-    """A shipped profile by id, or a profile file by path (e.g. the host's from edgescale calibrate)."""
+def find_device(name: str) -> DeviceProfile:
+    """A shipped profile by id, or a profile file by path, as written (the fitted one:
+    :func:`edgescale.bench.devices.get_device`)."""
     if name.endswith((".yaml", ".yml")):
-        from edgescale.bench.predict import calibrated
-
-        return calibrated(load_device_file(Path(name)))
+        return load_device_file(Path(name))
     devices = load_devices()
     if name not in devices:
         raise UserError(f"unknown device {name!r}; allowed: {', '.join(sorted(devices))}", field="--device")

@@ -36,6 +36,8 @@ from typing import TypeVar
 
 from edgescale import __version__
 from edgescale.errors import UserError
+from edgescale.results import Results, parse_results, read_results
+from edgescale.results.schema import HostLatency, Variant
 
 SCHEMA_VERSION = 1
 DEFAULT_DB = Path("runs") / "edgescale.db"  # relative to the working directory, beside runs/<study>/
@@ -270,7 +272,7 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
 
 
-def _run_row(run_dir: Path, manifest: dict, man_sha: str, results: dict, res_sha: str) -> dict:
+def _run_row(run_dir: Path, manifest: dict, man_sha: str, results: Results, res_sha: str) -> dict:
     # The manifest has no wall-clock stamps: it is written last, when the run finishes,
     # so its mtime is the finish time, and its "seconds" the run's duration.
     man_path = run_dir / "manifest.json"
@@ -279,71 +281,83 @@ def _run_row(run_dir: Path, manifest: dict, man_sha: str, results: dict, res_sha
     if started is None and isinstance(manifest.get("seconds"), (int, float)):
         started = _iso(man_path.stat().st_mtime - manifest["seconds"])
     machine = manifest.get("machine", {})
-    measured = results.get("machine", {})
+    m = results.measurement
+    data = results.data()
     return {
         "run_id": run_id_of(run_dir),
-        "study": results.get("study") or manifest.get("study", {}).get("name", "?"),
+        "study": results.study,
         "started_at": started,
         "finished_at": finished,
         "recorded_at": _iso(time.time()),
         "edgescale_version": manifest.get("edgescale_version"),
-        "cpu_model": measured.get("cpu_model") or machine.get("cpu_model"),
-        "threads": results.get("measurement", {}).get("threads", machine.get("ort_threads")),
+        "cpu_model": results.machine.get("cpu_model") or machine.get("cpu_model"),
+        "threads": m.threads if "threads" in m.model_fields_set else machine.get("ort_threads"),
         "train_threads": machine.get("torch_threads"),
         "status": manifest["status"],
         "results_path": str((run_dir / "results.json").resolve()),
         "manifest_sha256": man_sha,
         "results_sha256": res_sha,
-        "loss_target_bpb": results.get("loss_target_bpb"),
-        "results_json": json.dumps({k: v for k, v in results.items() if k != "variants"}),
+        "loss_target_bpb": results.loss_target_bpb,
+        "results_json": json.dumps({k: v for k, v in data.items() if k != "variants"}),
     }
 
 
-def _variant_row(run_id: str, position: int, v: dict) -> dict:
-    loss, cost = v.get("loss", {}), v.get("cost", {})
+def _variant_row(run_id: str, position: int, v: Variant, entry: dict) -> dict:
+    """``entry`` is ``v`` as results.json has it (stored verbatim)."""
     return {
         "run_id": run_id,
-        "variant_id": v["variant_id"],
+        "variant_id": v.variant_id,
         "position": position,
-        "size": v["size"],
-        "recipe": v["recipe"],
-        "params_non_embedding": v.get("params_non_embedding"),
-        "params_total": v.get("params_total"),
-        "train_tokens": v.get("train_tokens"),
-        "file_bytes": v.get("file_bytes"),
-        "onnx_path": v.get("onnx_path"),
-        "onnx_sha256": v.get("onnx_sha256"),
-        "val_bpb": loss.get("validation", {}).get("bits_per_byte"),
-        "test_bpb": loss.get("test", {}).get("bits_per_byte"),
-        "bytes_per_decoded_token": cost.get("bytes_per_decoded_token"),
-        "flops_per_token": cost.get("flops_per_token"),
-        "flops_context": cost.get("flops_context"),
-        "on_frontier": None if v.get("on_frontier") is None else int(v["on_frontier"]),
-        "flags_json": json.dumps(v.get("flags", [])),
-        "variant_json": json.dumps(v),
+        "size": v.size,
+        "recipe": v.recipe,
+        "params_non_embedding": v.params_non_embedding,
+        "params_total": v.params_total,
+        "train_tokens": v.train_tokens,
+        "file_bytes": v.file_bytes,
+        "onnx_path": v.onnx_path,
+        "onnx_sha256": v.onnx_sha256,
+        "val_bpb": v.bpb("validation"),
+        "test_bpb": v.bpb("test"),
+        "bytes_per_decoded_token": v.cost.bytes_per_decoded_token,
+        "flops_per_token": v.cost.flops_per_token,
+        "flops_context": v.cost.decode_context,  # FLOPs are counted at the decode context (schema 2)
+        "on_frontier": None if v.on_frontier is None else int(v.on_frontier),
+        "flags_json": json.dumps(v.flags),
+        "variant_json": json.dumps(entry),
     }
 
 
-def _latency_rows(run_id: str, v: dict, machine: dict) -> list[dict]:
+def _latency_rows(run_id: str, v: Variant, machine: dict) -> list[dict]:
     rows = []
-    for device, lat in v.get("latency", {}).items():
-        measured = lat.get("latency_source", lat.get("kind")) == "measured"
-        load_start, load_end = machine.get("load_avg_start") or [None], machine.get("load_avg_end") or [None]
+    load_start, load_end = machine.get("load_avg_start") or [None], machine.get("load_avg_end") or [None]
+    for device, lat in v.latency.items():
+        measured = isinstance(lat, HostLatency)
+        row = {"run_id": run_id, "variant_id": v.variant_id, "device": device, "latency_source": lat.latency_source}
+        if measured:
+            row |= {
+                "prefill_ms": lat.prefill_ms_p50,
+                "prefill_ms_p90": lat.prefill_ms_p90,
+                "decode_ms": lat.decode_ms_p50,
+                "decode_ms_p90": lat.decode_ms_p90,
+                "decode_ms_low": None,
+                "decode_ms_high": None,
+                "energy_mj_per_token": None,
+            }
+        else:
+            row |= {
+                "prefill_ms": lat.prefill_ms,
+                "prefill_ms_p90": None,
+                "decode_ms": lat.decode_ms,
+                "decode_ms_p90": None,
+                "decode_ms_low": lat.decode_ms_low,
+                "decode_ms_high": lat.decode_ms_high,
+                "energy_mj_per_token": lat.energy_mj_per_token,
+            }
         rows.append(
-            {
-                "run_id": run_id,
-                "variant_id": v["variant_id"],
-                "device": device,
-                "latency_source": "measured" if measured else "predicted",
-                "prefill_ms": lat.get("prefill_ms_p50", lat.get("prefill_ms")),
-                "prefill_ms_p90": lat.get("prefill_ms_p90"),
-                "decode_ms": lat.get("decode_ms_p50", lat.get("decode_ms")),
-                "decode_ms_p90": lat.get("decode_ms_p90"),
-                "decode_ms_low": lat.get("decode_ms_low"),
-                "decode_ms_high": lat.get("decode_ms_high"),
-                "energy_mj_per_token": lat.get("energy_mj_per_token"),
+            row
+            | {
                 "cpu_model": machine.get("cpu_model") if measured else None,
-                "threads": lat.get("threads") if measured else None,
+                "threads": lat.threads if measured else None,
                 "load_avg_1m_start": load_start[0] if measured else None,
                 "load_avg_1m_end": load_end[0] if measured else None,
             }
@@ -375,14 +389,13 @@ def record_run(db: Path | str, run_dir: Path | str, *, busy_timeout_s: float = B
             file=run_dir / "manifest.json",
             field="status",
         )
-    results, res_sha = _read_json(run_dir / "results.json")
-    variants = results.get("variants")
-    if not isinstance(variants, list):
-        raise UserError("no 'variants' list", file=run_dir / "results.json", field="variants")
+    results = read_results(run_dir)  # the one reader: migrated, validated, or a UserError naming the file
+    res_sha = hashlib.sha256((run_dir / "results.json").read_bytes()).hexdigest()
     run = _run_row(run_dir, manifest, man_sha, results, res_sha)
     rid = run["run_id"]
-    vrows = [_variant_row(rid, i, v) for i, v in enumerate(variants)]
-    lrows = [r for v in variants for r in _latency_rows(rid, v, results.get("machine", {}))]
+    entries = results.data()["variants"]
+    vrows = [_variant_row(rid, i, v, e) for i, (v, e) in enumerate(zip(results.variants, entries, strict=True))]
+    lrows = [r for v in results.variants for r in _latency_rows(rid, v, results.machine)]
 
     def replace(con: sqlite3.Connection) -> str:
         for table in ("latencies", "variants", "runs"):  # children first
@@ -457,18 +470,19 @@ def load_variants(
     return out or []
 
 
-def load_run(db: Path | str, run_id: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> dict:
-    """A recorded run's ``results.json`` as it was recorded (loss target, scaling fit,
-    protocol, variants, ...), plus ``run_id`` and ``run_dir``."""
+def load_run(db: Path | str, run_id: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Results:
+    """A recorded run's typed results as they were recorded (loss target, scaling fit,
+    protocol, variants, ...); its run directory is ``run_id``."""
     db = Path(db)
 
-    def fetch(con: sqlite3.Connection) -> dict:
+    def fetch(con: sqlite3.Connection) -> tuple[str, dict]:
         (rid,) = _known_ids(con, db, [run_id])
         (rj,) = con.execute("SELECT results_json FROM runs WHERE run_id = ?", (rid,)).fetchone()
         rows = con.execute("SELECT variant_json FROM variants WHERE run_id = ? ORDER BY position", (rid,))
-        return {**json.loads(rj), "variants": [json.loads(r[0]) for r in rows], "run_id": rid, "run_dir": rid}
+        return rid, {**json.loads(rj), "variants": [json.loads(r[0]) for r in rows]}
 
-    run = _read(db, fetch, None, busy_timeout_s)
-    if run is None:
+    found = _read(db, fetch, None, busy_timeout_s)
+    if found is None:
         raise UserError("no results store here; runs are recorded when they finish", file=db)
-    return run
+    rid, data = found
+    return parse_results(data, f"{db}: run {rid}")

@@ -4,6 +4,7 @@ calibrations)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from edgescale.errors import UserError
+
+# A model lists its renamed keys here, old -> new, e.g. ``renamed_keys: ClassVar[dict[str, str]] =
+# {"prompt_tokens": "prompt_len"}``. The old key keeps working for one release: parse() renames it and
+# warns with the file and the field path. (Done on the data, not in a model validator, because only
+# the walk from the top knows where in the file a nested key sits.)
+RENAMED_KEYS = "renamed_keys"
 
 # libyaml's safe loader when PyYAML was built with it (about 10x faster), else the Python one
 _SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -55,6 +62,35 @@ def _allowed_fields(model: type[BaseModel], loc: tuple) -> list[str]:
     return sorted(current.model_fields)
 
 
+def _field_model(model: type[BaseModel], key: str) -> type[BaseModel] | None:
+    """The model nested under ``key`` (a field name or its alias), if any."""
+    for name, field in model.model_fields.items():
+        if key in (name, field.alias):
+            return _model_in(field.annotation)
+    return None
+
+
+def _rename_deprecated(model: type[BaseModel], data: Any, file: Path | str, loc: tuple = ()) -> Any:
+    """``data`` with the deprecated keys of ``model`` (and the models nested in it) renamed, one warning each."""
+    if isinstance(data, list):
+        return [_rename_deprecated(model, item, file, (*loc, i)) for i, item in enumerate(data)]
+    if not isinstance(data, dict):
+        return data
+    renamed: dict[str, str] = getattr(model, RENAMED_KEYS, {})
+    out = {}
+    for key, value in data.items():
+        new = renamed.get(key)
+        if new is not None:
+            where = _format_loc((*loc, key))
+            if new in data:
+                raise UserError(f"give {new} only ({key} is its deprecated spelling)", file=file, field=where)
+            print(f"warning: {file}: {where} is deprecated; use {new}", file=sys.stderr)
+            key = new
+        sub = _field_model(model, key)
+        out[key] = _rename_deprecated(sub, value, file, (*loc, key)) if sub is not None else value
+    return out
+
+
 def read_yaml(path: Path) -> dict:
     path = Path(path)
     try:
@@ -77,6 +113,7 @@ def read_yaml(path: Path) -> dict:
 
 
 def parse(model: type[BaseModel], data: dict, file: Path | str) -> Any:
+    data = _rename_deprecated(model, data, file)
     try:
         return model.model_validate(data)
     except ValidationError as err:

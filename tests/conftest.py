@@ -50,9 +50,11 @@ def block_network():
 @pytest.fixture(scope="session", autouse=True)
 def results_store(tmp_path_factory):
     """Finished runs record into a store of the session's own (subprocesses inherit it),
-    never into the repo's runs/edgescale.db."""
+    never into the repo's runs/edgescale.db. Likewise the export cache: one per session,
+    shared by every test and subprocess, starting empty as on a fresh clone."""
     mp = pytest.MonkeyPatch()
     mp.setenv("EDGESCALE_DB", str(tmp_path_factory.mktemp("store") / "edgescale.db"))
+    mp.setenv("EDGESCALE_CACHE", str(tmp_path_factory.mktemp("cache")))
     yield
     mp.undo()
 
@@ -64,8 +66,8 @@ def tiny_run(tmp_path_factory):
     import yaml
     from tiny_study import TINY
 
-    from edgescale.pipeline import run_study
     from edgescale.progress import Reporter
+    from edgescale.run import run_study
 
     root = tmp_path_factory.mktemp("tiny")
     study, db = root / "tiny.yaml", root / "edgescale.db"

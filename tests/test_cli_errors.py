@@ -1,17 +1,15 @@
 """Every user error on the command line: exit code 2, one message naming what is wrong, no traceback.
 
-Each invocation is a real ``python -m edgescale.cli`` process (run a few at a time).
+Each invocation runs ``edgescale.cli.main`` in this process (tests/cli_runner.py), which
+exits and prints as ``python -m edgescale.cli`` does (tests/test_cli.py checks real processes).
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from cli_runner import CliResult, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,15 +33,8 @@ def bad_files(tmp_path_factory) -> dict[str, Path]:
     return {name: d / name for name in [*files, "not_a_run"]}
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgescale.cli", *args],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        timeout=600,
-        env={**os.environ, "COLUMNS": "300", "EDGESCALE_DB": str(cwd / "store.db")},
-    )
+def _cli(args: list[str], cwd: Path) -> CliResult:
+    return run_cli(*args, cwd=cwd, env={"COLUMNS": "300", "EDGESCALE_DB": str(cwd / "store.db")})
 
 
 def test_user_errors_exit_2_with_one_message_and_no_traceback(bad_files, tmp_path):
@@ -62,7 +53,7 @@ def test_user_errors_exit_2_with_one_message_and_no_traceback(bad_files, tmp_pat
         (["validate", f["date.yaml"]], [f["date.yaml"], "invalid YAML"]),
         (["validate", f["tagged.yaml"]], [f["tagged.yaml"], "invalid YAML"]),
         (["validate", f["binary.yaml"]], [f["binary.yaml"], "cannot read"]),
-        (["plan"], ["give --compute, --target-loss"]),
+        (["plan"], ["give --compute, --loss-target"]),
         (["plan", "--compute", "-5"], ["--compute", "must be positive"]),
         (["report", f["not_a_run"]], [f["not_a_run"]]),
         (["calibrate", "--threads", "0"], ["--threads"]),
@@ -71,8 +62,7 @@ def test_user_errors_exit_2_with_one_message_and_no_traceback(bad_files, tmp_pat
         (["run", "--no-such-option"], ["No such option"]),  # typer/click's own usage errors
         (["plan", "--compute", "lots"], ["Invalid value"]),
     ]
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        results = list(pool.map(lambda c: _cli(c[0], tmp_path), cases))
+    results = [_cli(argv, tmp_path) for argv, _ in cases]
     failures = []
     for (argv, fragments), r in zip(cases, results, strict=True):
         out = r.stderr + r.stdout

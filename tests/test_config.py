@@ -5,8 +5,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from edgescale.config import Study, builtin_dir, load_recipe, load_study, validate_file
+from edgescale.compress.recipe import load_recipe
+from edgescale.config import Study, builtin_dir
 from edgescale.errors import UserError
+from edgescale.inputs import load_study, validate_file
+from edgescale.models.shape import ladder_sizes
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = yaml.safe_load((REPO / "studies" / "default.yaml").read_text())
@@ -37,12 +40,11 @@ def _mutated(**changes) -> dict:
     return data
 
 
-def test_default_study_is_valid_and_mirrored():
-    packaged = builtin_dir("studies") / "default.yaml"
-    assert packaged.read_text() == (REPO / "studies" / "default.yaml").read_text()
-    study, _ = load_study()
+def test_default_study_is_valid():
+    study, path = load_study()
+    assert path.resolve() == (REPO / "studies" / "default.yaml").resolve()
     assert study.name == "default"
-    sizes = study.ladder.resolved()
+    sizes = ladder_sizes(study.ladder)
     assert len(sizes) >= 4 and len(study.recipes) >= 2
     from edgescale.models.shape import GPTConfig, accounting
 
@@ -50,9 +52,12 @@ def test_default_study_is_valid_and_mirrored():
     assert n == sorted(n) and n[-1] / n[0] >= 30  # the ladder spans at least 30x in N
 
 
-def test_builtin_recipes_are_mirrored():
-    for p in builtin_dir("recipes").glob("*.yaml"):
-        assert p.read_text() == (REPO / "recipes" / p.name).read_text(), p.name
+@pytest.mark.parametrize("kind", ["studies", "recipes", "devices"])
+def test_shipped_files_are_read_from_the_top_level_folder(kind):
+    """One copy of each shipped file: in a checkout the loaders read the repository's own folder
+    (packaging installs it as edgescale/<kind>; tests/test_packaging.py checks the wheel)."""
+    assert builtin_dir(kind).resolve() == (REPO / kind).resolve()
+    assert not (REPO / "edgescale" / kind).exists()
 
 
 @pytest.mark.parametrize(

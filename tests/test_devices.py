@@ -8,19 +8,34 @@ from pathlib import Path
 import pytest
 import yaml
 
+from edgescale import profiles
+from edgescale.bench.devices import get_device, load_devices
 from edgescale.bench.predict import check_anchors, predict
+from edgescale.config import builtin_dir
 from edgescale.errors import UserError
-from edgescale.profiles import builtin_devices_dir, get_device, load_device_file, load_devices
+from edgescale.profiles import load_device_file
 
 REPO = Path(__file__).resolve().parents[1]
-RPI5 = builtin_devices_dir() / "rpi5-8gb.yaml"
+RPI5 = builtin_dir("devices") / "rpi5-8gb.yaml"
 
 
-def test_profiles_load_and_are_mirrored_in_devices():
+def test_profiles_load_from_the_devices_folder():
     profiles = load_devices()
     assert "rpi5-8gb" in profiles
-    for p in builtin_devices_dir().glob("*.yaml"):
-        assert p.read_text() == (REPO / "devices" / p.name).read_text(), p.name
+    assert sorted(profiles) == sorted(p.stem for p in (REPO / "devices").glob("*.yaml"))
+
+
+def test_prompt_tokens_is_a_deprecated_spelling_of_prompt_len(tmp_path, capsys):
+    """An anchor's old key still loads, for one release, with one warning naming the file, the field and the
+    new key; both keys together are refused."""
+    new = load_device_file(RPI5)
+    old = _mutated(tmp_path, lambda d: d["calibration"][0].update(prompt_tokens=d["calibration"][0].pop("prompt_len")))
+    assert load_device_file(old) == new and new.calibration[0].prompt_len == 109
+    assert capsys.readouterr().err == f"warning: {old}: calibration.0.prompt_tokens is deprecated; use prompt_len\n"
+    both = _mutated(tmp_path, lambda d: d["calibration"][0].update(prompt_tokens=109))
+    with pytest.raises(UserError, match="give prompt_len only") as e:
+        load_device_file(both)
+    assert e.value.field == "calibration.0.prompt_tokens"
 
 
 def _mutated(tmp_path, edit) -> Path:
@@ -103,7 +118,6 @@ def test_validation_decode_anchors_are_within_30_percent():
     """Issue 5's target: the analytic predictor against published decode measurements it
     was not fitted on (validation anchors), with efficiencies fitted on calibration anchors."""
     from edgescale.bench.predict import check_anchors
-    from edgescale.profiles import load_devices
 
     rows = [r for d in load_devices().values() for r in check_anchors(d) if r["workload"] == "decode"]
     assert len(rows) >= 5
@@ -113,9 +127,8 @@ def test_validation_decode_anchors_are_within_30_percent():
 
 def test_calibration_anchors_replace_priors_and_are_recorded_as_derived():
     from edgescale.bench.predict import _anchor_rows, calibrated
-    from edgescale.profiles import load_devices
 
-    raw = load_devices(fitted=False)["rpi4-4gb"]
+    raw = profiles.load_devices()["rpi4-4gb"]  # as written, priors unfitted
     fitted = calibrated(raw)
     assert raw.efficiency.bw.kind == "assumed" and fitted.efficiency.bw.kind == "derived"
     assert "calibration anchor" in fitted.efficiency.bw.formula and "justine.lol" in fitted.efficiency.bw.source

@@ -17,8 +17,8 @@ from rich.console import Console
 from run_fields import deterministic
 
 from edgescale.errors import UserError
-from edgescale.pipeline import run_study
 from edgescale.progress import Reporter
+from edgescale.run import run_study
 
 STUDY = {
     "schema_version": 1,

@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from edgescale.config import validate_file
 from edgescale.errors import UserError
+from edgescale.inputs import validate_file
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "studies").glob("*.yaml")) + sorted((REPO / "recipes").glob("*.yaml"))
@@ -180,8 +180,8 @@ def csv_text(draw):
 @fuzz(60)
 @given(text=csv_text() | st.text(max_size=200))
 def test_csv_points_load_and_fit_or_one_user_error(scratch, text):
+    from edgescale.results.points import load_points
     from edgescale.scaling.fit import fit_chinchilla
-    from edgescale.scaling.points import load_points
 
     path = scratch / "points.csv"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")

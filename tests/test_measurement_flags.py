@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from edgescale.bench.measure import machine_info, ratio
-from edgescale.results import _flags
+from edgescale.results.assemble import variant_flags as _flags
 
 
 def _variant(decode: dict, prefill: dict, sparse: bool = False) -> dict:

@@ -12,8 +12,8 @@ from tiny_study import TINY
 from edgescale.bench.loss import onnx_loss
 from edgescale.config import CorpusConfig
 from edgescale.data.corpus import load_corpus
-from edgescale.pipeline import run_study
 from edgescale.progress import Reporter
+from edgescale.run import run_study
 
 
 @pytest.mark.slow
@@ -108,8 +108,8 @@ def test_second_run_on_a_locked_directory_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_fit_reads_a_run_directory(tiny_run):
+    from edgescale.results.points import load_points
     from edgescale.scaling.fit import fit_chinchilla
-    from edgescale.scaling.points import load_points
 
     _, out, _ = tiny_run
     pts = load_points(out)

@@ -82,7 +82,7 @@ class _RunsACommand:
 
 @pytest.mark.parametrize("how", ["torch.save", "pickle protocol 0", "pickle protocol 5"])
 def test_a_malicious_pickle_checkpoint_is_refused_and_never_runs(tmp_path, how):
-    from edgescale.train.trainer import load_model
+    from edgescale.models.checkpoint import load_model
 
     marker = tmp_path / "pwned"
     ckpt = tmp_path / "model.safetensors"  # the suffix lies
@@ -96,7 +96,7 @@ def test_a_malicious_pickle_checkpoint_is_refused_and_never_runs(tmp_path, how):
 
 
 def test_yaml_python_tags_are_refused_and_never_run(tmp_path):
-    from edgescale.config import validate_file
+    from edgescale.inputs import validate_file
 
     marker = tmp_path / "pwned"
     bad = tmp_path / "study.yaml"
@@ -109,7 +109,7 @@ def test_yaml_python_tags_are_refused_and_never_run(tmp_path):
 
 
 def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path):
-    from edgescale.config import validate_file
+    from edgescale.inputs import validate_file
 
     lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
@@ -158,7 +158,7 @@ def _study(name: str = "ok", size: str = "s0") -> dict:
 )
 def test_names_from_a_study_cannot_be_paths(tmp_path, doc, field):
     """Studies and sizes name folders (runs/<study>/, train/<size>/): no separators, no '..'."""
-    from edgescale.config import validate_file
+    from edgescale.inputs import validate_file
 
     f = tmp_path / "study.yaml"
     f.write_text(yaml.safe_dump(doc))

@@ -42,9 +42,10 @@ def _variant(size: str, recipe: str, val_bpb: float) -> dict:
         },
         "cost": {
             "weight_bytes": 8425,
+            "decode_context": 32,
+            "kv_bytes_at_context": 4096,
             "bytes_per_decoded_token": 12521,
             "flops_per_token": 16384.0,
-            "flops_context": 32,
         },
         "latency": {
             "host": {
@@ -85,12 +86,20 @@ def make_run(root: Path, study: str = "tiny", status: str = "finished", losses=(
     variants = [_variant("a", r, bpb) for r, bpb in zip(("fp32", "int8_dynamic"), losses, strict=True)]
     results = {
         "study": study,
-        "schema_version": 1,
+        "schema_version": 2,
         "loss_target_bpb": 3.3,
-        "measurement": {"threads": 1},
+        "protocol": {
+            "context_length": 32,
+            "stride": 32,
+            "max_tokens": 2048,
+            "split_sha256": "v" * 64,
+            "unit": "bits_per_byte",
+        },
+        "measurement": {"prompt_len": 16, "decode_context": 32, "threads": 1},
         "machine": machine,
+        "sizes": [{"size": "a", "params_total": 7920, "train_tokens": 20480}],
         "variants": variants,
-        "scaling": {"status": "fitted", "law": {"E": 1.0}},
+        "scaling": {"status": "fitted", "law": {"E": 1.0, "A": 50.0, "B": 80.0, "alpha": 0.3, "beta": 0.3}},
     }
     (root / "manifest.json").write_text(json.dumps(manifest))
     (root / "results.json").write_text(json.dumps(results))
@@ -128,7 +137,7 @@ def test_record_list_load_round_trip(tmp_path):
     extra = {"run_id": rid, "run_dir": rid, "study": "tiny", "loss_target_bpb": 3.3}
     assert loaded == [{**v, **extra} for v in results["variants"]]
     assert load_variants(db, [run]) == loaded  # a run id may be given as its directory
-    assert load_run(db, rid) == {**results, "run_id": rid, "run_dir": rid}
+    assert load_run(db, rid).data() == results  # typed, through the one reader; its run directory is rid
 
     with sqlite3.connect(db) as con:
         rows = con.execute(
@@ -290,8 +299,8 @@ def test_runs_command_lists_and_adds(tmp_path):
 
 
 def test_pipeline_hook_warns_and_keeps_the_run_when_the_store_is_broken(tmp_path, monkeypatch):
-    from edgescale.pipeline import record_in_store
     from edgescale.progress import Reporter
+    from edgescale.run import record_in_store
 
     run = make_run(tmp_path / "run")
     before = {f.name: f.read_bytes() for f in run.iterdir()}
@@ -314,7 +323,7 @@ def test_pipeline_records_the_finished_run(tiny_run):
     (summary,) = list_runs(db)
     assert summary.run_id == run_id_of(run) and summary.status == "finished" and summary.present
     assert summary.best_val_bpb == min(v["loss"]["validation"]["bits_per_byte"] for v in results["variants"])
-    assert load_run(db, summary.run_id) == {**results, "run_id": summary.run_id, "run_dir": summary.run_id}
+    assert load_run(db, summary.run_id).data() == results
     variants = load_variants(db)
     assert len(variants) == len(results["variants"]) == 6
     for v in variants:

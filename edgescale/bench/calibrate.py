@@ -27,7 +27,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+import yaml
 
+from edgescale.bench.measure import MeasureSpec, machine_info, measure_variants
 from edgescale.bench.probes import (
     BYTES_PER_WEIGHT,
     GEMM_ROWS,
@@ -37,6 +39,7 @@ from edgescale.bench.probes import (
     write_probes,
 )
 from edgescale.errors import UserError
+from edgescale.yamlfile import read_yaml
 
 # Op types → the probe class that prices them. View ops copy nothing (half an Add's
 # dispatch); an op type not listed is priced as an element-wise Add of its size.
@@ -179,8 +182,6 @@ def calibrate(
     """
     import onnxruntime as ort
 
-    from edgescale.bench.measure import MeasureSpec, machine_info, measure_variants
-
     spec = spec or ProbeSpec()
     mspec = measure_spec or MeasureSpec(threads=threads, repeats=repeats, warmup=2, prompt_len=16, timeout_s=3600)
     with tempfile.TemporaryDirectory(prefix="edgescale-probes-") as d:
@@ -201,10 +202,6 @@ def calibrate(
 
 
 def load_calibration(path: Path) -> HostCalibration:
-    import yaml
-
-    from edgescale.yamlfile import read_yaml
-
     data = read_yaml(Path(path))
     try:
         return HostCalibration.from_dict(data, path)

@@ -14,6 +14,8 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from edgescale.bench.bytes import elem_bytes, tensor_bytes
+
 WEIGHT_OPS = {"MatMul", "Gemm", "MatMulInteger", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 QUANT_OPS = {
     "DynamicQuantizeLinear",
@@ -25,7 +27,6 @@ QUANT_OPS = {
     "MatMulIntegerToFloat",
     "QLinearMatMul",
 }
-_DTYPE_BYTES = {1: 4.0, 2: 1.0, 3: 1.0, 10: 2.0, 11: 8.0, 6: 4.0, 7: 8.0, 16: 2.0, 21: 0.5, 22: 0.5}
 _PRECISION = {1: "fp32", 10: "fp16", 16: "bf16", 2: "int8", 3: "int8", 21: "int4", 22: "int4"}
 
 
@@ -69,13 +70,6 @@ class GraphCost:
         return d
 
 
-def _bytes(t) -> float:
-    n = 1
-    for dim in t.dims:
-        n *= dim
-    return n * _DTYPE_BYTES.get(t.data_type, 4.0)
-
-
 def graph_cost(path: Path) -> GraphCost:
     import onnx
 
@@ -91,10 +85,10 @@ def graph_cost(path: Path) -> GraphCost:
         weights = [inits[i] for i in node.input if i in inits]
         if not weights:
             continue
-        wb = sum(_bytes(t) for t in weights)
+        wb = sum(tensor_bytes(t) for t in weights)
         if node.op_type == "Gather" and len(weights[0].dims) == 2:
-            wb = _bytes(weights[0]) / weights[0].dims[0]  # one embedding row per token
-        big = max(weights, key=_bytes)
+            wb = tensor_bytes(weights[0]) / weights[0].dims[0]  # one embedding row per token
+        big = max(weights, key=tensor_bytes)
         precision = _PRECISION.get(big.data_type, "other")
         flops, k, n = 0.0, 0, 0
         if node.op_type in WEIGHT_OPS:
@@ -111,7 +105,7 @@ def graph_cost(path: Path) -> GraphCost:
     for i in kv_inputs:
         dims = i.type.tensor_type.shape.dim
         heads, head_dim = dims[1].dim_value, dims[3].dim_value
-        elem = _DTYPE_BYTES.get(i.type.tensor_type.elem_type, 4.0)
+        elem = elem_bytes(i.type.tensor_type.elem_type)
         kv_per_token += heads * head_dim * elem
         attn += 2.0 * heads * head_dim  # q·k for keys, attn·v for values: 2 FLOPs per MAC
     return GraphCost(

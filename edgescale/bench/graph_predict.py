@@ -31,7 +31,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from edgescale.bench.nodes import DecodeGraph
+from edgescale.bench.cost import graph_cost
+from edgescale.bench.nodes import DecodeGraph, decode_graph
+from edgescale.bench.predict import anchor_interval, calibrated
 from edgescale.profiles import DeviceProfile
 
 RUN = "run"
@@ -213,10 +215,6 @@ def predict_on_device(path, device: DeviceProfile, context: int, prompt_len: int
     The profile's efficiencies are its priors, or fitted to its calibration anchors; the
     interval comes from its validation anchors (an assumed ±50% without any).
     """
-    from edgescale.bench.cost import graph_cost
-    from edgescale.bench.nodes import decode_graph
-    from edgescale.bench.predict import anchor_interval, calibrated
-
     device = calibrated(device)
     graph = graph or decode_graph(path, context)
     params = RooflineParams.from_profile(device)

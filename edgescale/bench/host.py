@@ -13,12 +13,14 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 from edgescale.bench.calibrate import HostCalibration, calibrate
 from edgescale.bench.graph_predict import (
+    EfficiencyFit,
     RooflineParams,
     fit_efficiency,
     host_components,
@@ -26,8 +28,12 @@ from edgescale.bench.graph_predict import (
 )
 from edgescale.bench.measure import MeasureSpec
 from edgescale.bench.nodes import decode_graph
+from edgescale.bench.ort_model import OrtCausalLM
 from edgescale.bench.probes import ProbeSpec
+from edgescale.compress.feasibility import host_target
 from edgescale.errors import UserError
+from edgescale.export.onnx import export_onnx
+from edgescale.models.gpt import GPT, GPTConfig
 
 REFERENCE_WIDTHS = (64, 192, 512, 1024)
 QUICK_WIDTHS = (64, 256)
@@ -79,9 +85,6 @@ def quantize_as(fp32: Path, weight_class: str, out: Path) -> Path:
 
 def reference_models(folder: Path, widths: tuple[int, ...], classes: tuple[str, ...] = WEIGHT_CLASSES) -> dict:
     """4-layer random-weight GPTs at ``widths`` in every weight class: name → path."""
-    from edgescale.export.onnx import export_onnx
-    from edgescale.models.gpt import GPT, GPTConfig
-
     paths = {}
     for d in widths:
         model = GPT(GPTConfig(4, max(1, d // 64), d, block_size=256), seed=0).eval()
@@ -133,9 +136,6 @@ def calibrate_host(
 def predict_host(path: Path, cal: HostCalibration, context: int = CONTEXT) -> dict:
     """Decode latency of ``path`` on this host: the per-node roofline with the host's measured
     rates, times the efficiency factors fitted on the reference ladder."""
-    from edgescale.bench.graph_predict import EfficiencyFit
-    from edgescale.bench.ort_model import OrtCausalLM
-
     if not cal.fits:
         raise UserError(
             "this calibration has no fitted efficiency factors; rerun edgescale calibrate", field="--calibration"
@@ -162,10 +162,6 @@ def predict_host(path: Path, cal: HostCalibration, context: int = CONTEXT) -> di
 def host_profile(cal: HostCalibration, threads: int) -> dict:
     """This host as a device profile (edgescale/profiles.py schema): what the calibration
     measured, read from /proc and sysfs, or assumed with its formula."""
-    import os
-
-    from edgescale.compress.feasibility import host_target
-
     src = f"edgescale calibrate ({cal.measured_at}, onnxruntime {cal.onnxruntime}, {cal.threads} threads)"
     stream = cal.streaming_gbps("fp32")
     mem_kb = {}

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgescale.bench.ort_model import OrtCausalLM
 from edgescale.data.corpus import Split, eval_windows
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
@@ -75,7 +76,5 @@ def score(
 
 def onnx_loss(path: Path, split: Split, context_length: int, stride: int, max_tokens: int, batch_size: int = 16):
     """Loss of an ONNX causal LM through onnxruntime (the number a frontier point carries)."""
-    from edgescale.bench.ort_model import OrtCausalLM
-
     lm = OrtCausalLM(path)
     return score(lm.logits, split, context_length, stride, max_tokens, batch_size)

@@ -29,9 +29,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgescale.bench.bytes import tensor_bytes
+
 GEMV_OPS = {"MatMul", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 _CONST_PASS = {"Transpose", "DequantizeLinear", "Cast", "Reshape", "Identity"}
-_ELEM_BYTES = {1: 4.0, 2: 1.0, 3: 1.0, 10: 2.0, 16: 2.0, 6: 4.0, 7: 8.0, 9: 1.0, 11: 8.0, 21: 0.5, 22: 0.5}
 
 
 @dataclass(frozen=True)
@@ -124,7 +125,7 @@ def _classify(node, inits: dict, producer: dict, sizes: dict[str, int]) -> Decod
     attrs = {a.name: a.i for a in node.attribute}
     if node.op_type == "MatMulNBits":
         k, n = attrs.get("K", 0), attrs.get("N", 0)
-        wb = sum(_nbytes(inits[i]) for i in node.input[1:4] if i in inits)
+        wb = sum(tensor_bytes(inits[i]) for i in node.input[1:4] if i in inits)
         cls = "int4_acc4" if attrs.get("accuracy_level", 0) == 4 else "int4"
         return DecodeNode(node.op_type, "gemv", cls, k, n, wb)
     if node.op_type in GEMV_OPS and len(node.input) > 1:
@@ -136,15 +137,10 @@ def _classify(node, inits: dict, producer: dict, sizes: dict[str, int]) -> Decod
             int8 = direct and root.data_type in (2, 3)
             cls = "int8" if int8 else "fp32"
             return DecodeNode(node.op_type, "gemv", cls, k, n, k * n * (1.0 if int8 else 4.0))
-    streamed = sum(
-        _nbytes(inits[i]) for i in node.input if i in inits and node.op_type != "Gather" and _nbytes(inits[i]) > 4096
-    )
+    consts = [inits[i] for i in node.input if i in inits and node.op_type != "Gather"]
+    streamed = sum(b for b in map(tensor_bytes, consts) if b > 4096)
     largest = max((sizes.get(x, 1) for x in (*node.input, *node.output) if x), default=1)
     return DecodeNode(node.op_type, "other", weight_bytes=float(streamed), elements=int(largest))
-
-
-def _nbytes(t) -> float:
-    return float(np.prod(t.dims)) * _ELEM_BYTES.get(t.data_type, 4.0)
 
 
 def _const_root(name: str, inits: dict, producer: dict):

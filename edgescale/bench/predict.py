@@ -17,8 +17,10 @@ lists the assumed numbers it used; energy is power × time, an estimate.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
+from edgescale.models.shape import shape_for_params
 from edgescale.profiles import DeviceProfile
 
 RUNTIME_OVERHEAD = 0.10  # memory beyond weights + KV (activations, runtime), an assumption
@@ -75,8 +77,6 @@ def predict(
     prompt_tokens: int = 128,
 ) -> Prediction:
     """Decode and prefill time of a ``params``-parameter model at ``bits`` per weight."""
-    from edgescale.scaling.plan import shape_for_params
-
     shape = shape_for_params(params, vocab_size=256, block_size=max(context, 8))
     L, d = shape.n_layer, shape.d_model
     weight = params * bits / 8
@@ -130,9 +130,7 @@ def _ratios(device: DeviceProfile, anchors, workload: str) -> list[float]:
 def _anchor_rows(device: DeviceProfile, anchors) -> list[dict]:
     rows = []
     for a in anchors:
-        p = predict(
-            device, a.params, a.bits_per_weight, context=a.prompt_tokens or 128, prompt_tokens=a.prompt_tokens or 128
-        )
+        p = predict(device, a.params, a.bits_per_weight, context=a.prompt_len or 128, prompt_tokens=a.prompt_len or 128)
         predicted = p.decode_tokens_per_s if a.workload == "decode" else p.prefill_tokens_per_s
         rows.append(
             {
@@ -157,8 +155,6 @@ def calibrated(device: DeviceProfile) -> DeviceProfile:
     number is recorded as ``derived`` with its formula and the anchors' sources;
     validation anchors are never used.
     """
-    import math
-
     eff = device.efficiency
     update = {}
     for workload, name in (("decode", "bw"), ("prefill", "compute")):
@@ -192,8 +188,6 @@ def check_anchors(device: DeviceProfile, which: str = "validation") -> list[dict
 def anchor_interval(device: DeviceProfile) -> tuple[float, str]:
     """Relative half-width of a decode prediction's interval on ``device``: twice the RMS
     log error over its validation decode anchors, or an assumed ±50% without any."""
-    import math
-
     ratios = [r["ratio"] for r in check_anchors(device) if r["workload"] == "decode"]
     if not ratios:
         return 0.5, "assumed ±50%: no validation anchors on this device"

@@ -6,16 +6,17 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
-from edgescale.cli.common import EXIT_INFEASIBLE, app, emit, err, table_console
+from edgescale.cli.common import EXIT_INFEASIBLE, app, emit, err, renamed_flags, table_console
 from edgescale.errors import UserError
 
 
-@app.command("pick")
+@app.command("pick", cls=renamed_flags({"--target-loss": "--loss-target-bpb"}))
 def pick_cmd(
     run_dir: Annotated[Path | None, typer.Argument(help="a finished run directory (results.json)")] = None,
-    target_loss: Annotated[
-        float | None, typer.Option("--target-loss", help="validation loss to meet, bits per byte")
+    loss_target_bpb: Annotated[
+        float | None, typer.Option("--loss-target-bpb", help="validation loss to meet, bits per byte")
     ] = None,
     device: Annotated[str, typer.Option("--device", help="a device of the run (host: measured; others: predicted)")] = (
         "host"
@@ -46,8 +47,8 @@ def pick_cmd(
         summary_lines,
     )
 
-    if target_loss is None:
-        raise UserError("give the loss to meet in bits per byte", field="--target-loss")
+    if loss_target_bpb is None:
+        raise UserError("give the loss to meet in bits per byte", field="--loss-target-bpb")
     for name, value in (("--max-latency-ms", max_latency_ms), ("--max-memory-mb", max_memory_mb)):
         if value is not None and not value > 0:
             raise UserError(f"must be positive, got {value:g}", field=name)
@@ -57,7 +58,7 @@ def pick_cmd(
         runs += [r for r in load_store_runs(db) if r.label not in known]
     if not runs:
         raise UserError("give a run directory, --run DIR or --all-runs", field="RUN_DIR")
-    result = pick(runs, target_loss, device, cost=cost, limits=Limits(max_latency_ms, max_memory_mb),
+    result = pick(runs, loss_target_bpb, device, cost=cost, limits=Limits(max_latency_ms, max_memory_mb),
                   served_tokens=served_tokens)  # fmt: skip
     if as_json:
         emit(clean(result), True)
@@ -111,8 +112,6 @@ def runs(
     if not listing:
         err.print(f"no runs recorded in {path}")
         return
-    from rich.table import Table
-
     table = Table(title=f"runs in {path}")
     for col in ("study", "finished (UTC)", "variants", "best val bpb", "target", "CPU", "threads", "status", "run"):
         table.add_column(col)

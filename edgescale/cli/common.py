@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from typing import ClassVar
 
 import typer
 from rich.console import Console
+from rich.pretty import pprint
+from typer.core import TyperCommand
 
 from edgescale.errors import UserError
 
@@ -20,13 +23,42 @@ err = Console(stderr=True, highlight=False)
 EXIT_INFEASIBLE = 3  # a target no model can reach: an answer, not an error
 
 
+class RenamedFlags(TyperCommand):
+    """A command whose old flag spellings still parse, for one release, with a warning naming the new one.
+
+    The old spelling is rewritten to the new one before click parses the line, so the command's signature
+    and ``--help`` show only the new name, and both spellings give the same parameters."""
+
+    renamed: ClassVar[dict[str, str]] = {}  # old flag -> new flag
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        out: list[str] = []
+        warned: set[str] = set()
+        for i, arg in enumerate(args):
+            if arg == "--":  # what follows is an argument, never a flag
+                out += args[i:]
+                break
+            flag, eq, value = arg.partition("=")
+            new = self.renamed.get(flag)
+            if new is not None:
+                if flag not in warned:
+                    err.print(f"warning: {flag} is deprecated; use {new}", markup=False)
+                    warned.add(flag)
+                arg = new + eq + value
+            out.append(arg)
+        return super().parse_args(ctx, out)
+
+
+def renamed_flags(renamed: dict[str, str]) -> type[TyperCommand]:
+    """The command class for ``@app.command(cls=renamed_flags({"--old": "--new"}))``."""
+    return type("RenamedFlags", (RenamedFlags,), {"renamed": dict(renamed)})
+
+
 def emit(obj: dict, as_json: bool) -> None:
     """Print a command's result: one JSON object, or pretty-printed for a person."""
     if as_json:
         typer.echo(json.dumps(obj, indent=2, default=float))
         return
-    from rich.pretty import pprint
-
     pprint(obj, expand_all=True)
 
 

@@ -6,22 +6,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
+from rich.table import Table
 
-from edgescale.cli.common import app, emit, err, table_console
+from edgescale.cli.common import app, emit, err, renamed_flags, table_console
 from edgescale.errors import UserError
 
 
 @app.command()
 def devices(as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
     """List the device profiles (peak compute, bandwidth, RAM, with sources)."""
-    from edgescale.profiles import load_devices
+    from edgescale.bench.devices import load_devices
 
     profiles = load_devices()
     if as_json:
         emit({k: v.model_dump(mode="json", by_alias=True) for k, v in profiles.items()}, True)
         return
-    from rich.table import Table
-
     table = Table(title="device profiles (* = assumed numbers in the profile)")
     for col in ("id", "name", "class", "fp32 GOP/s", "int8 GOP/s", "peak GB/s", "decode GB/s", "usable GB", "ISA"):
         table.add_column(col)
@@ -44,7 +44,7 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="print one JSON
 DEFAULT_CALIBRATION = Path("runs/host-calibration.yaml")
 
 
-@app.command()
+@app.command(cls=renamed_flags({"--context": "--decode-context", "--prompt-tokens": "--prompt-len"}))
 def predict(
     model: Annotated[Path | None, typer.Argument(help="an ONNX causal LM (omit for the analytic mode)")] = None,
     device: Annotated[str, typer.Option("--device", help="device profile id (edgescale devices), or host")] = "host",
@@ -52,9 +52,9 @@ def predict(
     bits: Annotated[
         float | None, typer.Option("--bits", help="analytic mode: stored bits per weight (4.5 = Q4_0)")
     ] = None,
-    context: Annotated[int, typer.Option("--context", help="tokens in context when decoding")] = 512,
+    decode_context: Annotated[int, typer.Option("--decode-context", help="tokens in context when decoding")] = 512,
     kv_bits: Annotated[float, typer.Option("--kv-bits", help="analytic mode: bits per KV-cache element")] = 16,
-    prompt_tokens: Annotated[int, typer.Option("--prompt-tokens", help="prefill prompt length")] = 128,
+    prompt_len: Annotated[int, typer.Option("--prompt-len", help="prefill prompt length (tokens)")] = 128,
     calibration: Annotated[
         Path, typer.Option("--calibration", help="host calibration (edgescale calibrate) for --device host")
     ] = DEFAULT_CALIBRATION,
@@ -62,14 +62,14 @@ def predict(
 ) -> None:
     """Predict decode (and prefill) latency: of an ONNX model node by node, or analytically
     from a parameter count and bits per weight."""
-    for name, value in (("--context", context), ("--kv-bits", kv_bits), ("--prompt-tokens", prompt_tokens)):
+    for name, value in (("--decode-context", decode_context), ("--kv-bits", kv_bits), ("--prompt-len", prompt_len)):
         if not value > 0:
             raise UserError(f"must be positive, got {value:g}", field=name)
     if model is not None:
-        emit(_predict_graph(model, device, context, prompt_tokens, calibration), as_json)
+        emit(_predict_graph(model, device, decode_context, prompt_len, calibration), as_json)
         return
+    from edgescale.bench.devices import get_device
     from edgescale.bench.predict import predict as run_predict
-    from edgescale.profiles import get_device
 
     if params is None or bits is None:
         raise UserError("give MODEL.onnx, or --params and --bits for the analytic mode", field="predict")
@@ -78,10 +78,10 @@ def predict(
             raise UserError(f"must be positive, got {value:g}", field=name)
     if device == "host":
         raise UserError("the analytic mode needs a device profile; allowed: edgescale devices", field="--device")
-    emit(run_predict(get_device(device), params, bits, context, kv_bits, prompt_tokens).to_dict(), as_json)
+    emit(run_predict(get_device(device), params, bits, decode_context, kv_bits, prompt_len).to_dict(), as_json)
 
 
-def _predict_graph(model: Path, device: str, context: int, prompt_tokens: int, calibration: Path) -> dict:
+def _predict_graph(model: Path, device: str, decode_context: int, prompt_len: int, calibration: Path) -> dict:
     from edgescale.bench.ort_model import OrtCausalLM
     from edgescale.guard import probe_onnx
 
@@ -93,11 +93,11 @@ def _predict_graph(model: Path, device: str, context: int, prompt_tokens: int, c
 
         if not calibration.is_file():
             raise UserError("no host calibration here; run edgescale calibrate first", file=calibration)
-        return predict_host(model, load_calibration(calibration), context)
+        return predict_host(model, load_calibration(calibration), decode_context)
+    from edgescale.bench.devices import get_device
     from edgescale.bench.graph_predict import predict_on_device
-    from edgescale.profiles import get_device
 
-    return {"device": device, **predict_on_device(model, get_device(device), context, prompt_tokens)}
+    return {"device": device, **predict_on_device(model, get_device(device), decode_context, prompt_len)}
 
 
 @app.command()
@@ -111,8 +111,6 @@ def calibrate(
 ) -> None:
     """Measure this machine: kernel tables (GEMV per weight class from cache to DRAM, other ops),
     matmul throughput, and efficiency factors fitted on a reference ladder."""
-    import yaml
-
     from edgescale.atomic import write_bytes
     from edgescale.bench.host import calibrate_host
 

@@ -7,11 +7,11 @@ from typing import Annotated
 
 import typer
 
-from edgescale.cli.common import app, emit, err
+from edgescale.cli.common import app, emit, err, renamed_flags
 from edgescale.errors import UserError
 
 
-@app.command()
+@app.command(cls=renamed_flags({"--context": "--decode-context"}))
 def bench(
     model: Annotated[Path, typer.Argument(help="an ONNX causal LM (edgescale's or optimum's signature)")],
     study: Annotated[
@@ -25,7 +25,9 @@ def bench(
         ),
     ] = None,
     prompt_len: Annotated[int, typer.Option("--prompt-len", help="prefill prompt length (tokens)")] = 64,
-    context: Annotated[int, typer.Option("--context", help="context at which one decode step is timed")] = 128,
+    decode_context: Annotated[
+        int, typer.Option("--decode-context", help="context at which one decode step is timed")
+    ] = 128,
     repeats: Annotated[int, typer.Option(help="timed repeats")] = 30,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads")] = 2,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="scored tokens (default: the study's)")] = None,
@@ -41,9 +43,9 @@ def bench(
     for name, value in (("--prompt-len", prompt_len), ("--repeats", repeats - 2), ("--threads", threads)):
         if not value > 0:
             raise UserError(f"must be positive (repeats >= 3), got {value:g}", field=name)
-    if context < 2:
-        raise UserError("must be >= 2", field="--context")
-    result = run_bench(model, study, tokenizer, prompt_len=prompt_len, decode_context=context, repeats=repeats,
+    if decode_context < 2:
+        raise UserError("must be >= 2", field="--decode-context")
+    result = run_bench(model, study, tokenizer, prompt_len=prompt_len, decode_context=decode_context, repeats=repeats,
                        threads=threads, max_tokens=max_tokens, loss=not no_loss)  # fmt: skip
     emit(result, as_json)
 

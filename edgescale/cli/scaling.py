@@ -7,14 +7,15 @@ from typing import Annotated
 
 import typer
 
-from edgescale.cli.common import EXIT_INFEASIBLE, app, emit, err
+from edgescale.cli.common import EXIT_INFEASIBLE, app, emit, err, renamed_flags
 from edgescale.errors import UserError
 
 
-@app.command()
+# The law's loss is in its own units (nats per token for the published laws), hence no _bpb suffix.
+@app.command(cls=renamed_flags({"--target-loss": "--loss-target"}))
 def plan(
     compute: Annotated[float | None, typer.Option("--compute", help="training compute budget, FLOPs")] = None,
-    target_loss: Annotated[float | None, typer.Option("--target-loss", help="loss to reach (the law's units)")] = None,
+    loss_target: Annotated[float | None, typer.Option("--loss-target", help="loss to reach (the law's units)")] = None,
     inference_tokens: Annotated[
         float, typer.Option("--inference-tokens", help="lifetime inference tokens (Sardana et al. 2024)")
     ] = 0.0,
@@ -26,31 +27,31 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Plan what to train: compute-optimal for a budget, or the cheapest way to a target loss."""
+    from edgescale.results.points import resolve_law
     from edgescale.scaling.plan import (
         plan_for_compute,
         plan_for_loss,
         plan_smallest_under_compute,
-        resolve_law,
     )
 
-    if compute is None and target_loss is None:
+    if compute is None and loss_target is None:
         raise UserError(
-            "give --compute, --target-loss, or both (the smallest model reaching the target within the compute)",
+            "give --compute, --loss-target, or both (the smallest model reaching the target within the compute)",
             field="plan",
         )
-    for name, value in (("--compute", compute), ("--target-loss", target_loss), ("--max-tokens", max_tokens)):
+    for name, value in (("--compute", compute), ("--loss-target", loss_target), ("--max-tokens", max_tokens)):
         if value is not None and not value > 0:
             raise UserError(f"must be positive, got {value:g}", field=name)
     if inference_tokens < 0:
         raise UserError("must be >= 0", field="--inference-tokens")
     the_law = resolve_law(law)
     cost = {"peak_flops": peak_flops, "mfu": utilisation, "power_w": power_w}
-    if compute is not None and target_loss is not None:
-        result = plan_smallest_under_compute(the_law, target_loss, compute, **cost)
+    if compute is not None and loss_target is not None:
+        result = plan_smallest_under_compute(the_law, loss_target, compute, **cost)
     elif compute is not None:
         result = plan_for_compute(the_law, compute, inference_tokens=inference_tokens, **cost)
     else:
-        result = plan_for_loss(the_law, target_loss, inference_tokens=inference_tokens, max_tokens=max_tokens, **cost)
+        result = plan_for_loss(the_law, loss_target, inference_tokens=inference_tokens, max_tokens=max_tokens, **cost)
     emit(result.to_dict(), as_json)
     if result.status == "infeasible":
         if not as_json:
@@ -67,8 +68,8 @@ def fit(
     seed: Annotated[int, typer.Option(help="bootstrap seed")] = 0,
 ) -> None:
     """Fit L = E + A/N^alpha + B/D^beta (Chinchilla approach 3) with bootstrap 95% intervals."""
+    from edgescale.results.points import load_points
     from edgescale.scaling.fit import fit_chinchilla
-    from edgescale.scaling.points import load_points
 
     pts = load_points(source)
     result = fit_chinchilla(pts.n, pts.d, pts.loss, n_boot=bootstrap, seed=seed, n_convention=pts.n_convention)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from edgescale.cli.common import app, emit, err, table_console
 from edgescale.errors import UserError
@@ -25,8 +26,8 @@ def run(
 ) -> None:
     """Run a study end to end: train, export, compress, measure, report."""
     from edgescale.executor import check_executor
-    from edgescale.pipeline import run_study
     from edgescale.progress import Reporter
+    from edgescale.run import run_study
 
     check_executor(executor)
     if address and executor != "ray":
@@ -48,7 +49,7 @@ def validate(
     ] = "cpu",
 ) -> None:
     """Validate files without running anything; for ONNX models, check op coverage on a target."""
-    from edgescale.config import validate_file
+    from edgescale.inputs import validate_file
 
     for f in files:
         if f.suffix == ".onnx":
@@ -108,8 +109,6 @@ def recipes(
     if as_json:
         emit(listing, True)
         return
-    from rich.table import Table
-
     console = table_console(160)
     table = Table(title="recipes")
     for col in ("name", "target", "steps", "description"):
@@ -120,6 +119,8 @@ def recipes(
     console.print(table)
     for op, d in listing.get("ops", {}).items():
         t = Table(title=f"{op}  ({d['takes']} → {d['gives']})  {d['summary']}", title_justify="left")
+        t.caption_justify = "left"
+        t.caption = "facts: " + ("; ".join(f"{k} {v}" for k, v in d["facts"].items()) or "none")
         for col in ("field", "type", "default", "description"):
             t.add_column(col)
         for name, f in d["fields"].items():

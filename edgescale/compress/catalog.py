@@ -11,11 +11,13 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from edgescale.compress.recipe import load_recipe  # imports every technique: the registry is complete
+from edgescale.compress.registry import registry
+from edgescale.config import builtin_recipes
+
 
 def recipe_catalog() -> list[dict[str, Any]]:
     """Every built-in recipe: name, target, the compiled chain and its description."""
-    from edgescale.config import builtin_recipes, load_recipe
-
     out = []
     for name in builtin_recipes():
         chain = load_recipe(name)
@@ -34,12 +36,17 @@ def recipe_catalog() -> list[dict[str, Any]]:
 
 
 def op_catalog() -> dict[str, dict[str, Any]]:
-    """Every registered op: kinds taken and given, summary, and each field's type, default and description."""
-    from edgescale.compress.registry import registry
-
+    """Every registered op: kinds taken and given, summary, its facts at the default config (those that differ
+    from a step that changes nothing), and each field's type, default and description."""
     out = {}
     for op, sd in sorted(registry().items()):
-        out[op] = {"takes": sd.takes, "gives": sd.gives, "summary": sd.summary, "fields": _fields(sd.config)}
+        out[op] = {
+            "takes": sd.takes,
+            "gives": sd.gives,
+            "summary": sd.summary,
+            "facts": sd.facts.describe(sd.config()),
+            "fields": _fields(sd.config),
+        }
     return out
 
 

@@ -5,7 +5,9 @@ on that device's runtime, will its kernels be fast there, and will it fit? Findi
 ``warn`` (it runs, but not as the recipe promises — the reason says why) or ``refuse``
 (it cannot run; :func:`check_study` raises a UserError before training starts).
 
-Sources for the rules:
+The check reads each step's declared :class:`~edgescale.compress.registry.StepFacts`
+(the ops it writes, int8 activations, sparsity, float type, weight bytes), never its op
+name. Sources for the rules:
 
 - which execution providers (EPs) have kernels for the ops a step writes: the lists
   ``edgescale validate --target`` uses (:func:`edgescale.export.mobile.ep_takes`: the
@@ -30,11 +32,20 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
+
 from edgescale.errors import UserError
+from edgescale.export.mobile import ep_takes  # the lists edgescale validate --target uses
+from edgescale.profiles import find_device
 
 CPU_EP = "CPUExecutionProvider"
 # x86 VNNI and Arm dot-product / matrix-multiply instructions: MLAS's fast int8 paths.
 INT8_DOT = frozenset({"avx512_vnni", "avx_vnni", "amx", "dotprod", "i8mm"})
+# Zero patterns an EP has sparse GEMM kernels for: TensorRT's 2:4 sparse tensor cores
+# (Ampere and later); no other provider in the profiles has any.
+SPARSE_KERNELS = {"TensorrtExecutionProvider": frozenset({"2:4"})}
+# A float type a step converts to -> the CPU feature (device-profile ISA name) with its arithmetic.
+FLOAT_ISA = {"float16": "fp16"}
 _LINUX_FLAGS = {  # /proc/cpuinfo flag -> the ISA names device profiles use
     "avx2": "avx2",
     "avx512f": "avx512f",
@@ -161,11 +172,11 @@ def _ep_findings(chain: Any, ep: str, target: Target) -> list[Finding]:
 
 
 def _step_findings(step: Any, ep: str, target: Target) -> list[Finding]:
-    op, cfg = step.op, step.config
+    op, cfg, facts = step.op, step.config, step.facts
     out: list[Finding] = []
-    if op in ("quantize.int8_dynamic", "quantize.int8_static") and not target.isa & INT8_DOT:
+    if facts.int8_activations and not target.isa & INT8_DOT:
         out.append(Finding("warn", target.name, "int8_kernels", op, _no_int8_dot(target, cfg)))
-    if op in ("prune.nm", "prune.magnitude") and not _sparse_kernels(op, cfg, ep, target):
+    if facts.sparsity is not None and not _sparse_kernels(facts.sparsity, ep, target):
         out.append(
             Finding(
                 "warn",
@@ -176,18 +187,19 @@ def _step_findings(step: Any, ep: str, target: Target) -> list[Finding]:
                 "zeros are stored and multiplied like any weight, so no speed-up and no smaller file",
             )
         )
-    if op == "quantize.fp16" and ep == CPU_EP and "fp16" not in target.isa:
+    isa = FLOAT_ISA.get(facts.float_type or "")
+    if isa and ep == CPU_EP and isa not in target.isa:
         out.append(
             Finding(
                 "warn",
                 target.name,
                 "fp16_kernels",
                 op,
-                "no float16 arithmetic on this CPU: onnxruntime "
-                "wraps float16 nodes in Casts to float32, so the file halves but latency does not improve",
+                f"no {facts.float_type} arithmetic on this CPU: onnxruntime "
+                f"wraps {facts.float_type} nodes in Casts to float32, so the file halves but latency does not improve",
             )
         )
-    missing = sorted(op_name for op_name in _ops_written(step) if not _ep_runs(ep, op_name))
+    missing = sorted(op_name for op_name in facts.writes if not _ep_runs(ep, op_name))
     if missing:
         level = "warn" if CPU_EP in target.execution_providers else "refuse"
         then = (
@@ -213,43 +225,30 @@ def _no_int8_dot(target: Target, cfg: Any) -> str:
     return "no Arm dot-product (dotprod/i8mm): int8 GEMMs use widening multiplies, so int8 buys size, not speed"
 
 
-def _sparse_kernels(op: str, cfg: Any, ep: str, target: Target) -> bool:
-    """True only for 2:4 sparsity targeting TensorRT on a device that offers it."""
-    two_four = op == "prune.nm" and (getattr(cfg, "n", 0), getattr(cfg, "m", 0)) == (2, 4)
-    return two_four and ep == "TensorrtExecutionProvider" and ep in target.execution_providers
-
-
-def _ops_written(step: Any) -> set[str]:
-    """Ops (``domain:Op`` outside the default domain) a step puts in the graph."""
-    op, cfg = step.op, step.config
-    if op == "quantize.int8_dynamic":
-        return {"DynamicQuantizeLinear", "MatMulInteger"}
-    if op == "quantize.int8_static":
-        return {"QuantizeLinear", "DequantizeLinear"} | ({"QLinearMatMul"} if cfg.format == "qoperator" else set())
-    if op == "quantize.int4_weight_only":
-        return {"com.microsoft:MatMulNBits"}
-    if op == "optimize.graph" and (cfg.transformer_fusions or cfg.level == "extended"):
-        return {"com.microsoft:SkipLayerNormalization", "com.microsoft:FusedMatMul"}
-    return set()
+def _sparse_kernels(pattern: str, ep: str, target: Target) -> bool:
+    """True only for a zero pattern the targeted EP has sparse kernels for, on a device that offers it."""
+    return pattern in SPARSE_KERNELS.get(ep, frozenset()) and ep in target.execution_providers
 
 
 def _ep_runs(ep: str, op: str) -> bool:
-    from edgescale.export.mobile import ep_takes  # the lists edgescale validate --target uses
-
     return ep_takes(ep, op)
 
 
 def artifact_bytes(chain: Any, size: ModelSize) -> float:
-    """Weight bytes of the chain's artifact: int8 1 B, int4 ½ B + a float32 scale per block, fp16 2 B."""
+    """Weight bytes of the chain's artifact, from each step's declared storage.
+
+    A weight quantizer sets the weight MatMuls' bytes per parameter (its ``weight_bytes``:
+    int8 1 B, int4 ½ B + a float32 scale per block); a float conversion (``float_type``)
+    stores every float, MatMul weights included unless already smaller, at its width.
+    """
     matmul_bytes, other_bytes = 4.0, 4.0
     for step in chain.steps:
-        if step.op in ("quantize.int8_dynamic", "quantize.int8_static"):
-            matmul_bytes = 1.0
-        elif step.op == "quantize.int4_weight_only":
-            cfg = step.config
-            matmul_bytes = 0.5 + (4 + (0 if cfg.symmetric else 0.5)) / cfg.block_size
-        elif step.op == "quantize.fp16":
-            matmul_bytes, other_bytes = min(matmul_bytes, 2.0), 2.0
+        facts = step.facts
+        if facts.weight_bytes is not None:
+            matmul_bytes = facts.weight_bytes
+        if facts.float_type is not None:
+            width = float(np.dtype(facts.float_type).itemsize)
+            matmul_bytes, other_bytes = min(matmul_bytes, width), width
     other = size.params_total - size.params_non_embedding
     return size.params_non_embedding * matmul_bytes + other * other_bytes
 
@@ -275,9 +274,8 @@ def _memory_findings(chain: Any, size: ModelSize, target: Target) -> list[Findin
 
 def targets_for(devices: list[str]) -> list[Target]:
     """The host (always: latency is measured there) and every named device profile."""
-    from edgescale.profiles import get_device
-
-    return [host_target(), *(device_target(get_device(d)) for d in devices if d != "host")]
+    # the profiles as written: a check reads runtimes, ISA and memory, never the fitted efficiencies
+    return [host_target(), *(device_target(find_device(d)) for d in devices if d != "host")]
 
 
 def check_study(

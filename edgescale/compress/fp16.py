@@ -26,7 +26,7 @@ from pydantic import Field
 
 from edgescale.atomic import atomic_path
 from edgescale.compress.onnx_graph import check_io_unchanged, initializer_bytes, load, op_counts, quiet_onnxruntime
-from edgescale.compress.registry import StepConfig, StepContext, register
+from edgescale.compress.registry import StepConfig, StepContext, StepFacts, register
 
 OP = "quantize.fp16"
 
@@ -39,7 +39,7 @@ class Fp16Config(StepConfig):
     )
 
 
-@register(OP, Fp16Config, takes="onnx", gives="onnx")
+@register(OP, Fp16Config, takes="onnx", gives="onnx", facts=StepFacts(float_type="float16"))
 def fp16(path: Path, cfg: Fp16Config, ctx: StepContext) -> Path:
     """float16 weights and compute; graph inputs and outputs stay float32."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16

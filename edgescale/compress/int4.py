@@ -27,11 +27,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from edgescale.compress.calibration import LMCalibrationReader, calibration_windows, window_tokens
 from edgescale.compress.onnx_graph import check_io_unchanged, load, op_counts, quiet_onnxruntime
-from edgescale.compress.registry import StepConfig, StepContext, register
+from edgescale.compress.registry import StepConfig, StepContext, StepFacts, register
 
 OP = "quantize.int4_weight_only"
 _INT8_COMPUTE = 4  # MatMulNBits accuracy_level: 0 unset, 1 fp32, 2 fp16, 3 bf16, 4 int8
@@ -52,8 +53,6 @@ def gptq_unavailable() -> str | None:
         from onnxruntime.quantization.neural_compressor.weight_only import gptq
     except ImportError as e:
         return f"onnxruntime's GPTQ (onnxruntime.quantization.neural_compressor) does not import: {e}"
-    import numpy as np
-
     rng = np.random.default_rng(0)
     w = rng.standard_normal((64, 8)).astype(np.float32)
     x = rng.standard_normal((256, 64))
@@ -130,7 +129,22 @@ class Int4WeightOnlyConfig(StepConfig):
         return 0 if self.algorithm == "hqq" else _INT8_COMPUTE
 
 
-@register(OP, Int4WeightOnlyConfig, takes="onnx", gives="onnx")
+def weight_bytes(cfg: Int4WeightOnlyConfig) -> float:
+    """Half a byte per weight, plus per block a float32 scale and (asymmetric) a 4-bit zero point."""
+    return 0.5 + (4 + (0 if cfg.symmetric else 0.5)) / cfg.block_size
+
+
+@register(
+    OP,
+    Int4WeightOnlyConfig,
+    takes="onnx",
+    gives="onnx",
+    facts=StepFacts(
+        writes=frozenset({"com.microsoft:MatMulNBits"}),
+        weight_bytes=weight_bytes,
+        calibrates=lambda cfg: cfg.algorithm == "gptq",
+    ),
+)
 def int4_weight_only(path: Path, cfg: Int4WeightOnlyConfig, ctx: StepContext) -> Path:
     """4-bit weight-only quantization of every weight MatMul into MatMulNBits."""
     out = ctx.work_dir / "model.int4.onnx"

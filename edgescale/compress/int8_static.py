@@ -40,7 +40,8 @@ from pydantic import Field, model_validator
 
 from edgescale.compress.calibration import LMCalibrationReader, calibration_windows, window_tokens
 from edgescale.compress.onnx_graph import activation_matmuls, check_io_unchanged, load, op_counts, quiet_onnxruntime
-from edgescale.compress.registry import StepConfig, StepContext, register
+from edgescale.compress.quantize import INT8_FLOAT_INPUTS
+from edgescale.compress.registry import StepConfig, StepContext, StepFacts, register
 
 OP = "quantize.int8_static"
 CALIBRATION_BATCH = 8  # windows per calibration call; fixed, so histograms merge the same way every run
@@ -113,7 +114,25 @@ class Int8StaticConfig(StepConfig):
         return self
 
 
-@register(OP, Int8StaticConfig, takes="onnx", gives="onnx")
+def _written(cfg: Int8StaticConfig) -> frozenset[str]:
+    """QDQ keeps float MatMuls between Quantize/Dequantize pairs; QOperator fuses them into QLinearMatMul."""
+    qlinear = {"QLinearMatMul"} if cfg.format == "qoperator" else set()
+    return frozenset({"QuantizeLinear", "DequantizeLinear", *qlinear})
+
+
+@register(
+    OP,
+    Int8StaticConfig,
+    takes="onnx",
+    gives="onnx",
+    facts=StepFacts(
+        writes=_written,
+        weight_bytes=1.0,
+        calibrates=True,
+        int8_activations=True,
+        float_inputs=INT8_FLOAT_INPUTS,
+    ),
+)
 def int8_static(path: Path, cfg: Int8StaticConfig, ctx: StepContext) -> Path:
     """Static int8 quantization, activation scales calibrated on train-split windows."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static

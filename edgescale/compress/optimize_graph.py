@@ -31,7 +31,7 @@ from pydantic import Field, model_validator
 
 from edgescale.atomic import atomic_path
 from edgescale.compress.onnx_graph import check_io_unchanged, load, op_counts, quiet_onnxruntime
-from edgescale.compress.registry import StepConfig, StepContext, register
+from edgescale.compress.registry import StepConfig, StepContext, StepFacts, register
 
 OP = "optimize.graph"
 
@@ -53,7 +53,14 @@ class OptimizeGraphConfig(StepConfig):
         return self
 
 
-@register(OP, OptimizeGraphConfig, takes="onnx", gives="onnx")
+def _written(cfg: OptimizeGraphConfig) -> frozenset[str]:
+    """The contrib ops the fusions write (NNAPI, CoreML and QNN lack most of them): both passes fuse bias + GELU."""
+    if cfg.transformer_fusions or cfg.level == "extended":
+        return frozenset({f"com.microsoft:{op}" for op in ("SkipLayerNormalization", "FusedMatMul", "BiasGelu")})
+    return frozenset()
+
+
+@register(OP, OptimizeGraphConfig, takes="onnx", gives="onnx", facts=StepFacts(writes=_written))
 def optimize_graph(path: Path, cfg: OptimizeGraphConfig, ctx: StepContext) -> Path:
     """onnxruntime graph optimisation (transformer fusions, then a session pass), saved to a file."""
     before = op_counts(path)

@@ -33,8 +33,8 @@ import torch
 import torch.nn as nn
 from pydantic import Field, model_validator
 
-from edgescale.compress.pruning import Scope, report, require_gpt, share_of
-from edgescale.compress.registry import StepConfig, StepContext, register
+from edgescale.compress.pruning import Scope, report, share_of
+from edgescale.compress.registry import StepConfig, StepContext, StepFacts, register
 from edgescale.errors import UserError
 from edgescale.models.gpt import GPT
 
@@ -99,10 +99,9 @@ def _apply(model: GPT, masks: dict[str, torch.Tensor]) -> tuple[GPT, float]:
     return out, zeros / total
 
 
-@register("prune.magnitude", MagnitudeConfig, takes="torch", gives="torch")
-def prune_magnitude(model, cfg: MagnitudeConfig, ctx: StepContext) -> GPT:
+@register("prune.magnitude", MagnitudeConfig, takes="torch", gives="torch", facts=StepFacts(sparsity="unstructured"))
+def prune_magnitude(model: GPT, cfg: MagnitudeConfig, ctx: StepContext) -> GPT:
     """Zero the smallest-magnitude weights of the blocks' Linear layers (unstructured sparsity)."""
-    model = require_gpt(model, "prune.magnitude")
     weights = {n: m.weight.detach() for n, m in sparse_targets(model).items()}
     out, achieved = _apply(model, magnitude_masks(weights, cfg.sparsity, cfg.scope))
     summary = f"{cfg.scope} magnitude pruning of {len(weights)} Linear weights ({NO_SPEEDUP})"
@@ -120,10 +119,9 @@ def prune_magnitude(model, cfg: MagnitudeConfig, ctx: StepContext) -> GPT:
     return out
 
 
-@register("prune.nm", NMConfig, takes="torch", gives="torch")
-def prune_nm(model, cfg: NMConfig, ctx: StepContext) -> GPT:
+@register("prune.nm", NMConfig, takes="torch", gives="torch", facts=StepFacts(sparsity=lambda cfg: f"{cfg.n}:{cfg.m}"))
+def prune_nm(model: GPT, cfg: NMConfig, ctx: StepContext) -> GPT:
     """N:M sparsity (e.g. 2:4) along the input dimension of the blocks' Linear layers."""
-    model = require_gpt(model, "prune.nm")
     targets = sparse_targets(model)
     for name, lin in targets.items():
         if lin.in_features % cfg.m:

@@ -60,14 +60,15 @@ from edgescale.compress.pruning import (
     calibration_batches,
     forward_with_hooks,
     report,
-    require_gpt,
     share_of,
     taylor_scores,
 )
-from edgescale.compress.registry import StepConfig, StepContext, register
+from edgescale.compress.registry import StepConfig, StepContext, StepFacts, register
 from edgescale.errors import UserError
 from edgescale.models.gpt import GPT
 
+# Structured pruning removes whole heads, channels or blocks: a smaller dense float32 model.
+SHRINKS = StepFacts(changes_shape=True)
 GroupImportance = Literal["taylor", "activation", "weight_norm", "random"]
 _IMPORTANCE = "taylor: |Σ w·∂L/∂w| over the group (Molchanov 2019 / Michel 2019); activation: mean norm of its "
 _IMPORTANCE += "output; weight_norm: norm of its weights (no data); random: seeded baseline"
@@ -219,8 +220,7 @@ def _global_counts(scores: list[torch.Tensor], to_remove: int, floor: int) -> li
     return counts
 
 
-def _prune_groups(model, kind: str, cfg: HeadsConfig | FfnConfig, ctx: StepContext, op: str) -> GPT:
-    model = require_gpt(model, op)
+def _prune_groups(model: GPT, kind: str, cfg: HeadsConfig | FfnConfig, ctx: StepContext, op: str) -> GPT:
     scores = group_scores(model, kind, cfg, ctx)
     keep = select(scores, cfg.amount, cfg.scope, cfg.min_per_layer, getattr(cfg, "multiple_of", 1))
     out = rebuild(model, **{kind: keep})
@@ -232,14 +232,14 @@ def _prune_groups(model, kind: str, cfg: HeadsConfig | FfnConfig, ctx: StepConte
     return out
 
 
-@register("prune.heads", HeadsConfig, takes="torch", gives="torch")
-def prune_heads(model, cfg: HeadsConfig, ctx: StepContext) -> GPT:
+@register("prune.heads", HeadsConfig, takes="torch", gives="torch", facts=SHRINKS)
+def prune_heads(model: GPT, cfg: HeadsConfig, ctx: StepContext) -> GPT:
     """Remove attention heads (their q/k/v rows and output columns): smaller matmuls and KV cache."""
     return _prune_groups(model, "heads", cfg, ctx, "prune.heads")
 
 
-@register("prune.ffn", FfnConfig, takes="torch", gives="torch")
-def prune_ffn(model, cfg: FfnConfig, ctx: StepContext) -> GPT:
+@register("prune.ffn", FfnConfig, takes="torch", gives="torch", facts=SHRINKS)
+def prune_ffn(model: GPT, cfg: FfnConfig, ctx: StepContext) -> GPT:
     """Remove FFN hidden channels (fc rows and proj columns): narrower MLPs."""
     return _prune_groups(model, "ffn", cfg, ctx, "prune.ffn")
 
@@ -291,10 +291,9 @@ def blocks_to_drop(model: GPT, n: int, cfg: LayersConfig, ctx: StepContext) -> l
     return [i for i in range(L) if i not in keep]
 
 
-@register("prune.layers", LayersConfig, takes="torch", gives="torch")
-def prune_layers(model, cfg: LayersConfig, ctx: StepContext) -> GPT:
+@register("prune.layers", LayersConfig, takes="torch", gives="torch", facts=SHRINKS)
+def prune_layers(model: GPT, cfg: LayersConfig, ctx: StepContext) -> GPT:
     """Drop whole transformer blocks (ShortGPT-style): chosen by importance, or listed."""
-    model = require_gpt(model, "prune.layers")
     L = model.cfg.n_layer
     floor = min(cfg.min_layers, L)
     if cfg.layers is not None:

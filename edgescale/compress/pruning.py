@@ -1,4 +1,4 @@
-"""What every pruning step shares: the model check, calibration batches, and the report.
+"""What every pruning step shares: calibration batches, importance scores, and the report.
 
 Calibration batches are random windows of the *train* split (``ctx.corpus["train"]``),
 drawn with :func:`edgescale.data.corpus.train_batch` from ``ctx.seed``: the same seed
@@ -19,6 +19,7 @@ import torch
 from pydantic import Field
 
 from edgescale.compress.registry import StepContext
+from edgescale.data.corpus import train_batch
 from edgescale.errors import UserError
 from edgescale.models.gpt import GPT, accounting
 
@@ -38,20 +39,8 @@ def share_of(amount: float, n: int) -> int:
     return int(amount * n + 0.5)
 
 
-def require_gpt(model: Any, op: str) -> GPT:
-    if not isinstance(model, GPT):
-        raise UserError(
-            f"{op} prunes the edgescale GPT family (it rebuilds or masks its Linear layers by name); "
-            f"got {type(model).__name__}",
-            field="op",
-        )
-    return model
-
-
 def calibration_batches(model: GPT, n: int, batch_size: int, ctx: StepContext, why: str) -> list[torch.Tensor]:
     """``n`` batches of (batch_size, block_size + 1) train-split tokens."""
-    from edgescale.data.corpus import train_batch
-
     if ctx.corpus is None:
         raise UserError(f"{why} needs calibration data: the chain's corpus (its train split)", field="importance")
     tokens = ctx.corpus["train"].tokens

@@ -13,7 +13,11 @@ from typing import Literal
 from pydantic import Field
 
 from edgescale.compress.onnx_graph import check_io_unchanged, op_counts, quiet_onnxruntime
-from edgescale.compress.registry import StepConfig, StepContext, register
+from edgescale.compress.registry import FloatInputs, StepConfig, StepContext, StepFacts, register
+
+# onnxruntime's int8 quantizers write float32-only (Dynamic)QuantizeLinear: a float16 graph
+# does not load (quantize.fp16 in either order, see edgescale.compress.rules).
+INT8_FLOAT_INPUTS = FloatInputs(frozenset({"float32"}), "onnxruntime's int8 (Dynamic)QuantizeLinear takes float32 only")
 
 
 class Int8DynamicConfig(StepConfig):
@@ -27,7 +31,18 @@ class Int8DynamicConfig(StepConfig):
     )
 
 
-@register("quantize.int8_dynamic", Int8DynamicConfig, takes="onnx", gives="onnx")
+@register(
+    "quantize.int8_dynamic",
+    Int8DynamicConfig,
+    takes="onnx",
+    gives="onnx",
+    facts=StepFacts(
+        writes=frozenset({"DynamicQuantizeLinear", "MatMulInteger"}),
+        weight_bytes=1.0,
+        int8_activations=True,
+        float_inputs=INT8_FLOAT_INPUTS,
+    ),
+)
 def int8_dynamic(path: Path, cfg: Int8DynamicConfig, ctx: StepContext) -> Path:
     """Dynamic int8 quantization (weights offline, activations at run time)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic

@@ -1,6 +1,6 @@
 """Recipe rules beyond kinds: step orders and settings that cannot produce a valid artifact.
 
-:func:`edgescale.compress.registry.compile_chain` checks that kinds line up (torch-stage
+:func:`edgescale.compress.recipe.compile_chain` checks that kinds line up (torch-stage
 steps before ONNX-stage ones) and then calls :func:`check_chain`, so ``edgescale
 validate`` and every study load refuse these before any work starts, with a message
 naming the steps (``steps.N``, counted as in the recipe file):
@@ -13,33 +13,24 @@ naming the steps (``steps.N``, counted as in the recipe file):
   write float32-only ``QuantizeLinear``/``DynamicQuantizeLinear``, and the float16
   converter feeds them float16 (or they meet float16 tensors): the graph does not load.
 
-Each rule was found by running the pair on an exported model (see the tests). Rules that
-depend on the target device (kernels, memory) live in
-:mod:`edgescale.compress.feasibility`.
+Each rule was found by running the pair on an exported model (see the tests). The rules
+read each step's :class:`~edgescale.compress.registry.StepFacts` (``calibrates``,
+``weight_bytes``, ``float_type``, ``float_inputs``), never its op name, so a new
+technique that declares its facts is covered. Rules that depend on the target device
+(kernels, memory) live in :mod:`edgescale.compress.feasibility`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from edgescale.compress.registry import Chain, Step
+from edgescale.compress.registry import Chain, Step, registry
 from edgescale.errors import UserError
-
-WEIGHT_QUANTIZERS = (
-    "quantize.int8_dynamic",
-    "quantize.int8_static",
-    "quantize.int4_weight_only",
-    "quantize.optimum_preset",
-)
-INT8 = ("quantize.int8_dynamic", "quantize.int8_static", "quantize.optimum_preset")
-FP16 = "quantize.fp16"
 
 
 def needs_calibration(step: Step) -> bool:
     """True for a step that calibrates on train-split windows with this config."""
-    if step.op == "quantize.int8_static":
-        return True
-    return step.op == "quantize.int4_weight_only" and getattr(step.config, "algorithm", "") == "gptq"
+    return bool(step.facts.calibrates)
 
 
 def check_chain(chain: Chain, file: Path | str) -> None:
@@ -59,18 +50,33 @@ def check_chain(chain: Chain, file: Path | str) -> None:
 def _check_pairs(placed: list[tuple[int, Step]], file: Path | str) -> None:
     for j, later in placed:
         for i, earlier in placed[:j]:
-            if earlier.op in WEIGHT_QUANTIZERS and later.op in WEIGHT_QUANTIZERS:
+            if earlier.facts.weight_bytes is not None and later.facts.weight_bytes is not None:
                 raise UserError(
                     f"{later.op} (steps.{j}) comes after {earlier.op} (steps.{i}), which already quantized the "
                     "weight MatMuls: the second would find nothing to quantize; keep one weight quantization",
                     file=file,
                     field=f"steps.{j}.op",
                 )
-            if {earlier.op, later.op} in ({FP16, q} for q in INT8):
+            clash = _float_clash(earlier, later) or _float_clash(later, earlier)
+            if clash:
                 raise UserError(
-                    f"{later.op} (steps.{j}) cannot follow {earlier.op} (steps.{i}): onnxruntime's int8 "
-                    "(Dynamic)QuantizeLinear takes float32 only, and the combined graph does not load; "
-                    "use one of them (quantize.int4_weight_only does combine with quantize.fp16)",
+                    f"{later.op} (steps.{j}) cannot follow {earlier.op} (steps.{i}): {clash}",
                     file=file,
                     field=f"steps.{j}.op",
                 )
+
+
+def _float_clash(converter: Step, other: Step) -> str:
+    """Why ``other``'s ops cannot take the float type ``converter`` turns the graph to; "" when they can."""
+    float_type, takes = converter.facts.float_type, other.facts.float_inputs
+    if float_type is None or takes is None or float_type in takes.types:
+        return ""
+    combine = [op for op, sd in sorted(registry().items()) if _combines(sd.facts.of(sd.config()), float_type)]
+    alternative = f" ({', '.join(combine)} {'does' if len(combine) == 1 else 'do'} combine with {converter.op})"
+    return f"{takes.why}, and the combined graph does not load; use one of them{alternative if combine else ''}"
+
+
+def _combines(facts, float_type: str) -> bool:
+    """A weight quantizer whose ops take ``float_type``: what a user may pair with that float conversion."""
+    takes = facts.float_inputs
+    return facts.weight_bytes is not None and (takes is None or float_type in takes.types)

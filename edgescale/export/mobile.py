@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgescale.errors import UserError
+from edgescale.export import ep_ops
 
 TARGETS = {
     "cpu": "CPUExecutionProvider",
@@ -63,13 +64,9 @@ def ep_takes(execution_provider: str, op: str) -> bool:
     if target in _LISTS:
         return key in _supported(target)
     if target == "xnnpack":
-        from edgescale.export.ep_ops import XNNPACK_OPS
-
-        return key in XNNPACK_OPS
+        return key in ep_ops.XNNPACK_OPS
     if target == "qnn":
-        from edgescale.export.ep_ops import QNN_OPS
-
-        return key in QNN_OPS
+        return key in ep_ops.QNN_OPS
     # the CPU EP and the GPU providers (CUDA, DML, TensorRT) carry onnxruntime's contrib kernels
     return True
 
@@ -154,9 +151,7 @@ def op_coverage(path: Path, target: str) -> Coverage:
     else:
         unsupported, reasons, caveats = _ep_unsupported(model, nodes, target)
         if target == "qnn":
-            from edgescale.export.ep_ops import qnn_dynamic_io
-
-            dynamic = qnn_dynamic_io(model)
+            dynamic = ep_ops.qnn_dynamic_io(model)
             if dynamic:  # name a few; the rest follow from them
                 more = f" and {len(dynamic) - 4} more" if len(dynamic) > 4 else ""
                 fix = "fix them (python -m onnxruntime.tools.make_dynamic_shape_fixed) and validate again"
@@ -181,8 +176,6 @@ def _key(node) -> str:
 
 def _ep_unsupported(model, nodes: list, target: str) -> tuple[dict[str, int], dict[str, str], dict[str, str]]:
     """Nodes XNNPACK or QNN cannot take, why, and the unchecked caveats of the ops they take."""
-    from edgescale.export import ep_ops
-
     g = ep_ops.GraphIndex.of(model)
     if target == "xnnpack":
         ops, checks, caveat_text = ep_ops.XNNPACK_OPS, ep_ops.XNNPACK_CHECKS, ep_ops.XNNPACK_CAVEATS

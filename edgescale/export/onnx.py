@@ -26,10 +26,17 @@ import logging
 import warnings
 from pathlib import Path
 
+import onnx
 import torch
+from onnx import numpy_helper
 
-from edgescale.atomic import atomic_path
+from edgescale.atomic import atomic_path, write_bytes
+from edgescale.export import cache
+from edgescale.export.cache import Fold
+from edgescale.models.custom import exportable_transformer_masks
 from edgescale.models.gpt import GPT
+
+log = logging.getLogger(__name__)
 
 
 def kv_names(n_layer: int) -> tuple[list[str], list[str]]:
@@ -54,12 +61,15 @@ class _FlatKV(torch.nn.Module):
 def export_onnx(model: GPT, path: Path, opset: int = 18) -> Path:
     """Export ``model`` to a single-file ONNX graph at ``path`` (written atomically).
 
+    A model whose shape was exported before gets its file from :mod:`edgescale.export.cache`,
+    byte for byte what a fresh export writes.
+
     Example::
 
         export_onnx(GPT(GPTConfig(n_layer=2, n_head=2, n_embd=32)), Path("m.onnx"))
     """
     cfg = model.cfg
-    wrapper = _FlatKV(model).eval()
+    model.eval()  # as every export has left it, from the cache or not
     B, T, P = 2, 3, 4  # >= 2 everywhere: sizes 0 and 1 would be specialised
     ids = torch.randint(0, cfg.vocab_size, (B, T))
     mask = torch.ones(B, P + T, dtype=torch.int64)
@@ -74,7 +84,18 @@ def export_onnx(model: GPT, path: Path, opset: int = 18) -> Path:
         "past": tuple({0: batch, 2: past_len} for _ in past),
     }
     names = (["input_ids", "attention_mask", "position_ids", *past_names], ["logits", *present_names])
-    return _export(wrapper, (ids, mask, pos, *past), path, names, dynamic, opset)
+    args = (ids, mask, pos, *past)  # drawn on a cache hit too: the caller's random stream moves alike
+
+    fp = cache.fingerprint(model, opset, Path(__file__))
+    entry = cache.load(fp.key) if fp else False
+    if entry and entry.serves(fp):
+        log.debug("export cache hit %s: %s", fp.key[:12], path)
+        write_bytes(path, cache.fill(entry, model))
+        return Path(path)
+    folds = _export(_FlatKV(model).eval(), args, path, names, dynamic, opset)
+    if fp and entry is not False:
+        cache.learn(fp, model, (Path(path).read_bytes(), folds), entry or None)
+    return Path(path)
 
 
 def _export(
@@ -85,8 +106,10 @@ def _export(
     dynamic: dict,
     opset: int,
     extra: contextlib.AbstractContextManager | None = None,
-) -> Path:
-    """torch.onnx.export (dynamo) to one file, atomically, with the exporter's chatter silenced."""
+) -> dict[str, Fold]:
+    """torch.onnx.export (dynamo) to one file, atomically, with the exporter's chatter silenced.
+
+    Returns the transposes it folded into initializers."""
     with (
         atomic_path(path) as tmp,
         warnings.catch_warnings(),
@@ -108,40 +131,40 @@ def _export(
             dynamo=True,
             verbose=False,
         )
-        _fold_constant_transposes(tmp)
-    return Path(path)
+        return _fold_constant_transposes(tmp)
 
 
-def _fold_constant_transposes(path: Path) -> None:
+def _fold_constant_transposes(path: Path) -> dict[str, Fold]:
     """Replace ``Transpose(initializer)`` by the transposed initializer, in place.
 
     The exporter reads a tied LM head as a transpose of the embedding table in some
     exports and as a stored copy in others; onnxruntime folds the transpose at load
     anyway. Folding it in the file makes every export alike, so the quantizers see the
     LM head as the constant-weight MatMul it is (they skip a MatMul on a computed input).
+    Returns each folded initializer's source and permutation (the export cache replays them).
     """
-    import onnx
-    from onnx import numpy_helper
-
     model = onnx.load(str(path))
     g = model.graph
     inits = {t.name: t for t in g.initializer}
-    folded = []
+    folded, folds = [], {}
     for node in g.node:
         if node.op_type != "Transpose" or node.input[0] not in inits:
             continue
-        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
         array = numpy_helper.to_array(inits[node.input[0]])
+        perm = next((list(a.ints) for a in node.attribute if a.name == "perm"), None)
+        perm = tuple(range(array.ndim))[::-1] if perm is None else tuple(perm)  # ONNX's default: reverse
         g.initializer.append(numpy_helper.from_array(array.transpose(perm).copy(), node.output[0]))
         folded.append(node)
+        folds[node.output[0]] = Fold(node.input[0], perm)
     if not folded:
-        return
+        return {}
     for node in folded:
         g.node.remove(node)
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}
     for t in [t for t in g.initializer if t.name not in used]:
         g.initializer.remove(t)
     onnx.save(model, str(path))
+    return folds
 
 
 @contextlib.contextmanager
@@ -162,10 +185,9 @@ def export_onnx_nocache(model: torch.nn.Module, path: Path, opset: int = 18) -> 
 
     Decoding such a graph recomputes the whole context for every token.
     """
-    from edgescale.models.custom import exportable_transformer_masks
-
     model = model.eval()
     ids = torch.randint(0, 256, (2, 5))  # sizes >= 2 so they stay symbolic
     batch, seq = torch.export.Dim("batch"), torch.export.Dim("seq", max=model.spec.block_size)
     dynamic = {"input_ids": {0: batch, 1: seq}}
-    return _export(model, (ids,), path, (["input_ids"], ["logits"]), dynamic, opset, exportable_transformer_masks())
+    _export(model, (ids,), path, (["input_ids"], ["logits"]), dynamic, opset, exportable_transformer_masks())
+    return Path(path)

@@ -6,10 +6,9 @@ from pathlib import Path
 
 from pydantic import Field
 
-from edgescale.compress.registry import StepConfig, StepContext, register
+from edgescale.compress.registry import EXPORT_OP, StepConfig, StepContext, StepFacts, implement, register
 from edgescale.export.onnx import export_onnx, export_onnx_nocache
 from edgescale.export.verify import verify_export
-from edgescale.models.gpt import GPT
 
 
 class ExportConfig(StepConfig):
@@ -18,16 +17,20 @@ class ExportConfig(StepConfig):
     verify_tokens: int = Field(32, ge=1, le=256, description="greedy tokens that must match torch")
 
 
-@register("export.onnx", ExportConfig, takes="torch", gives="onnx")
+@register("export.onnx", ExportConfig, takes="torch", gives="onnx", facts=StepFacts())  # float32, default-domain ops
 def export_step(model, cfg: ExportConfig, ctx: StepContext) -> Path:
-    """Export to ONNX (prefill + KV-cache decode in one graph) and check it against torch.
+    """Export to ONNX (prefill + KV-cache decode in one graph) and check it against torch."""
+    return _verified(model, export_onnx(model, ctx.work_dir / "model.onnx", opset=cfg.opset), cfg, ctx)
 
-    A user's module without a KV cache exports as ``input_ids → logits`` (full recompute).
-    """
-    if isinstance(model, GPT):
-        path = export_onnx(model, ctx.work_dir / "model.onnx", opset=cfg.opset)
-    else:  # a user's module behind the adapter: no KV cache
-        path = export_onnx_nocache(model, ctx.work_dir / "model.onnx", opset=cfg.opset)
+
+@implement(EXPORT_OP, backend="custom")
+def export_nocache_step(model, cfg: ExportConfig, ctx: StepContext) -> Path:
+    """``export.onnx`` for a module without a KV cache (a user's module behind the adapter):
+    ``input_ids → logits``, every token recomputing the context."""
+    return _verified(model, export_onnx_nocache(model, ctx.work_dir / "model.onnx", opset=cfg.opset), cfg, ctx)
+
+
+def _verified(model, path: Path, cfg: ExportConfig, ctx: StepContext) -> Path:
     check = verify_export(model, path, atol=cfg.atol, gen_tokens=cfg.verify_tokens, seed=ctx.seed)
     ctx.log(
         f"export.onnx: max |Δlogit| {check['max_abs_logit_diff']:.2e}, "

@@ -7,13 +7,9 @@ exported with optimum's ``text-generation-with-past`` exporter, quantized by the
 ``quantize.*`` steps (plus optimum's ORTQuantizer presets, ``quantize.optimum_preset``),
 scored in bits per byte with the model's own tokenizer and measured like every variant.
 
-Nothing here downloads: ``HF_HUB_OFFLINE`` is set before transformers is imported and
-every load passes ``local_files_only``. transformers and optimum are the optional extra
-``edgescale[hf]``; they are imported inside the functions that need them.
+Nothing here downloads: every load passes ``local_files_only=True`` and the optimum
+quantizer gets its config object, so no call asks the hub; importing this package sets
+no environment variable (``import edgescale.compress`` reaches it). transformers and
+optimum are the optional extra ``edgescale[hf]``; they are imported inside the
+functions that need them.
 """
-
-import os
-
-# huggingface_hub reads this once, at import: set it before anything imports transformers.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

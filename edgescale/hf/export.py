@@ -27,6 +27,7 @@ import torch
 import torch.nn as nn
 
 from edgescale.errors import UserError
+from edgescale.export.verify import verify_export
 
 
 @dataclass(frozen=True)
@@ -148,7 +149,5 @@ def export_hf(hf_model, out: Path, opset: int = 18) -> Path:
 
 def export_and_verify(hf_model, out: Path, block_size: int, opset: int, atol: float, tokens: int, seed: int) -> dict:
     """Export, then check against torch (:func:`edgescale.export.verify.verify_export`)."""
-    from edgescale.export.verify import verify_export
-
     export_hf(hf_model, out, opset)
     return verify_export(HFCausalLM(hf_model, block_size), out, atol=atol, gen_tokens=tokens, seed=seed)

@@ -11,17 +11,32 @@ the file, as optimum's exports leave it), else in bytes; either way in bits per 
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
+from edgescale.atomic import atomic_path
+from edgescale.bench.loss import score
+from edgescale.bench.measure import MeasureSpec, measure_variants
+from edgescale.bench.ort_model import OrtCausalLM
+from edgescale.chain import ChainStart, ScratchStore, run_chain
+from edgescale.compress.recipe import load_recipe
+from edgescale.compress.registry import EXPORT_OP
+from edgescale.compress.rules import needs_calibration
+from edgescale.data.corpus import load_corpus
 from edgescale.errors import UserError
+from edgescale.export.canonical import file_sha256
+from edgescale.hf.source import TOKENIZER_FILES, load_tokenizer
+from edgescale.hf.tokens import TokenizedCorpus, to_bits_per_byte, tokenize_split
+from edgescale.inputs import load_study
+from edgescale.progress import Reporter
 
 
 def check_causal_lm(path: Path):
     """An onnxruntime session over ``path``, or a UserError naming the file and what is wrong."""
-    from edgescale.bench.ort_model import OrtCausalLM
-
     path = Path(path)
     if not path.is_file():
         raise UserError("file not found", file=path)
@@ -30,8 +45,6 @@ def check_causal_lm(path: Path):
 
 def resolve_tokenizer(model: Path, tokenizer: str | None):
     """(tokenizer or None for bytes, its description). ``None``: the model's folder if it has one."""
-    from edgescale.hf.source import TOKENIZER_FILES, load_tokenizer
-
     if tokenizer == "bytes":
         return None, "bytes"
     folder = Path(tokenizer) if tokenizer else Path(model).parent
@@ -65,8 +78,6 @@ def bench(
     loss: bool = True,
 ) -> dict:
     """Prefill and decode latency on this host and held-out loss (bits per byte) of an ONNX causal LM."""
-    from edgescale.bench.measure import MeasureSpec, measure_variants
-
     lm = check_causal_lm(model)
     vocab = _vocab(lm)
     spec = MeasureSpec(prompt_len=prompt_len, decode_context=decode_context, repeats=repeats, threads=threads)
@@ -98,10 +109,6 @@ def bench(
 
 
 def _loss(lm, vocab: int, study: Path | None, tokenizer: str | None, max_tokens: int | None) -> dict:
-    from edgescale.bench.loss import score
-    from edgescale.config import load_study
-    from edgescale.data.corpus import load_corpus
-    from edgescale.hf.tokens import TokenizedCorpus, to_bits_per_byte, tokenize_split
 
     st, path = load_study(study)
     tok, described = resolve_tokenizer(lm.path, tokenizer)
@@ -125,17 +132,37 @@ def _loss(lm, vocab: int, study: Path | None, tokenizer: str | None, max_tokens:
     }
 
 
-def quantize(
-    model: Path, recipe: str, out: Path | None = None, study: Path | None = None, tokenizer: str | None = None
-) -> tuple[Path, list[dict]]:
-    """Apply a recipe's ONNX-stage steps to ``model``; returns (output path, each step's metrics)."""
-    from edgescale.atomic import atomic_path
-    from edgescale.compress.registry import EXPORT_OP, StepContext
-    from edgescale.compress.rules import needs_calibration
-    from edgescale.config import load_recipe
+class OnnxFileBackend:
+    """An existing ONNX causal LM as a chain's source: ONNX-stage steps only, nothing cached or trained."""
 
-    lm = check_causal_lm(model)
-    chain = load_recipe(recipe, Path.cwd())
+    name = "onnx"
+    takes = "onnx"
+    corpus = None
+
+    def __init__(self, calibration=None) -> None:
+        self.calibration = calibration  # the train split in the model's tokens, for steps that calibrate
+
+    def implementation(self, step):
+        if step.definition.takes == "torch":  # refused before any work (check_onnx_stage); kept as a guard
+            raise UserError(f"{step.op} needs the model in torch; an ONNX file takes ONNX-stage steps only")
+        return step.definition.implementation()
+
+    def step_input(self, sha256: str) -> str:
+        return sha256
+
+    @contextlib.contextmanager
+    def running_step(self) -> Iterator[None]:
+        yield
+
+    def load(self, path: Path):
+        raise UserError("an ONNX file has no torch model to load", file=path)
+
+    def save(self, model, path: Path, meta: dict) -> Path:
+        raise UserError("an ONNX file has no torch model to save", file=path)
+
+
+def _onnx_stage(chain):
+    """The recipe's ONNX-stage steps, or a UserError naming its torch-stage steps (or saying there is none)."""
     torch_steps = [s.op for s in chain.steps if s.definition.takes == "torch" and s.op != EXPORT_OP]
     if torch_steps:
         raise UserError(
@@ -143,33 +170,34 @@ def quantize(
             "torch; quantize applies ONNX-stage steps only (quantize.*, optimize.*)",
             field="--recipe",
         )
-    steps = [s for s in chain.steps if s.definition.takes == "onnx"]
+    steps = tuple(s for s in chain.steps if s.definition.takes == "onnx")
     if not steps:
         raise UserError(f"recipe {chain.name} has no ONNX-stage steps: nothing to apply", field="--recipe")
+    return replace(chain, steps=steps)
+
+
+def quantize(
+    model: Path, recipe: str, out: Path | None = None, study: Path | None = None, tokenizer: str | None = None
+) -> tuple[Path, list[dict]]:
+    """Apply a recipe's ONNX-stage steps to ``model``; returns (output path, each step's metrics)."""
+    lm = check_causal_lm(model)
+    chain = _onnx_stage(load_recipe(recipe, Path.cwd()))
     calibration = None
-    if any(needs_calibration(s) for s in steps):
+    if any(needs_calibration(s) for s in chain.steps):
         calibration = _train_tokens(lm, study, tokenizer)
     out = Path(out) if out else Path(model).with_name(f"{Path(model).stem}.{chain.name}.onnx")
-    records = []
     with tempfile.TemporaryDirectory(prefix="edgescale-quantize-") as tmp:
-        current = Path(model)
-        for i, step in enumerate(steps):
-            work = Path(tmp) / f"{i}"
-            work.mkdir()
-            ctx = StepContext(work_dir=work, log=lambda m: None, calibration=calibration)
-            current = step.definition.fn(current, step.config, ctx)
-            records.append({"op": step.op, "metrics": ctx.metrics})
+        start = ChainStart(str(Path(model).resolve()), file_sha256(model))
+        run = run_chain(OnnxFileBackend(calibration), chain, start, ScratchStore(Path(tmp)), Reporter(quiet=True), "")
+        current = Path(run.artifact)
         check_causal_lm(current)  # the result still loads and keeps the signature
         with atomic_path(out) as dst:
             shutil.copyfile(current, dst)
-    return out, records
+    return out, [{"op": st["op"], "metrics": st["metrics"]} for st in run.steps]
 
 
 def _train_tokens(lm, study: Path | None, tokenizer: str | None):
     """The study's train split in the model's tokens: calibration data for int8_static / GPTQ."""
-    from edgescale.config import load_study
-    from edgescale.data.corpus import load_corpus
-    from edgescale.hf.tokens import tokenize_split
 
     st, path = load_study(study)
     tok, _ = resolve_tokenizer(lm.path, tokenizer)

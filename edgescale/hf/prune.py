@@ -33,7 +33,8 @@ import torch.nn as nn
 
 from edgescale.compress.prune_structured import FfnConfig, HeadsConfig, select
 from edgescale.compress.pruning import Groups, activation_scores, taylor_scores
-from edgescale.compress.registry import StepContext
+from edgescale.compress.registry import StepContext, implement
+from edgescale.data.corpus import train_batch
 from edgescale.errors import UserError
 from edgescale.hf.export import HFCausalLM
 from edgescale.hf.source import PRUNABLE, accounting_hf
@@ -93,8 +94,6 @@ def _weight_norm(hf, block: nn.Module, kind: str) -> torch.Tensor:
 
 
 def _calibration(model: HFCausalLM, cfg, ctx: StepContext) -> list[torch.Tensor]:
-    from edgescale.data.corpus import train_batch
-
     if ctx.corpus is None:
         raise UserError(f"importance {cfg.importance} needs calibration data (the train split)", field="importance")
     tokens = ctx.corpus["train"].tokens
@@ -239,11 +238,13 @@ def prune_hf(model: HFCausalLM, kind: str, cfg: HeadsConfig | FfnConfig, ctx: St
     return out
 
 
+@implement("prune.heads", backend="hf")
 def prune_heads_hf(model: HFCausalLM, cfg: HeadsConfig, ctx: StepContext) -> HFCausalLM:
     """``prune.heads`` on a transformers model: GPT-2 heads, or Llama key/value groups."""
     return prune_hf(model, "heads", cfg, ctx, "prune.heads")
 
 
+@implement("prune.ffn", backend="hf")
 def prune_ffn_hf(model: HFCausalLM, cfg: FfnConfig, ctx: StepContext) -> HFCausalLM:
     """``prune.ffn`` on a transformers model: the MLP's hidden channels."""
     return prune_hf(model, "ffn", cfg, ctx, "prune.ffn")

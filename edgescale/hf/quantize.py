@@ -25,7 +25,9 @@ from typing import Literal
 from pydantic import Field
 
 from edgescale.compress.onnx_graph import check_io_unchanged, op_counts, quiet_onnxruntime
-from edgescale.compress.registry import StepConfig, StepContext, register
+from edgescale.compress.quantize import INT8_FLOAT_INPUTS
+from edgescale.compress.registry import StepConfig, StepContext, StepFacts, register
+from edgescale.errors import UserError
 
 OP = "quantize.optimum_preset"
 # onnxruntime's dynamic-quantization operator registry (IntegerOpsRegistry), which optimum
@@ -44,14 +46,27 @@ class OptimumPresetConfig(StepConfig):
     )
 
 
-@register(OP, OptimumPresetConfig, takes="onnx", gives="onnx")
+@register(
+    OP,
+    OptimumPresetConfig,
+    takes="onnx",
+    gives="onnx",
+    facts=StepFacts(  # as quantize.int8_dynamic: the same onnxruntime quantizer underneath
+        writes=lambda cfg: frozenset(
+            {"DynamicQuantizeLinear", "MatMulInteger"}
+            # a quantized Gather (the embedding) keeps int8 rows and dequantizes what it gathers
+            | ({"DequantizeLinear"} if cfg.operators is None or "Gather" in cfg.operators else set())
+        ),
+        weight_bytes=1.0,
+        int8_activations=True,
+        float_inputs=INT8_FLOAT_INPUTS,
+    ),
+)
 def optimum_preset(path: Path, cfg: OptimumPresetConfig, ctx: StepContext) -> Path:
     """Dynamic int8 with one of optimum's ORTQuantizer hardware presets (arm64, avx2, avx512, avx512_vnni)."""
     from optimum.onnxruntime import ORTQuantizer
     from optimum.onnxruntime.configuration import AutoQuantizationConfig
     from transformers import PretrainedConfig
-
-    from edgescale.errors import UserError
 
     kwargs = {"is_static": False, "per_channel": cfg.per_channel, "operators_to_quantize": cfg.operators}
     if cfg.preset in ("avx2", "avx512"):

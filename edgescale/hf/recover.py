@@ -17,11 +17,14 @@ import math
 import numpy as np
 import torch
 
-from edgescale.compress.registry import StepContext
+from edgescale.bench.loss import score
+from edgescale.compress.registry import StepContext, implement
 from edgescale.data.corpus import train_batch
 from edgescale.errors import UserError
 from edgescale.hf.export import HFCausalLM
-from edgescale.train.distill import RecoverConfig, kd_loss
+from edgescale.hf.tokens import to_bits_per_byte
+from edgescale.train.distill import kd_loss
+from edgescale.train.recover import RecoverConfig
 
 
 def recovery_tokens(cfg: RecoverConfig, parent_tokens: int) -> int:
@@ -51,8 +54,6 @@ def _lr(step: int, steps: int, peak: float) -> float:
 
 def validation_bpb(model: HFCausalLM, corpus, max_tokens: int = 4096) -> float:
     """Bits per byte of the torch model on the start of the validation split (a progress check)."""
-    from edgescale.bench.loss import score
-    from edgescale.hf.tokens import to_bits_per_byte
 
     ctx = model.spec.block_size
     with torch.no_grad():
@@ -60,6 +61,7 @@ def validation_bpb(model: HFCausalLM, corpus, max_tokens: int = 4096) -> float:
     return to_bits_per_byte(res, corpus, "validation").bits_per_byte
 
 
+@implement("distill.recover", backend="hf")
 def recover_hf(model: HFCausalLM, cfg: RecoverConfig, ctx: StepContext) -> HFCausalLM:
     """Fine-tune a pruned transformers model against its unpruned parent by logit distillation."""
     if ctx.parent is None or ctx.corpus is None:

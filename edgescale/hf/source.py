@@ -24,6 +24,7 @@ from typing import Any
 
 from edgescale.atomic import atomic_path
 from edgescale.errors import UserError
+from edgescale.models.shape import ModelAccounting
 
 # Layouts the structured pruning steps know (edgescale.hf.prune): module names and weight
 # orientation. Export, quantization, loss and latency work for any model optimum exports.
@@ -57,13 +58,6 @@ class HFSpec:
             "vocab_size": self.vocab_size,
             "block_size": self.block_size,
         }
-
-    @property
-    def model(self) -> Any:
-        """How results label a model that is not the GPT family (``shape.model``)."""
-        from types import SimpleNamespace
-
-        return SimpleNamespace(factory=f"huggingface:{self.model_type}")
 
 
 def _quiet_transformers() -> None:
@@ -289,8 +283,6 @@ def accounting_hf(model, n_ctx: int):
     (2·2·n_ctx·d_attn per layer). KV bytes per token: 2 (K, V) × layers × KV heads ×
     head_dim × 4 (float32), read from the model's config after pruning.
     """
-    from edgescale.models.shape import ModelAccounting
-
     emb_modules = [model.get_input_embeddings()]
     pos = getattr(getattr(model, "transformer", None), "wpe", None)
     if pos is not None:

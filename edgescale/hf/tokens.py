@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from edgescale.bench.loss import LossResult, score
+from edgescale.bench.ort_model import OrtCausalLM
 from edgescale.data.corpus import Corpus, Split
 from edgescale.errors import UserError
 
@@ -90,8 +91,6 @@ def hf_onnx_loss(
     path: Path, tc: TokenizedCorpus, split: str, context_length: int, stride: int, max_tokens: int, batch_size: int
 ) -> LossResult:
     """Loss of an ONNX causal LM through onnxruntime on ``split`` in its own tokens, in bits per byte."""
-    from edgescale.bench.ort_model import OrtCausalLM
-
     lm = OrtCausalLM(path)
     res = score(lm.logits, tc[split], context_length, stride, max_tokens, batch_size)
     return to_bits_per_byte(res, tc, split)

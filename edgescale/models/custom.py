@@ -24,18 +24,21 @@ import importlib
 import inspect
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 import torch.nn as nn
 
 from edgescale.config import CustomModelConfig
 from edgescale.errors import UserError
+from edgescale.models.shape import ModelAccounting
 
 
 @dataclass(frozen=True)
 class CustomSpec:
     """Everything needed to rebuild the adapted module (stored in checkpoint metadata)."""
 
+    kind: ClassVar[str] = "custom"  # the checkpoint metadata's name for an adapted module
     model: CustomModelConfig
     vocab_size: int = 256  # the corpus vocabulary
     block_size: int = 128
@@ -130,8 +133,6 @@ def accounting_of(spec: CustomSpec):
     every weight matrix (≈ 2·N); the attention term is unknown for an arbitrary module
     and left out. There is no KV cache, so KV bytes are 0 — decoding recomputes instead.
     """
-    from edgescale.models.shape import ModelAccounting
-
     model = AdaptedLM(spec)
     total = sum(p.numel() for p in model.parameters())
     emb = sum(p.numel() for n, p in model.named_parameters() if n.startswith(("wte.", "wpe.")))

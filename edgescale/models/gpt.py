@@ -91,6 +91,11 @@ class GPT(nn.Module):
             self.lm_head.weight = self.wte.weight
         self._init_weights(seed)
 
+    @property
+    def spec(self) -> GPTConfig:
+        """The shape, under the name every edgescale torch model uses for it."""
+        return self.cfg
+
     def _init_weights(self, seed: int) -> None:
         # GPT-2 init: N(0, 0.02), residual projections scaled by 1/sqrt(2·n_layer).
         gen = torch.Generator().manual_seed(seed)

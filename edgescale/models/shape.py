@@ -14,11 +14,16 @@ head_dim) stay valid with fewer heads.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
+from typing import ClassVar
+
+from edgescale.config import LadderConfig, SizeConfig
 
 
 @dataclass(frozen=True)
 class GPTConfig:
+    kind: ClassVar[str] = "gpt"  # the checkpoint metadata's name for this family (edgescale.models.checkpoint)
     n_layer: int
     n_head: int  # heads of an unpruned layer; fixes head_dim
     n_embd: int
@@ -133,3 +138,71 @@ def accounting(cfg: GPTConfig, n_ctx: int) -> ModelAccounting:
         weight_bytes_fp32=4 * total,
         kv_bytes_per_token_fp32=4 * 2 * sum(attn),
     )
+
+
+def widest_activation(cfg: GPTConfig, context: int) -> int:
+    """The widest activation row of a prefill at ``context`` (per-layer shapes after pruning):
+    the logits, one layer's attention scores, its fused QKV or its FFN hidden layer."""
+    attn = [h * cfg.head_dim for h in cfg.heads_per_layer]
+    return max(cfg.vocab_size, max(cfg.heads_per_layer) * context, 3 * max(attn), max(cfg.ffn_per_layer))
+
+
+def shape_record(cfg: GPTConfig) -> dict:
+    """The shape results report for a family member (per-layer lists only after pruning)."""
+    out = {"n_layer": cfg.n_layer, "n_head": cfg.n_head, "n_embd": cfg.n_embd, "model": "gpt"}
+    if not cfg.is_uniform:
+        out |= {"layer_heads": list(cfg.heads_per_layer), "layer_ffn": list(cfg.ffn_per_layer)}
+    return out
+
+
+# --------------------------------------------------------------------------- a parameter count as a shape
+
+
+@dataclass(frozen=True)
+class Shape:
+    n_layer: int
+    d_model: int
+    n_head: int
+    params_non_embedding: int
+    params_total: int
+
+
+def _head_dim(d_model: float) -> int:
+    return 16 if d_model < 256 else 64 if d_model < 2048 else 128
+
+
+def shape_for_params(n_target: float, vocab_size: int = 256, block_size: int = 256) -> Shape:
+    """A GPT shape whose exact non-embedding count is closest to ``n_target``.
+
+    For each depth, the width is solved from N ≈ 12·n_layer·d² and rounded to a multiple
+    of the head size (16 below d=256, 64 below 2048, else 128); shapes keep the aspect
+    ratio d_model / n_layer between 16 and 128 — Kaplan et al. 2020 Fig. 5 find loss
+    within a few percent over 20–200. The family's exact count
+    (:func:`edgescale.models.shape.accounting`) picks the winner, not 12·L·d².
+    """
+    best: tuple[float, Shape] | None = None
+    for n_layer in range(1, 161):
+        d0 = math.sqrt(n_target / (12 * n_layer))
+        step = _head_dim(d0)
+        for d_model in {max(step, math.floor(d0 / step) * step), max(step, math.ceil(d0 / step) * step)}:
+            if not 16 <= d_model / n_layer <= 128:
+                continue
+            n_head = d_model // step
+            acct = accounting(GPTConfig(n_layer, n_head, d_model, vocab_size, block_size), block_size)
+            err = abs(math.log(acct.params_non_embedding / n_target))
+            if best is None or err < best[0] - 1e-3:  # prefer shallower on near-ties
+                best = (err, Shape(n_layer, d_model, n_head, acct.params_non_embedding, acct.params_total))
+    if best is None:
+        raise ValueError(f"no shape with a sane aspect ratio for {n_target:g} parameters")
+    return best[1]
+
+
+def ladder_sizes(ladder: LadderConfig, vocab_size: int = 256) -> list[SizeConfig]:
+    """The ladder's rungs as explicit shapes: the given ones, or one planned per parameter count."""
+    if ladder.sizes is not None:
+        return list(ladder.sizes)
+    out = []
+    for name, n in zip(ladder.names(), ladder.params_non_embedding or [], strict=True):
+        s = shape_for_params(n, vocab_size=vocab_size, block_size=ladder.block_size)
+        out.append(SizeConfig(name=name, n_layer=s.n_layer, n_head=s.n_head, n_embd=s.d_model))
+    return out

@@ -19,8 +19,9 @@ from edgescale.report.degradation import fit_recipes
 from edgescale.report.frontier import frontiers
 from edgescale.report.pick import Run, pick
 from edgescale.report.routes import routes
+from edgescale.results.schema import Results
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the loss target is named loss_target_bpb (was target_bpb)
 
 
 def clean(x: Any) -> Any:
@@ -37,18 +38,18 @@ def clean(x: Any) -> Any:
 
 
 def analyse(
-    results: Mapping, *, device: str | None = None, served_tokens: float = 1e9, target: float | None = None
+    results: Results, *, device: str | None = None, served_tokens: float = 1e9, target: float | None = None
 ) -> dict:
     """Frontiers, degradation fits, picks per device, the compare table (on ``device``, default
     the host) and routes, for ``target`` (default: the study's ``loss_target_bpb``)."""
-    variants = list(results.get("variants", []))
-    target = results.get("loss_target_bpb") if target is None else target
-    out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "target_bpb": target, "served_tokens": served_tokens}
+    variants = results.variants
+    target = results.loss_target_bpb if target is None else target
+    out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "loss_target_bpb": target, "served_tokens": served_tokens}
     if not variants:
         return out | {"note": "no variants"}
-    devices = list(dict.fromkeys(d for v in variants for d in v.get("latency", {})))
+    devices = results.devices()
     device = device or ("host" if "host" in devices else devices[0])
-    run = Run(str(results.get("study", "run")), results)
+    run = Run(results.study, results)
     out |= {
         "devices": devices,
         "frontiers": frontiers(variants),

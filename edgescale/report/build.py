@@ -13,12 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgescale.atomic import write_bytes
+from edgescale.errors import UserError
+from edgescale.report import charts, plots
+from edgescale.report.analysis import analyse
+from edgescale.report.html import render
+from edgescale.report.summary import write_summary
+from edgescale.results import read_results
+from edgescale.results.schema import Results
 
 
-def _figures() -> dict[str, tuple[str, Callable[[Mapping, Mapping, Path], Path | None]]]:
+def _figures() -> dict[str, tuple[str, Callable[[Results, Mapping, Path], Path | None]]]:
     """Figure name → (file name, draw(results, analysis, path)); in the page's order."""
-    from edgescale.report import charts, plots
-
     return {
         "frontier_devices": ("frontier-devices.png", lambda r, a, p: plots.plot_device_frontiers(r, p)),
         "frontier": ("frontier.png", lambda r, a, p: plots.plot_frontier(r, p)),
@@ -38,16 +43,14 @@ class ReportFiles:
     figures: dict[str, Path]  # figure name → PNG written (figures with nothing to draw are left out)
 
 
-def analysis_of(results: Mapping) -> dict:
-    """``results["analysis"]``, or computed now for results written before it existed."""
-    if results.get("analysis"):
-        return dict(results["analysis"])
-    from edgescale.report.analysis import analyse
-
+def analysis_of(results: Results) -> dict:
+    """``results.analysis``, or computed now for results written before it existed."""
+    if results.analysis:
+        return dict(results.analysis)
     return analyse(results)
 
 
-def draw_figures(results: Mapping, analysis: Mapping, out_dir: Path) -> dict[str, Path]:
+def draw_figures(results: Results, analysis: Mapping, out_dir: Path) -> dict[str, Path]:
     """Draw every figure into ``out_dir``; a figure with nothing to draw leaves no file (and
     removes a stale one of a previous report there)."""
     out = {}
@@ -61,18 +64,14 @@ def draw_figures(results: Mapping, analysis: Mapping, out_dir: Path) -> dict[str
     return out
 
 
-def write_report(results: Mapping, analysis: Mapping, figures: Mapping[str, Path], path: Path) -> Path:
+def write_report(results: Results, analysis: Mapping, figures: Mapping[str, Path], path: Path) -> Path:
     """Write ``report.html`` embedding ``figures`` (name → PNG) as data URIs; return ``path``."""
-    from edgescale.report.html import render
-
     images = {name: Path(p).read_bytes() for name, p in figures.items()}
-    return write_bytes(path, render(dict(results), analysis, images).encode("utf-8"))
+    return write_bytes(path, render(results, analysis, images).encode("utf-8"))
 
 
-def build_report(results: Mapping, out_dir: Path) -> ReportFiles:
+def build_report(results: Results, out_dir: Path) -> ReportFiles:
     """Every report file for ``results`` in ``out_dir``: the PNGs, ``report.html``, ``summary.md``."""
-    from edgescale.report.summary import write_summary
-
     out_dir = Path(out_dir)
     analysis = analysis_of(results)
     figures = draw_figures(results, analysis, out_dir)
@@ -83,12 +82,7 @@ def build_report(results: Mapping, out_dir: Path) -> ReportFiles:
 
 def report_run(run_dir: Path, out: Path | None = None) -> ReportFiles:
     """(Re)write the report of a finished run directory, into ``out`` (default: the run directory)."""
-    from edgescale.errors import UserError
-    from edgescale.report.pick import load_run_dir
 
     if not Path(run_dir).is_dir():
         raise UserError("not a directory", file=run_dir, field="RUN_DIR")
-    results = load_run_dir(Path(run_dir)).results
-    if not isinstance(results, dict) or not isinstance(results.get("variants"), list):
-        raise UserError("results.json has no 'variants' list: not an edgescale results file", file=run_dir)
-    return build_report(results, Path(out) if out is not None else Path(run_dir))
+    return build_report(read_results(Path(run_dir)), Path(out) if out is not None else Path(run_dir))

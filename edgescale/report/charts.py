@@ -14,8 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from edgescale.report.frontier import _dig
-from edgescale.report.plots import devices_of, legend, plain, plain_log, pyplot, recipe_style, recipes_of, save
+from edgescale.report.plots import _law, devices_of, legend, plain, plain_log, pyplot, recipe_style, recipes_of, save
+from edgescale.report.routes import training_flops
+from edgescale.results.schema import HostLatency, Results
+
+
+def _decode_ms(row: Mapping | None) -> float | None:
+    """A compare row's decode latency on the compared device (None without a row or a latency)."""
+    return ((row or {}).get("device_latency") or {}).get("decode_ms")
 
 
 def _speedup_points(cmp: Mapping) -> list[dict]:
@@ -24,12 +30,12 @@ def _speedup_points(cmp: Mapping) -> list[dict]:
     out = []
     for table in cmp.get("sizes", []):
         base = next((r for r in table["rows"] if r["recipe"] == cmp.get("baseline")), None)
-        base_ms = _dig(base, "device_latency", "decode_ms") if cmp.get("device") == "host" else None
+        base_ms = _decode_ms(base) if cmp.get("device") == "host" else None
         for r in table["rows"]:
             if r is base or r.get("delta_validation_bpb") is None:
                 continue
             s = r.get("host_decode_speedup")
-            ms = _dig(r, "device_latency", "decode_ms")
+            ms = _decode_ms(r)
             if not (s and s.get("speedup") is not None) and base_ms and ms:
                 s = {"speedup": base_ms / ms, "low": base_ms / ms, "high": base_ms / ms, "no_ci": True}
             if s and s.get("speedup") is not None:
@@ -37,7 +43,7 @@ def _speedup_points(cmp: Mapping) -> list[dict]:
     return out
 
 
-def plot_compare(results: Mapping, cmp: Mapping, path: Path) -> Path | None:
+def plot_compare(results: Results, cmp: Mapping, path: Path) -> Path | None:
     """Loss change against the baseline vs measured host decode speed-up (95% CI bars; hollow:
     within noise), and loss change vs file size, one marker per recipe, labelled by size."""
     base = cmp.get("baseline")
@@ -78,7 +84,7 @@ def plot_compare(results: Mapping, cmp: Mapping, path: Path) -> Path | None:
         ax.set_ylabel("Δ validation loss vs baseline, bits/byte")
         ax.grid(True, alpha=0.3)
     _recipe_legend(fig, [r for r in recipes if r != cmp.get("baseline")], recipes)
-    fig.suptitle(f"edgescale · {plain(results.get('study', '?'))} · recipes on the same model", fontsize=11)
+    fig.suptitle(f"edgescale · {plain(results.study)} · recipes on the same model", fontsize=11)
     return save(fig, path)
 
 
@@ -89,7 +95,7 @@ def _recipe_legend(fig: Any, shown: list[str], recipes: list[str], extra: list |
     legend(fig, handles + (extra or []))
 
 
-def plot_degradation(results: Mapping, fits: Mapping[str, Mapping], path: Path) -> Path | None:
+def plot_degradation(results: Results, fits: Mapping[str, Mapping], path: Path) -> Path | None:
     """Per recipe: its loss change against the baseline across the family (validation filled,
     test hollow) and the fitted degradation law δ(N, D) with its bootstrap 95% band."""
     fits = {r: f for r, f in fits.items() if f.get("points")}
@@ -133,7 +139,7 @@ def plot_degradation(results: Mapping, fits: Mapping[str, Mapping], path: Path) 
         Line2D([], [], color="0.4", lw=1.3, label="fit δ = C·D^γ_D/N^γ_N, band: bootstrap 95%"),
     ]
     _recipe_legend(fig, list(fits), recipes, extra)
-    fig.suptitle(f"edgescale · {plain(results.get('study', '?'))} · compression degradation law", fontsize=11)
+    fig.suptitle(f"edgescale · {plain(results.study)} · compression degradation law", fontsize=11)
     return save(fig, path)
 
 
@@ -148,24 +154,24 @@ def _law_text(f: Mapping) -> str:
     )
 
 
-def _latency_rows(results: Mapping) -> dict[str, list[tuple[float, float, float, float, str]]]:
+def _latency_rows(results: Results) -> dict[str, list[tuple[float, float, float, float, str]]]:
     """Per device: (bytes per decoded token, decode ms, low, high, source) of every variant."""
     out: dict[str, list] = {}
-    for v in results.get("variants", []):
-        b = _dig(v, "cost", "bytes_per_decoded_token")
-        for dev, lat in (v.get("latency") or {}).items():
-            source = lat.get("latency_source") or lat.get("kind") or "?"
-            measured = source == "measured"
-            ms = lat.get("decode_ms_p50" if measured else "decode_ms")
+    for v in results.variants:
+        b = v.cost.bytes_per_decoded_token
+        for dev, lat in v.latency.items():
+            source = lat.latency_source
+            if isinstance(lat, HostLatency):
+                ms, lo, hi = lat.decode_ms_p50, lat.decode_ms_p50, lat.decode_ms_p90
+            else:
+                ms, lo, hi = lat.decode_ms, lat.decode_ms_low, lat.decode_ms_high
             if b is None or ms is None:
                 continue
-            lo = ms if measured else lat.get("decode_ms_low", ms)
-            hi = lat.get("decode_ms_p90" if measured else "decode_ms_high", ms)
             out.setdefault(dev, []).append((b, ms, lo if lo is not None else ms, hi if hi is not None else ms, source))
     return out
 
 
-def plot_latency(results: Mapping, path: Path) -> Path | None:
+def plot_latency(results: Results, path: Path) -> Path | None:
     """Decode latency per device against bytes moved per token (host measured: p50 with bars
     to p90; devices predicted: bars over the prediction's interval), and every variant's
     predicted device latency against its measured host latency."""
@@ -190,15 +196,15 @@ def plot_latency(results: Mapping, path: Path) -> Path | None:
     ax1.set_title("host: measured p50 (bar to p90) · devices: predicted (bar: interval)", fontsize=9)
     ax1.legend(fontsize=8)
     ax1.grid(True, which="both", alpha=0.25)
-    host = {v["variant_id"]: _dig(v, "latency", "host", "decode_ms_p50") for v in results.get("variants", [])}
+    host = {v.variant_id: getattr(v.latency.get("host"), "decode_ms_p50", None) for v in results.variants}
     drawn = False
     for k, dev in enumerate(devices_of(results)):
         if dev == "host":
             continue
         pairs = [
-            (host[v["variant_id"]], _dig(v, "latency", dev, "decode_ms"))
-            for v in results.get("variants", [])
-            if host.get(v["variant_id"]) and _dig(v, "latency", dev, "decode_ms")
+            (host[v.variant_id], getattr(v.latency.get(dev), "decode_ms", None))
+            for v in results.variants
+            if host.get(v.variant_id) and getattr(v.latency.get(dev), "decode_ms", None)
         ]
         if pairs:
             ax2.scatter(*zip(*pairs, strict=True), color=f"C{k % 10}", s=30, label=plain(dev))
@@ -215,35 +221,31 @@ def plot_latency(results: Mapping, path: Path) -> Path | None:
     ax2.set_ylabel("device decode ms/token, predicted")
     ax2.set_title("each variant: predicted on a device vs measured here", fontsize=9)
     ax2.grid(True, which="both", alpha=0.25)
-    fig.suptitle(f"edgescale · {plain(results.get('study', '?'))} · latency, measured vs predicted", fontsize=11)
+    fig.suptitle(f"edgescale · {plain(results.study)} · latency, measured vs predicted", fontsize=11)
     return save(fig, path)
 
 
-def plot_plan(results: Mapping, analysis: Mapping, path: Path) -> Path | None:
+def plot_plan(results: Results, analysis: Mapping, path: Path) -> Path | None:
     """The training side: every ladder size at its (N, D) with its compute, iso-compute lines,
     the fitted law's compute-optimal allocation and the plans for the target (the scaling
     fit's and each device's pick that had to plan a new model); beside it, the training
     compute behind every variant (own pre-training vs the total with teacher and recovery)."""
-    from edgescale.report.routes import training_flops
-
-    sizes = [s for s in results.get("sizes", []) if s.get("params_total") and s.get("train_tokens")]
+    sizes = [s for s in results.sizes if s.params_total and s.train_tokens]
     if not sizes:
         return None
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.0), layout="constrained")
     plans = _plans(results, analysis)
-    ns = [s["params_total"] for s in sizes] + [p[1] for p in plans]
+    ns = [s.params_total for s in sizes] + [p[1] for p in plans]
     n_grid = np.geomspace(min(ns) / 2, max(ns) * 2, 50)
     for s in sizes:
-        c = 6 * s["params_total"] * s["train_tokens"]
+        c = 6 * s.params_total * s.train_tokens
         ax1.plot(n_grid, c / (6 * n_grid), color="0.85", lw=0.8, zorder=1)
-        marker = "^" if s.get("distilled_from") else "o"
-        ax1.scatter([s["params_total"]], [s["train_tokens"]], s=50, marker=marker, color="C0", zorder=3)
-        ax1.annotate(f"{plain(s['size'])}: C={c:.2g}", (s["params_total"], s["train_tokens"]),
+        marker = "^" if s.distilled_from else "o"
+        ax1.scatter([s.params_total], [s.train_tokens], s=50, marker=marker, color="C0", zorder=3)
+        ax1.annotate(f"{plain(s.size)}: C={c:.2g}", (s.params_total, s.train_tokens),
                      textcoords="offset points", xytext=(5, 4), fontsize=8)  # fmt: skip
-    if (results.get("scaling") or {}).get("status") == "fitted":
-        from edgescale.report.plots import _law
-
+    if results.scaling.status == "fitted":
         law = _law(results)
         cs = np.geomspace(1e6, 1e26, 121)
         opt = np.array([law.compute_optimal(c) for c in cs])
@@ -266,9 +268,9 @@ def plot_plan(results: Mapping, analysis: Mapping, path: Path) -> Path | None:
     if ax1.get_legend_handles_labels()[0]:
         ax1.legend(fontsize=8, loc="lower left")
     ax1.grid(True, which="major", alpha=0.3)
-    table = {s["size"]: s for s in results.get("sizes", [])}
-    variants = [v for v in results.get("variants", []) if v.get("size") in table and v.get("params_total")]
-    flops = [(v["variant_id"], training_flops(v, table)) for v in variants]
+    table = {s.size: s for s in results.sizes}
+    variants = [v for v in results.variants if v.size in table and v.params_total]
+    flops = [(v.variant_id, training_flops(v, table)) for v in variants]
     y = np.arange(len(flops))
     ax2.barh(y, [f["total"] for _, f in flops], color="C1", alpha=0.45, label="total: + teacher, + recovery")
     ax2.barh(y, [f["pretrain"] for _, f in flops], color="C0", height=0.5, label="own pre-training, 6·N·D")
@@ -278,16 +280,17 @@ def plot_plan(results: Mapping, analysis: Mapping, path: Path) -> Path | None:
     ax2.set_xlabel("training FLOPs behind the variant")
     ax2.set_title("training compute per variant", fontsize=9)
     ax2.legend(fontsize=8)
-    fig.suptitle(f"edgescale · {plain(results.get('study', '?'))} · training plan and its cost", fontsize=11)
+    fig.suptitle(f"edgescale · {plain(results.study)} · training plan and its cost", fontsize=11)
     return save(fig, path)
 
 
-def _plans(results: Mapping, analysis: Mapping) -> list[tuple[str, float, float]]:
+def _plans(results: Results, analysis: Mapping) -> list[tuple[str, float, float]]:
     """(label, N, D) of the scaling fit's plan for the target and each pick that plans a model."""
     out = []
-    plan = (results.get("scaling") or {}).get("plan_for_target") or {}
-    if plan.get("status") == "ok" and plan.get("n_params"):
-        out.append((f"fit's plan for {plan.get('target_bpb', '?')} bpb", plan["n_params"], plan["n_tokens"]))
+    plan = results.scaling.plan_for_target
+    if plan and plan.status == "ok" and plan.n_params:
+        target = "?" if plan.loss_target_bpb is None else plan.loss_target_bpb
+        out.append((f"fit's plan for {target} bpb", plan.n_params, plan.n_tokens))
     for dev, p in (analysis.get("picks") or {}).items():
         best = p.get("best") or {}
         if p.get("status") == "plan" and best.get("plan", {}).get("n_params"):

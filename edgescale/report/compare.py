@@ -15,41 +15,44 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from edgescale.errors import UserError
 from edgescale.report.degradation import baseline_recipe
-from edgescale.report.frontier import _dig, axes_for, device_axis, frontier
+from edgescale.report.frontier import axes_for, device_axis, frontier
 from edgescale.report.pick import latency_on
+from edgescale.results.schema import HostLatency, Results, Variant
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None or b == 0 else a / b
 
 
-def _delta(v: Mapping, base: Mapping, split: str) -> float | None:
-    a, b = _dig(v, "loss", split, "bits_per_byte"), _dig(base, "loss", split, "bits_per_byte")
+def _delta(v: Variant, base: Variant, split: str) -> float | None:
+    a, b = v.bpb(split), base.bpb(split)
     return None if a is None or b is None else a - b
 
 
-def _speedup(v: Mapping, phase: str, base: str) -> dict | None:
-    r = _dig(v, "latency", "host", f"{phase}_speedup_vs_{base}")
-    return None if r is None else {k: r.get(k) for k in ("speedup", "low", "high", "within_noise", "slower")}
+def _speedup(v: Variant, phase: str, base: str) -> dict | None:
+    host = v.latency.get("host")
+    r = host.speedup(phase, base) if isinstance(host, HostLatency) else None
+    return None if r is None else r.model_dump()
 
 
-def _twin(v: Mapping) -> dict | None:
-    t = v.get("scratch_twin")
+def _twin(v: Variant) -> dict | None:
+    t = v.scratch_twin
     if not t:
         return None
-    val, test = _dig(t, "loss", "validation", "bits_per_byte"), _dig(t, "loss", "test", "bits_per_byte")
-    mine = _dig(v, "loss", "validation", "bits_per_byte")
+    val, test = t.bpb("validation"), t.bpb("test")
+    mine = v.bpb("validation")
     gap = None if val is None or mine is None else mine - val
     verdict = None
     if gap is not None:
         verdict = (
             f"pruned + recovered is {abs(gap):.4f} bits/byte {'better' if gap < 0 else 'worse'} than the same shape "
-            f"trained from scratch on the same {t.get('train_tokens'):,} tokens (validation)"
+            f"trained from scratch on the same {t.train_tokens:,} tokens (validation)"
         )
     return {
-        "size": t.get("size"),
-        "train_tokens": t.get("train_tokens"),
+        "size": t.size,
+        "train_tokens": t.train_tokens,
         "validation_bpb": val,
         "test_bpb": test,
         "pruned_minus_scratch_val_bpb": gap,
@@ -57,15 +60,15 @@ def _twin(v: Mapping) -> dict | None:
     }
 
 
-def _row(v: Mapping, base: Mapping, base_recipe: str, device: str, on_front: bool) -> dict:
+def _row(v: Variant, base: Variant, base_recipe: str, device: str, on_front: bool) -> dict:
     lat, base_lat = latency_on(v, device), latency_on(base, device)
     predicted = lat is not None and lat["source"] != "measured"
     return {
-        "recipe": v["recipe"],
-        "variant_id": v["variant_id"],
-        "params_total": v.get("params_total"),
-        "validation_bpb": _dig(v, "loss", "validation", "bits_per_byte"),
-        "test_bpb": _dig(v, "loss", "test", "bits_per_byte"),
+        "recipe": v.recipe,
+        "variant_id": v.variant_id,
+        "params_total": v.params_total,
+        "validation_bpb": v.bpb("validation"),
+        "test_bpb": v.bpb("test"),
         "delta_validation_bpb": _delta(v, base, "validation"),
         "delta_test_bpb": _delta(v, base, "test"),
         "host_decode_speedup": _speedup(v, "decode", base_recipe),
@@ -74,27 +77,23 @@ def _row(v: Mapping, base: Mapping, base_recipe: str, device: str, on_front: boo
         "device_decode_speedup_predicted": _ratio(base_lat and base_lat["decode_ms"], lat and lat["decode_ms"])
         if predicted
         else None,
-        "file_bytes": v.get("file_bytes"),
-        "file_ratio": _ratio(v.get("file_bytes"), base.get("file_bytes")),
-        "bytes_per_decoded_token": _dig(v, "cost", "bytes_per_decoded_token"),
-        "bytes_ratio": _ratio(
-            _dig(v, "cost", "bytes_per_decoded_token"), _dig(base, "cost", "bytes_per_decoded_token")
-        ),
+        "file_bytes": v.file_bytes,
+        "file_ratio": _ratio(v.file_bytes, base.file_bytes),
+        "bytes_per_decoded_token": v.cost.bytes_per_decoded_token,
+        "bytes_ratio": _ratio(v.cost.bytes_per_decoded_token, base.cost.bytes_per_decoded_token),
         "on_frontier": on_front,
-        "flags": list(v.get("flags", [])),
+        "flags": list(v.flags),
         "scratch_twin": _twin(v),
     }
 
 
-def compare(results: Mapping, size: str | None = None, device: str = "host") -> dict:
+def compare(results: Results, size: str | None = None, device: str = "host") -> dict:
     """The comparison table (see the module docstring); raises UserError for an unknown size or device."""
-    from edgescale.errors import UserError
-
-    variants = list(results.get("variants", []))
-    sizes = list(dict.fromkeys(v["size"] for v in variants))
+    variants = results.variants
+    sizes = list(dict.fromkeys(v.size for v in variants))
     if size is not None and size not in sizes:
         raise UserError(f"unknown size {size!r}; allowed: {', '.join(sizes)}", field="--size")
-    devices = list(dict.fromkeys(d for v in variants for d in v.get("latency", {})))
+    devices = results.devices()
     if device not in devices:
         raise UserError(f"no latency for {device!r} in this run; allowed: {', '.join(devices)}", field="--device")
     base = baseline_recipe(results)
@@ -102,12 +101,12 @@ def compare(results: Mapping, size: str | None = None, device: str = "host") -> 
     front = {p.variant_id for p in frontier(variants, axis) if p.on_front}
     tables = []
     for s in [size] if size else sizes:
-        mine = [v for v in variants if v["size"] == s]
-        ref = next((v for v in mine if v["recipe"] == base), None)
+        mine = [v for v in variants if v.size == s]
+        ref = next((v for v in mine if v.recipe == base), None)
         if ref is None:
             continue
-        rows = [_row(v, ref, base, device, v["variant_id"] in front) for v in mine]
-        tables.append({"size": s, "params_total": ref.get("params_total"), "rows": rows})
+        rows = [_row(v, ref, base, device, v.variant_id in front) for v in mine]
+        tables.append({"size": s, "params_total": ref.params_total, "rows": rows})
     return {
         "baseline": base,
         "device": device,

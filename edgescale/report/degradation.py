@@ -35,10 +35,12 @@ log space, the residual of every point and the degrees of freedom left.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+
+from edgescale.results.schema import HostLatency, Results
 
 N_BOOT = 2000
 COLLINEAR_R = 0.95
@@ -120,22 +122,22 @@ class DegradationFit:
         return out
 
 
-def degradation_points(results: Mapping, recipe: str, baseline: str) -> list[DegradationPoint]:
+def degradation_points(results: Results, recipe: str, baseline: str) -> list[DegradationPoint]:
     """δ of ``recipe`` against ``baseline`` at every ladder size that has both (distilled
     students are left out: their loss comes from another training process)."""
-    sizes = {s["size"]: s for s in results.get("sizes", []) if not s.get("distilled_from")}
-    by = {(v["size"], v["recipe"]): v for v in results.get("variants", [])}
+    sizes = {s.size: s for s in results.sizes if not s.distilled_from}
+    by = {(v.size, v.recipe): v for v in results.variants}
     out = []
     for name, s in sizes.items():
         v, b = by.get((name, recipe)), by.get((name, baseline))
         if v is None or b is None:
             continue
-        val = v["loss"]["validation"]["bits_per_byte"] - b["loss"]["validation"]["bits_per_byte"]
+        val = v.loss["validation"].bits_per_byte - b.loss["validation"].bits_per_byte
         test = None
-        if "test" in v["loss"] and "test" in b["loss"]:
-            test = v["loss"]["test"]["bits_per_byte"] - b["loss"]["test"]["bits_per_byte"]
+        if "test" in v.loss and "test" in b.loss:
+            test = v.loss["test"].bits_per_byte - b.loss["test"].bits_per_byte
         if math.isfinite(val):
-            out.append(DegradationPoint(name, float(s["params_total"]), float(s["train_tokens"]), val, test))
+            out.append(DegradationPoint(name, float(s.params_total), float(s.train_tokens), val, test))
     return sorted(out, key=lambda p: p.n)
 
 
@@ -221,19 +223,19 @@ def _pad(b: Sequence[float]) -> tuple[float, ...]:
     return tuple(float(x) for x in b) + (0.0,) * (3 - len(b))
 
 
-def fit_recipes(results: Mapping, *, seed: int = 0) -> dict[str, DegradationFit]:
+def fit_recipes(results: Results, *, seed: int = 0) -> dict[str, DegradationFit]:
     """A degradation fit for every recipe of a run but its baseline (the first recipe)."""
-    recipes = list(dict.fromkeys(v["recipe"] for v in results.get("variants", [])))
+    recipes = list(dict.fromkeys(v.recipe for v in results.variants))
     if not recipes:
         return {}
     base = baseline_recipe(results)
     return {r: fit_degradation(r, base, degradation_points(results, r, base), seed=seed) for r in recipes if r != base}
 
 
-def baseline_recipe(results: Mapping) -> str:
+def baseline_recipe(results: Results) -> str:
     """The recipe speed-ups are measured against (named by ``decode_speedup_vs_<recipe>``), else the first."""
-    for v in results.get("variants", []):
-        for key in v.get("latency", {}).get("host", {}):
-            if key.startswith("decode_speedup_vs_"):
-                return key.removeprefix("decode_speedup_vs_")
-    return results["variants"][0]["recipe"]
+    for v in results.variants:
+        host = v.latency.get("host")
+        for base in host.speedups("decode") if isinstance(host, HostLatency) else ():
+            return base
+    return results.variants[0].recipe

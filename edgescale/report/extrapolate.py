@@ -1,6 +1,6 @@
 """What to train when no variant of a run meets the target: law + recipe + device.
 
-For every recipe of the run: the scaling law fitted to the run (``results["scaling"]``,
+For every recipe of the run: the scaling law fitted to the run (``results.scaling``,
 bits per byte, N = total parameters; a published preset only when the fit failed, said
 so) plans the model — :func:`edgescale.scaling.plan.plan_for_loss`, inference-aware for
 the served tokens (Sardana et al. 2024) — for the target *minus* the recipe's predicted
@@ -23,14 +23,18 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
 from scipy.optimize import brentq
 
+from edgescale.bench.devices import get_device
+from edgescale.bench.predict import predict
+from edgescale.models.shape import shape_for_params
 from edgescale.report.degradation import baseline_recipe, fit_recipes
-from edgescale.report.frontier import _dig
+from edgescale.results.schema import Results
+from edgescale.scaling.laws import EPOCH2024, Chinchilla
+from edgescale.scaling.plan import plan_for_loss
 
 LN2 = math.log(2)
 KV_BITS = 32  # the exported graphs keep the KV cache float32
@@ -48,39 +52,37 @@ class RecipeScale:
     from_variant: str
 
 
-def recipe_scales(results: Mapping) -> dict[str, RecipeScale]:
-    ladder = {s["size"]: s for s in results.get("sizes", []) if not s.get("distilled_from")}
+def recipe_scales(results: Results) -> dict[str, RecipeScale]:
+    ladder = {s.size: s for s in results.sizes if not s.distilled_from}
     out: dict[str, RecipeScale] = {}
-    for v in sorted(results.get("variants", []), key=lambda v: ladder.get(v["size"], {}).get("params_total", -1)):
-        parent = ladder.get(v["size"])
-        streamed = _dig(v, "cost", "weight_bytes")  # not the file: node metadata inflates small files
+    for v in sorted(results.variants, key=lambda v: ladder[v.size].params_total if v.size in ladder else -1):
+        parent = ladder.get(v.size)
+        streamed = v.cost.weight_bytes  # not the file: node metadata inflates small files
         if parent is None or not streamed:
             continue
-        recovered = v.get("train_tokens", parent["train_tokens"]) - parent["train_tokens"]
-        out[v["recipe"]] = RecipeScale(
-            v["recipe"],
-            8 * streamed / v["params_total"],
-            v["params_total"] / parent["params_total"],
-            max(0, recovered) / parent["train_tokens"],
-            v["variant_id"],
+        recovered = v.train_tokens - parent.train_tokens
+        out[v.recipe] = RecipeScale(
+            v.recipe,
+            8 * streamed / v.params_total,
+            v.params_total / parent.params_total,
+            max(0, recovered) / parent.train_tokens,
+            v.variant_id,
         )
     return out
 
 
-def run_law(results: Mapping):
+def run_law(results: Results):
     """(law, what it is, loss-unit factor: law units per bit per byte)."""
-    from edgescale.scaling.laws import EPOCH2024, Chinchilla
-
-    sc = results.get("scaling") or {}
-    if sc.get("status") == "fitted":
-        f = sc["law"]
-        ci = {k: (-math.inf if v[0] is None else v[0], math.inf if v[1] is None else v[1]) for k, v in f["ci"].items()}
+    sc = results.scaling
+    if sc.status == "fitted":
+        f = sc.law
+        ci = {k: (-math.inf if v[0] is None else v[0], math.inf if v[1] is None else v[1]) for k, v in f.ci.items()}
         law = Chinchilla(
-            E=f["E"], A=f["A"], B=f["B"], alpha=f["alpha"], beta=f["beta"], name="fit (this run)",
+            E=f.E, A=f.A, B=f.B, alpha=f.alpha, beta=f.beta, name="fit (this run)",
             source="results.scaling: Chinchilla approach 3 on the ladder's cooled checkpoints",
             n_convention="total", loss_unit="bits/byte", ci=ci,
         )  # fmt: skip
-        weak = sorted(k for k in ("E", "alpha", "beta") if k in f.get("unidentified", {}))
+        weak = sorted(k for k in ("E", "alpha", "beta") if k in f.unidentified)
         info = {"law": law.name, "source": law.source, "unit": "bits_per_byte", "reliable": not weak}
         if weak:
             info["caveat"] = f"{', '.join(weak)} not identified by the run's points: an extrapolation"
@@ -90,7 +92,7 @@ def run_law(results: Mapping):
         "source": EPOCH2024.source,
         "unit": "nats/token of its own corpus (the target is converted at ln 2 nats per bit of a byte token)",
         "reliable": False,
-        "caveat": f"the run's fit failed ({sc.get('reason') or sc.get('status', 'no scaling section')}): a published "
+        "caveat": f"the run's fit failed ({sc.reason or sc.status}): a published "
         "preset stands in; its absolute losses belong to MassiveText's tokens, not this corpus's bytes, "
         "so read the plan as an allocation guide, not a prediction",
     }
@@ -100,17 +102,15 @@ def run_law(results: Mapping):
 @functools.cache
 def profile(device: str):
     """The device profile with fitted efficiencies (loaded and calibrated once per process)."""
-    from edgescale.profiles import get_device
-
     return get_device(device)
 
 
-def _host_line(results: Mapping, recipe: str) -> tuple[float, float] | None:
+def _host_line(results: Results, recipe: str) -> tuple[float, float] | None:
     """(t0 ms, ms per byte) of measured host decode against bytes per decoded token, or None."""
     pts = [
-        (_dig(v, "cost", "bytes_per_decoded_token"), _dig(v, "latency", "host", "decode_ms_p50"))
-        for v in results.get("variants", [])
-        if v["recipe"] == recipe
+        (v.cost.bytes_per_decoded_token, getattr(v.latency.get("host"), "decode_ms_p50", None))
+        for v in results.variants
+        if v.recipe == recipe
     ]
     pts = [(b, t) for b, t in pts if b is not None and t is not None]
     if len({b for b, _ in pts}) < 2:
@@ -119,12 +119,9 @@ def _host_line(results: Mapping, recipe: str) -> tuple[float, float] | None:
     return (float(t0), float(slope)) if slope > 0 else None
 
 
-def device_cost(device: str, params: float, bits: float, results: Mapping, recipe: str) -> dict:
+def device_cost(device: str, params: float, bits: float, results: Results, recipe: str) -> dict:
     """Predicted decode/prefill latency, energy and memory of a ``params`` model at ``bits`` on ``device``."""
-    from edgescale.scaling.plan import shape_for_params
-
-    m = results.get("measurement", {})
-    ctx, prompt = int(m.get("decode_context", 128)), int(m.get("prompt_len", 64))
+    ctx, prompt = results.measurement.decode_context, results.measurement.prompt_len
     shape = shape_for_params(params, block_size=max(ctx, 8))
     kv = 2 * shape.n_layer * shape.d_model * KV_BITS / 8 * ctx
     weights = params * bits / 8
@@ -135,8 +132,6 @@ def device_cost(device: str, params: float, bits: float, results: Mapping, recip
         "flops_per_token": 2 * params,
     }
     if device != "host":
-        from edgescale.bench.predict import predict
-
         p = predict(profile(device), params, bits, context=ctx, kv_bits=KV_BITS, prompt_tokens=prompt)
         return base | {
             "source": "predicted (analytic roofline, edgescale.bench.predict)",
@@ -205,8 +200,6 @@ def _largest_within(device, scale, results, max_latency_ms, cap) -> float | None
 
 def _plan(law, target_law: float, fit, unit: float, served: float, max_tokens: float | None = None):
     """The plan for the target after the recipe's δ (fixed point: δ depends on the plan's N, D)."""
-    from edgescale.scaling.plan import plan_for_loss
-
     t, delta = target_law, (0.0, 0.0, 0.0)
     for _ in range(20):
         plan = plan_for_loss(law, t, inference_tokens=served, max_tokens=max_tokens)
@@ -256,24 +249,23 @@ def option(law, info, unit, scale, fit, target, device, results, limits, cap, se
     }
 
 
-def law_check(results: Mapping, law, unit: float) -> list[dict]:
+def law_check(results: Results, law, unit: float) -> list[dict]:
     """The law against the baseline variants' ONNX validation loss at each ladder size's (N, D):
     the law is fitted to training-time evaluations, the target is met on the ONNX evaluation."""
     base = baseline_recipe(results)
-    measured = {v["size"]: _dig(v, "loss", "validation", "bits_per_byte") for v in results.get("variants", [])
-                if v["recipe"] == base}  # fmt: skip
+    measured = {v.size: v.bpb("validation") for v in results.variants if v.recipe == base}
     return [
         {
-            "size": s["size"],
-            "law_bpb": float(law.loss(s["params_total"], s["train_tokens"])) / unit,
-            "onnx_validation_bpb": measured.get(s["size"]),
+            "size": s.size,
+            "law_bpb": float(law.loss(s.params_total, s.train_tokens)) / unit,
+            "onnx_validation_bpb": measured.get(s.size),
         }  # fmt: skip
-        for s in results.get("sizes", [])
-        if not s.get("distilled_from")
+        for s in results.sizes
+        if not s.distilled_from
     ]
 
 
-def new_model(results: Mapping, target: float, device: str, axis: str, limits, cap, served: float) -> dict:
+def new_model(results: Results, target: float, device: str, axis: str, limits, cap, served: float) -> dict:
     """``status: plan`` with the best recipe's option, or ``status: infeasible`` with the reason."""
     law, info, unit = run_law(results)
     info = info | {"check": law_check(results, law, unit)}

@@ -19,65 +19,37 @@ cost and is the lowest loss at its own cost. One pass after the sort: O(n log n)
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-
-def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
-    """Indices of the non-dominated ``(cost, loss)`` points, sorted by cost ascending.
-
-    Example::
-
-        >>> pareto_front([(3, 1), (1, 3), (2, 2), (2.5, 2.5), (1, 3)])
-        [1, 4, 2, 0]
-    """
-    finite = [i for i, (c, loss) in enumerate(points) if math.isfinite(c) and math.isfinite(loss)]
-    order = sorted(finite, key=lambda i: (points[i][0], points[i][1]))  # stable: duplicates keep index order
-    front: list[int] = []
-    best = math.inf  # lowest loss at strictly lower cost than the current group
-    group_cost, group_low = math.nan, math.inf  # the current equal-cost group and its lowest loss
-    for i in order:
-        cost, loss = points[i]
-        if cost != group_cost:  # a new group starts; its first point has its lowest loss
-            best = min(best, group_low)
-            group_cost, group_low = cost, loss
-        if loss == group_low and loss < best:
-            front.append(i)
-    return front
-
-
-def _dig(d: Any, *keys: str) -> Any:
-    """``d[k0][k1]...``, or None where any key is missing (optional parts of results.json)."""
-    for k in keys:
-        if not isinstance(d, Mapping) or k not in d:
-            return None
-        d = d[k]
-    return d
+from edgescale.results.pareto import pareto_front
+from edgescale.results.schema import Variant
 
 
 @dataclass(frozen=True)
 class Axis:
-    """A cost axis: its label (with unit) and how to read it from a ``results.json`` variant."""
+    """A cost axis: its label (with unit) and how to read it from a typed results variant."""
 
     label: str
-    get: Callable[[Mapping], float | None]
+    get: Callable[[Variant], float | None]
     source: str = "computed"  # "measured" | "predicted" | "estimate" | "computed" (from the graph)
 
 
-def _getter(*keys: str) -> Callable[[Mapping], float | None]:
-    return lambda v: _dig(v, *keys)
+def _on_device(device: str, key: str) -> Callable[[Variant], float | None]:
+    """A latency figure of a variant on ``device`` (None where the device or the figure is missing)."""
+    return lambda v: getattr(v.latency.get(device), key, None)
 
 
 AXES: dict[str, Axis] = {
     "bytes_per_decoded_token": Axis(
-        "bytes moved per decoded token (weights + KV)", _getter("cost", "bytes_per_decoded_token")
+        "bytes moved per decoded token (weights + KV)", lambda v: v.cost.bytes_per_decoded_token
     ),
-    "file_bytes": Axis("ONNX file size (bytes)", _getter("file_bytes")),
-    "peak_memory_bytes": Axis("peak memory (bytes, estimate)", _getter("cost", "peak_memory_bytes")),
-    "flops_per_token": Axis("FLOPs per token", _getter("cost", "flops_per_token")),
-    "host_decode_ms": Axis("host decode latency p50 (ms, measured)", _getter("latency", "host", "decode_ms_p50")),
-    "host_prefill_ms": Axis("host prefill latency p50 (ms, measured)", _getter("latency", "host", "prefill_ms_p50")),
+    "file_bytes": Axis("ONNX file size (bytes)", lambda v: v.file_bytes),
+    "peak_memory_bytes": Axis("peak memory (bytes, estimate)", lambda v: v.cost.peak_memory_bytes),
+    "flops_per_token": Axis("FLOPs per token", lambda v: v.cost.flops_per_token),
+    "host_decode_ms": Axis("host decode latency p50 (ms, measured)", _on_device("host", "decode_ms_p50")),
+    "host_prefill_ms": Axis("host prefill latency p50 (ms, measured)", _on_device("host", "prefill_ms_p50")),
 }
 # Per-device metrics: (axis suffix, key for measured latency, key for predicted latency, what, unit).
 DEVICE_METRICS = (
@@ -98,32 +70,32 @@ def _one(values: set) -> Any:
     return next(iter(values)) if len(values) == 1 else "/".join(sorted(map(str, values))) or "?"
 
 
-def _device_axes(variants: Sequence[Mapping]) -> dict[str, Axis]:
-    devices = dict.fromkeys(d for v in variants for d in (_dig(v, "latency") or {}))
+def _device_axes(variants: Sequence[Variant]) -> dict[str, Axis]:
+    devices = dict.fromkeys(d for v in variants for d in v.latency)
     out = {}
     for dev in devices:
-        sources = {_dig(v, "latency", dev, "latency_source") or _dig(v, "latency", dev, "kind") for v in variants}
+        sources = {v.latency[dev].latency_source if dev in v.latency else None for v in variants}
         measured = _one(sources) == "measured"
         for metric, key_measured, key_predicted, what, unit in DEVICE_METRICS:
             key = key_measured if measured else key_predicted
-            if key is None or not any(_dig(v, "latency", dev, key) is not None for v in variants):
+            get = _on_device(dev, key) if key is not None else None
+            if get is None or not any(get(v) is not None for v in variants):
                 continue  # e.g. no energy figure for the host: no axis rather than an empty one
             stat = " p50" if measured else ""
             label = f"{dev} {what}{stat} ({unit}, {_one(sources)})"
-            out[device_axis(dev, metric)] = Axis(label, _getter("latency", dev, key), _one(sources))
+            out[device_axis(dev, metric)] = Axis(label, get, _one(sources))
     return out
 
 
-def axes_for(variants: Sequence[Mapping]) -> dict[str, Axis]:
+def axes_for(variants: Sequence[Variant]) -> dict[str, Axis]:
     """Every cost axis these variants have, labelled with its context, KV precision and source.
 
     The bytes and FLOPs axes name the decode context they were computed at (and the KV-cache
     precision, fp32 unless ``cost.kv_precision`` says otherwise); device axes come from the
     variants' ``latency`` and say whether they were measured or predicted.
     """
-    ctx = _one({_dig(v, "cost", "decode_context") for v in variants})
-    kv = _one({_dig(v, "cost", "kv_precision") or "fp32" for v in variants})
-    flops_ctx = _one({_dig(v, "cost", "flops_context") for v in variants})
+    ctx = _one({v.cost.decode_context for v in variants})
+    kv = _one({v.cost.kv_precision or "fp32" for v in variants})
     fixed = {
         "bytes_per_decoded_token": Axis(
             f"bytes moved per decoded token (weights + {kv} KV cache at context {ctx})",
@@ -135,7 +107,7 @@ def axes_for(variants: Sequence[Mapping]) -> dict[str, Axis]:
             AXES["peak_memory_bytes"].get,
             "estimate",
         ),
-        "flops_per_token": Axis(f"FLOPs per token (attention at context {flops_ctx})", AXES["flops_per_token"].get),
+        "flops_per_token": Axis(f"FLOPs per token (attention at context {ctx})", AXES["flops_per_token"].get),
     }
     return {**fixed, **_device_axes(variants)}
 
@@ -154,7 +126,7 @@ def _float(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
-def frontier(variants: Sequence[Mapping], cost: str, loss_split: str = "validation") -> list[FrontierPoint]:
+def frontier(variants: Sequence[Variant], cost: str, loss_split: str = "validation") -> list[FrontierPoint]:
     """Every variant, in input order, with its cost on axis ``cost`` and whether it is on that front.
 
     Loss is bits per byte on ``loss_split``. ``cost`` is a name from :data:`AXES` or a
@@ -164,15 +136,15 @@ def frontier(variants: Sequence[Mapping], cost: str, loss_split: str = "validati
     if cost not in axes:
         raise ValueError(f"unknown cost axis {cost!r}; allowed: {', '.join(axes)}")
     get = axes[cost].get
-    pts = [(_float(get(v)), _float(_dig(v, "loss", loss_split, "bits_per_byte"))) for v in variants]
+    pts = [(_float(get(v)), _float(v.bpb(loss_split))) for v in variants]
     front = set(pareto_front(pts))
     return [
-        FrontierPoint(str(v["variant_id"]), c, loss, i in front)
+        FrontierPoint(v.variant_id, c, loss, i in front)
         for i, (v, (c, loss)) in enumerate(zip(variants, pts, strict=True))
     ]
 
 
-def frontiers(variants: Sequence[Mapping], loss_split: str = "validation") -> dict[str, dict]:
+def frontiers(variants: Sequence[Variant], loss_split: str = "validation") -> dict[str, dict]:
     """Every axis of :func:`axes_for` with its label, source and front (variant ids by cost),
     as plain data for ``results.json``; variants missing an axis are listed as excluded."""
     out = {}

@@ -7,11 +7,14 @@ from the results goes through ``html.escape``; missing optional parts show as "�
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from html import escape
 from typing import Any
 
-from edgescale.report.frontier import _dig, frontier
+from edgescale.report import sections
+from edgescale.report.frontier import frontier
+from edgescale.report.html_parts import _e, _fmt, _table, _td
+from edgescale.results.schema import HostLatency, PlanForTarget, PredictedLatency, Results, Size, Variant
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1400px;
@@ -30,47 +33,30 @@ nav{margin:1em 0;font-size:13px}nav a{color:#246;text-decoration:none}nav a:hove
 _SPEEDUP = "decode_speedup_vs_"
 
 
-def _e(value: Any) -> str:
-    return escape(str(value))
+def _host(variant: Variant) -> HostLatency | None:
+    host = variant.latency.get("host")
+    return host if isinstance(host, HostLatency) else None
 
 
-def _fmt(value: Any, fmt: str = "{}") -> str:
-    """``value`` formatted and escaped; "–" where it is missing."""
-    return "–" if value is None else escape(fmt.format(value))
-
-
-def _td(value: Any, fmt: str = "{}") -> str:
-    return f"<td>{_fmt(value, fmt)}</td>"
-
-
-def _table(headers: list[str], rows: Iterable[str]) -> str:
-    head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    return f'<div class="scroll"><table><tr>{head}</tr>{"".join(rows)}</table></div>'
-
-
-def _host(variant: dict) -> dict:
-    return _dig(variant, "latency", "host") or {}
-
-
-def _baseline(variants: list[dict]) -> str | None:
+def _baseline(variants: list[Variant]) -> str | None:
     """The recipe speed-ups are measured against, named by the ``decode_speedup_vs_<recipe>`` key."""
     for v in variants:
-        for key in _host(v):
-            if key.startswith(_SPEEDUP):
-                return key[len(_SPEEDUP) :]
+        host = _host(v)
+        for base in host.speedups("decode") if host else ():
+            return base
     return None
 
 
-def _speedup(host: dict) -> str:
+def _speedup(host: HostLatency | None) -> str:
     if not host:
         return "<td>–</td>"
-    sp = next((v for k, v in host.items() if k.startswith(_SPEEDUP)), None)
+    sp = next(iter(host.speedups("decode").values()), None)
     if not sp:
         return "<td>baseline</td>"
-    text = _e(f"{sp['speedup']:.2f}× [{sp['low']:.2f}, {sp['high']:.2f}]")
-    if sp.get("slower"):
+    text = _e(f"{sp.speedup:.2f}× [{sp.low:.2f}, {sp.high:.2f}]")
+    if sp.slower:
         return f'<td>{text} <span class="bad">slower</span></td>'
-    if sp.get("within_noise"):
+    if sp.within_noise:
         return f'<td>{text} <span class="flag">within noise</span></td>'
     return f"<td>{text}</td>"
 
@@ -79,34 +65,40 @@ def _yes_no(value: bool | None) -> str:
     return {True: '<span class="ok">yes</span>', False: '<span class="bad">no</span>'}.get(value, "not known")
 
 
-def _sizes(results: dict) -> str:
-    sizes, variants = results.get("sizes", []), results.get("variants", [])
-    base = _baseline(variants) or (variants[0].get("recipe") if variants else None)
-    own = {v.get("size"): _dig(v, "loss", "validation", "bits_per_byte") for v in variants if v.get("recipe") == base}
-    eq = next((s.get("equal_tokens") for s in sizes if s.get("equal_tokens")), None)
+def _shape(s: Size) -> str:
+    if not s.n_layer:
+        return s.model or "?"
+    return f"{s.n_layer} × {_or_q(s.n_embd)} ({_or_q(s.n_head)} heads)"
+
+
+def _or_q(x: Any) -> Any:
+    return "?" if x is None else x
+
+
+def _sizes(results: Results) -> str:
+    sizes, variants = results.sizes, results.variants
+    base = _baseline(variants) or (variants[0].recipe if variants else None)
+    own = {v.size: v.bpb("validation") for v in variants if v.recipe == base}
+    eq = next((s.equal_tokens for s in sizes if s.equal_tokens), None)
     rows = [
         "<tr>"
-        + _td(s.get("size"))
-        + _td(
-            f"{s.get('n_layer', '?')} × {s.get('n_embd', '?')} ({s.get('n_head', '?')} heads)"
-            if s.get("n_layer")
-            else s.get("model", "?")
-        )
-        + _td(s.get("params_non_embedding"), "{:,}")
-        + _td(s.get("params_total"), "{:,}")
-        + _td(s.get("train_tokens"), "{:,}")
-        + _td(s.get("tokens_rule"))
-        + _td(own.get(s.get("size")), "{:.4f}")
-        + _td(s.get("val_bpb_at_equal_tokens"), "{:.4f}")
+        + _td(s.size)
+        + _td(_shape(s))
+        + _td(s.params_non_embedding, "{:,}")
+        + _td(s.params_total, "{:,}")
+        + _td(s.train_tokens, "{:,}")
+        + _td(s.tokens_rule)
+        + _td(own.get(s.size), "{:.4f}")
+        + _td(s.val_bpb_at_equal_tokens, "{:.4f}")
         + "</tr>"
         for s in sizes
     ]
     headers = ["size", "layers × width (heads)", "N (non-emb.)", "params total", "train tokens", "token rule"]
     headers += [f"val bpb, own budget ({base})", f"val bpb @ {eq:,} tokens" if eq else "val bpb @ equal tokens"]
-    falls = results.get("loss_falls_with_size")
+    falls = results.loss_falls_with_size
     verdict = (
-        f"<p>Loss falls strictly with size at each size's own training budget: {_yes_no(falls.get('at_own_budget'))}; "
-        f"at equal training tokens: {_yes_no(falls.get('at_equal_tokens'))}.</p>"
+        f"<p>Loss falls strictly with size at each size's own training budget: {_yes_no(falls.at_own_budget)}; "
+        f"at equal training tokens: {_yes_no(falls.at_equal_tokens)}.</p>"
         if falls
         else ""
     )
@@ -118,61 +110,60 @@ def _sizes(results: dict) -> str:
     return note + _table(headers, rows) + verdict
 
 
-def _variant_row(v: dict, on_front: bool) -> str:
-    host, cost = _host(v), v.get("cost", {})
-    file_kib = v["file_bytes"] / 1024 if v.get("file_bytes") is not None else None
+def _variant_row(v: Variant, on_front: bool) -> str:
+    host, cost = _host(v), v.cost
     cells = [
-        _td(v["variant_id"]),
-        _td(v.get("recipe")),
-        _td(v.get("params_non_embedding"), "{:,}"),
-        _td(file_kib, "{:,.1f}"),
-        _td(cost.get("weight_bytes"), "{:,}"),
-        _td(cost.get("bytes_per_decoded_token"), "{:,}"),
-        _td(cost.get("flops_per_token"), "{:,.0f}"),
-        _td(_dig(v, "loss", "validation", "bits_per_byte"), "{:.4f}"),
-        _td(_dig(v, "loss", "test", "bits_per_byte"), "{:.4f}"),
-        *(_td(host.get(f"{k}_ms_{q}"), "{:.3f}") for k in ("prefill", "decode") for q in ("p50", "p90")),
+        _td(v.variant_id),
+        _td(v.recipe),
+        _td(v.params_non_embedding, "{:,}"),
+        _td(v.file_bytes / 1024, "{:,.1f}"),
+        _td(cost.weight_bytes, "{:,}"),
+        _td(cost.bytes_per_decoded_token, "{:,}"),
+        _td(cost.flops_per_token, "{:,.0f}"),
+        _td(v.bpb("validation"), "{:.4f}"),
+        _td(v.bpb("test"), "{:.4f}"),
+        *(_td(getattr(host, f"{k}_ms_{q}", None), "{:.3f}") for k in ("prefill", "decode") for q in ("p50", "p90")),
         _speedup(host),
         '<td class="ok">✓</td>' if on_front else "<td></td>",
     ]
     return f"<tr>{''.join(cells)}</tr>"
 
 
-def _variants(results: dict) -> str:
-    variants = results.get("variants", [])
+def _variants(results: Results) -> str:
+    variants = results.variants
     on_bytes = [p.on_front for p in frontier(variants, "bytes_per_decoded_token")]
-    ctx = next((_dig(v, "cost", "decode_context") for v in variants if _dig(v, "cost", "decode_context")), "?")
+    ctx = next((v.cost.decode_context for v in variants if v.cost.decode_context), "?")
     headers = ["variant", "recipe", "N (non-emb.)", "file KiB", "weight bytes", f"bytes/decoded tok @ ctx {ctx}"]
     headers += ["FLOPs/tok", "val bpb", "test bpb", "prefill p50 ms", "p90", "decode p50 ms", "p90"]
     headers += [f"decode speed-up vs {_baseline(variants) or 'baseline'} (95% CI)", "front"]
     return _table(headers, (_variant_row(v, f) for v, f in zip(variants, on_bytes, strict=True)))
 
 
-def _latency_note(results: dict) -> str:
-    m = results.get("measurement", {})
-    hosts = [h for h in map(_host, results.get("variants", [])) if h]
-    how = ", ".join(sorted({str(h.get("latency_source") or h.get("kind") or "?") for h in hosts})) or "none recorded"
+def _latency_note(results: Results) -> str:
+    m = results.measurement
+    hosts = [h for h in map(_host, results.variants) if h]
+    how = ", ".join(sorted({h.latency_source for h in hosts})) or "none recorded"
     return (
         '<p class="note">Every loss is computed by running the variant\'s ONNX file with onnxruntime on held-out '
         f"text (bits per byte). Host latencies are <b>measured on this host</b> ({_e(how)}; prefill at "
-        f"{_fmt(m.get('prompt_len'))} tokens, one decode step at context {_fmt(m.get('decode_context'))}, "
-        f"{_fmt(m.get('threads'))} threads, {_fmt(m.get('repeats'))} interleaved repeats); every other device's "
+        f"{_fmt(m.prompt_len)} tokens, one decode step at context {_fmt(m.decode_context)}, "
+        f"{_fmt(m.threads)} threads, {_fmt(m.repeats)} interleaved repeats); every other device's "
         "latency is <i>predicted</i> from its profile, never measured.</p>"
     )
 
 
-def _plan(plan: dict) -> str:
-    if plan["status"] != "ok":
-        head = f"<p><b>Plan for the target {plan['target_bpb']:g} bpb:</b> "
-        return head + f'<span class="bad">infeasible</span> — {escape(plan["reason"])}</p>'
-    sh = plan["shape"]
+def _plan(plan: PlanForTarget) -> str:
+    if plan.status != "ok":
+        head = f"<p><b>Plan for the target {plan.loss_target_bpb:g} bpb:</b> "
+        return head + f'<span class="bad">infeasible</span> — {escape(plan.reason or "")}</p>'
+    sh = plan.shape
     return (
-        f"<p><b>Plan for the target {plan['target_bpb']:g} bpb</b> (fitted law, minimum training compute): "
-        f"N = {plan['n_params']:,.0f} total parameters ({sh['n_layer']}×{sh['d_model']}, {sh['n_head']} heads), "
-        f"D = {plan['n_tokens']:,.0f} tokens ({plan['tokens_per_param']:.1f} per parameter), "
-        f"C = {plan['compute_flops']:.3g} FLOPs, predicted {plan['predicted_loss_bpb']:.4f} bpb. "
+        f"<p><b>Plan for the target {plan.loss_target_bpb:g} bpb</b> (fitted law, minimum training compute): "
+        f"N = {plan.n_params:,.0f} total parameters ({sh.n_layer}×{sh.n_embd}, {sh.n_head} heads), "
+        f"D = {plan.n_tokens:,.0f} tokens ({plan.tokens_per_param:.1f} per parameter), "
+        f"C = {plan.compute_flops:.3g} FLOPs, predicted {plan.predicted_loss_bpb:.4f} bpb. "
         "An extrapolation: trust it only as far as the intervals above allow.</p>"
-        + (f'<p class="bad">Not reliable: {escape(plan["caveat"])}</p>' if not plan.get("reliable", True) else "")
+        + (f'<p class="bad">Not reliable: {escape(plan.caveat or "")}</p>' if plan.reliable is False else "")
     )
 
 
@@ -180,44 +171,50 @@ def _num(x: float | None) -> str:
     return "∞" if x is None else f"{x:.4g}"
 
 
-def _scaling(results: dict, images: Mapping[str, bytes | None]) -> str:
-    sc = results.get("scaling")
-    if not sc:
-        return ""
-    if sc.get("status") != "fitted":
-        return f"<h3>Scaling fit</h3><p>{escape(sc.get('reason', 'not fitted'))}</p>"
-    law = sc["law"]
+def _scaling(results: Results, images: Mapping[str, bytes | None]) -> str:
+    sc = results.scaling
+    if sc.status != "fitted":
+        return f"<h3>Scaling fit</h3><p>{escape(sc.reason or 'not fitted')}</p>"
+    law = sc.law
     rows = []
-    for k in (k for k in ("E", "A", "B", "alpha", "beta", "a") if k in law):
-        lo, hi = law.get("ci", {}).get(k, (None, None))
-        flag = law.get("unidentified", {}).get(k)
+    for k in ("E", "A", "B", "alpha", "beta", "a"):
+        value = getattr(law, k)
+        if value is None:
+            continue
+        lo, hi = law.ci.get(k, (None, None))
+        flag = law.unidentified.get(k)
         status = f'<span class="flag">not identified: {escape(flag)}</span>' if flag else '<span class="ok">ok</span>'
         interval = f"[{_num(lo)}, {_num(hi)}]"
-        rows.append(f"<tr>{_td(k)}{_td(law[k], '{:.4g}')}{_td(interval)}<td>{status}</td></tr>")
-    warn = "".join(f'<p class="flag">{escape(w)}</p>' for w in law.get("warnings", []))
-    plan = _plan(sc["plan_for_target"]) if sc.get("plan_for_target") else ""
+        rows.append(f"<tr>{_td(k)}{_td(value, '{:.4g}')}{_td(interval)}<td>{status}</td></tr>")
+    warn = "".join(f'<p class="flag">{escape(w)}</p>' for w in law.warnings)
+    plan = _plan(sc.plan_for_target) if sc.plan_for_target else ""
     return f"""<h3>Scaling law fitted to the family</h3>
 <p class="note">L(N, D) = E + A/N^α + B/D^β fitted (Chinchilla approach 3: Huber δ=1e-3 on log residuals, L-BFGS
-from a grid, {len(sc.get("points", []))} cooled checkpoints of warmup-stable-decay runs, N = total parameters) with
+from a grid, {len(sc.points)} cooled checkpoints of warmup-stable-decay runs, N = total parameters) with
 bootstrap 95% intervals; a = β/(α+β) is the allocation exponent (N_opt ∝ C^a). Loss in bits per byte.</p>
 {_table(["constant", "value", "95% interval", "identified"], rows)}
 {warn}{plan}
 {_figure(images, "scaling", "scaling law fit with its 95% band")}"""
 
 
-def _devices(results: dict) -> str:
-    variants = results.get("variants", [])
-    names = sorted({k for v in variants for k, lat in v.get("latency", {}).items() if lat.get("kind") == "predicted"})
+def _devices(results: Results) -> str:
+    variants = results.variants
+    names = sorted({k for v in variants for k, lat in v.latency.items() if lat.kind == "predicted"})
     if not names:
         return ""
+
+    def predicted(v: Variant, name: str) -> PredictedLatency | None:
+        lat = v.latency.get(name)
+        return lat if isinstance(lat, PredictedLatency) else None
+
     rows = [
         "<tr>"
-        + _td(v["variant_id"])
-        + "".join(_td(_dig(v, "latency", n, "decode_tokens_per_s"), "{:,.0f}") for n in names)
+        + _td(v.variant_id)
+        + "".join(_td(getattr(predicted(v, n), "decode_tokens_per_s", None), "{:,.0f}") for n in names)
         + "</tr>"
         for v in variants
     ]
-    assumed = sorted({a for v in variants for n in names for a in _dig(v, "latency", n, "assumed") or []})
+    assumed = sorted({a for v in variants for n in names for a in getattr(predicted(v, n), "assumed", None) or []})
     return (
         '<h3>Predicted on devices</h3><p class="note">Decode tokens/s <b>predicted</b> (not measured) from each '
         "ONNX graph's weight and KV bytes and FLOPs with the device profile's roofline priors; assumed inputs: "
@@ -225,22 +222,22 @@ def _devices(results: dict) -> str:
     )
 
 
-def _distillation(results: dict) -> str:
-    kd = results.get("distillation")
+def _distillation(results: Results) -> str:
+    kd = results.distillation
     if not kd:
         return ""
     rows = [
         "<tr>"
-        + _td(p["student"])
-        + _td(p["scratch"])
-        + _td(p["tokens"], "{:,}")
-        + _td(p["val_bpb_distilled"], "{:.4f}")
-        + _td(p["val_bpb_scratch"], "{:.4f}")
-        + _td(p["val_bpb_distilled"] - p["val_bpb_scratch"], "{:+.4f}")
-        + _td(p["test_bpb_distilled"], "{:.4f}")
-        + _td(p["test_bpb_scratch"], "{:.4f}")
+        + _td(p.student)
+        + _td(p.scratch)
+        + _td(p.tokens, "{:,}")
+        + _td(p.val_bpb_distilled, "{:.4f}")
+        + _td(p.val_bpb_scratch, "{:.4f}")
+        + _td(p.val_bpb_distilled - p.val_bpb_scratch, "{:+.4f}")
+        + _td(p.test_bpb_distilled, "{:.4f}")
+        + _td(p.test_bpb_scratch, "{:.4f}")
         + "</tr>"
-        for p in kd["pairs"]
+        for p in kd.pairs
     ]
     headers = [
         "student",
@@ -253,8 +250,8 @@ def _distillation(results: dict) -> str:
         "test bpb (scratch)",
     ]
     return (
-        f'<p class="note">Students distilled from {_e(kd["teacher"])} '
-        f"(val {kd['teacher_val_bpb']:.4f} bpb; α = {kd['alpha']:g}, T = {kd['temperature']:g}) and the same "
+        f'<p class="note">Students distilled from {_e(kd.teacher)} '
+        f"(val {kd.teacher_val_bpb:.4f} bpb; α = {kd.alpha:g}, T = {kd.temperature:g}) and the same "
         "shapes trained from scratch for the same tokens; both losses measured on their ONNX files.</p>"
         + _table(headers, rows)
     )
@@ -272,13 +269,13 @@ def _load(start: Any, end: Any) -> str:
     return escape(text)
 
 
-def _header(results: dict) -> str:
-    p, mach = results.get("protocol", {}), results.get("machine", {})
+def _header(results: Results) -> str:
+    p, mach = results.protocol, results.machine
     protocol = (
-        f"split <b>{_fmt(p.get('split'))}</b> (sha256 <code>{_fmt(p.get('split_sha256'))}</code>), "
-        f"context {_fmt(p.get('context_length'))}, stride {_fmt(p.get('stride'))}, "
-        f"{_fmt(p.get('max_tokens'), '{:,}')} tokens, batch {_fmt(p.get('batch_size'))}; "
-        f"final answer on <b>{_fmt(p.get('final_split', 'test'))}</b>"
+        f"split <b>{_fmt(p.split)}</b> (sha256 <code>{_fmt(p.split_sha256)}</code>), "
+        f"context {_fmt(p.context_length)}, stride {_fmt(p.stride)}, "
+        f"{_fmt(p.max_tokens, '{:,}')} tokens, batch {_fmt(p.batch_size)}; "
+        f"final answer on <b>{_fmt(p.final_split or 'test')}</b>"
     )
     machine = (
         f"{_fmt(mach.get('cpu_model', '?'))}, {_fmt(mach.get('threads', '?'))} threads, "
@@ -305,15 +302,13 @@ def _section(ident: str, title: str, body: str) -> str:
     return f'<section id="{ident}"><h2>{escape(title)}</h2>\n{body}\n</section>'
 
 
-def render(results: dict, analysis: Mapping, images: Mapping[str, bytes | None]) -> str:
+def render(results: Results, analysis: Mapping, images: Mapping[str, bytes | None]) -> str:
     """The whole page as a string: the answer first, then the evidence behind it.
 
     ``analysis`` is :func:`edgescale.report.analysis.analyse` of ``results``; ``images`` maps
     figure names (``edgescale.report.build._figures``) to PNG bytes, embedded as data URIs.
     """
-    from edgescale.report import sections
-
-    name = _e(results.get("study", "?"))
+    name = _e(results.study)
     parts = [
         ("frontier", "Frontier per device: loss vs inference cost",
          _figure(images, "frontier_devices", "loss versus decode latency per device")

@@ -14,11 +14,17 @@ Statuses: ``ok`` (a variant), ``plan`` (a model to train), ``infeasible``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgescale.report.frontier import _dig, axes_for, device_axis
+from edgescale.errors import UserError
+from edgescale.report.extrapolate import new_model, profile
+from edgescale.report.frontier import axes_for, device_axis
+from edgescale.results import read_results
+from edgescale.results.schema import HostLatency, Results, Variant
+from edgescale.store import db_path, list_runs, load_run
 
 LOCAL_METRICS = ("decode_ms", "prefill_ms", "energy_mj")  # --cost shorthands for the chosen device
 MB = 1e6  # --max-memory-mb counts decimal megabytes
@@ -29,7 +35,7 @@ class Run:
     """One run's results and where they came from (a run directory, or a store entry)."""
 
     label: str
-    results: Mapping
+    results: Results
     root: str | None = None  # the run directory, to resolve ONNX paths
 
 
@@ -41,15 +47,13 @@ class Limits:
 
 def devices_of(runs: Sequence[Run]) -> list[str]:
     """Devices every run has latency for (host first)."""
-    per_run = [dict.fromkeys(d for v in r.results.get("variants", []) for d in v.get("latency", {})) for r in runs]
+    per_run = [r.results.devices() for r in runs]
     return [d for d in per_run[0] if all(d in p for p in per_run[1:])] if per_run else []
 
 
-def resolve_cost(cost: str | None, device: str, variants: Sequence[Mapping]) -> str:
+def resolve_cost(cost: str | None, device: str, variants: Sequence[Variant]) -> str:
     """The cost axis name: ``--cost`` as given (an axis, or a device metric of ``device``), else
     decode latency on the device, else bytes per decoded token where the device has none."""
-    from edgescale.errors import UserError
-
     axes = axes_for(variants)
     if cost is None:
         name = device_axis(device, "decode_ms")
@@ -61,22 +65,31 @@ def resolve_cost(cost: str | None, device: str, variants: Sequence[Mapping]) -> 
     return name
 
 
-def latency_on(v: Mapping, device: str) -> dict | None:
+def latency_on(v: Variant, device: str) -> dict | None:
     """Decode and prefill latency of a variant on a device, whatever its source, in one shape."""
-    lat = _dig(v, "latency", device)
-    if not isinstance(lat, Mapping):
+    lat = v.latency.get(device)
+    if lat is None:
         return None
-    source = lat.get("latency_source") or lat.get("kind") or "unknown"  # "kind" in results before latency_source
-    measured = source == "measured"
+    if isinstance(lat, HostLatency):
+        return {
+            "device": device,
+            "source": lat.latency_source,
+            "decode_ms": lat.decode_ms_p50,
+            "decode_ms_low": lat.decode_ms_p50,
+            "decode_ms_high": lat.decode_ms_p90,
+            "interval": "p50..p90 of the measured samples",
+            "prefill_ms": lat.prefill_ms_p50,
+            "energy_mj_per_token": None,
+        }
     return {
         "device": device,
-        "source": source,
-        "decode_ms": lat.get("decode_ms_p50" if measured else "decode_ms"),
-        "decode_ms_low": lat.get("decode_ms_p50") if measured else lat.get("decode_ms_low"),
-        "decode_ms_high": lat.get("decode_ms_p90") if measured else lat.get("decode_ms_high"),
-        "interval": "p50..p90 of the measured samples" if measured else lat.get("interval"),
-        "prefill_ms": lat.get("prefill_ms_p50" if measured else "prefill_ms"),
-        "energy_mj_per_token": lat.get("energy_mj_per_token"),
+        "source": lat.latency_source,
+        "decode_ms": lat.decode_ms,
+        "decode_ms_low": lat.decode_ms_low,
+        "decode_ms_high": lat.decode_ms_high,
+        "interval": lat.interval,
+        "prefill_ms": lat.prefill_ms,
+        "energy_mj_per_token": lat.energy_mj_per_token,
     }
 
 
@@ -84,24 +97,19 @@ def device_memory_bytes(device: str) -> float | None:
     """Usable memory of a device profile (None for the host, which has none)."""
     if device == "host":
         return None
-    from edgescale.report.extrapolate import profile
-
     return profile(device).memory.usable_gb.value * 1e9
 
 
-def memory_of(v: Mapping) -> float | None:
+def memory_of(v: Variant) -> float | None:
     """``cost.peak_memory_bytes``; for results written before it existed, the file plus the KV
     cache at the decode context (a lower bound: no activations)."""
-    peak = _dig(v, "cost", "peak_memory_bytes")
-    if peak is not None:
-        return peak
-    kv = _dig(v, "cost", "kv_bytes_at_context")
-    return None if kv is None or v.get("file_bytes") is None else v["file_bytes"] + kv
+    peak = v.cost.peak_memory_bytes
+    return v.file_bytes + v.cost.kv_bytes_at_context if peak is None else peak
 
 
-def _why_not(v: Mapping, target: float, device: str, limits: Limits, memory_cap: float | None) -> str | None:
+def _why_not(v: Variant, target: float, device: str, limits: Limits, memory_cap: float | None) -> str | None:
     """Why a variant does not qualify, or None when it does."""
-    val = _dig(v, "loss", "validation", "bits_per_byte")
+    val = v.bpb("validation")
     if val is None or not math.isfinite(val):
         return "no validation loss"
     lat = latency_on(v, device)
@@ -132,45 +140,41 @@ def memory_cap(device: str, limits: Limits) -> tuple[float | None, str]:
     return min(caps) if caps else (None, "no memory limit")
 
 
-def describe(run: Run, v: Mapping, target: float, device: str, axis: str, label: str) -> dict:
+def describe(run: Run, v: Variant, target: float, device: str, axis: str, label: str) -> dict:
     """A variant as ``pick`` reports it: test loss beside validation, latency with its source."""
-    import os
-
-    test = _dig(v, "loss", "test", "bits_per_byte")
-    path = v.get("onnx_path")
+    test = v.bpb("test")
+    path = v.onnx_path
     return {
         "run": run.label,
-        "variant_id": v["variant_id"],
-        "size": v.get("size"),
-        "recipe": v.get("recipe"),
-        "params_total": v.get("params_total"),
-        "params_non_embedding": v.get("params_non_embedding"),
+        "variant_id": v.variant_id,
+        "size": v.size,
+        "recipe": v.recipe,
+        "params_total": v.params_total,
+        "params_non_embedding": v.params_non_embedding,
         "loss": {
             "selected_on": "validation",
-            "validation_bpb": _dig(v, "loss", "validation", "bits_per_byte"),
+            "validation_bpb": v.bpb("validation"),
             "test_bpb": test,
             "test_meets_target": None if test is None else test <= target,
         },
         "cost": {"axis": axis, "label": label, "value": axes_for([v])[axis].get(v) if axis in axes_for([v]) else None},
         "latency": latency_on(v, device),
         "peak_memory_bytes": memory_of(v),
-        "file_bytes": v.get("file_bytes"),
+        "file_bytes": v.file_bytes,
         "onnx_path": path,
         "onnx_file": os.path.join(run.root, path) if run.root and path else None,
-        "onnx_sha256": v.get("onnx_sha256"),
-        "flags": list(v.get("flags", [])),
-        "warnings": [f.get("reason", "") for f in v.get("feasibility", []) if f.get("device") in (device, "host")],
+        "onnx_sha256": v.onnx_sha256,
+        "flags": list(v.flags),
+        "warnings": [f.reason for f in v.feasibility if f.device in (device, "host")],
     }
 
 
 def check_comparable(runs: Sequence[Run]) -> None:
     """Losses from runs evaluated on different splits or protocols cannot share one answer."""
-    from edgescale.errors import UserError
-
     keys = ("split_sha256", "test_split_sha256", "context_length", "stride", "max_tokens", "unit")
-    first = {k: _dig(runs[0].results, "protocol", k) for k in keys}
+    first = {k: getattr(runs[0].results.protocol, k) for k in keys}
     for r in runs[1:]:
-        other = {k: _dig(r.results, "protocol", k) for k in keys}
+        other = {k: getattr(r.results.protocol, k) for k in keys}
         if other != first:
             diff = [k for k in keys if other[k] != first[k]]
             raise UserError(
@@ -191,17 +195,15 @@ def pick(
 ) -> dict:
     """The cheapest variant meeting ``target`` (bits per byte, validation) within ``limits`` on
     ``device``, or, when none does, what to train (see the module docstring)."""
-    from edgescale.errors import UserError
-
     if not runs:
         raise UserError("no run to pick from", field="RUN_DIR")
     if not (target > 0 and math.isfinite(target)):
-        raise UserError(f"must be a positive number of bits per byte, got {target:g}", field="--target-loss")
+        raise UserError(f"must be a positive number of bits per byte, got {target:g}", field="--loss-target-bpb")
     check_comparable(runs)
     allowed = devices_of(runs)
     if device not in allowed:
         raise UserError(f"no latency for {device!r} in this run; allowed: {', '.join(allowed)}", field="--device")
-    pool = [(r, v) for r in runs for v in r.results.get("variants", [])]
+    pool = [(r, v) for r in runs for v in r.results.variants]
     variants = [v for _, v in pool]
     axis = resolve_cost(cost, device, variants)
     label = axes_for(variants)[axis].label
@@ -213,12 +215,12 @@ def pick(
         value = c.get(v) if c else None
         if why is None and (value is None or not math.isfinite(value)):
             why = f"no {axis}"
-        key = f"{r.label}:{v['variant_id']}" if len(runs) > 1 else v["variant_id"]
+        key = f"{r.label}:{v.variant_id}" if len(runs) > 1 else v.variant_id
         reasons[key] = why or "qualifies"
         if why is None:
-            ok.append((value, _dig(v, "loss", "validation", "bits_per_byte"), v.get("file_bytes") or 0, key, r, v))
+            ok.append((value, v.bpb("validation"), v.file_bytes or 0, key, r, v))
     out = {
-        "target_bpb": target,
+        "loss_target_bpb": target,
         "device": device,
         "cost_axis": axis,
         "cost_label": label,
@@ -235,11 +237,9 @@ def pick(
         smallest = min(variants, key=lambda v: memory_of(v) or math.inf)
         need = memory_of(smallest)
         out["memory_note"] = (
-            f"no variant fits on {device}: the smallest, {smallest['variant_id']}, needs "
+            f"no variant fits on {device}: the smallest, {smallest.variant_id}, needs "
             f"{(need or math.nan) / MB:.3g} MB (estimate) against {cap_why}"
         )
-    from edgescale.report.extrapolate import new_model
-
     answer = new_model(runs[0].results, target, device, axis, limits, cap, served_tokens)
     answer["law"]["run"] = runs[0].label  # with several runs, the first one's law answers
     return {**out, **answer}
@@ -251,16 +251,11 @@ def _memory_excluded(reason: str) -> bool:
 
 def load_run_dir(run_dir: Path) -> Run:
     """A finished run directory's ``results.json``."""
-    from edgescale.results import read_results
-
-    results = read_results(run_dir)
-    return Run(str(run_dir), results, str(run_dir))
+    return Run(str(run_dir), read_results(run_dir), str(run_dir))
 
 
 def load_store_runs(db: Path | None) -> list[Run]:
     """Every run recorded in the results store (:mod:`edgescale.store`) whose results.json is still there."""
-    from edgescale.errors import UserError
-    from edgescale.store import db_path, list_runs, load_run
 
     path = db_path(db)
     listed = [r for r in list_runs(path) if r.present]
@@ -271,7 +266,8 @@ def load_store_runs(db: Path | None) -> list[Run]:
 
 def summary_lines(out: Mapping) -> list[str]:
     """The answer in a few lines for a terminal."""
-    head = f"target {out['target_bpb']:g} bits/byte (validation) on {out['device']}, cheapest by {out['cost_label']}"
+    target, device = out["loss_target_bpb"], out["device"]
+    head = f"target {target:g} bits/byte (validation) on {device}, cheapest by {out['cost_label']}"
     if out["status"] == "ok":
         v = out["variant"]
         lat, loss = v["latency"] or {}, v["loss"]

@@ -9,14 +9,18 @@ Shared drawing helpers (:func:`save`, :func:`recipe_style`) are used by
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from edgescale.atomic import atomic_path
-from edgescale.report.frontier import FrontierPoint, _dig, axes_for, device_axis, frontier
+from edgescale.report.frontier import FrontierPoint, axes_for, device_axis, frontier
+from edgescale.results.schema import HostLatency, Results, Scaling, Variant
+from edgescale.scaling.fit import bootstrap
+from edgescale.scaling.laws import Chinchilla
 
 FIXED_PANELS = ("bytes_per_decoded_token", "flops_per_token", "file_bytes", "peak_memory_bytes")
 _MARKERS = "osD^v<>PX*"
@@ -49,8 +53,8 @@ def save(fig: Any, path: Path, dpi: int = 100) -> Path:
     return Path(path)
 
 
-def recipes_of(results: Mapping) -> list[str]:
-    return [str(r) for r in dict.fromkeys(v.get("recipe") for v in results.get("variants", []))]
+def recipes_of(results: Results) -> list[str]:
+    return list(dict.fromkeys(v.recipe for v in results.variants))
 
 
 def recipe_style(recipes: Sequence[str], recipe: str) -> dict:
@@ -73,14 +77,6 @@ def log_x(ax: Any, unit: str, values: Sequence[float]) -> None:
     ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def _context(results: Mapping, key: str) -> Any:
-    """The context a cost was computed at, from the variants themselves, else the measurement spec."""
-    found = {_dig(v, "cost", key) for v in results.get("variants", [])} - {None}
-    if len(found) == 1:
-        return found.pop()
-    return _dig(results, "measurement", "decode_context") if not found else "/".join(map(str, sorted(found)))
-
-
 def _front_line(ax: Any, points: list[FrontierPoint]) -> None:
     """The front as a staircase: the best loss reachable at each cost."""
     front = sorted((p.cost, p.loss) for p in points if p.on_front)
@@ -89,26 +85,29 @@ def _front_line(ax: Any, points: list[FrontierPoint]) -> None:
         ax.step(xs, ys, where="post", color="0.35", lw=1, ls="--", zorder=2)
 
 
-def _xerr(variants: Sequence[Mapping], device: str | None, xs: Sequence[float]) -> np.ndarray | None:
+def _xerr(variants: Sequence[Variant], device: str | None, xs: Sequence[float]) -> np.ndarray | None:
     """Horizontal bars for a device's latency: p50..p90 measured, the interval predicted."""
     if device is None:
         return None
     lows, highs = [], []
     for v, x in zip(variants, xs, strict=True):
-        lat = _dig(v, "latency", device) or {}
-        measured = (lat.get("latency_source") or lat.get("kind")) == "measured"
-        lo = x if measured else lat.get("decode_ms_low", x)
-        hi = lat.get("decode_ms_p90" if measured else "decode_ms_high", x)
+        lat = v.latency.get(device)
+        if lat is None:
+            lo = hi = x
+        elif isinstance(lat, HostLatency):
+            lo, hi = x, lat.decode_ms_p90
+        else:
+            lo, hi = lat.decode_ms_low, lat.decode_ms_high
         lows.append(max(0.0, x - (x if lo is None else lo)))
         highs.append(max(0.0, (x if hi is None else hi) - x))
     return np.array([lows, highs])
 
 
-def _panel(ax: Any, axis: str, variants: list[dict], recipes: list[str], device: str | None = None) -> None:
+def _panel(ax: Any, axis: str, variants: list[Variant], recipes: list[str], device: str | None = None) -> None:
     points = frontier(variants, axis)
     shown = [(v, p) for v, p in zip(variants, points, strict=True) if math.isfinite(p.cost) and math.isfinite(p.loss)]
     for k, recipe in enumerate(recipes):
-        mine = [(v, p) for v, p in shown if v.get("recipe") == recipe]
+        mine = [(v, p) for v, p in shown if v.recipe == recipe]
         if not mine:
             continue
         xs, ys = [p.cost for _, p in mine], [p.loss for _, p in mine]
@@ -119,7 +118,7 @@ def _panel(ax: Any, axis: str, variants: list[dict], recipes: list[str], device:
         ax.scatter(xs, ys, s=55, zorder=3, **style)
         dy = 4 if k % 2 == 0 else -12  # alternate recipes above/below: same-size points often share a cost
         for (v, _), x, y in zip(mine, xs, ys, strict=True):
-            ax.annotate(plain(v.get("size", "")), (x, y), textcoords="offset points", xytext=(5, dy), fontsize=8)
+            ax.annotate(plain(v.size), (x, y), textcoords="offset points", xytext=(5, dy), fontsize=8)
     _front_line(ax, points)
     if not shown:
         ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center", va="center", color="0.5")
@@ -172,21 +171,21 @@ def _grid(n: int, ncols: int, width: float = 4.6, height: float = 4.0) -> tuple[
     return fig, flat[:n]
 
 
-def _finish_frontier(fig: Any, axes: list[Any], results: Mapping, title: str, extra: Sequence[Any] = ()) -> None:
-    target = results.get("loss_target_bpb")
+def _finish_frontier(fig: Any, axes: list[Any], results: Results, title: str, extra: Sequence[Any] = ()) -> None:
+    target = results.loss_target_bpb
     for ax in axes:
         if target:
             ax.axhline(target, color="tab:red", lw=0.8, ls=":")
         ax.set_ylabel("held-out loss, bits/byte (validation)", fontsize=9)
     _legend(fig, recipes_of(results), target, extra)
-    fig.suptitle(f"edgescale · {plain(results.get('study', '?'))} · {title}", fontsize=11)
+    fig.suptitle(f"edgescale · {plain(results.study)} · {title}", fontsize=11)
 
 
-def plot_frontier(results: Mapping, path: Path) -> Path:
+def plot_frontier(results: Results, path: Path) -> Path:
     """Loss against the device-independent costs: bytes moved per decoded token, FLOPs per
     token, ONNX file size, peak memory (those the variants have); one marker and colour per
     recipe, points labelled with their size, each panel's Pareto front as a staircase."""
-    variants = list(results.get("variants", []))
+    variants = results.variants
     axes_info = axes_for(variants)
     panels = [a for a in FIXED_PANELS if any(axes_info[a].get(v) is not None for v in variants)]
     panels = panels or list(FIXED_PANELS[:1])
@@ -199,21 +198,19 @@ def plot_frontier(results: Mapping, path: Path) -> Path:
 
 
 def _wrap(text: str, width: int = 48) -> str:
-    import textwrap
-
     return "\n".join(textwrap.wrap(plain(text), width))
 
 
-def devices_of(results: Mapping) -> list[str]:
-    return list(dict.fromkeys(d for v in results.get("variants", []) for d in v.get("latency", {})))
+def devices_of(results: Results) -> list[str]:
+    return results.devices()
 
 
-def plot_device_frontiers(results: Mapping, path: Path) -> Path | None:
+def plot_device_frontiers(results: Results, path: Path) -> Path | None:
     """Loss against decode latency on every device of the run, one panel each: measured on
     the host (bars p50..p90), predicted elsewhere (bars: the prediction's interval)."""
     from matplotlib.lines import Line2D
 
-    variants = list(results.get("variants", []))
+    variants = results.variants
     axes_info = axes_for(variants)
     devices = [d for d in devices_of(results) if device_axis(d, "decode_ms") in axes_info]
     if not devices:
@@ -231,29 +228,24 @@ def plot_device_frontiers(results: Mapping, path: Path) -> Path | None:
     return save(fig, path, dpi=90)
 
 
-def _law(results: Mapping):
-    from edgescale.scaling.laws import Chinchilla
-
-    f = results["scaling"]["law"]
-    return Chinchilla(E=f["E"], A=f["A"], B=f["B"], alpha=f["alpha"], beta=f["beta"], name="fit")
+def _law(results: Results):
+    f = results.scaling.law
+    return Chinchilla(E=f.E, A=f.A, B=f.B, alpha=f.alpha, beta=f.beta, name="fit")
 
 
-def law_draws(results: Mapping, n_boot: int = N_BOOT_BAND, seed: int = 0) -> np.ndarray:
+def law_draws(sc: Scaling, n_boot: int = N_BOOT_BAND, seed: int = 0) -> np.ndarray:
     """Bootstrap refits of the run's law to its cooled points, (n, 5) as (E, A, B, α, β) in
     bits per byte: the fit's own (``scaling.bootstrap``), or for a run written before they
     were stored, ``n_boot`` refits by the same resampling
     (:func:`edgescale.scaling.fit.bootstrap`; the Huber loss is on log residuals, so fitting
     in bits per byte only rescales E, A, B)."""
-    sc = results["scaling"]
-    if sc.get("bootstrap", {}).get("rows"):
-        return np.array(sc["bootstrap"]["rows"], dtype=float)
-    from edgescale.scaling.fit import bootstrap
-
-    pts = sc["points"]
-    log_n, log_d = np.log([p["N"] for p in pts]), np.log([p["D"] for p in pts])
-    log_l = np.log([p["bits_per_byte"] for p in pts])
-    f = sc["law"]
-    theta = np.array([math.log(f["A"]), math.log(f["B"]), math.log(f["E"]), f["alpha"], f["beta"]])
+    if (sc.bootstrap or {}).get("rows"):
+        return np.array(sc.bootstrap["rows"], dtype=float)
+    pts = sc.points
+    log_n, log_d = np.log([p.N for p in pts]), np.log([p.D for p in pts])
+    log_l = np.log([p.bits_per_byte for p in pts])
+    f = sc.law
+    theta = np.array([math.log(f.A), math.log(f.B), math.log(f.E), f.alpha, f.beta])
     with np.errstate(over="ignore", invalid="ignore"):
         a, b, e, al, be = bootstrap(theta, log_n, log_d, log_l, n_boot, seed).T
         draws = np.column_stack([np.exp(e), np.exp(a), np.exp(b), al, be])
@@ -271,81 +263,75 @@ def _band(draws: np.ndarray, n: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, 
     return lo, hi
 
 
-def _ladder_tokens(results: Mapping) -> tuple[np.ndarray, np.ndarray]:
-    sizes = sorted(
-        (s for s in results.get("sizes", []) if not s.get("distilled_from") and s.get("params_total")),
-        key=lambda s: s["params_total"],
-    )
-    return np.log([s["params_total"] for s in sizes]), np.log([s["train_tokens"] for s in sizes])
+def _ladder_tokens(results: Results) -> tuple[np.ndarray, np.ndarray]:
+    sizes = sorted((s for s in results.sizes if not s.distilled_from and s.params_total), key=lambda s: s.params_total)
+    return np.log([s.params_total for s in sizes]), np.log([s.train_tokens for s in sizes])
 
 
-def plot_scaling(results: Mapping, path: Path) -> Path | None:
+def plot_scaling(results: Results, path: Path) -> Path | None:
     """``scaling.png``: the cooled checkpoints with the fitted law and its bootstrap 95% band,
     against tokens (one curve per size) and against N at each size's training budget, with
     the exported fp32 models' ONNX loss and the plan for the target; None if not fitted."""
-    sc = results.get("scaling") or {}
-    if sc.get("status") != "fitted" or not sc.get("points"):
+    sc = results.scaling
+    if sc.status != "fitted" or not sc.points:
         return None
     plt = pyplot()
-    law, f, pts = _law(results), sc["law"], sc["points"]
-    draws = law_draws(results)
+    law, f, pts = _law(results), sc.law, sc.points
+    draws = law_draws(results.scaling)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 5.0), layout="constrained")
-    ns = sorted({p["N"] for p in pts})
+    ns = sorted({p.N for p in pts})
     cmap = plt.get_cmap("viridis")
     for i, n in enumerate(ns):
         color = cmap(i / max(1, len(ns) - 1))
-        mine = [p for p in pts if p["N"] == n]
-        ds = np.geomspace(min(p["D"] for p in pts) / 1.5, max(p["D"] for p in pts) * 1.5, 80)
+        mine = [p for p in pts if n == p.N]
+        ds = np.geomspace(min(p.D for p in pts) / 1.5, max(p.D for p in pts) * 1.5, 80)
         lo, hi = _band(draws, np.full_like(ds, n), ds)
         ax1.fill_between(ds, lo, hi, color=color, alpha=0.15, lw=0)
         ax1.plot(ds, law.loss(n, ds), color=color, lw=1.2, label=f"N = {n:,.0f}")
-        ax1.scatter([p["D"] for p in mine], [p["bits_per_byte"] for p in mine], color=color, s=28, zorder=3)
+        ax1.scatter([p.D for p in mine], [p.bits_per_byte for p in mine], color=color, s=28, zorder=3)
     ax1.set_xscale("log")
     ax1.set_xlabel("training tokens D (cooled checkpoints)")
     ax1.set_ylabel("validation loss, bits/byte")
     ax1.set_title(
         f"L = {law.E:.3g} + {law.A:.3g}/N^{law.alpha:.3f} + {law.B:.3g}/D^{law.beta:.3f}  "
-        f"(bands: bootstrap 95%, {len(draws)} refits)\n{f.get('n_points', len(pts))} points · "
-        f"RMSE(log) {_num(f.get('rmse_log'), '.4f')} · R²(log) {_num(f.get('r2_log'), '.3f')}",
+        f"(bands: bootstrap 95%, {len(draws)} refits)\n{f.n_points if f.n_points is not None else len(pts)} points · "
+        f"RMSE(log) {_num(f.rmse_log, '.4f')} · R²(log) {_num(f.r2_log, '.3f')}",
         fontsize=9,
     )
     ax1.legend(fontsize=8)
     _scaling_vs_n(ax2, results, law, draws)
-    fig.suptitle(f"edgescale · {plain(results.get('study', '?'))} · scaling law fitted to the family", fontsize=11)
+    fig.suptitle(f"edgescale · {plain(results.study)} · scaling law fitted to the family", fontsize=11)
     return save(fig, path)
 
 
-def _scaling_vs_n(ax: Any, results: Mapping, law: Any, draws: np.ndarray) -> None:
+def _scaling_vs_n(ax: Any, results: Results, law: Any, draws: np.ndarray) -> None:
     log_n, log_d = _ladder_tokens(results)
-    plan = (results.get("scaling") or {}).get("plan_for_target") or {}
-    target = results.get("loss_target_bpb")
-    n_hi = max(math.exp(log_n.max()) * 4, plan.get("n_params") or 0)
+    plan = results.scaling.plan_for_target
+    target = results.loss_target_bpb
+    n_hi = max(math.exp(log_n.max()) * 4, (plan and plan.n_params) or 0)
     grid = np.geomspace(math.exp(log_n.min()) / 2, n_hi * 1.5, 120)
     d = np.exp(np.interp(np.log(grid), log_n, log_d))
     lo, hi = _band(draws, grid, d)
     ax.fill_between(grid, lo, hi, color="C0", alpha=0.18, lw=0, label="bootstrap 95% band")
     ax.plot(grid, law.loss(grid, d), color="C0", lw=1.4, label="law at the ladder's D(N) (flat beyond it)")
     finals = {}
-    for p in results["scaling"]["points"]:
-        if p["D"] >= finals.get(p["N"], (0, 0))[0]:
-            finals[p["N"]] = (p["D"], p["bits_per_byte"])
+    for p in results.scaling.points:
+        if finals.get(p.N, (0, 0))[0] <= p.D:
+            finals[p.N] = (p.D, p.bits_per_byte)
     ax.scatter(list(finals), [y for _, y in finals.values()], color="C0", s=30, zorder=3, label="cooled, full budget")
-    base = recipes_of(results)[0] if results.get("variants") else None
-    sizes = {s["size"]: s for s in results.get("sizes", []) if not s.get("distilled_from")}
-    onnx = [
-        (sizes[v["size"]]["params_total"], _dig(v, "loss", "validation", "bits_per_byte"))
-        for v in results.get("variants", [])
-        if v.get("recipe") == base and v.get("size") in sizes
-    ]
+    base = recipes_of(results)[0] if results.variants else None
+    sizes = {s.size: s for s in results.sizes if not s.distilled_from}
+    onnx = [(sizes[v.size].params_total, v.bpb("validation")) for v in results.variants
+            if v.recipe == base and v.size in sizes]  # fmt: skip
     onnx = [(n, y) for n, y in onnx if y is not None]
     if onnx:
         ax.scatter(*zip(*onnx, strict=True), facecolors="none", edgecolors="k", marker="s", s=50, zorder=4,
                    label=f"{plain(base)} ONNX file, validation")  # fmt: skip
     if target:
         ax.axhline(target, color="tab:red", lw=0.8, ls=":", label=f"target {target:g}")
-    if plan.get("status") == "ok" and plan.get("predicted_loss_bpb") is not None:
-        ax.scatter([plan["n_params"]], [plan["predicted_loss_bpb"]], marker="*", s=160, color="tab:red", zorder=5,
-                   label=f"plan: N={plan['n_params']:.3g}, D={plan['n_tokens']:.3g}")  # fmt: skip
+    if plan and plan.status == "ok" and plan.predicted_loss_bpb is not None:
+        ax.scatter([plan.n_params], [plan.predicted_loss_bpb], marker="*", s=160, color="tab:red", zorder=5,
+                   label=f"plan: N={plan.n_params:.3g}, D={plan.n_tokens:.3g}")  # fmt: skip
     ax.set_xscale("log")
     ax.set_xlabel("total parameters N")
     ax.set_ylabel("validation loss, bits/byte")
@@ -357,27 +343,27 @@ def _num(x: Any, fmt: str) -> str:
     return "–" if x is None else format(x, fmt)
 
 
-def plot_loss_curves(results: Mapping, path: Path) -> Path | None:
+def plot_loss_curves(results: Results, path: Path) -> Path | None:
     """Training loss curves per size: validation (solid) and train (dashed) bits per byte
     against tokens in the stable phase, and the cooled (decayed) checkpoints as markers."""
-    sizes = [s for s in results.get("sizes", []) if s.get("curve")]
+    sizes = [s for s in results.sizes if s.curve]
     if not sizes:
         return None
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(10, 4.8), layout="constrained")
     for i, s in enumerate(sizes):
         color = f"C{i % 10}"
-        stable = [c for c in s["curve"] if not c.get("cooled") and c.get("val_bpb") is not None]
-        cooled = [c for c in s["curve"] if c.get("cooled") and c.get("val_bpb") is not None]
-        name = plain(s["size"]) + (f" (distilled from {plain(s['distilled_from'])})" if s.get("distilled_from") else "")
+        stable = [c for c in s.curve if not c.cooled]
+        cooled = [c for c in s.curve if c.cooled]
+        name = plain(s.size) + (f" (distilled from {plain(s.distilled_from)})" if s.distilled_from else "")
         if stable:
-            ax.plot([c["tokens"] for c in stable], [c["val_bpb"] for c in stable], color=color, lw=1.4, label=name)
-            train = [c for c in stable if c.get("train_bpb") is not None]
-            ax.plot([c["tokens"] for c in train], [c["train_bpb"] for c in train], color=color, lw=1, ls="--")
+            ax.plot([c.tokens for c in stable], [c.val_bpb for c in stable], color=color, lw=1.4, label=name)
+            train = [c for c in stable if c.train_bpb is not None]
+            ax.plot([c.tokens for c in train], [c.train_bpb for c in train], color=color, lw=1, ls="--")
         if cooled:
-            ax.scatter([c["tokens"] for c in cooled], [c["val_bpb"] for c in cooled], color=color, marker="v", s=30,
+            ax.scatter([c.tokens for c in cooled], [c.val_bpb for c in cooled], color=color, marker="v", s=30,
                        zorder=3, label=None if stable else name)  # fmt: skip
-    target = results.get("loss_target_bpb")
+    target = results.loss_target_bpb
     if target:
         ax.axhline(target, color="tab:red", lw=0.8, ls=":", label=f"target {target:g}")
     ax.set_xscale("log")

@@ -27,31 +27,32 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from edgescale.bench.predict import predict
 from edgescale.report.degradation import baseline_recipe
 from edgescale.report.extrapolate import profile, run_law
-from edgescale.report.frontier import _dig, device_axis, frontier
+from edgescale.report.frontier import device_axis, frontier
+from edgescale.results.schema import Results, Size, Variant
+from edgescale.scaling.plan import plan_cost, plan_for_loss
 
 J_PER_KWH = 3.6e6
 
 
-def training_flops(v: Mapping, sizes: Mapping[str, Mapping]) -> dict:
+def training_flops(v: Variant, sizes: Mapping[str, Size]) -> dict:
     """The training compute that produced variant ``v``, by part (FLOPs)."""
-    size = sizes[v["size"]]
-    n, d = size["params_total"], size["train_tokens"]
+    size = sizes[v.size]
+    n, d = size.params_total, size.train_tokens
     out = {"pretrain": 6.0 * n * d, "teacher": 0.0, "teacher_forward": 0.0, "recovery": 0.0}
-    teacher = sizes.get(size.get("distilled_from") or "")
+    teacher = sizes.get(size.distilled_from or "")
     if teacher:
-        out["teacher"] = 6.0 * teacher["params_total"] * teacher["train_tokens"]
-        out["teacher_forward"] = 2.0 * teacher["params_total"] * d
-    recovered = sum(s["metrics"].get("tokens", 0) for s in v.get("steps", []) if s["op"] == "distill.recover")
-    out["recovery"] = recovered * (6.0 * v["params_total"] + 2.0 * n)
+        out["teacher"] = 6.0 * teacher.params_total * teacher.train_tokens
+        out["teacher_forward"] = 2.0 * teacher.params_total * d
+    recovered = sum(s.metrics.get("tokens", 0) for s in v.steps if s.op == "distill.recover")
+    out["recovery"] = recovered * (6.0 * v.params_total + 2.0 * n)
     out["total"] = sum(out.values())
     return out
 
 
 def _lifetime(train: float, n_deployed: float, served: float, energy_mj: float | None) -> dict:
-    from edgescale.scaling.plan import plan_cost
-
     inference = 2.0 * n_deployed * served
     out = {"training_flops": train, "inference_flops": inference, "lifetime_flops": train + inference}
     if energy_mj is not None:
@@ -80,45 +81,41 @@ def _scratch_equivalent(law, unit: float, n: float, compute: float, target: floa
     return out
 
 
-def point(v: Mapping, sizes: Mapping, law, unit: float, target: float | None) -> dict:
+def point(v: Variant, sizes: Mapping[str, Size], law, unit: float, target: float | None) -> dict:
     """One variant's training compute, and the law's scratch model at the same inference cost."""
     train = training_flops(v, sizes)
-    twin = v.get("scratch_twin")
+    twin = v.scratch_twin
     return {
-        "variant_id": v["variant_id"],
-        "validation_bpb": _dig(v, "loss", "validation", "bits_per_byte"),
-        "params_total": v["params_total"],
+        "variant_id": v.variant_id,
+        "validation_bpb": v.bpb("validation"),
+        "params_total": v.params_total,
         "training_flops": train,
-        "scratch_same_inference_cost": _scratch_equivalent(law, unit, v["params_total"], train["total"], target),
+        "scratch_same_inference_cost": _scratch_equivalent(law, unit, v.params_total, train["total"], target),
         "scratch_twin_measured": None
         if not twin
         else {
-            "validation_bpb": _dig(twin, "loss", "validation", "bits_per_byte"),
-            "training_flops": 6.0 * v["params_total"] * twin["train_tokens"],
+            "validation_bpb": twin.bpb("validation"),
+            "training_flops": 6.0 * v.params_total * twin.train_tokens,
         },
     }
 
 
-def _route(v: Mapping, sizes: Mapping, device: str, served: float) -> dict:
-    energy = _dig(v, "latency", device, "energy_mj_per_token")
+def _route(v: Variant, sizes: Mapping[str, Size], device: str, served: float) -> dict:
+    energy = getattr(v.latency.get(device), "energy_mj_per_token", None)  # predicted devices only
     return {
-        "variant_id": v["variant_id"],
-        "validation_bpb": _dig(v, "loss", "validation", "bits_per_byte"),
-        **_lifetime(training_flops(v, sizes)["total"], v["params_total"], served, energy),
+        "variant_id": v.variant_id,
+        "validation_bpb": v.bpb("validation"),
+        **_lifetime(training_flops(v, sizes)["total"], v.params_total, served, energy),
     }
 
 
 def _law_route(law, info, unit: float, target: float, device: str, served: float) -> dict:
     """The inference-aware plan (Sardana et al. 2024) for the target, shipped at fp32."""
-    from edgescale.scaling.plan import plan_for_loss
-
     plan = plan_for_loss(law, target * unit, inference_tokens=served)
     if plan.status != "ok":
         return {"status": plan.status, "reason": plan.reason}
     energy = None
     if device != "host":
-        from edgescale.bench.predict import predict
-
         energy = predict(profile(device), plan.n_params, 32, kv_bits=32).energy_mj_per_token
     return {
         "status": "ok",
@@ -161,18 +158,18 @@ def _verdict(device: str, small: dict | None, big: dict | None, served: float) -
 
 
 def routes(
-    results: Mapping, devices: Sequence[str], *, served_tokens: float = 1e9, target: float | None = None
+    results: Results, devices: Sequence[str], *, served_tokens: float = 1e9, target: float | None = None
 ) -> dict:
     """Per frontier variant its training compute and scratch equivalent; per device the cheaper route."""
-    target = results.get("loss_target_bpb") if target is None else target
-    variants = list(results.get("variants", []))
-    sizes = {s["size"]: s for s in results.get("sizes", [])}
+    target = results.loss_target_bpb if target is None else target
+    variants = results.variants
+    sizes = {s.size: s for s in results.sizes}
     law, info, unit = run_law(results)
     axes = [device_axis(d, "decode_ms") for d in devices] + ["bytes_per_decoded_token"]
     on_front = {p.variant_id for a in axes for p in frontier(variants, a) if p.on_front}
     out = {
         "served_tokens": served_tokens,
-        "target_bpb": target,
+        "loss_target_bpb": target,
         "law": info,
         "rules": {
             "training": "6·N·D (N total params) + teacher 6·N_t·D_t + 2·N_t·D + recovery 6·N_pruned·T + 2·N_parent·T",
@@ -181,19 +178,19 @@ def routes(
             "train_small": "a ladder size shipped as trained (the baseline recipe)",
             "train_big_and_compress": "a variant made by a compression recipe (pruning, quantization) or distillation",
         },
-        "points": [point(v, sizes, law, unit, target) for v in variants if v["variant_id"] in on_front],
+        "points": [point(v, sizes, law, unit, target) for v in variants if v.variant_id in on_front],
         "per_device": {},
     }
     if target is None:
         out["note"] = "no loss target: routes are not compared"
         return out
     base = baseline_recipe(results)
-    meets = [v for v in variants if (_dig(v, "loss", "validation", "bits_per_byte") or math.inf) <= target]
+    meets = [v for v in variants if (v.bpb("validation") or math.inf) <= target]
     for dev in devices:
         rs = [(v, _route(v, sizes, dev, served_tokens)) for v in meets]
         key = "lifetime_kwh" if rs and all("lifetime_kwh" in r for _, r in rs) else "lifetime_flops"
-        scratch = [r for v, r in rs if v["recipe"] == base and not sizes[v["size"]].get("distilled_from")]
-        compressed = [r for v, r in rs if v["recipe"] != base or sizes[v["size"]].get("distilled_from")]
+        scratch = [r for v, r in rs if v.recipe == base and not sizes[v.size].distilled_from]
+        compressed = [r for v, r in rs if v.recipe != base or sizes[v.size].distilled_from]
         small = min(scratch, key=lambda r: r[key], default=None)
         big = min(compressed, key=lambda r: r[key], default=None)
         out["per_device"][dev] = {

@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
-from edgescale.report.html import _e, _fmt, _table, _td
+from edgescale.report.html_parts import _e, _fmt, _table, _td
+from edgescale.results.schema import Results
 
 
 def _ms(x: Any) -> str:
@@ -73,13 +74,13 @@ def _num(x: Any) -> str:
     return "–" if x is None else f"{x:.4f}"
 
 
-def answer(results: Mapping, analysis: Mapping) -> str:
+def answer(results: Results, analysis: Mapping) -> str:
     """The top of the page: per device, the pick for the study's loss target."""
-    target = analysis.get("target_bpb")
+    target = analysis.get("loss_target_bpb")
     if not target:
         return (
             '<section class="answer" id="answer"><h2>The answer</h2><p>The study sets no <code>loss_target_bpb</code>: '
-            "no pick. Run <code>edgescale pick RUN_DIR --target-loss L --device NAME</code>.</p></section>"
+            "no pick. Run <code>edgescale pick RUN_DIR --loss-target-bpb L --device NAME</code>.</p></section>"
         )
     picks = analysis.get("picks") or {}
     rows = [_answer_row(d, p) for d, p in picks.items()]

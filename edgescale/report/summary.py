@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from edgescale.atomic import write_bytes
+from edgescale.report.compare import table_lines
+from edgescale.results.schema import Results
 
 
 def _cell(x: Any) -> str:
@@ -54,12 +56,10 @@ def _pick_row(device: str, p: Mapping) -> str:
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 
-def summary_text(results: Mapping, analysis: Mapping, figures: Mapping[str, Path] | None = None) -> str:
+def summary_text(results: Results, analysis: Mapping, figures: Mapping[str, Path] | None = None) -> str:
     """The whole ``summary.md`` as a string."""
-    from edgescale.report.compare import table_lines
-
-    target = analysis.get("target_bpb")
-    lines = [f"# edgescale · {results.get('study', '?')}", ""]
+    target = analysis.get("loss_target_bpb")
+    lines = [f"# edgescale · {results.study}", ""]
     if target:
         lines += [
             f"**The smallest model that meets {target:g} bits/byte, per device** (chosen on validation, "
@@ -72,7 +72,7 @@ def summary_text(results: Mapping, analysis: Mapping, figures: Mapping[str, Path
         notes = [p["memory_note"] for p in (analysis.get("picks") or {}).values() if p.get("memory_note")]
         lines += ["", *(f"- {n}" for n in notes)] if notes else []
     else:
-        lines += ["The study sets no loss_target_bpb: no pick (edgescale pick RUN_DIR --target-loss L)."]
+        lines += ["The study sets no loss_target_bpb: no pick (edgescale pick RUN_DIR --loss-target-bpb L)."]
     verdicts = [r.get("statement") for r in ((analysis.get("routes") or {}).get("per_device") or {}).values()]
     if any(verdicts):
         lines += ["", "## Train small, or train big and compress?", "", *(f"- {v}" for v in verdicts if v)]
@@ -96,5 +96,5 @@ def summary_text(results: Mapping, analysis: Mapping, figures: Mapping[str, Path
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_summary(results: Mapping, analysis: Mapping, path: Path, figures: Mapping[str, Path] | None = None) -> Path:
+def write_summary(results: Results, analysis: Mapping, path: Path, figures: Mapping[str, Path] | None = None) -> Path:
     return write_bytes(path, summary_text(results, analysis, figures).encode("utf-8"))

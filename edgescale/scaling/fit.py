@@ -26,6 +26,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from edgescale.scaling.laws import Chinchilla
+from edgescale.scaling.points import Points
 
 DELTA = 1e-3
 GRID = {
@@ -313,3 +314,9 @@ def predict_final_loss(tokens, loss, final_tokens: float, n_boot: int = 200, see
     return CurvePrediction(
         at(p, final_tokens), float(lo), float(hi), float(e), float(math.exp(la) * t.max() ** al), float(al)
     )
+
+
+def law_from_points(pts: Points, name: str, n_boot: int = 200) -> Chinchilla:
+    """The Chinchilla law fitted to ``pts``, named ``name``, with its bootstrap intervals."""
+    fitted = fit_chinchilla(pts.n, pts.d, pts.loss, n_boot=n_boot, n_convention=pts.n_convention)
+    return fitted.law.with_(name=name, source=f"fitted to {pts.source}", ci=fitted.ci)

@@ -28,6 +28,15 @@ PF_DAY = 8.64e19  # FLOP in one petaflop/s-day (Kaplan §1.3)
 NConvention = Literal["non_embedding", "total"]
 
 
+def _over(a: float, x: float, p: float) -> float:
+    """a / x**p, and 0 where x**p overflows a float: a degenerate fit (alpha = 64, A = 1.6e248 was
+    seen on the tiny test study) must give a plan or an infeasible verdict, not an OverflowError."""
+    try:
+        return a / x**p
+    except OverflowError:
+        return 0.0
+
+
 @dataclass(frozen=True)
 class Chinchilla:
     """Parametric law L(N, D) = E + A / N^alpha + B / D^beta (Hoffmann et al. 2022, eq. 2).
@@ -75,11 +84,11 @@ class Chinchilla:
 
     def n_for_loss(self, target: float, d: float) -> float:
         """N reaching ``target`` at D tokens, or inf if the data term alone is too large."""
-        gap = target - self.E - self.B / d**self.beta
+        gap = target - self.E - _over(self.B, d, self.beta)
         return math.inf if gap <= 0 else (self.A / gap) ** (1 / self.alpha)
 
     def d_for_loss(self, target: float, n: float) -> float:
-        gap = target - self.E - self.A / n**self.alpha
+        gap = target - self.E - _over(self.A, n, self.alpha)
         return math.inf if gap <= 0 else (self.B / gap) ** (1 / self.beta)
 
     def n_min_for_loss(self, target: float) -> float:

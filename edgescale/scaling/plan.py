@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 from scipy.optimize import brentq, minimize_scalar
 
-from edgescale.models.shape import GPTConfig, accounting
-from edgescale.scaling.laws import KAPLAN2020, PF_DAY, Chinchilla, Kaplan
+from edgescale.errors import UserError
+from edgescale.models.shape import Shape, shape_for_params
+from edgescale.scaling.laws import KAPLAN2020, PF_DAY, PRESETS, Chinchilla, Kaplan
 
 Law = Chinchilla | Kaplan
 
@@ -32,15 +32,6 @@ Law = Chinchilla | Kaplan
 DEFAULT_PEAK_FLOPS = 312e12
 DEFAULT_MFU = 0.40
 DEFAULT_POWER_W = 400.0
-
-
-@dataclass(frozen=True)
-class Shape:
-    n_layer: int
-    d_model: int
-    n_head: int
-    params_non_embedding: int
-    params_total: int
 
 
 @dataclass(frozen=True)
@@ -91,36 +82,6 @@ def compute_optimal_numeric(law: Law, compute_flops: float) -> tuple[float, floa
     )
     n = math.exp(res.x)
     return n, compute_flops / (6 * n)
-
-
-def _head_dim(d_model: float) -> int:
-    return 16 if d_model < 256 else 64 if d_model < 2048 else 128
-
-
-def shape_for_params(n_target: float, vocab_size: int = 256, block_size: int = 256) -> Shape:
-    """A GPT shape whose exact non-embedding count is closest to ``n_target``.
-
-    For each depth, the width is solved from N ≈ 12·n_layer·d² and rounded to a multiple
-    of the head size (16 below d=256, 64 below 2048, else 128); shapes keep the aspect
-    ratio d_model / n_layer between 16 and 128 — Kaplan et al. 2020 Fig. 5 find loss
-    within a few percent over 20–200. The family's exact count
-    (:func:`edgescale.models.shape.accounting`) picks the winner, not 12·L·d².
-    """
-    best: tuple[float, Shape] | None = None
-    for n_layer in range(1, 161):
-        d0 = math.sqrt(n_target / (12 * n_layer))
-        step = _head_dim(d0)
-        for d_model in {max(step, math.floor(d0 / step) * step), max(step, math.ceil(d0 / step) * step)}:
-            if not 16 <= d_model / n_layer <= 128:
-                continue
-            n_head = d_model // step
-            acct = accounting(GPTConfig(n_layer, n_head, d_model, vocab_size, block_size), block_size)
-            err = abs(math.log(acct.params_non_embedding / n_target))
-            if best is None or err < best[0] - 1e-3:  # prefer shallower on near-ties
-                best = (err, Shape(n_layer, d_model, n_head, acct.params_non_embedding, acct.params_total))
-    if best is None:
-        raise ValueError(f"no shape with a sane aspect ratio for {n_target:g} parameters")
-    return best[1]
 
 
 def plan_cost(
@@ -299,18 +260,9 @@ def plan_smallest_under_compute(law: Law, target: float, compute_flops: float, *
     )
 
 
-def resolve_law(spec: str, *, n_boot: int = 200) -> Law:
-    """A preset name (``kaplan2020``, ``chinchilla2022``, ``epoch2024``) or ``fit:FILE|RUN_DIR``."""
-    from edgescale.errors import UserError
-    from edgescale.scaling.laws import PRESETS
-
-    if spec.startswith("fit:"):
-        from edgescale.scaling.fit import fit_chinchilla
-        from edgescale.scaling.points import load_points
-
-        pts = load_points(Path(spec[4:]))
-        fitted = fit_chinchilla(pts.n, pts.d, pts.loss, n_boot=n_boot, n_convention=pts.n_convention)
-        return fitted.law.with_(name=spec, source=f"fitted to {pts.source}", ci=fitted.ci)
+def preset_law(spec: str) -> Law:
+    """A preset law by name (``kaplan2020``, ``chinchilla2022``, ``epoch2024``); a fitted one comes
+    from :func:`edgescale.results.points.resolve_law`, which also reads ``fit:FILE|RUN_DIR``."""
     if spec not in PRESETS:
         raise UserError(f"unknown law {spec!r}; allowed: {', '.join(PRESETS)} or fit:FILE", field="--law")
     return PRESETS[spec]

@@ -1,11 +1,14 @@
-"""(N, D, loss) points for fitting: from a CSV file or from an edgescale run directory."""
+"""(N, D, loss) points for fitting: from a CSV file, or from the sizes of an edgescale run
+(:func:`edgescale.results.points.scaling_points` reads the run directory and hands them here)."""
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -63,15 +66,13 @@ def read_csv(path: Path) -> Points:
     return Points(*(np.array(values[c]) for c in COLUMNS), source=str(path))
 
 
-def from_run_dir(run_dir: Path) -> Points:
-    """Validation-curve points of every size in a run (N total, loss in nats/token)."""
-    from edgescale.results import read_results  # here: edgescale.results imports the scaling package
-
-    path = Path(run_dir) / "results.json"
-    results = read_results(run_dir)
-    sizes = [s for s in results.get("sizes", []) if not s.get("distilled_from")]  # the ladder only
-    cooled = [(s, c) for s in sizes for c in s.get("curve", []) if c.get("cooled")]
-    uncooled = [(s, c) for s in sizes for c in s.get("curve", [])]
+def from_sizes(sizes: Sequence[Any], path: Path) -> Points:
+    """Validation-curve points of a run's ``sizes`` (:class:`edgescale.results.schema.Size`, from its
+    ``results.json`` at ``path``; N total, loss in nats/token): the cooled checkpoints when there
+    are five, else every point of each training curve."""
+    sizes = [s for s in sizes if not s.distilled_from]  # the ladder only
+    cooled = [(s, c) for s in sizes for c in s.curve if c.cooled]
+    uncooled = [(s, c) for s in sizes for c in s.curve]
     chosen = cooled if len(cooled) >= 5 else uncooled
     if len(chosen) < 5:
         raise UserError(f"{len(chosen)} (N, D, loss) points in the run; a fit needs at least 5", file=path)
@@ -84,19 +85,10 @@ def from_run_dir(run_dir: Path) -> Points:
         ]
     )
     return Points(
-        np.array([s["params_total"] for s, _ in chosen], float),
-        np.array([c["tokens"] for _, c in chosen], float),
-        np.array([c["val_bpb"] * math.log(2) for _, c in chosen]),  # byte tokens: nats/token = bpb · ln 2
+        np.array([s.params_total for s, _ in chosen], float),
+        np.array([c.tokens for _, c in chosen], float),
+        np.array([c.val_bpb * math.log(2) for _, c in chosen]),  # byte tokens: nats/token = bpb · ln 2
         source=str(path),
         loss_unit="nats/token (validation, byte tokens)",
         notes=notes,
     )
-
-
-def load_points(source: Path) -> Points:
-    source = Path(source)
-    if source.is_dir():
-        return from_run_dir(source)
-    if not source.exists():
-        raise UserError("file not found", file=source)
-    return read_csv(source)

@@ -11,6 +11,9 @@ import math
 
 import numpy as np
 
+from edgescale.scaling.fit import fit_chinchilla
+from edgescale.scaling.plan import plan_for_loss
+
 LN2 = math.log(2)
 
 
@@ -25,9 +28,6 @@ def cooled_points(sizes: list[dict]) -> list[dict]:
 
 def fit_study(sizes: list[dict], target_bpb: float | None, n_boot: int = 200, seed: int = 0) -> dict:
     """Fit L(N, D) to the cooled checkpoints; plan the cheapest model reaching the target."""
-    from edgescale.scaling.fit import fit_chinchilla
-    from edgescale.scaling.plan import plan_for_loss
-
     pts = cooled_points(sizes)
     out: dict = {"points": pts, "n_convention": "total", "unit": "bits_per_byte"}
     if len(pts) < 5:
@@ -62,7 +62,9 @@ def fit_study(sizes: list[dict], target_bpb: float | None, n_boot: int = 200, se
                 f"{', '.join(weak)} not identified by this run's {len(pts)} points: the plan is an "
                 "extrapolation of an unconstrained law; widen the ladder or add token budgets before trusting it"
             )
-        plan["target_bpb"] = target_bpb
+        plan["loss_target_bpb"] = target_bpb
+        if "shape" in plan:
+            plan["shape"] = _canonical_shape(plan["shape"])
         out["plan_for_target"] = plan
     return out
 
@@ -78,3 +80,10 @@ def _draws_in_bpb(boots: np.ndarray) -> dict:
         "unit": "bits_per_byte",
         "rows": [[float(f"{x:.6g}") for x in r] for r in rows],
     }
+
+
+def _canonical_shape(shape: dict | None) -> dict | None:
+    """The planned shape with results.json's name for the width (``n_embd``, where the planner says ``d_model``)."""
+    if shape is None:
+        return None
+    return {("n_embd" if k == "d_model" else k): v for k, v in shape.items()}

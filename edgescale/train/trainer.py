@@ -23,7 +23,7 @@ from edgescale.atomic import atomic_path, write_json
 from edgescale.bench.loss import score
 from edgescale.config import TrainingConfig
 from edgescale.data.corpus import Corpus, train_batch
-from edgescale.errors import UserError
+from edgescale.models.checkpoint import build_model, load_weights, save_model, spec_meta, weights
 from edgescale.models.gpt import GPT, GPTConfig
 from edgescale.train.distill import DistillConfig, kd_loss
 
@@ -94,111 +94,11 @@ def validation_bpb(model: GPT, corpus: Corpus, context: int, max_tokens: int) ->
     return result.bits_per_byte
 
 
-def build_model(spec, seed: int = 0) -> torch.nn.Module:
-    """A fresh model from its spec: the GPT family, or a user's module behind the adapter."""
-    if isinstance(spec, GPTConfig):
-        return GPT(spec, seed=seed)
-    from edgescale.models.custom import AdaptedLM
-
-    return AdaptedLM(spec, seed=seed)
-
-
-def spec_meta(spec) -> dict:
-    return {"kind": "gpt" if isinstance(spec, GPTConfig) else "custom", "model": spec.to_dict()}
-
-
-def spec_of(model: torch.nn.Module):
-    return model.cfg if isinstance(model, GPT) else model.spec
-
-
-def read_spec(path: Path):
-    """The model spec recorded in a checkpoint's metadata, without loading its tensors.
-
-    For a pruned GPT this is its per-layer shape (``layer_heads``, ``layer_ffn``).
-    """
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        with safe_open(str(path), "pt") as f:
-            return _spec_from_meta(json.loads((f.metadata() or {})["edgescale"]))
-    except SafetensorError as e:
-        raise UserError(f"not a readable safetensors file (truncated or corrupt): {e}", file=path) from None
-    except (KeyError, json.JSONDecodeError):
-        raise UserError("safetensors file without edgescale metadata (model shape unknown)", file=path) from None
-
-
-def _spec_from_meta(meta: dict):
-    if meta.get("kind", "gpt") == "gpt":
-        return GPTConfig(**meta["model"])
-    from edgescale.models.custom import CustomSpec
-
-    return CustomSpec.from_dict(meta["model"])
-
-
-def _weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """State dict with each storage once (safetensors refuses shared tensors, e.g. a tied head)."""
-    seen, out = set(), {}
-    for k, v in model.state_dict().items():
-        ptr = v.untyped_storage().data_ptr()
-        if ptr not in seen:
-            seen.add(ptr)
-            out[k] = v.contiguous()
-    return out
-
-
-def _load_weights(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Load a :func:`_weights` dict; the only keys allowed missing are tied copies."""
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    ptrs = {v.untyped_storage().data_ptr() for k, v in model.state_dict().items() if k in state}
-    untied = [k for k in missing if model.state_dict()[k].untyped_storage().data_ptr() not in ptrs]
-    if untied or unexpected:
-        raise RuntimeError(f"missing {untied[:3]}, unexpected {list(unexpected)[:3]}")
-
-
-def save_model(model: GPT, path: Path, meta: dict) -> Path:
-    tensors = _weights(model)
-    with atomic_path(path) as tmp:
-        save_file(tensors, str(tmp), metadata={"edgescale": json.dumps(meta, sort_keys=True)})
-    return path
-
-
-def load_model(path: Path, expect=None) -> tuple[torch.nn.Module, dict]:
-    """Load an edgescale safetensors checkpoint; refuse pickles, truncation and shape mismatches.
-
-    Never unpickles: a file that is not safetensors is an error, whatever its suffix.
-    """
-    from safetensors import SafetensorError, safe_open
-
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("checkpoint not found", file=path)
-    head = path.read_bytes()[:2]
-    if head in (b"PK", b"\x80\x02", b"\x80\x03", b"\x80\x04", b"\x80\x05"):
-        raise UserError("a pickle/torch.save file, not safetensors; edgescale never unpickles checkpoints", file=path)
-    try:
-        with safe_open(str(path), "pt") as f:
-            meta = json.loads((f.metadata() or {})["edgescale"])
-        state = load_file(str(path))
-    except SafetensorError as e:
-        raise UserError(f"not a readable safetensors file (truncated or corrupt): {e}", file=path) from None
-    except (KeyError, json.JSONDecodeError):
-        raise UserError("safetensors file without edgescale metadata (model shape unknown)", file=path) from None
-    cfg = _spec_from_meta(meta)
-    if expect is not None and cfg != expect:
-        raise UserError(f"checkpoint shape {cfg.to_dict()} differs from the expected {expect.to_dict()}", file=path)
-    model = build_model(cfg)
-    try:
-        _load_weights(model, state)
-    except RuntimeError as e:
-        raise UserError(f"tensors do not fit the recorded shape: {str(e).splitlines()[0]}", file=path) from None
-    return model.eval(), meta
-
-
 def _save_resume(model: GPT, opt: torch.optim.Optimizer, step: int, curve: list, seen: tuple, out: Path, key: str):
     """Model, AdamW state and loop state (curve, the running train-loss sum since the last
     curve point) at ``step``. The step is in both files, so a kill between the two writes
     leaves a pair that :func:`_load_resume` refuses rather than mixes."""
-    tensors = {f"model.{k}": v for k, v in _weights(model).items()}
+    tensors = {f"model.{k}": v for k, v in weights(model).items()}
     names = {id(p): n for n, p in model.named_parameters()}
     for group in opt.param_groups:
         for p in group["params"]:
@@ -224,7 +124,7 @@ def _load_resume(model: GPT, opt: torch.optim.Optimizer, out: Path, key: str) ->
     if meta.get("key") != key or stored != {"key": key, "step": str(meta.get("step"))} or "seen" not in meta:
         return 0, [], (0.0, 0)  # another run's state, or a pair torn by a kill: start over
     tensors = load_file(str(state_file))
-    _load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     for name, p in model.named_parameters():
         prefix = f"opt.{name}."
         st = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from edgescale.bench.devices import get_device
 from edgescale.bench.graph_predict import (
     EfficiencyFit,
     RooflineParams,
@@ -11,7 +12,6 @@ from edgescale.bench.graph_predict import (
     roofline_components,
 )
 from edgescale.bench.nodes import DecodeGraph, DecodeNode
-from edgescale.profiles import get_device
 
 
 def test_fit_efficiency_recovers_known_scales_and_leaves_one_out():

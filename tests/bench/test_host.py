@@ -56,9 +56,10 @@ def test_a_file_that_is_not_a_calibration_is_refused(tmp_path):
 
 @pytest.mark.slow
 def test_the_host_profile_validates_and_predicts_like_a_shipped_one(quick_calibration, tiny_onnx, tmp_path):
+    from edgescale.bench.devices import get_device
     from edgescale.bench.graph_predict import predict_on_device
     from edgescale.bench.host import host_profile
-    from edgescale.profiles import get_device, load_device_file
+    from edgescale.profiles import load_device_file
 
     cal = quick_calibration[0]
     path = tmp_path / "host.yaml"

@@ -18,7 +18,8 @@ import pytest
 def trained_onnx(tiny_cfg, corpus, tmp_path_factory) -> Path:
     from edgescale.config import TrainingConfig
     from edgescale.export.onnx import export_onnx
-    from edgescale.train.trainer import load_model, train
+    from edgescale.models.checkpoint import load_model
+    from edgescale.train.trainer import train
 
     out = tmp_path_factory.mktemp("trained")
     cfg = TrainingConfig(

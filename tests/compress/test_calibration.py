@@ -75,8 +75,8 @@ def test_a_users_module_without_kv_cache_is_calibrated_within_its_context(corpus
     from edgescale.compress.int8_static import Int8StaticConfig, int8_static
     from edgescale.config import CustomModelConfig
     from edgescale.export.onnx import export_onnx_nocache
+    from edgescale.models.checkpoint import build_model
     from edgescale.models.custom import CustomSpec
-    from edgescale.train.trainer import build_model
 
     cfg = CustomModelConfig(
         factory="edgescale.examples.encoder:encoder_lm",

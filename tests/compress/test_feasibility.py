@@ -2,6 +2,7 @@
 
 import pytest
 
+from edgescale.bench.devices import get_device
 from edgescale.compress.feasibility import (
     CPU_EP,
     ModelSize,
@@ -12,10 +13,9 @@ from edgescale.compress.feasibility import (
     device_target,
     host_target,
 )
-from edgescale.compress.registry import compile_chain
+from edgescale.compress.recipe import compile_chain
 from edgescale.config import Recipe
 from edgescale.errors import UserError
-from edgescale.profiles import get_device
 
 SMALL = ModelSize(params_total=484_416, params_non_embedding=447_552, kv_bytes_per_token_fp32=3072, context=128)
 

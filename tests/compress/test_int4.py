@@ -78,7 +78,7 @@ def test_gptq_is_refused_exactly_while_onnxruntimes_gptq_ignores_calibration(tra
 
 
 def test_validate_refuses_a_gptq_recipe_naming_the_step():
-    from edgescale.compress.registry import compile_chain
+    from edgescale.compress.recipe import compile_chain
 
     if gptq_unavailable() is None:
         pytest.skip("the installed onnxruntime's GPTQ works; nothing to refuse")

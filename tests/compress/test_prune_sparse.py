@@ -98,7 +98,7 @@ def test_same_input_same_weights_and_input_untouched(model, ctx, step):
 
 def test_recovery_keeps_the_zeros(model, ctx, corpus):
     """Masked fine-tuning: distill.recover re-applies the 2:4 pattern after every optimizer step."""
-    from edgescale.train.distill import RecoverConfig, recover, zero_masks
+    from edgescale.train.recover import RecoverConfig, recover, zero_masks
 
     assert zero_masks(model) == {}  # a dense model trains unmasked
     sparse = prune_nm(model, NMConfig(), ctx)

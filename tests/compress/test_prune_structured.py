@@ -196,8 +196,9 @@ def test_data_driven_scores_need_the_corpus_and_a_gpt(model, tmp_path):
     with pytest.raises(UserError, match="needs calibration data"):
         prune_heads(model, HeadsConfig(importance="taylor"), bare)
     assert prune_heads(model, HeadsConfig(importance="weight_norm"), bare).cfg.layer_heads == (2, 2)
-    with pytest.raises(UserError, match="prunes the edgescale GPT family"):
-        prune_ffn(torch.nn.Linear(2, 2), FfnConfig(), bare)
+    # a model of another kind gets no pruning function: the registry refuses (the chain asks it for one)
+    with pytest.raises(UserError, match=r"prune.ffn is not available for your own modules \(only for edgescale's GPT"):
+        registry()["prune.ffn"].implementation("custom")
 
 
 @pytest.mark.parametrize("op", ["prune.heads", "prune.ffn", "prune.layers"])
@@ -239,7 +240,7 @@ def test_pruned_model_exports_smaller_and_decodes_through_its_kv_cache(model, ct
 
 
 def test_pruned_checkpoint_round_trips_its_shape(model, ctx, tmp_path):
-    from edgescale.train.trainer import load_model, read_spec, save_model, spec_meta
+    from edgescale.models.checkpoint import load_model, read_spec, save_model, spec_meta
 
     out = prune_heads(model, HeadsConfig(amount=0.5, scope="global"), ctx)
     path = save_model(out, tmp_path / "m.safetensors", spec_meta(out.cfg))
@@ -250,7 +251,7 @@ def test_pruned_checkpoint_round_trips_its_shape(model, ctx, tmp_path):
 
 
 def test_recovery_fine_tunes_a_pruned_model(model, ctx):
-    from edgescale.train.distill import RecoverConfig, recover
+    from edgescale.train.recover import RecoverConfig, recover
 
     pruned = prune_ffn(model, FfnConfig(amount=0.5), ctx)
     c = StepContext(ctx.work_dir, log=lambda m: None, parent=model, parent_tokens=10**6, corpus=ctx.corpus)
@@ -268,7 +269,8 @@ def test_rebuild_with_everything_kept_is_the_same_model(model):
 @pytest.mark.slow
 def test_taylor_ffn_pruning_beats_random_on_a_trained_model(corpus, tmp_path):
     from edgescale.config import TrainingConfig
-    from edgescale.train.trainer import load_model, train, validation_bpb
+    from edgescale.models.checkpoint import load_model
+    from edgescale.train.trainer import train, validation_bpb
 
     tc = TrainingConfig(batch_size=16, eval_every_tokens=10**9, eval_tokens=256, threads=2, learning_rate=1e-2)
     trained = load_model(train(CFG, tc, corpus, 16 * 32 * 300, 0, tmp_path / "t", "t").checkpoint)[0]
@@ -282,7 +284,7 @@ def test_taylor_ffn_pruning_beats_random_on_a_trained_model(corpus, tmp_path):
 
 @pytest.mark.parametrize("name", ["heads_ffn50_recover", "layer_drop_recover", "sparse_2_4"])
 def test_pruning_recipes_run_on_the_tiny_model(name, tiny_model, corpus, tmp_path):
-    from edgescale.config import load_recipe
+    from edgescale.compress.recipe import load_recipe
 
     chain = load_recipe(name)
     artifact, kind = tiny_model, "torch"

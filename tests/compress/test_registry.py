@@ -1,10 +1,14 @@
 """Contract over the whole registry, and the chain rules of the recipe loader."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import yaml
 
-from edgescale.compress.registry import Step, StepConfig, StepContext, compile_chain, register, registry
+from edgescale.compress.onnx_graph import op_counts
+from edgescale.compress.recipe import compile_chain
+from edgescale.compress.registry import Step, StepConfig, StepContext, StepFacts, register, registry
 from edgescale.config import Recipe
 from edgescale.errors import UserError
 from edgescale.export.canonical import artifact_sha256
@@ -51,6 +55,21 @@ def test_every_step_runs_on_the_tiny_model_without_mutating_it(op, tiny_model, t
         assert isinstance(outs[0], type(tiny_model)) and outs[0] is not tiny_model
         for a, b in zip(outs[0].state_dict().values(), outs[1].state_dict().values(), strict=True):
             assert torch.equal(a, b), "same input and seed must give the same weights"
+    if sd.takes == "onnx":
+        _assert_writes_what_it_declares(sd, tiny_onnx, outs[0])
+
+
+def _assert_writes_what_it_declares(sd, before, after):
+    """The ops a step added are its declared ``writes`` or default-domain ops; each declared op is really written.
+
+    The device check looks up only the declared ops, so an undeclared contrib op would
+    escape it; a declared op the step never writes would raise findings for nothing.
+    """
+    declared = sd.facts.of(sd.config()).writes
+    added = set(op_counts(after)) - set(op_counts(before))
+    undeclared = {op for op in added - declared if ":" in op}  # op_counts names non-default domains domain:Op
+    assert not undeclared, f"{sd.op} writes {sorted(undeclared)} but does not declare them in its StepFacts"
+    assert declared <= set(op_counts(after)), f"{sd.op} declares {sorted(declared - set(op_counts(after)))} unwritten"
 
 
 def _chain(*ops):
@@ -65,7 +84,7 @@ def test_export_inserted_at_the_torch_to_onnx_move():
 
 
 def test_torch_step_after_onnx_step_is_rejected():
-    @register("test.torch_identity", StepConfig, takes="torch", gives="torch")
+    @register("test.torch_identity", StepConfig, takes="torch", gives="torch", facts=StepFacts())
     def identity(model, cfg, ctx):
         """Identity (test only)."""
         return model
@@ -94,3 +113,11 @@ def test_step_key_depends_on_op_config_input_and_version():
         )
         == 4
     )
+
+
+def test_the_contract_catches_an_undeclared_op(tiny_onnx, tmp_path):
+    sd = registry()["quantize.int4_weight_only"]
+    out = sd.fn(tiny_onnx, sd.config(), StepContext(tmp_path, log=lambda m: None))
+    _assert_writes_what_it_declares(sd, tiny_onnx, out)
+    with pytest.raises(AssertionError, match=r"writes \['com.microsoft:MatMulNBits'\] but does not declare"):
+        _assert_writes_what_it_declares(replace(sd, facts=StepFacts()), tiny_onnx, out)

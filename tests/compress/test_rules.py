@@ -12,7 +12,8 @@ import pytest
 
 from edgescale.bench.ort_model import OrtCausalLM
 from edgescale.compress.onnx_graph import op_counts
-from edgescale.compress.registry import StepContext, compile_chain, registry
+from edgescale.compress.recipe import compile_chain
+from edgescale.compress.registry import StepContext, registry
 from edgescale.config import Recipe
 from edgescale.errors import UserError
 
@@ -96,7 +97,7 @@ def test_validate_command_names_the_steps(tmp_path):
 
 
 def test_recipe_target_names_an_execution_provider(tmp_path):
-    from edgescale.config import load_recipe_file
+    from edgescale.compress.recipe import load_recipe_file
 
     path = tmp_path / "r.yaml"
     path.write_text("name: r\ntarget: {execution_provider: FastestExecutionProvider}\nsteps: []\n")

@@ -59,7 +59,7 @@ def test_cli_refuses_a_graph_that_is_not_a_causal_lm(relu_onnx, gpt2_onnx, tmp_p
         r = _cli(*args)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
         assert r.stderr.strip().count("\n") == 0 and "not a causal LM" in r.stderr and str(relu_onnx) in r.stderr
-    r = _cli("predict", gpt2_onnx, "--device", "rpi5-8gb", "--context", "32", "--json")
+    r = _cli("predict", gpt2_onnx, "--device", "rpi5-8gb", "--decode-context", "32", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["decode_ms"] > 0
     r = _cli("quantize", gpt2_onnx, "--recipe", "int4_weight_only", "--out", tmp_path / "q4.onnx")

@@ -151,7 +151,7 @@ def test_recovery_moves_the_pruned_model_toward_its_parent(llama_dir, byte_corpu
     scaled up first: peaked predictions that pruning visibly disturbs."""
     from edgescale.hf.recover import recover_hf
     from edgescale.hf.tokens import tokenize_corpus
-    from edgescale.train.distill import RecoverConfig
+    from edgescale.train.recover import RecoverConfig
 
     hf, _ = load_hf_model(llama_dir)
     with torch.no_grad():

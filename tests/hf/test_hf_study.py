@@ -72,8 +72,8 @@ def test_a_study_on_a_folder_that_is_not_a_causal_lm_stops_with_one_message(tmp_
 @pytest.mark.slow
 @pytest.mark.parametrize("which", ["gpt2_dir", "llama_dir"])
 def test_a_hugging_face_model_runs_through_a_study_end_to_end(which, request, tmp_path, text_dir):
-    from edgescale.pipeline import run_study
     from edgescale.progress import Reporter
+    from edgescale.run import run_study
 
     prune = _recipe(
         tmp_path,

@@ -57,8 +57,8 @@ def test_adapter_errors_are_clear():
 
 @pytest.mark.slow
 def test_custom_module_study_end_to_end(tmp_path):
-    from edgescale.pipeline import run_study
     from edgescale.progress import Reporter
+    from edgescale.run import run_study
 
     study = yaml.safe_load((REPO / "studies" / "custom_encoder.yaml").read_text())
     study["name"] = "custom_tiny"
@@ -77,3 +77,22 @@ def test_custom_module_study_end_to_end(tmp_path):
         assert v["latency"]["host"]["decode"] == "full-recompute"
         assert v["cost"]["kv_bytes_per_token"] == 0 and v["loss"]["validation"]["bits_per_byte"] < 9
     assert results["sizes"][0]["model"] == "edgescale.examples.encoder:encoder_lm"
+
+
+def test_a_custom_module_gets_only_the_steps_registered_for_it():
+    """The pruning steps rebuild or mask a GPT's layers by name: the registry refuses them for an
+    adapted module, before any work; recovery and the cache-less export serve it."""
+    from edgescale.backends.custom import CustomBackend
+    from edgescale.compress.recipe import compile_chain
+    from edgescale.config import Recipe
+    from edgescale.export.steps import export_nocache_step
+    from edgescale.train.recover import recover
+
+    backend = CustomBackend(None, None)  # resolving a step reads neither the study nor the corpus
+    chain = compile_chain(Recipe(name="r", steps=[{"op": "distill.recover"}, {"op": "quantize.fp16"}]), "r.yaml")
+    fns = [backend.implementation(s) for s in chain.steps]
+    assert fns[0] is recover and fns[1] is export_nocache_step
+    for op in ("prune.heads", "prune.ffn", "prune.layers", "prune.magnitude", "prune.nm"):
+        [step, _] = compile_chain(Recipe(name="r", steps=[{"op": op}]), "r.yaml").steps
+        with pytest.raises(UserError, match=rf"{op} is not available for your own modules \(only for edgescale's GPT"):
+            backend.implementation(step)

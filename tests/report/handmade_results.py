@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 
+from edgescale.results import Results, parse_results
+
 PROTOCOL = {
     "split_sha256": "v" * 64,
     "test_split_sha256": "t" * 64,
@@ -74,7 +76,6 @@ def variant(
             "decode_context": 128,
             "kv_bytes_at_context": 1000,
             "flops_per_token": 2.0 * n,
-            "flops_context": 128,
             "peak_memory_bytes": mem if mem is not None else 4 * n + 5000,
         },
         "latency": latency,
@@ -129,3 +130,8 @@ def ladder(recipes: dict[str, float], ns=(20_000, 80_000, 320_000), tokens=(1e6,
                 )
             )  # fmt: skip
     return out
+
+
+def typed(data: dict) -> Results:
+    """``data`` parsed with the results schema, as the one reader parses a results.json (a typo fails)."""
+    return parse_results(data)

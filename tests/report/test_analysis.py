@@ -11,19 +11,19 @@ from edgescale.report.analysis import analyse, clean
 
 def test_analysis_holds_every_part_as_strict_json():
     res = handmade.results(handmade.ladder({"int4": 2.0}), target=2.8)
-    out = analyse(res)
+    out = analyse(handmade.typed(res))
     json.dumps(out, allow_nan=False)  # NaN would be invalid JSON for the report and other tools
-    assert out["devices"] == ["host", "rpi5-8gb"] and out["target_bpb"] == 2.8
+    assert out["devices"] == ["host", "rpi5-8gb"] and out["loss_target_bpb"] == 2.8
     assert {"bytes_per_decoded_token", "rpi5-8gb_decode_ms", "host_decode_ms"} <= set(out["frontiers"])
     assert out["degradation"]["int4"]["form"] == "power_law_n"
     assert set(out["picks"]) == {"host", "rpi5-8gb"} and out["picks"]["host"]["status"] == "ok"
     assert out["compare"]["device"] == "host" and out["routes"]["per_device"]["rpi5-8gb"]["cheaper"]
-    assert analyse(res, target=1.9, device="rpi5-8gb")["picks"]["rpi5-8gb"]["status"] == "plan"
+    assert analyse(handmade.typed(res), target=1.9, device="rpi5-8gb")["picks"]["rpi5-8gb"]["status"] == "plan"
 
 
 def test_no_target_no_picks():
     res = handmade.results(handmade.ladder({}), target=None)
-    out = analyse(res)
+    out = analyse(handmade.typed(res))
     assert out["picks"] == {} and "no pick" in out["picks_note"]
 
 

@@ -62,8 +62,9 @@ def report(tmp_path_factory) -> Path:
     if given:
         return Path(given).resolve()
     from edgescale.report.build import build_report
+    from edgescale.results import parse_results
 
-    return build_report(full_results(), tmp_path_factory.mktemp("report")).html
+    return build_report(parse_results(full_results()), tmp_path_factory.mktemp("report")).html
 
 
 _IMAGES = """return Array.from(document.images).map(i => {

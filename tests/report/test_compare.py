@@ -16,21 +16,31 @@ TWIN = {"size": "m-prune-scratch", "train_tokens": 1_100_000, "loss": {"validati
 
 
 def _results():
-    return handmade.results(
-        [
-            V("m/fp32", n=4000, val=2.1, test=2.2, decode={"host": 2.0, "rpi5-8gb": 4.0}, file_bytes=16000),
-            V(
-                "m/int8",
-                n=4000,
-                val=2.12,
-                test=2.21,
-                decode={"host": 1.1, "rpi5-8gb": 2.0},
-                file_bytes=5000,
-                speedup=FAST,
-            ),
-            V("m/prune", n=2000, val=2.3, test=2.4, decode={"host": 1.9, "rpi5-8gb": 3.0}, speedup=NOISE, twin=TWIN),
-            V("s/fp32", n=1000, val=2.5, test=2.6, decode={"host": 0.5, "rpi5-8gb": 1.0}),
-        ]
+    return handmade.typed(
+        handmade.results(
+            [
+                V("m/fp32", n=4000, val=2.1, test=2.2, decode={"host": 2.0, "rpi5-8gb": 4.0}, file_bytes=16000),
+                V(
+                    "m/int8",
+                    n=4000,
+                    val=2.12,
+                    test=2.21,
+                    decode={"host": 1.1, "rpi5-8gb": 2.0},
+                    file_bytes=5000,
+                    speedup=FAST,
+                ),
+                V(
+                    "m/prune",
+                    n=2000,
+                    val=2.3,
+                    test=2.4,
+                    decode={"host": 1.9, "rpi5-8gb": 3.0},
+                    speedup=NOISE,
+                    twin=TWIN,
+                ),
+                V("s/fp32", n=1000, val=2.5, test=2.6, decode={"host": 0.5, "rpi5-8gb": 1.0}),
+            ]
+        )
     )
 
 

@@ -89,6 +89,7 @@ def test_points_from_results_pair_each_size_with_its_baseline_and_skip_students(
         handmade.variant("s0-kd/fp32", n=20_000, val=3.0),
         handmade.variant("s0-kd/int4", n=20_000, val=3.5),
     ]
+    res = handmade.typed(res)
     pts = degradation_points(res, "int4", "fp32")
     assert [p.size for p in pts] == ["s0", "s1", "s2"]
     assert pts[0].delta_bpb == pytest.approx(2.0 * (1e6 / 2e4) ** 0.3 / 2e4**0.25)

@@ -6,7 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edgescale.report.frontier import AXES, FrontierPoint, axes_for, frontier, frontiers, pareto_front
+from edgescale.report.frontier import AXES, FrontierPoint, axes_for, frontier, frontiers
+from edgescale.results.pareto import pareto_front
+from edgescale.results.schema import Variant
 
 nan, inf = math.nan, math.inf
 
@@ -61,21 +63,42 @@ def test_long_trade_off_is_all_front():
 
 
 def _variant(vid, bytes_, flops, bpb, test_bpb=None, decode_ms=None):
+    """A results.json variant entry (dict) with these costs; ``_typed`` parses it with the schema."""
     v = {
         "variant_id": vid,
+        "size": vid,
+        "recipe": "fp32",
+        "onnx_path": f"{vid}.onnx",
+        "onnx_sha256": "0" * 64,
         "file_bytes": bytes_ * 2,
-        "cost": {"bytes_per_decoded_token": bytes_, "flops_per_token": flops},
+        "params_non_embedding": 1,
+        "params_total": 2,
+        "train_tokens": 1,
+        "cost": {
+            "weight_bytes": bytes_,
+            "decode_context": 128,
+            "kv_bytes_at_context": 0,
+            "bytes_per_decoded_token": bytes_,
+            "flops_per_token": flops,
+        },
         "loss": {"validation": {"bits_per_byte": bpb}},
     }
     if test_bpb is not None:
         v["loss"]["test"] = {"bits_per_byte": test_bpb}
     if decode_ms is not None:
-        v["latency"] = {"host": {"kind": "measured", "decode_ms_p50": decode_ms, "prefill_ms_p50": 2 * decode_ms}}
+        host = {"kind": "measured", "latency_source": "measured", "decode_ms_p50": decode_ms}
+        v["latency"] = {"host": host | {"prefill_ms_p50": 2 * decode_ms}}
     return v
 
 
+def _typed(variants: list[dict]) -> list[Variant]:
+    return [Variant.model_validate(v) for v in variants]
+
+
 def test_frontier_over_variants():
-    variants = [_variant("a", 5, 1.0, 3.0, 3.1, 0.2), _variant("b", 4, 1.0, 2.0, 2.2), _variant("c", 9, 2.0, 1.0)]
+    variants = _typed(
+        [_variant("a", 5, 1.0, 3.0, 3.1, 0.2), _variant("b", 4, 1.0, 2.0, 2.2), _variant("c", 9, 2.0, 1.0)]
+    )
     points = frontier(variants, "bytes_per_decoded_token")
     assert points[1] == FrontierPoint("b", 4.0, 2.0, True)
     assert [p.on_front for p in points] == [False, True, True]
@@ -90,7 +113,7 @@ def test_frontier_over_variants():
 
 def test_unknown_axis_names_the_allowed_ones():
     with pytest.raises(ValueError, match="allowed: bytes_per_decoded_token, file_bytes") as err:
-        frontier([_variant("a", 1, 1.0, 1.0)], "watts")
+        frontier(_typed([_variant("a", 1, 1.0, 1.0)]), "watts")
     assert all(name in str(err.value) for name in AXES)
 
 
@@ -109,7 +132,7 @@ def test_more_hand_made_fronts(points, front):
 
 def _device_variant(vid, bpb, host_ms=None, pi_ms=None, pi_mj=None, mem=None):
     v = _variant(vid, 10, 1.0, bpb, decode_ms=host_ms)
-    v["cost"] |= {"decode_context": 128, "flops_context": 128}
+    v["cost"] |= {"decode_context": 128}
     if mem is not None:
         v["cost"]["peak_memory_bytes"] = mem
     if pi_ms is not None:
@@ -119,7 +142,7 @@ def _device_variant(vid, bpb, host_ms=None, pi_ms=None, pi_mj=None, mem=None):
 
 
 def test_axes_for_labels_context_precision_and_source():
-    vs = [_device_variant("a", 2.0, 0.3, 0.5, 2.0, mem=100), _device_variant("b", 1.5, 0.4, 0.9, None)]
+    vs = _typed([_device_variant("a", 2.0, 0.3, 0.5, 2.0, mem=100), _device_variant("b", 1.5, 0.4, 0.9, None)])
     axes = axes_for(vs)
     assert (
         axes["bytes_per_decoded_token"].label
@@ -137,7 +160,7 @@ def test_axes_for_labels_context_precision_and_source():
 
 
 def test_frontiers_as_plain_data():
-    vs = [_device_variant("a", 2.0, 0.3, 0.5, 2.0), _device_variant("b", 1.5, 0.4, 0.4, 1.0)]
+    vs = _typed([_device_variant("a", 2.0, 0.3, 0.5, 2.0), _device_variant("b", 1.5, 0.4, 0.4, 1.0)])
     out = frontiers(vs)
     assert set(out) >= {"bytes_per_decoded_token", "file_bytes", "peak_memory_bytes", "flops_per_token"}
     pi = out["rpi5-8gb_decode_ms"]

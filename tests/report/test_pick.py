@@ -16,7 +16,7 @@ V = handmade.variant
 
 
 def _run(variants, **kw) -> list[Run]:
-    return [Run("r", handmade.results(variants, **kw))]
+    return [Run("r", handmade.typed(handmade.results(variants, **kw)))]
 
 
 FAMILY = [
@@ -85,9 +85,8 @@ def test_cost_axis_choice_and_unknown_axis():
 
 def test_a_device_without_latency_ranks_by_bytes():
     vs = [V("a/fp32", n=10, val=2.0, decode={"host": 1.0}), V("b/fp32", n=5, val=2.0)]
-    res = _run(vs)
-    del res[0].results["variants"][1]["latency"]
-    out = pick(res, 2.2, "host", cost=None)
+    del vs[1]["latency"]
+    out = pick(_run(vs), 2.2, "host", cost=None)
     assert out["cost_axis"] == "host_decode_ms" and out["variant"]["variant_id"] == "a/fp32"  # b has no host latency
     assert "no host_decode_ms" in out["considered"]["b/fp32"]
 
@@ -150,17 +149,17 @@ def test_failed_fit_falls_back_to_a_preset_and_says_so():
 
 def test_several_runs_pick_across_them_and_refuse_mixed_protocols():
     a, b = handmade.results(FAMILY[:2]), handmade.results([V("x/fp32", n=10, val=2.0, decode={"host": 0.5})])
-    out = pick([Run("A", a), Run("B", b)], 2.2, "host")
+    out = pick([Run("A", handmade.typed(a)), Run("B", handmade.typed(b))], 2.2, "host")
     assert (out["variant"]["run"], out["variant"]["variant_id"]) == ("B", "x/fp32") and "B:x/fp32" in out["considered"]
     b["protocol"] = {**b["protocol"], "split_sha256": "other"}
     with pytest.raises(UserError, match="split_sha256"):
-        pick([Run("A", a), Run("B", b)], 2.2, "host")
+        pick([Run("A", handmade.typed(a)), Run("B", handmade.typed(b))], 2.2, "host")
 
 
 def test_bad_inputs_name_the_option():
     with pytest.raises(UserError, match="--device: no latency for 'iphone' in this run; allowed: host, rpi5-8gb"):
         pick(_run(FAMILY), 2.2, "iphone")
-    with pytest.raises(UserError, match="--target-loss"):
+    with pytest.raises(UserError, match="--loss-target-bpb"):
         pick(_run(FAMILY), -1.0, "host")
 
 

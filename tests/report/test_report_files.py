@@ -18,12 +18,14 @@ from edgescale.report.build import build_report
 from edgescale.report.html import render
 from edgescale.report.plots import plot_frontier
 from edgescale.report.summary import summary_text
+from edgescale.results import parse_results
 
 
 def _page(results):
     """The page and summary without figures (no matplotlib: fast): (html, summary.md)."""
-    analysis = analyse(results)
-    return render(results, analysis, {}), summary_text(results, analysis)
+    typed = parse_results(results)
+    analysis = analyse(typed)
+    return render(typed, analysis, {}), summary_text(typed, analysis)
 
 
 def _results(name="demo"):
@@ -32,6 +34,7 @@ def _results(name="demo"):
         for recipe, shrink, speed in (("fp32", 1.0, None), ("int8_dynamic", 0.4, 1.1)):
             host = {
                 "kind": "measured",
+                "latency_source": "measured",
                 "prefill_ms_p50": 0.4 * (i + 1),
                 "prefill_ms_p90": 0.5 * (i + 1),
                 "decode_ms_p50": 0.1 * (i + 1) / (speed or 1),
@@ -74,7 +77,6 @@ def _results(name="demo"):
                         "kv_bytes_at_context": 49152,
                         "bytes_per_decoded_token": int(4 * n * shrink) + 49152,
                         "flops_per_token": 2.0 * n,
-                        "flops_context": 128,
                     },
                     "latency": {"host": host},
                 }
@@ -104,11 +106,13 @@ def _results(name="demo"):
             "max_tokens": 65536,
             "batch_size": 16,
             "split_sha256": "ab" * 32,
+            "unit": "bits_per_byte",
         },
         "measurement": {"prompt_len": 64, "decode_context": 128, "threads": 2, "repeats": 30},
         "machine": {"cpu_model": "Test CPU", "threads": 2, "load_avg_start": [0.1, 0.2, 0.3]},
         "sizes": sizes,
         "variants": variants,
+        "scaling": {"status": "not_fitted", "reason": "hand-made: no fit"},
     }
 
 
@@ -141,7 +145,7 @@ def _with_scaling(results):
     }
     plan = {
         "status": "ok",
-        "target_bpb": 3.3,
+        "loss_target_bpb": 3.3,
         "n_params": 1e6,
         "n_tokens": 2e7,
         "tokens_per_param": 20,
@@ -149,7 +153,7 @@ def _with_scaling(results):
         "predicted_loss_bpb": 3.3,
         "reliable": False,
         "caveat": "E not identified",
-        "shape": {"n_layer": 4, "d_model": 144, "n_head": 9},
+        "shape": {"n_layer": 4, "n_embd": 144, "n_head": 9},
     }
     return {**results, "scaling": {"status": "fitted", "points": pts, "law": law, "plan_for_target": plan}}
 
@@ -180,21 +184,23 @@ def _parse(text):
 def test_png_is_a_real_image(tmp_path):
     import matplotlib.image
 
-    path = plot_frontier(_results(), tmp_path / "frontier.png")
+    path = plot_frontier(parse_results(_results()), tmp_path / "frontier.png")
     data = path.read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
     width, height = struct.unpack(">II", data[16:24])
     assert 1200 < width < 4000 and 400 < height < 1500  # three panels side by side
     assert matplotlib.image.imread(path).shape[:2] == (height, width)
     assert [p.name for p in tmp_path.iterdir()] == ["frontier.png"]  # written atomically, no temp left
-    assert plot_frontier(_results(), tmp_path / "again.png").read_bytes() == data  # no timestamps: reproducible
+    assert (
+        plot_frontier(parse_results(_results()), tmp_path / "again.png").read_bytes() == data
+    )  # no timestamps: reproducible
 
 
 def test_png_tolerates_missing_latency(tmp_path):
     results = _results()
     for v in results["variants"]:
         del v["latency"]
-    assert plot_frontier(results, tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    assert plot_frontier(parse_results(results), tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
 
 
 FIGURES = {
@@ -215,7 +221,7 @@ def built(tmp_path_factory):
     """The full hand-made run's report, built once: (files, results, html text, parsed page)."""
     out = tmp_path_factory.mktemp("report")
     results = full_results()
-    files = build_report(results, out)
+    files = build_report(parse_results(results), out)
     text = files.html.read_text(encoding="utf-8")
     return files, results, text, _parse(text)
 
@@ -250,7 +256,7 @@ def test_page_leads_with_the_answer_and_has_every_section(built):
     starts = [text.index(f'id="{s}"') for s in SECTIONS]
     assert starts == sorted(starts) and starts[0] < text.index("<img")  # the answer before any figure
     answer = text[starts[0] : starts[1]]
-    picks = analyse(results)["picks"]
+    picks = analyse(parse_results(results))["picks"]
     for device, p in picks.items():
         assert f"<td>{device}</td>" in answer
         assert f"use {p['variant']['variant_id']}" in answer  # target 2.7: the largest int8 meets it
@@ -319,7 +325,7 @@ def test_report_tolerates_a_sparse_run(tmp_path):
     """An older, thinner results.json: one recipe, host only, no curves, no scaling fit."""
     results = hm.results([hm.variant(f"s{i}/fp32", n=10_000 * 4**i, val=3 - 0.3 * i, decode={"host": 0.1 * (i + 1)})
                           for i in range(3)], law=None)  # fmt: skip
-    files = build_report(results, tmp_path)
+    files = build_report(parse_results(results), tmp_path)
     assert {"frontier", "frontier_devices", "latency", "plan"} <= set(files.figures)
     assert not {"compare", "degradation", "scaling", "loss_curves"} & set(files.figures)
     text = files.html.read_text(encoding="utf-8")
@@ -333,7 +339,7 @@ def test_odd_names_in_every_figure(tmp_path):
     results = full_results(recipes={"a $ b": 0.5})
     results["study"] = "$x^{$ 50% of $\\alpha"
     results["variants"][0]["size"] = "$s0"
-    files = build_report(results, tmp_path)
+    files = build_report(parse_results(results), tmp_path)
     assert len(files.figures) == len(FIGURES)
 
 
@@ -358,7 +364,7 @@ def test_variants_table_and_speedup_flags():
 def test_html_tolerates_missing_optional_parts():
     results = _results()
     del results["variants"][0]["latency"], results["variants"][1]["loss"]["test"], results["machine"]
-    del results["protocol"]["max_tokens"]
+    del results["protocol"]["batch_size"]  # max_tokens, which this deleted before, is required by the schema
     text, _ = _page(results)
     assert "<td>–</td>" in text and 'id="answer"' in text
 

@@ -15,13 +15,19 @@ SIZES = {
 }
 
 
+def _flops(variant: dict) -> dict:
+    """``training_flops`` of ``variant`` against the ladder ``SIZES``, both parsed with the schema."""
+    res = handmade.typed(handmade.results([variant], sizes=list(SIZES.values())))
+    return training_flops(res.variants[0], {s.size: s for s in res.sizes})
+
+
 def test_training_flops_count_teacher_and_recovery():
-    plain = training_flops(V("s/fp32", n=10_000, val=2.0), SIZES)
+    plain = _flops(V("s/fp32", n=10_000, val=2.0))
     assert plain["total"] == plain["pretrain"] == 6 * 10_000 * 1_000_000
-    kd = training_flops(V("s-kd/fp32", n=10_000, val=2.0), SIZES)
+    kd = _flops(V("s-kd/fp32", n=10_000, val=2.0))
     assert kd["teacher"] == 6 * 100_000 * 2_000_000 and kd["teacher_forward"] == 2 * 100_000 * 1_000_000
     assert kd["total"] == 6e10 + 1.2e12 + 2e11
-    pruned = training_flops(V("l/prune", n=60_000, val=2.0, steps=RECOVER), SIZES)
+    pruned = _flops(V("l/prune", n=60_000, val=2.0, steps=RECOVER))
     assert pruned["recovery"] == 100_000 * (6 * 60_000 + 2 * 100_000)  # student trains, parent only forwards
     assert pruned["total"] == 6 * 100_000 * 2_000_000 + pruned["recovery"]
 
@@ -44,7 +50,7 @@ def _run():
 
 
 def test_per_device_verdict_uses_energy_where_there_is_a_power_figure():
-    out = routes(_run(), ["host", "rpi5-8gb"], served_tokens=1e9)
+    out = routes(handmade.typed(_run()), ["host", "rpi5-8gb"], served_tokens=1e9)
     host, pi = out["per_device"]["host"], out["per_device"]["rpi5-8gb"]
     # host: no energy figure; FLOPs (2·N per token) favour the pruned model
     assert host["by"] == "lifetime_flops" and host["cheaper"] == "train big and compress"
@@ -64,7 +70,7 @@ def test_per_device_verdict_uses_energy_where_there_is_a_power_figure():
 
 
 def test_points_carry_the_scratch_model_at_the_same_inference_cost():
-    out = routes(_run(), ["rpi5-8gb"], served_tokens=1e9)
+    out = routes(handmade.typed(_run()), ["rpi5-8gb"], served_tokens=1e9)
     pts = {p["variant_id"]: p for p in out["points"]}
     p = pts["l/int8"]
     same = p["scratch_same_inference_cost"]
@@ -77,5 +83,5 @@ def test_points_carry_the_scratch_model_at_the_same_inference_cost():
 def test_no_target_no_verdict():
     res = _run()
     res["loss_target_bpb"] = None
-    out = routes(res, ["host"])
+    out = routes(handmade.typed(res), ["host"])
     assert out["per_device"] == {} and "no loss target" in out["note"]

@@ -1,18 +1,15 @@
 """`edgescale plan` and `edgescale fit` print one JSON object; infeasible targets have their own exit code."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
+from cli_runner import run_cli
 
 from edgescale.scaling.laws import EPOCH2024
 
 
 def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "edgescale.cli", *map(str, args)], capture_output=True, text=True, timeout=120
-    )
+    return run_cli(*args)
 
 
 def test_plan_compute_json():
@@ -25,7 +22,7 @@ def test_plan_compute_json():
 
 
 def test_plan_infeasible_target_exit_3():
-    r = _cli("plan", "--target-loss", "1.5", "--json")
+    r = _cli("plan", "--loss-target", "1.5", "--json")
     assert r.returncode == 3
     out = json.loads(r.stdout)
     assert out["status"] == "infeasible" and "irreducible" in out["reason"]
@@ -66,10 +63,10 @@ def test_plan_with_a_fitted_law_and_a_compute_cap(tmp_path):
     d = np.exp(rng.uniform(np.log(1e9), np.log(1e11), 40))
     csv = tmp_path / "runs.csv"
     csv.write_text("N,D,loss\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(n, d, EPOCH2024.loss(n, d), strict=True)))
-    r = _cli("plan", "--target-loss", "2.3", "--compute", "1e22", "--law", f"fit:{csv}", "--json")
+    r = _cli("plan", "--loss-target", "2.3", "--compute", "1e22", "--law", f"fit:{csv}", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["objective"] == "target_loss_compute_cap" and abs(out["predicted_loss"] - 2.3) < 1e-6
     assert out["compute_flops"] == 1e22 or abs(out["compute_flops"] / 1e22 - 1) < 1e-9
-    r = _cli("plan", "--target-loss", "2.0", "--compute", "1e17", "--json")
+    r = _cli("plan", "--loss-target", "2.0", "--compute", "1e17", "--json")
     assert r.returncode == 3 and json.loads(r.stdout)["status"] == "infeasible"

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from edgescale.scaling.laws import CHINCHILLA2022, EPOCH2024, KAPLAN2020, PF_DAY, PRESETS
+from edgescale.scaling.laws import CHINCHILLA2022, EPOCH2024, KAPLAN2020, PF_DAY, PRESETS, Chinchilla
 
 
 def test_presets_carry_published_constants_and_conventions():
@@ -53,3 +53,15 @@ def test_scaling_imports_without_torch():
     code = f"import sys, {mods}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_degenerate_fit_plans_without_overflow():
+    """A fit seen on the tiny test study (alpha = 64, A = 1.6e248): N**alpha overflows a float
+    inside the target plan's search, which must still end in a plan, not an OverflowError."""
+    from edgescale.scaling.plan import plan_for_loss
+
+    law = Chinchilla(E=3.6759, A=1.6302e248, B=6.3598e19, alpha=63.89, beta=5.4569, name="fit")
+    assert law.d_for_loss(4.1589, 7.35e8) == pytest.approx((law.B / (4.1589 - law.E)) ** (1 / law.beta))
+    assert law.n_for_loss(4.1589, 1e300) == pytest.approx((law.A / (4.1589 - law.E)) ** (1 / law.alpha))
+    plan = plan_for_loss(law, 4.1589)
+    assert plan.status == "ok" and math.isfinite(plan.n_params) and math.isfinite(plan.n_tokens)

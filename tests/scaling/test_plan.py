@@ -5,13 +5,13 @@ import math
 import numpy as np
 import pytest
 
+from edgescale.models.shape import shape_for_params
 from edgescale.scaling.laws import CHINCHILLA2022, EPOCH2024, KAPLAN2020
 from edgescale.scaling.plan import (
     Infeasible,
     compute_optimal_numeric,
     plan_for_compute,
     plan_for_loss,
-    shape_for_params,
     smallest_n_under_compute,
 )
 

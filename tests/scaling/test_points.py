@@ -3,7 +3,8 @@
 import pytest
 
 from edgescale.errors import UserError
-from edgescale.scaling.points import load_points, read_csv
+from edgescale.results.points import load_points
+from edgescale.scaling.points import read_csv
 
 GOOD = "N,D,loss\n" + "".join(f"{10 ** (6 + i)},{10 ** (8 + i)},{3 - 0.1 * i}\n" for i in range(6))
 

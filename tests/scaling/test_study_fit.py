@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from edgescale.report.plots import law_draws
+from edgescale.results.schema import Scaling
 from edgescale.scaling.study import fit_study
 
 LAW = {"E": 1.2, "A": 40.0, "B": 300.0, "alpha": 0.35, "beta": 0.4}
@@ -28,13 +29,13 @@ def test_the_report_bands_are_the_fits_own_bootstrap_refits():
     assert boot["columns"] == ["E", "A", "B", "alpha", "beta"] and boot["unit"] == "bits_per_byte"
     rows = np.array(boot["rows"])
     assert 50 <= len(rows) <= 60 and np.isfinite(rows).all()
-    draws = law_draws({"scaling": sc})
+    draws = law_draws(Scaling.model_validate(sc))
     assert np.array_equal(draws, rows)  # read back, not refitted
     # the law's own 95% interval is the quantiles of the same refits (in bits per byte)
     lo, hi = sc["law"]["ci"]["alpha"]
     assert np.quantile(rows[:, 3], 0.025) >= lo - 1e-6 and np.quantile(rows[:, 3], 0.975) <= hi + 1e-6
     # a run written before the refits were stored: refitted by the same resampling, in the same units
-    old = {"scaling": {k: v for k, v in sc.items() if k != "bootstrap"}}
+    old = Scaling.model_validate({k: v for k, v in sc.items() if k != "bootstrap"})
     again = law_draws(old, n_boot=60)
     assert len(again) >= 50 and np.isfinite(again).all()
     for col in (0, 3, 4):  # E, alpha, beta: identified, so the two routes agree closely

@@ -53,7 +53,7 @@ def test_distilled_training_runs_and_differs_from_scratch(corpus, tmp_path):
     teacher = train(
         GPTConfig(n_layer=2, n_head=2, n_embd=32, block_size=32), tc, corpus, 256 * 20, 0, tmp_path / "t", "t"
     )
-    from edgescale.train.trainer import load_model
+    from edgescale.models.checkpoint import load_model
 
     t_model = load_model(teacher.checkpoint)[0]
     kd = train(cfg, tc, corpus, 256 * 10, 0, tmp_path / "kd", "kd", teacher=t_model, distill=DistillConfig())
@@ -75,12 +75,12 @@ def test_grad_accumulation_counts_tokens_and_learns(corpus, tmp_path):
 def test_recover_pulls_a_damaged_model_back_toward_its_parent(corpus, tmp_path):
     from edgescale.compress.registry import StepContext
     from edgescale.errors import UserError
-    from edgescale.train.distill import RecoverConfig, recover
+    from edgescale.train.recover import RecoverConfig, recover
     from edgescale.train.trainer import validation_bpb
 
     cfg = GPTConfig(n_layer=1, n_head=2, n_embd=32, block_size=32)
     tc = TrainingConfig(batch_size=8, eval_every_tokens=10**9, eval_tokens=512, threads=1, learning_rate=1e-2)
-    from edgescale.train.trainer import load_model
+    from edgescale.models.checkpoint import load_model
 
     parent = load_model(train(cfg, tc, corpus, 256 * 60, 0, tmp_path / "p", "p").checkpoint)[0]
     damaged = GPT(cfg)

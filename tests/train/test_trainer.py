@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from edgescale.config import TrainingConfig
+from edgescale.models.checkpoint import load_model
 from edgescale.models.gpt import GPTConfig
-from edgescale.train.trainer import load_model, lr_at, train
+from edgescale.train.trainer import lr_at, train
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32)
 TRAIN = TrainingConfig(

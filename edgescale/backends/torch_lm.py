@@ -1,0 +1,104 @@
+"""What the two backends edgescale trains share (its GPT family and a user's module).
+
+The source of a chain is a model trained here (or distilled from a trained teacher),
+cached under a key of everything training depends on; checkpoints are edgescale's own
+safetensors files (:mod:`edgescale.models.checkpoint`); the loss is scored on the byte
+corpus through onnxruntime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgescale import __version__
+from edgescale.bench.loss import onnx_loss
+from edgescale.config import Study
+from edgescale.data.corpus import Corpus
+from edgescale.guard import check_causal_onnx, check_causal_torch
+from edgescale.models.backend import SizePlan
+from edgescale.models.checkpoint import load_model, save_model, spec_meta, spec_of
+from edgescale.rundir import key_of
+from edgescale.train.distill import DistillConfig
+from edgescale.train.trainer import train
+
+# A quantized graph's per-tensor dynamic activation scales see the whole prefill, so a
+# position's logits move a little when later tokens change: up to 2.4% of the largest
+# logit seen on a 1-layer model at position 0 (the default study's s0). Real leakage moves
+# them by tens of percent; 5% keeps the check meaningful without refusing int8.
+QUANTIZED_CAUSAL_ATOL = 5e-2
+
+
+class TorchBackend:
+    """Base of :class:`~edgescale.backends.gpt.GPTBackend` and :class:`~edgescale.backends.custom.CustomBackend`."""
+
+    takes = "torch"
+    calibration = None
+
+    def __init__(self, study: Study, corpus: Corpus) -> None:
+        self.study, self.corpus = study, corpus
+
+    def source(self, rd, rep, plan: SizePlan, teacher: dict | None = None) -> dict:
+        """Train one rung (or, with ``teacher``, distil it from that trained rung)."""
+        s = self.study
+        kd = s.distillation if teacher else None
+        key = key_of(
+            "train",
+            model=plan.cfg.to_dict(),
+            training=s.training.model_dump(),
+            batch=plan.batch_size,
+            tokens=plan.tokens,
+            seed=s.seed,
+            train_sha=self.corpus["train"].sha256,
+            val_sha=self.corpus["validation"].sha256,
+            teacher=teacher["sha256"] if teacher else None,
+            distill=kd.model_dump() if kd else None,
+            v=__version__,
+        )
+        rec = rd.cached(key)
+        if rec:
+            rep.reuse(f"train {plan.name}", rec["checkpoint"])
+            return rec
+        out = rd.root / "train" / plan.name
+        teacher_model = load_model(rd.root / teacher["checkpoint"])[0] if teacher else None
+        what = f"train {plan.name} ({plan.acct.params_non_embedding:,} N)" + (f" ← {plan.teacher}" if kd else "")
+        with rep.task(what, plan.tokens) as tick:
+            distill = DistillConfig(alpha=kd.alpha, temperature=kd.temperature) if kd else None
+            tc = s.training.model_copy(update={"batch_size": plan.batch_size}) if plan.batch_size else s.training
+            res = train(plan.cfg, tc, self.corpus, plan.tokens, s.seed, out, key, tick, teacher_model, distill)
+        model, _ = load_model(res.checkpoint)
+        check_causal_torch(model, f"{plan.name} ({res.checkpoint})")
+        rel, sha = rd.store(res.checkpoint)
+        rec = {
+            "checkpoint": str(rel),
+            "sha256": sha,
+            "tokens": res.tokens,
+            "steps": res.steps,
+            "curve": res.curve,
+            "seconds": res.seconds,
+            "teacher": plan.teacher,
+        }
+        return rd.record(key, rec, {str(rel): sha})
+
+    def load(self, path: Path):
+        return load_model(path)[0]
+
+    def save(self, model, path: Path, meta: dict) -> Path:
+        return save_model(model, path, {**spec_meta(spec_of(model)), **meta})
+
+    def step_input(self, sha256: str) -> str:
+        return sha256  # a trained model's hash already covers its corpus and shape
+
+    @contextlib.contextmanager
+    def running_step(self) -> Iterator[None]:
+        yield  # torch's thread pool stays as training left it
+
+    def score(self, path: Path, split: str, protocol, strict: bool) -> dict:
+        # Strict for the exported float graph; ONNX-stage steps (quantization) may move
+        # logits slightly through per-call activation scales (see edgescale.guard).
+        length = min(24, self.study.block_size)
+        influence = check_causal_onnx(path, atol=1e-4 if strict else QUANTIZED_CAUSAL_ATOL, length=length)
+        e = protocol
+        res = onnx_loss(path, self.corpus[split], e.context_length, e.stride, e.max_tokens, e.batch_size)
+        return {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence}

@@ -1,0 +1,207 @@
+"""The backend of a study with ``hf_model:``: a Hugging Face causal LM from a local folder.
+
+Nothing is trained: the checkpoint is copied into the run as its source artifact (hashed
+like a trained checkpoint). The torch-stage steps are the transformers versions of the
+registry's ops (same names and configs, registered with ``implement(op, backend="hf")``
+in :mod:`edgescale.hf.prune`, :mod:`edgescale.hf.recover` and here for optimum's
+exporter); ONNX-stage steps are the registry's own. The loss is scored in the model's
+tokens and reported in bits per byte. A step's cache key also holds the tokenizer, the
+block size and the declared training tokens: the context a step's result depends on
+beyond its input and config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+import edgescale.hf.prune  # noqa: F401  (registers prune.heads and prune.ffn for hf)
+import edgescale.hf.recover  # noqa: F401  (registers distill.recover for hf)
+from edgescale import __version__
+from edgescale.compress.registry import EXPORT_OP, Chain, StepContext, implement
+from edgescale.errors import UserError
+from edgescale.export.steps import ExportConfig
+from edgescale.guard import check_causal_onnx
+from edgescale.hf.export import HFCausalLM, export_and_verify
+from edgescale.hf.prune import check_scope, layout_of
+from edgescale.hf.recover import recovery_tokens
+from edgescale.hf.source import (
+    HFSpec,
+    accounting_hf,
+    inspect_source,
+    load_hf,
+    load_hf_model,
+    save_hf,
+    widest_activation,
+)
+from edgescale.hf.tokens import hf_onnx_loss, tokenize_corpus
+from edgescale.models.backend import Shipped, SizePlan, StepFn
+from edgescale.rundir import key_of
+
+# Per-tensor activation scales move a quantized graph's logits a little with later tokens.
+QUANTIZED_CAUSAL_ATOL = 2e-2
+_SHAPE_KEYS = (
+    "n_layer",
+    "n_head",
+    "n_inner",
+    "pruned_heads",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "intermediate_size",
+)
+
+
+@implement(EXPORT_OP, backend="hf")
+def export_hf_step(model: HFCausalLM, cfg: ExportConfig, ctx: StepContext) -> Path:
+    """``export.onnx`` with optimum's ``text-generation-with-past`` exporter, checked against torch."""
+    out = ctx.work_dir / "model.onnx"
+    check = export_and_verify(model.hf, out, model.spec.block_size, cfg.opset, cfg.atol, cfg.verify_tokens, ctx.seed)
+    ctx.metrics.update({**check, "exporter": "optimum text-generation-with-past"})
+    ctx.log(
+        f"export.onnx (optimum): max |Δlogit| {check['max_abs_logit_diff']:.2e}, "
+        f"{check['greedy_tokens_identical']} greedy tokens identical to torch"
+    )
+    return out
+
+
+def shape_config(hf_model) -> dict:
+    """The config fields that describe a transformers model's shape (after any pruning)."""
+    config = hf_model.config.to_dict()
+    return {k: config[k] for k in _SHAPE_KEYS if k in config}
+
+
+def check_chains(chains: list[Chain], spec: HFSpec, train_tokens: int | None, study_path: Path) -> None:
+    """Refuse, before any work, a recipe step a Hugging Face model cannot take."""
+    for chain in chains:
+        for i, step in enumerate(s for s in chain.steps if not s.inserted):
+            if step.definition.takes != "torch":
+                continue
+            try:
+                step.definition.implementation(HFBackend.name)
+                if step.op.startswith("prune."):
+                    layout_of(spec.model_type, step.op)
+                    check_scope(spec.model_type, step.op.split(".")[1], step.config.scope, step.op)
+                elif step.op == "distill.recover":
+                    recovery_tokens(step.config, train_tokens or 0)
+            except UserError as e:
+                field = f"steps.{i}.{e.field}" if e.field else f"steps.{i}"
+                raise UserError(f"{e.detail} (study {study_path})", file=chain.source, field=field) from None
+
+
+class HFBackend:
+    name = "hf"
+    takes = "torch"
+    calibration = None
+
+    def __init__(self, study, study_path: Path, corpus, chains: list[Chain]) -> None:
+        """Check the folder and every recipe, count the model, and read the corpus in its tokens."""
+        h = study.hf_model
+        path = Path(h.path) if Path(h.path).is_absolute() else (study_path.parent / h.path)
+        spec, tok = inspect_source(path.resolve(), h.name, h.tokenizer, h.block_size)
+        check_chains(chains, spec, h.train_tokens, study_path)
+        model, _ = load_hf_model(spec.path)
+        self._acct = accounting_hf(model, study.evaluation.context_length)
+        self.study = study
+        self.spec = replace(spec, corpus=tokenize_corpus(corpus, tok, spec.vocab_size))
+        self.corpus = self.spec.corpus
+
+    def _shape(self) -> dict:
+        return {"n_layer": None, "n_head": None, "n_embd": None, "model": f"huggingface:{self.spec.model_type}"}
+
+    def plans(self, tokens_for: Callable[[int], tuple[int, str]]) -> list[SizePlan]:
+        """The one 'size': the checkpoint, with the training tokens the study declares for it."""
+        h = self.study.hf_model
+        why = "pretrained checkpoint (not trained here)"
+        return [SizePlan(h.name, self.spec, self._acct, h.train_tokens or 0, why, shape=self._shape())]
+
+    def plan(self, name: str, spec, tokens: int, capped_by: str) -> SizePlan:
+        raise NotImplementedError("a Hugging Face model has no scratch twin (pruned_spec is always None)")
+
+    def source(self, rd, rep, plan: SizePlan, teacher: dict | None = None) -> dict:
+        """The checkpoint as a run artifact (what training would have produced)."""
+        spec = self.spec
+        key = key_of("hf-source", weights=spec.weights_sha256, config=spec.config, v=__version__)
+        rec = rd.cached(key)
+        if rec:
+            rep.reuse(f"source {plan.name}", rec["checkpoint"])
+            return rec
+        t0 = time.perf_counter()
+        with rep.status(f"{plan.name}: loading {spec.path}"):
+            model, _ = load_hf_model(spec.path)
+            out = save_hf(model, rd.work_dir(key) / "model.safetensors", {"source": spec.to_dict()})
+        rel, sha = rd.store(out)
+        rep.done(f"source {plan.name}", f"{rel} ({spec.model_type}, tokenizer {spec.tokenizer})")
+        rec = {
+            "checkpoint": str(rel),
+            "sha256": sha,
+            "tokens": plan.tokens,
+            "steps": 0,
+            "curve": [],
+            "seconds": round(time.perf_counter() - t0, 1),
+            "teacher": None,
+            "source": spec.to_dict(),
+        }
+        return rd.record(key, rec, {str(rel): sha})
+
+    def load(self, path: Path) -> HFCausalLM:
+        return HFCausalLM(load_hf(path), self.spec.block_size)
+
+    def save(self, model: HFCausalLM, path: Path, meta: dict) -> Path:
+        return save_hf(model.hf, path, meta)
+
+    def implementation(self, step) -> StepFn:
+        fn = step.definition.implementation(self.name)
+        if step.definition.takes == "onnx" or step.definition.gives != "torch":
+            return fn
+
+        def with_config(model: HFCausalLM, cfg, ctx: StepContext) -> HFCausalLM:
+            out = fn(model, cfg, ctx)
+            ctx.metrics["config"] = shape_config(out.hf)  # the shape a pruned config now holds
+            return out
+
+        return with_config
+
+    def step_input(self, sha256: str) -> str:
+        spec = self.spec
+        context = key_of(
+            "hf-context",
+            tokenizer=spec.tokenizer_sha256 or spec.tokenizer,
+            train=spec.corpus["train"].sha256,
+            block=spec.block_size,
+            train_tokens=self.study.hf_model.train_tokens,
+        )
+        return f"{sha256}:{context}"
+
+    @contextlib.contextmanager
+    def running_step(self) -> Iterator[None]:
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.study.training.threads)  # as training does: torch's pool for pruning and recovery
+        try:
+            yield
+        finally:
+            torch.set_num_threads(threads)
+
+    def account(self, checkpoint: Path, context: int) -> Shipped:
+        """Parameters, KV bytes and FLOPs of the model a chain exports, at ``context``, and its config's shape."""
+        model = load_hf(checkpoint)
+        shape = self._shape() | {"config": shape_config(model)}
+        return Shipped(accounting_hf(model, context), widest_activation(model, context), shape)
+
+    def pruned_spec(self, plan: SizePlan, record: dict) -> None:
+        return None
+
+    def score(self, path: Path, split: str, protocol, strict: bool) -> dict:
+        """Scored in the model's own tokens, reported in bits per byte."""
+        tc, e = self.corpus, protocol
+        influence = check_causal_onnx(
+            path, atol=1e-4 if strict else QUANTIZED_CAUSAL_ATOL, length=min(24, self.spec.block_size)
+        )
+        res = hf_onnx_loss(path, tc, split, e.context_length, e.stride, e.max_tokens, e.batch_size)
+        return {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence, "tokenizer": tc.tokenizer}

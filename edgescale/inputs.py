@@ -1,0 +1,58 @@
+"""The user's input files, fully validated: a study (with the recipes and devices it names),
+a recipe, a device profile.
+
+Above :mod:`edgescale.config` (the schemas) because a study is valid only if its recipes
+compile (:mod:`edgescale.compress.recipe`) and its devices exist (:mod:`edgescale.profiles`).
+``edgescale validate FILE...`` runs :func:`validate_file`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgescale.compress.recipe import load_recipe, load_recipe_file
+from edgescale.config import Study, builtin_dir
+from edgescale.errors import UserError
+from edgescale.profiles import load_device_file, load_devices
+from edgescale.yamlfile import parse, read_yaml
+
+
+def load_study(path: Path | None = None) -> tuple[Study, Path]:
+    """Load and fully validate a study (the built-in default when ``path`` is None)."""
+    path = Path(path) if path is not None else builtin_dir("studies") / "default.yaml"
+    study = parse(Study, read_yaml(path), path)
+    base = path.parent
+    for i, name in enumerate(study.recipes):
+        load_recipe(name, base, origin=(path, f"recipes.{i}"))
+    known = known_devices()
+    for i, dev in enumerate(study.devices):
+        if dev not in known:
+            raise UserError(
+                f"unknown device {dev!r}; allowed: {', '.join(sorted(known))}",
+                file=path,
+                field=f"devices.{i}",
+            )
+    return study, path
+
+
+def known_devices() -> set[str]:
+    """Device names a study may use: ``host`` (measured here) plus the shipped profiles."""
+    return {"host", *load_devices()}
+
+
+def validate_file(path: Path) -> str:
+    """Validate one study, recipe or device file; return what it was."""
+    data = read_yaml(path)
+    if "steps" in data:
+        load_recipe_file(path)
+        return "recipe"
+    if "peak_gops" in data:
+        load_device_file(path)
+        return "device"
+    if "ladder" in data or "model" in data or "hf_model" in data:
+        load_study(path)
+        return "study"
+    raise UserError(
+        "not a study (needs 'ladder', 'model' or 'hf_model'), a recipe (needs 'steps') or a device (needs 'peak_gops')",
+        file=path,
+    )

@@ -1,0 +1,269 @@
+"""Assemble a run's typed :class:`~edgescale.results.schema.Results`, section by section, and
+write ``results.json`` with the report.
+
+Each ``_section`` function builds one part of the file from the pipeline's records; the
+byte and memory counts come from :mod:`edgescale.bench.bytes`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+
+from edgescale.bench.bytes import onnx_weight_bytes, peak_memory_bytes
+from edgescale.bench.devices import get_device
+from edgescale.bench.graph_predict import predict_on_device
+from edgescale.bench.measure import ratio
+from edgescale.bench.nodes import decode_graph
+from edgescale.models.shape import ModelAccounting
+from edgescale.results.pareto import pareto_front
+from edgescale.results.schema import SCHEMA_VERSION, Results
+from edgescale.scaling.study import fit_study
+
+
+def _variant_shape(v: dict) -> tuple:
+    """(shape, accounting, widest activation) of a variant as it ships: after pruning, at the
+    decode context, as every backend's chain record carries them (edgescale.models.backend.Shipped)."""
+    return v["shape"], ModelAccounting(**v["accounting"]), v["widest_activation"]
+
+
+def _equal_token_losses(trained: dict) -> tuple[int, dict[str, float]]:
+    """Validation loss of every size at the largest token count all curves share (stable
+    phase: with WSD every size is then at the same learning rate)."""
+    trained = {k: t for k, t in trained.items() if not t.get("teacher")}
+    common = set.intersection(*({c["tokens"] for c in t["curve"] if not c.get("cooled")} for t in trained.values()))
+    if not common:
+        return 0, {}
+    tokens = max(common)
+    return tokens, {
+        name: next(c["val_bpb"] for c in t["curve"] if c["tokens"] == tokens and not c.get("cooled"))
+        for name, t in trained.items()
+    }
+
+
+def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) -> dict:
+    v = latency["variants"][vid]
+    host = {
+        "kind": "measured",
+        "latency_source": "measured",
+        **{k: v[k] for k in ("prefill_ms_p50", "prefill_ms_p90", "decode_ms_p50", "decode_ms_p90")},
+        "decode": v.get("decode", "kv-cache"),
+        "prompt_len": measurement.prompt_len,
+        "decode_context": measurement.decode_context,
+        "threads": measurement.threads,
+    }
+    if baseline and baseline != vid:
+        base, recipe = latency["variants"][baseline], baseline.split("/")[1]
+        for phase in ("prefill", "decode"):
+            r = ratio(base[f"{phase}_samples_ms"], v[f"{phase}_samples_ms"], latency["spec"]["seed"])
+            host[f"{phase}_speedup_vs_{recipe}"] = asdict(r)
+    return host
+
+
+def _falls_with_size(sizes: list[dict], variants: list[dict], base_recipe: str) -> dict:
+    """Whether held-out loss falls strictly along the ladder (ordered by N), two ways."""
+    sizes = [s for s in sizes if not s.get("distilled_from")]
+    order = [s["size"] for s in sorted(sizes, key=lambda s: s["params_non_embedding"])]
+    own = {v["size"]: v["loss"]["validation"]["bits_per_byte"] for v in variants if v["recipe"] == base_recipe}
+    equal = {s["size"]: s["val_bpb_at_equal_tokens"] for s in sizes}
+
+    def strictly_falls(losses: dict) -> bool | None:
+        seq = [losses.get(n) for n in order]
+        return None if None in seq else all(a > b for a, b in zip(seq, seq[1:], strict=False))
+
+    return {
+        "at_own_budget": strictly_falls(own),
+        "at_equal_tokens": strictly_falls(equal),
+        "equal_tokens": sizes[0]["equal_tokens"] if sizes else 0,
+    }
+
+
+def _device_latency(path: Path, devices: list[str], m) -> dict:
+    """Predicted latency on every study device except the host (which is measured)."""
+
+    targets = [d for d in devices if d != "host"]
+    if not targets:
+        return {}
+    graph = decode_graph(path, m.decode_context)
+    return {d: predict_on_device(path, get_device(d), m.decode_context, m.prompt_len, graph) for d in targets}
+
+
+def _recovery_tokens(v: dict) -> int:
+    return sum(st.get("metrics", {}).get("tokens", 0) for st in v.get("steps", []) if st["op"] == "distill.recover")
+
+
+SPARSE_SHOWN_FASTER = 1.1
+
+
+def variant_flags(variant: dict) -> list[str]:
+    """What a reader must know before trusting a variant's speed: sparsity that dense kernels
+    ignore (unless the host measured it faster), results slower than the baseline."""
+    flags = []
+    host = variant["latency"]["host"]
+    decode = next((v for k, v in host.items() if k.startswith("decode_speedup_vs_")), None)
+    # "shows otherwise" means clearly faster: the CI's low end at least SPARSE_SHOWN_FASTER
+    # (the exported graph is dense, so a smaller lead is noise between identical graphs)
+    faster = decode is not None and decode["low"] >= SPARSE_SHOWN_FASTER
+    if any(st["metrics"].get("dense_kernel_speedup") is False for st in variant["steps"]) and not faster:
+        flags.append("no dense-kernel speedup on this runtime")
+    for phase in ("prefill", "decode"):
+        r = next((v for k, v in host.items() if k.startswith(f"{phase}_speedup_vs_")), None)
+        if r and r["slower"]:
+            flags.append(f"{phase} slower than the baseline (measured)")
+    return flags
+
+
+def _distillation(sizes: list[dict], variants: list[dict], base_recipe: str, kd) -> dict | None:
+    """Each distilled student next to the same shape trained from scratch for the same tokens."""
+    if kd is None:
+        return None
+    loss = {v["size"]: v["loss"] for v in variants if v["recipe"] == base_recipe}
+    rows = []
+    for s in sizes:
+        if s.get("distilled_from"):
+            twin = s["size"].removesuffix("-kd")
+            rows.append(
+                {
+                    "student": s["size"],
+                    "scratch": twin,
+                    "teacher": s["distilled_from"],
+                    "tokens": s["train_tokens"],
+                    "val_bpb_distilled": loss[s["size"]]["validation"]["bits_per_byte"],
+                    "val_bpb_scratch": loss[twin]["validation"]["bits_per_byte"],
+                    "test_bpb_distilled": loss[s["size"]]["test"]["bits_per_byte"],
+                    "test_bpb_scratch": loss[twin]["test"]["bits_per_byte"],
+                }
+            )
+    return {
+        "alpha": kd.alpha,
+        "temperature": kd.temperature,
+        "teacher": kd.teacher,
+        "teacher_val_bpb": loss[kd.teacher]["validation"]["bits_per_byte"],
+        "pairs": rows,
+    }
+
+
+def _size(p, trained: dict, at_equal: dict, equal_tokens: int) -> dict:
+    """One ladder rung: its shape, parameter counts and training curve."""
+    return {
+        "size": p.name,
+        **p.shape,
+        "params_non_embedding": p.acct.params_non_embedding,
+        "params_total": p.acct.params_total,
+        "train_tokens": trained[p.name]["tokens"],
+        "tokens_rule": p.capped_by,
+        "train_seconds": round(trained[p.name]["seconds"], 1),
+        "curve": trained[p.name]["curve"],
+        "val_bpb_at_equal_tokens": at_equal.get(p.name),
+        "distilled_from": p.teacher,
+        "equal_tokens": equal_tokens,
+    }
+
+
+def _loss(losses: dict) -> dict:
+    """Per split: bits per byte, nats per token and tokens scored."""
+    return {split: {k: r[k] for k in ("bits_per_byte", "nats_per_token", "tokens")} for split, r in losses.items()}
+
+
+def _cost(path: Path, acct: ModelAccounting, widest: int | None, decode_context: int) -> dict:
+    """Bytes and FLOPs of one decoded token at ``decode_context``, file size aside, and peak memory."""
+    weight = onnx_weight_bytes(path)
+    kv = acct.kv_bytes_per_token_fp32
+    return {
+        "weight_bytes": weight,
+        "kv_bytes_per_token": kv,
+        "decode_context": decode_context,
+        "kv_bytes_at_context": kv * decode_context,
+        "bytes_per_decoded_token": weight + kv * decode_context,
+        "flops_per_token": acct.flops_per_token_exact,
+        "kv_precision": "fp32",  # the exported graphs keep the KV cache float32 for every recipe
+        "peak_memory_bytes": peak_memory_bytes(path, kv, widest, decode_context),
+        "peak_memory_source": "estimate: initializers + fp32 KV at decode_context + largest "
+        "prefill activation at decode_context (no runtime arenas)",
+    }
+
+
+def _variant(pipe, vid: str, v: dict, ctx: dict) -> dict:
+    """One variant: identity, artifact, shape, loss, cost, latency (host measured, devices predicted)."""
+    size, recipe = vid.split("/")
+    m = pipe.study.measurement
+    path = pipe.rd.root / v["artifact"]
+    shape, acct, widest = _variant_shape(v)
+    losses = ctx["losses"][vid]
+    out = {
+        "variant_id": vid,
+        "size": size,
+        "recipe": recipe,
+        "onnx_path": v["artifact"],
+        "onnx_sha256": v["sha256"],
+        "file_bytes": path.stat().st_size,
+        "shape": shape,
+        "params_non_embedding": acct.params_non_embedding,
+        "params_total": acct.params_total,
+        "train_tokens": ctx["trained"][size]["tokens"] + _recovery_tokens(v),
+        "steps": [{"op": st["op"], "metrics": st.get("metrics", {})} for st in v.get("steps", [])],
+        "feasibility": v.get("feasibility", []),
+        "scratch_twin": ctx["twins"].get(vid),
+        "loss": _loss(losses),
+        "cost": _cost(path, acct, widest, m.decode_context),
+        "latency": {
+            "host": _host_latency(ctx["latency"], vid, f"{size}/{ctx['base_recipe']}", m),
+            **_device_latency(path, pipe.study.devices, m),
+        },
+        "causality": {"max_future_logit_change": losses["validation"]["future_influence"]},
+    }
+    out["flags"] = variant_flags(out)
+    return out
+
+
+def _mark_frontier(variants: list[dict]) -> None:
+    """``on_frontier``: on the (bytes per decoded token, validation loss) Pareto front."""
+    pts = [(v["cost"]["bytes_per_decoded_token"], v["loss"]["validation"]["bits_per_byte"]) for v in variants]
+    front = set(pareto_front(pts))
+    for i, v in enumerate(variants):
+        v["on_frontier"] = i in front
+
+
+def _protocol(pipe) -> dict:
+    """How loss was measured: the splits (by hash), the evaluation window and the runtime."""
+    e = pipe.study.evaluation
+    return {
+        "split": "validation",
+        "final_split": "test",
+        "context_length": e.context_length,
+        "stride": e.stride,
+        "max_tokens": e.max_tokens,
+        "batch_size": e.batch_size,
+        "split_sha256": pipe.corpus["validation"].sha256,
+        "test_split_sha256": pipe.corpus["test"].sha256,
+        "unit": "bits_per_byte",
+        "tokenizer": "bytes",
+        "runtime": "onnxruntime CPUExecutionProvider",
+    }
+
+
+def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency: dict, twins: dict) -> Results:
+    """The typed results of a finished pipeline (without ``analysis``: :func:`edgescale.run.write_outputs` adds it)."""
+    s = pipe.study
+    m = s.measurement
+    equal_tokens, at_equal = _equal_token_losses(trained)
+    names = [c.name for c in pipe.chains]
+    base_recipe = "fp32" if "fp32" in names else names[0]  # what speed-ups and loss changes are measured against
+    sizes = [_size(p, trained, at_equal, equal_tokens) for p in pipe.plans]
+    ctx = {"trained": trained, "losses": losses, "latency": latency, "twins": twins, "base_recipe": base_recipe}
+    out = [_variant(pipe, vid, v, ctx) for vid, v in variants.items()]
+    _mark_frontier(out)
+    data = {
+        "study": s.name,
+        "schema_version": SCHEMA_VERSION,
+        "loss_target_bpb": s.loss_target_bpb,
+        "protocol": _protocol(pipe),
+        "measurement": {**m.model_dump(), "ort_version": latency.get("machine", {}).get("onnxruntime")},
+        "machine": latency.get("machine", {}),
+        "sizes": sizes,
+        "variants": out,
+        "loss_falls_with_size": _falls_with_size(sizes, out, base_recipe),
+        "scaling": fit_study([z for z in sizes if not z["distilled_from"]], s.loss_target_bpb, seed=s.seed),
+        "distillation": _distillation(sizes, out, base_recipe, s.distillation),
+    }
+    return Results.model_validate(data)

@@ -1,0 +1,366 @@
+"""The typed, versioned schema of ``results.json``.
+
+One model per section: the variants (loss, cost, latency measured on the host or predicted
+for a device, the shape they ship with), the ladder sizes, the evaluation protocol, the
+measurement settings, the scaling fit and the derived analysis. Sections written by
+edgescale itself forbid unknown keys, so a typo'd key fails validation instead of reading as
+missing. The scaling law and the plan for the target are typed (:class:`Law`,
+:class:`PlanForTarget`); the analysis (:mod:`edgescale.report.analysis`: frontiers, picks,
+compare, routes) is still kept as its plain data.
+
+Key order and presence follow the written file: :func:`edgescale.results.io.dump` writes only
+the fields that were set, so reading and writing a file gives the same bytes.
+
+Version history: 1 (or no ``schema_version``) used ``target_bpb`` for the loss target,
+``cost.flops_context`` next to ``cost.decode_context`` and ``d_model`` for the planned width;
+2 names them ``loss_target_bpb``, ``decode_context`` and ``n_embd`` (:mod:`edgescale.results.migrate`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+SCHEMA_VERSION = 2
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LossSplit(_Strict):
+    bits_per_byte: float = Field(description="held-out loss in bits per byte of text")
+    nats_per_token: float | None = Field(None, description="the same loss in nats per token")
+    tokens: int | None = Field(None, description="tokens scored")
+
+
+class Cost(_Strict):
+    weight_bytes: int | float = Field(description="weight bytes one decode step streams")
+    kv_bytes_per_token: int | None = Field(None, description="fp32 KV-cache bytes per token of context")
+    decode_context: int = Field(description="the context a decode step is costed at")
+    kv_bytes_at_context: int | float = Field(description="KV-cache bytes at decode_context")
+    bytes_per_decoded_token: int | float = Field(description="weights + KV at decode_context")
+    flops_per_token: float = Field(description="FLOPs per decoded token (attention at decode_context)")
+    kv_precision: str | None = Field(None, description="element type of the KV cache")
+    peak_memory_bytes: int | float | None = Field(None, description="estimated batch-1 session memory")
+    peak_memory_source: str | None = Field(None, description="how peak_memory_bytes was estimated")
+
+
+class Speedup(_Strict):
+    speedup: float
+    low: float
+    high: float
+    within_noise: bool
+    slower: bool
+
+
+_SPEEDUP_KEY = re.compile(r"^(prefill|decode)_speedup_vs_[\w.-]+$")
+
+
+class HostLatency(BaseModel):
+    """Latency measured on this machine; ``{prefill,decode}_speedup_vs_<recipe>`` against the baseline."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    kind: Literal["measured"] | None = None
+    latency_source: Literal["measured"]
+    prefill_ms_p50: float | None = None
+    prefill_ms_p90: float | None = None
+    decode_ms_p50: float | None = None
+    decode_ms_p90: float | None = None
+    decode: str | None = None
+    prompt_len: int | None = None
+    decode_context: int | None = None
+    threads: int | None = None
+
+    @model_validator(mode="after")
+    def _only_speedups(self) -> HostLatency:
+        extra = self.__pydantic_extra__ or {}
+        for key, value in extra.items():
+            if not _SPEEDUP_KEY.match(key):
+                raise ValueError(f"unknown host latency field {key!r}")
+            extra[key] = Speedup.model_validate(value)  # typed once, here: readers get Speedup objects
+        return self
+
+    def speedup(self, phase: str, baseline: str) -> Speedup | None:
+        """The ``{phase}_speedup_vs_{baseline}`` interval, None where it was not measured."""
+        return (self.__pydantic_extra__ or {}).get(f"{phase}_speedup_vs_{baseline}")
+
+    def speedups(self, phase: str) -> dict[str, Speedup]:
+        """Baseline recipe → this phase's speed-up against it (at most one in a run's results)."""
+        prefix = f"{phase}_speedup_vs_"
+        return {k.removeprefix(prefix): v for k, v in (self.__pydantic_extra__ or {}).items() if k.startswith(prefix)}
+
+
+class PredictedLatency(_Strict):
+    """Latency predicted for a device profile (:func:`edgescale.bench.graph_predict.predict_on_device`)."""
+
+    kind: Literal["predicted"] | None = None
+    latency_source: Literal["predicted"]
+    model: str | None = None
+    decode_ms: float
+    decode_ms_low: float | None = None
+    decode_ms_high: float | None = None
+    interval: str | None = None
+    prefill_ms: float | None = None
+    decode_tokens_per_s: float | None = None
+    energy_mj_per_token: float | None = None
+    energy_note: str | None = None
+    components_ms: dict[str, float] | None = None
+    decode_context: int | None = None
+    prompt_len: int | None = None
+    assumed: list[str] | None = None
+
+
+Latency = HostLatency | PredictedLatency
+
+
+class Step(_Strict):
+    op: str
+    metrics: dict[str, Any] = Field(default_factory=dict, description="what the step reported")
+
+
+class Shape(_Strict):
+    n_layer: int | None
+    n_head: int | None
+    n_embd: int | None
+    model: str = Field(description="gpt, or the factory of a user's module")
+    layer_heads: list[int] | None = None
+    layer_ffn: list[int] | None = None
+    config: dict[str, Any] | None = Field(None, description="a Hugging Face model's config")
+
+
+class Finding(_Strict):
+    """A feasibility finding (:class:`edgescale.compress.feasibility.Finding`)."""
+
+    level: Literal["warn", "refuse"]
+    device: str
+    check: str
+    step: str
+    reason: str
+
+
+class ScratchTwin(_Strict):
+    """A structurally pruned variant's shape trained from scratch on the same tokens."""
+
+    size: str
+    shape: dict[str, Any] | None = None
+    train_tokens: int
+    onnx_path: str | None = None
+    onnx_sha256: str | None = None
+    loss: dict[str, LossSplit]
+
+    def bpb(self, split: str = "validation") -> float | None:
+        s = self.loss.get(split)
+        return None if s is None else s.bits_per_byte
+
+
+class Variant(_Strict):
+    variant_id: str
+    size: str
+    recipe: str
+    onnx_path: str
+    onnx_sha256: str
+    file_bytes: int
+    shape: Shape | None = None
+    params_non_embedding: int
+    params_total: int
+    train_tokens: int
+    steps: list[Step] = Field(default_factory=list)
+    feasibility: list[Finding] = Field(default_factory=list)
+    scratch_twin: ScratchTwin | None = None
+    loss: dict[str, LossSplit]
+    cost: Cost
+    latency: dict[str, HostLatency | PredictedLatency] = Field(default_factory=dict)
+    causality: dict[str, float | None] | None = None
+    flags: list[str] = Field(default_factory=list)
+    on_frontier: bool | None = None
+
+    def bpb(self, split: str = "validation") -> float | None:
+        """Bits per byte on ``split``; None where the split was not scored."""
+        s = self.loss.get(split)
+        return None if s is None else s.bits_per_byte
+
+
+class CurvePoint(_Strict):
+    step: int | None = None
+    tokens: int
+    lr: float | None = None
+    train_bpb: float | None = None
+    val_bpb: float
+    cooled: bool = False
+
+
+class Size(_Strict):
+    size: str
+    n_layer: int | None = None
+    n_head: int | None = None
+    n_embd: int | None = None
+    model: str | None = None
+    layer_heads: list[int] | None = None
+    layer_ffn: list[int] | None = None
+    params_non_embedding: int | None = None
+    params_total: int
+    train_tokens: int
+    tokens_rule: str | None = None
+    train_seconds: float | None = None
+    curve: list[CurvePoint] = Field(default_factory=list)
+    val_bpb_at_equal_tokens: float | None = None
+    distilled_from: str | None = None
+    equal_tokens: int | None = None
+
+
+class Protocol(_Strict):
+    split: str | None = None
+    final_split: str | None = None
+    context_length: int = Field(description="the evaluation window (tokens)")
+    stride: int
+    max_tokens: int
+    batch_size: int | None = None
+    split_sha256: str
+    test_split_sha256: str | None = None
+    unit: str
+    tokenizer: str | None = None
+    runtime: str | None = None
+
+
+class Measurement(_Strict):
+    prompt_len: int
+    decode_context: int
+    repeats: int | None = None
+    warmup: int | None = None
+    threads: int | None = None
+    ort_version: str | None = None
+
+
+class FallsWithSize(_Strict):
+    at_own_budget: bool | None
+    at_equal_tokens: bool | None
+    equal_tokens: int
+
+
+class ScalingPoint(_Strict):
+    size: str
+    N: int | float
+    D: int | float
+    bits_per_byte: float
+
+
+Number = int | float  # as written: an int stays an int, so a file reads and writes back byte for byte
+
+
+class Law(_Strict):
+    """The fitted L(N, D) = E + A/N^α + B/D^β in bits per byte (``Fit.to_dict`` with E, A, B and their
+    intervals converted from nats); fields in the order :func:`edgescale.scaling.study.fit_study` writes them."""
+
+    law: str | None = None
+    E: Number
+    A: Number
+    B: Number
+    alpha: Number
+    beta: Number
+    a: Number | None = None
+    b: Number | None = None
+    ci: dict[str, list[Number | None]] = Field(default_factory=dict, description="95% interval per constant")
+    n_points: int | None = None
+    objective: Number | None = None  # the Huber objective at the optimum
+    rmse_log: Number | None = None
+    r2_log: Number | None = None
+    unidentified: dict[str, str] = Field(default_factory=dict, description="constant → why the fit cannot pin it")
+    warnings: list[str] = Field(default_factory=list)
+    n_convention: str | None = None
+    unit: str | None = None
+
+
+class PlannedShape(_Strict):
+    n_layer: int
+    n_embd: int
+    n_head: int
+    params_non_embedding: int | None = None
+    params_total: int | None = None
+
+
+class PlanForTarget(_Strict):
+    """The cheapest model reaching the study's target (``Plan.to_dict`` plus the bpb fields
+    :func:`edgescale.scaling.study.fit_study` adds), in the order written."""
+
+    status: str
+    objective: str | None = None
+    law: str | None = None
+    n_params: Number | None = None
+    n_tokens: Number | None = None
+    compute_flops: Number | None = None
+    predicted_loss: Number | None = None
+    tokens_per_param: Number | None = None
+    shape: PlannedShape | None = None
+    cost: dict[str, Any] | None = None
+    inference_tokens: Number | None = None
+    lifetime_flops: Number | None = None
+    checks: dict[str, Any] | None = None
+    reason: str | None = None
+    notes: list[str] | None = None
+    predicted_loss_bpb: Number | None = None
+    reliable: bool | None = None
+    caveat: str | None = None
+    loss_target_bpb: Number | None = None
+
+
+class Scaling(_Strict):
+    """The law fitted to the ladder's cooled checkpoints (:func:`edgescale.scaling.study.fit_study`)."""
+
+    points: list[ScalingPoint] = Field(default_factory=list)
+    n_convention: str | None = None
+    unit: str | None = None
+    status: Literal["fitted", "not_fitted"]
+    reason: str | None = None
+    law: Law | None = None
+    bootstrap: dict[str, Any] | None = None
+    plan_for_target: PlanForTarget | None = None
+
+
+class DistillationPair(_Strict):
+    student: str
+    scratch: str
+    teacher: str
+    tokens: int
+    val_bpb_distilled: float
+    val_bpb_scratch: float
+    test_bpb_distilled: float
+    test_bpb_scratch: float
+
+
+class Distillation(_Strict):
+    alpha: float
+    temperature: float
+    teacher: str
+    teacher_val_bpb: float
+    pairs: list[DistillationPair]
+
+
+class Results(_Strict):
+    """A finished run's ``results.json``."""
+
+    study: str
+    schema_version: Literal[2] = SCHEMA_VERSION
+    loss_target_bpb: float | None = None
+    protocol: Protocol
+    measurement: Measurement
+    machine: dict[str, Any] = Field(default_factory=dict, description="the host that measured")
+    sizes: list[Size]
+    variants: list[Variant]
+    loss_falls_with_size: FallsWithSize | None = None
+    scaling: Scaling
+    distillation: Distillation | None = None
+    analysis: dict[str, Any] | None = Field(
+        None, description="frontiers, degradation, picks, compare, routes (edgescale.report.analysis.analyse)"
+    )
+
+    def devices(self) -> list[str]:
+        """Every device some variant has latency for, in first-seen order."""
+        return list(dict.fromkeys(d for v in self.variants for d in v.latency))
+
+    def data(self) -> dict[str, Any]:
+        """The plain JSON data, exactly as written (fields that were never set left out)."""
+        return self.model_dump(mode="json", exclude_unset=True)

@@ -1,0 +1,122 @@
+"""Study → run directory: the stages of :mod:`edgescale.pipeline`, run here or on Ray
+(:mod:`edgescale.executor`), then the results, the report and the results store.
+
+Above :mod:`edgescale.pipeline` and :mod:`edgescale.executor` (the executor runs the
+pipeline's stages in its tasks) and above the report (results are assembled, then rendered).
+
+Every unit of work is keyed by what it depends on (see :mod:`edgescale.rundir`), so a
+rerun reuses finished work and says so, and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from edgescale import __version__
+from edgescale.atomic import write_json
+from edgescale.bench.measure import machine_info
+from edgescale.executor import check_executor, run_chains
+from edgescale.export.canonical import file_sha256
+from edgescale.pipeline import SPLITS, Pipeline, load_inputs, package_versions
+from edgescale.progress import Reporter
+from edgescale.report.analysis import analyse
+from edgescale.report.build import build_report
+from edgescale.results.assemble import assemble_results
+from edgescale.results.io import write_results
+from edgescale.results.schema import Results
+from edgescale.rundir import RunDir, key_of
+from edgescale.store import db_path, record_run
+
+
+def run_study(
+    study_path: Path | None = None,
+    out: Path | None = None,
+    rep: Reporter | None = None,
+    executor: str = "local",
+    address: str | None = None,
+) -> Path:
+    """Run a study end to end; return the run directory. ``executor``: see :mod:`edgescale.executor`."""
+    check_executor(executor)
+
+    inputs = load_inputs(study_path)
+    study, path = inputs.study, inputs.study_path
+    rep = rep or Reporter()
+    run_dir = Path(out) if out else Path("runs") / study.name
+    t0 = time.perf_counter()
+    with RunDir(run_dir, log=rep.warn) as rd:
+        pipe = Pipeline(inputs, rd, rep)
+        manifest = {
+            "edgescale_version": __version__,
+            "study_file": str(path),
+            "study": study.model_dump(mode="json"),
+            "seeds": {"init": study.seed, "data": study.seed, "measure": study.seed},
+            "packages": package_versions(),
+            "machine": {
+                **machine_info(study.training.threads),
+                "torch_threads": study.training.threads,
+                "ort_threads": study.measurement.threads,
+            },
+            "corpus": pipe.corpus.describe(),
+            "recipes": {c.name: {"source": c.source, "steps": c.describe()} for c in pipe.chains},
+        }
+        write_json(rd.path("manifest.json"), {**manifest, "status": "running"})
+        trained = pipe.train_all()
+        variants, twins = run_chains(pipe, trained, executor, address)
+        with rep.status("held-out loss through onnxruntime"):
+            losses = {
+                vid: {s: pipe.loss(v["artifact"], v["sha256"], s, v["last_op"] == "export.onnx") for s in SPLITS}
+                for vid, v in variants.items()
+            }
+        latency = pipe.measure(variants)
+        results = assemble_results(pipe, trained, variants, losses, latency, twins)
+        with rep.status("report: figures, report.html, summary.md"):
+            if not write_outputs(rd, results):
+                rep.reuse("report", "the results did not change")
+        artifacts = {v["artifact"]: v["sha256"] for v in variants.values()}
+        artifacts |= {t["onnx_path"]: t["onnx_sha256"] for t in twins.values()}
+        artifacts |= {t["checkpoint"]: t["sha256"] for t in trained.values()}
+        write_json(
+            rd.path("manifest.json"),
+            {
+                **manifest,
+                "status": "finished",
+                "seconds": round(time.perf_counter() - t0, 1),
+                "artifacts": dict(sorted(artifacts.items())),
+            },
+        )
+        record_in_store(run_dir, rep)  # still under the run-directory lock: what it reads cannot change
+    rep.summary(results.data(), run_dir)
+    return run_dir
+
+
+def write_outputs(rd: RunDir, results: Results) -> bool:
+    """Write results.json and the report; False when the report of these very results was
+    already there (a rerun that changed nothing), verified by hash, and is reused."""
+    # Frontiers, degradation laws, picks, comparison, routes: stored so pick/compare and the report agree.
+    results = results.model_copy(update={"analysis": analyse(results)})
+    path = write_results(rd.path("results.json"), results)
+    key = key_of("report", results=file_sha256(path), v=__version__)
+    if rd.cached(key):
+        return False
+    files = build_report(results, rd.root)  # the PNGs, report.html and summary.md: what `edgescale report` writes
+    written = [files.html, files.summary, *files.figures.values()]
+    rd.record(key, {"files": [f.name for f in written]}, {f.name: file_sha256(f) for f in written})
+    return True
+
+
+def record_in_store(run_dir: Path, rep: Reporter) -> None:
+    """Index the finished run in the results store ($EDGESCALE_DB, else runs/edgescale.db).
+
+    results.json is the source of truth and is already written: a store that cannot take
+    the run (locked past every retry, another schema version, not a database) costs a
+    warning and a later ``edgescale runs --add``, never the run.
+    """
+    db = db_path()
+    try:
+        record_run(db, run_dir)
+    except Exception as e:  # noqa: BLE001 -- reported, not swallowed; see the docstring
+        rep.warn(
+            f"results store {db}: run not recorded ({type(e).__name__}: {e}); "
+            f"its results are in {run_dir}/results.json; record it later with: edgescale runs --add {run_dir}"
+        )
