@@ -1,12 +1,11 @@
 """Device profiles validate strictly; the analytic predictor meets its published anchors."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from cli_runner import run_cli
 
 from edgescale import profiles
 from edgescale.bench.devices import get_device, load_devices
@@ -93,24 +92,13 @@ def test_predictions_behave():
 
 
 def test_cli_predict_and_devices():
-    cmd = [sys.executable, "-m", "edgescale.cli"]
-    r = subprocess.run(
-        [*cmd, "predict", "--device", "rpi5-8gb", "--params", "1e9", "--bits", "4", "--json"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = run_cli("predict", "--device", "rpi5-8gb", "--params", "1e9", "--bits", "4", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["fits"] is True and out["decode_tokens_per_s"] > 0 and out["latency_source"] == "predicted"
-    r = subprocess.run(
-        [*cmd, "predict", "--device", "pixel99", "--params", "1e9", "--bits", "4"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    r = run_cli("predict", "--device", "pixel99", "--params", "1e9", "--bits", "4")
     assert r.returncode == 2 and "unknown device 'pixel99'" in r.stderr
-    r = subprocess.run([*cmd, "devices", "--json"], capture_output=True, text=True, timeout=120)
+    r = run_cli("devices", "--json")
     assert r.returncode == 0 and "rpi5-8gb" in json.loads(r.stdout)
 
 

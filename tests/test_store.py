@@ -6,14 +6,13 @@ from __future__ import annotations
 import json
 import multiprocessing
 import sqlite3
-import subprocess
-import sys
 import threading
 import time
 from io import StringIO
 from pathlib import Path
 
 import pytest
+from cli_runner import CliResult, run_cli
 from rich.console import Console
 
 from edgescale.errors import UserError
@@ -276,10 +275,8 @@ def test_concurrent_processes_lose_no_rows(tmp_path):
     assert {r.study for r in list_runs(db)} == {f"p{i}r{j}" for i in range(n) for j in range(m)} | {"shared"}
 
 
-def _cli(*args, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edgescale.cli", *map(str, args)], capture_output=True, text=True, cwd=cwd, timeout=120
-    )
+def _cli(*args, cwd: Path) -> CliResult:
+    return run_cli(*args, cwd=cwd)
 
 
 def test_runs_command_lists_and_adds(tmp_path):

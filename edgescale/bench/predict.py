@@ -37,9 +37,9 @@ class Prediction:
     bits: float
     kv_bits: float
     context: int
-    prompt_tokens: int
+    prompt_len: int
     n_layer: int
-    d_model: int
+    n_embd: int
     weight_bytes: float
     kv_bytes: float
     memory_bytes: float
@@ -74,11 +74,11 @@ def predict(
     bits: float,
     context: int = 512,
     kv_bits: float = 16,
-    prompt_tokens: int = 128,
+    prompt_len: int = 128,
 ) -> Prediction:
     """Decode and prefill time of a ``params``-parameter model at ``bits`` per weight."""
     shape = shape_for_params(params, vocab_size=256, block_size=max(context, 8))
-    L, d = shape.n_layer, shape.d_model
+    L, d = shape.n_layer, shape.n_embd
     weight = params * bits / 8
     kv = 2 * L * d * (kv_bits / 8) * context
     bw = device.decode_gbps() * 1e9
@@ -87,7 +87,7 @@ def predict(
     overhead = device.efficiency.overhead_ms_per_token.value / 1000 if device.efficiency.overhead_ms_per_token else 0
     t_mem, t_compute = (weight + kv) / bw, 2 * params / ops
     decode = max(t_mem, t_compute) + overhead
-    n = prompt_tokens
+    n = prompt_len
     prefill = max((2 * params * n + 4 * L * n * n * d) / ops, weight / bw)
     memory = (weight + 2 * L * d * (kv_bits / 8) * context) * (1 + RUNTIME_OVERHEAD)
     used = {"memory.peak_gbps", "efficiency.bw", "efficiency.compute", peak_field, "memory.usable_gb", "power_w"}
@@ -102,9 +102,9 @@ def predict(
         bits=bits,
         kv_bits=kv_bits,
         context=context,
-        prompt_tokens=n,
+        prompt_len=n,
         n_layer=L,
-        d_model=d,
+        n_embd=d,
         weight_bytes=weight,
         kv_bytes=kv,
         memory_bytes=memory,
@@ -130,7 +130,7 @@ def _ratios(device: DeviceProfile, anchors, workload: str) -> list[float]:
 def _anchor_rows(device: DeviceProfile, anchors) -> list[dict]:
     rows = []
     for a in anchors:
-        p = predict(device, a.params, a.bits_per_weight, context=a.prompt_len or 128, prompt_tokens=a.prompt_len or 128)
+        p = predict(device, a.params, a.bits_per_weight, context=a.prompt_len or 128, prompt_len=a.prompt_len or 128)
         predicted = p.decode_tokens_per_s if a.workload == "decode" else p.prefill_tokens_per_s
         rows.append(
             {

@@ -274,13 +274,13 @@ def load_hf(path: Path):
     return model.float().eval()
 
 
-def accounting_hf(model, n_ctx: int):
+def accounting_hf(model, decode_context: int):
     """Parameter, FLOP and KV-cache counts of a transformers causal LM, from its modules.
 
     Embedding parameters are the token (and learned position) tables and an untied LM
     head; N is the rest (Kaplan's convention). FLOPs per token: 2 per multiply-accumulate
-    of every weight matrix except the embedding lookups, plus attention over ``n_ctx``
-    (2·2·n_ctx·d_attn per layer). KV bytes per token: 2 (K, V) × layers × KV heads ×
+    of every weight matrix except the embedding lookups, plus attention over ``decode_context``
+    (2·2·decode_context·d_attn per layer). KV bytes per token: 2 (K, V) × layers × KV heads ×
     head_dim × 4 (float32), read from the model's config after pruning.
     """
     emb_modules = [model.get_input_embeddings()]
@@ -299,25 +299,27 @@ def accounting_hf(model, n_ctx: int):
     if head is not None and not head_untied:
         macs += head.weight.numel()  # a tied head still multiplies every token
     layers, kv_heads, head_dim, d_attn = _attention_shape(model)
-    attention = 2 * n_ctx * sum(d_attn)
+    attention = 2 * decode_context * sum(d_attn)
     kv = 2 * 4 * sum(h * head_dim for h in kv_heads)
     return ModelAccounting(
         params_total=int(total),
         params_embedding=int(emb),
         params_non_embedding=int(total - emb),
-        flops_per_token_kaplan=float(2 * (total - emb) + 2 * n_ctx * sum(d_attn)),
+        flops_per_token_kaplan=float(2 * (total - emb) + 2 * decode_context * sum(d_attn)),
         flops_per_token_exact=float(2 * (macs + attention)),
-        n_ctx=n_ctx,
+        decode_context=decode_context,
         weight_bytes_fp32=int(4 * total),
         kv_bytes_per_token_fp32=int(kv),
     )
 
 
-def widest_activation(model, n_ctx: int) -> int:
-    """Elements per token of the largest single activation of a prefill over ``n_ctx`` tokens:
-    logits, attention scores (query heads × n_ctx), q/k/v or the FFN hidden layer."""
+def widest_activation(model, decode_context: int) -> int:
+    """Elements per token of the largest single activation of a prefill over ``decode_context`` tokens:
+    logits, attention scores (query heads × decode_context), q/k/v or the FFN hidden layer."""
     _, _, head_dim, d_attn = _attention_shape(model)
-    return max(int(model.config.vocab_size), max(d_attn) // head_dim * n_ctx, 3 * max(d_attn), _ffn_width(model))
+    return max(
+        int(model.config.vocab_size), max(d_attn) // head_dim * decode_context, 3 * max(d_attn), _ffn_width(model)
+    )
 
 
 def _ffn_width(model) -> int:

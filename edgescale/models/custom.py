@@ -143,7 +143,7 @@ def accounting_of(spec: CustomSpec):
         params_non_embedding=total - emb,
         flops_per_token_kaplan=2.0 * (total - emb),
         flops_per_token_exact=2.0 * macs,
-        n_ctx=spec.block_size,
+        decode_context=spec.block_size,
         weight_bytes_fp32=4 * total,
         kv_bytes_per_token_fp32=0,
     )

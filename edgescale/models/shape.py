@@ -2,7 +2,7 @@
 
 Accounting follows Kaplan et al. 2020 (arXiv:2001.08361) §2.1: N counts
 non-embedding parameters (token and position embeddings excluded); the forward pass
-costs ``2·N + 2·n_layer·n_ctx·d_attn`` FLOPs per token (eq. 2.2), with ``d_attn``
+costs ``2·N + 2·n_layer·decode_context·d_attn`` FLOPs per token (eq. 2.2), with ``d_attn``
 summed layer by layer when structured pruning left layers of different widths.
 
 A trained family member has ``n_head`` heads and a ``4·n_embd`` FFN in every layer.
@@ -85,9 +85,9 @@ class ModelAccounting:
     params_total: int
     params_embedding: int
     params_non_embedding: int
-    flops_per_token_kaplan: float  # 2N + 2·n_ctx·Σ d_attn at n_ctx
-    flops_per_token_exact: float  # every matmul incl. attention and the LM head, at n_ctx
-    n_ctx: int
+    flops_per_token_kaplan: float  # 2N + 2·decode_context·Σ d_attn at decode_context
+    flops_per_token_exact: float  # every matmul incl. attention and the LM head, at decode_context
+    decode_context: int
     weight_bytes_fp32: int
     kv_bytes_per_token_fp32: int
 
@@ -108,12 +108,12 @@ def _layer_params(d: int, a: int, f: int) -> int:
     )
 
 
-def accounting(cfg: GPTConfig, n_ctx: int) -> ModelAccounting:
-    """Parameter, FLOP and byte counts for ``cfg`` decoding with ``n_ctx`` tokens in context.
+def accounting(cfg: GPTConfig, decode_context: int) -> ModelAccounting:
+    """Parameter, FLOP and byte counts for ``cfg`` decoding with ``decode_context`` tokens in context.
 
     Example::
 
-        >>> a = accounting(GPTConfig(n_layer=2, n_head=2, n_embd=32), n_ctx=128)
+        >>> a = accounting(GPTConfig(n_layer=2, n_head=2, n_embd=32), decode_context=128)
         >>> a.params_non_embedding
         25472
     """
@@ -126,15 +126,15 @@ def accounting(cfg: GPTConfig, n_ctx: int) -> ModelAccounting:
     total = non_embedding + embedding + head
     # Forward FLOPs per token: 2 per multiply-accumulate.
     matmul_macs = sum(d * 3 * a + a * d + 2 * d * f for a, f in zip(attn, ffn, strict=True)) + V * d
-    attention_macs = 2 * n_ctx * sum(attn)  # q·k over the context and attn·v
-    kaplan = 2 * non_embedding + 2 * n_ctx * sum(attn)
+    attention_macs = 2 * decode_context * sum(attn)  # q·k over the context and attn·v
+    kaplan = 2 * non_embedding + 2 * decode_context * sum(attn)
     return ModelAccounting(
         params_total=total,
         params_embedding=embedding,
         params_non_embedding=non_embedding,
         flops_per_token_kaplan=float(kaplan),
         flops_per_token_exact=float(2 * (matmul_macs + attention_macs)),
-        n_ctx=n_ctx,
+        decode_context=decode_context,
         weight_bytes_fp32=4 * total,
         kv_bytes_per_token_fp32=4 * 2 * sum(attn),
     )
@@ -161,14 +161,14 @@ def shape_record(cfg: GPTConfig) -> dict:
 @dataclass(frozen=True)
 class Shape:
     n_layer: int
-    d_model: int
+    n_embd: int
     n_head: int
     params_non_embedding: int
     params_total: int
 
 
-def _head_dim(d_model: float) -> int:
-    return 16 if d_model < 256 else 64 if d_model < 2048 else 128
+def _head_dim(n_embd: float) -> int:
+    return 16 if n_embd < 256 else 64 if n_embd < 2048 else 128
 
 
 def shape_for_params(n_target: float, vocab_size: int = 256, block_size: int = 256) -> Shape:
@@ -176,7 +176,7 @@ def shape_for_params(n_target: float, vocab_size: int = 256, block_size: int = 2
 
     For each depth, the width is solved from N ≈ 12·n_layer·d² and rounded to a multiple
     of the head size (16 below d=256, 64 below 2048, else 128); shapes keep the aspect
-    ratio d_model / n_layer between 16 and 128 — Kaplan et al. 2020 Fig. 5 find loss
+    ratio n_embd / n_layer between 16 and 128 — Kaplan et al. 2020 Fig. 5 find loss
     within a few percent over 20–200. The family's exact count
     (:func:`edgescale.models.shape.accounting`) picks the winner, not 12·L·d².
     """
@@ -184,14 +184,14 @@ def shape_for_params(n_target: float, vocab_size: int = 256, block_size: int = 2
     for n_layer in range(1, 161):
         d0 = math.sqrt(n_target / (12 * n_layer))
         step = _head_dim(d0)
-        for d_model in {max(step, math.floor(d0 / step) * step), max(step, math.ceil(d0 / step) * step)}:
-            if not 16 <= d_model / n_layer <= 128:
+        for n_embd in {max(step, math.floor(d0 / step) * step), max(step, math.ceil(d0 / step) * step)}:
+            if not 16 <= n_embd / n_layer <= 128:
                 continue
-            n_head = d_model // step
-            acct = accounting(GPTConfig(n_layer, n_head, d_model, vocab_size, block_size), block_size)
+            n_head = n_embd // step
+            acct = accounting(GPTConfig(n_layer, n_head, n_embd, vocab_size, block_size), block_size)
             err = abs(math.log(acct.params_non_embedding / n_target))
             if best is None or err < best[0] - 1e-3:  # prefer shallower on near-ties
-                best = (err, Shape(n_layer, d_model, n_head, acct.params_non_embedding, acct.params_total))
+                best = (err, Shape(n_layer, n_embd, n_head, acct.params_non_embedding, acct.params_total))
     if best is None:
         raise ValueError(f"no shape with a sane aspect ratio for {n_target:g} parameters")
     return best[1]
@@ -204,5 +204,5 @@ def ladder_sizes(ladder: LadderConfig, vocab_size: int = 256) -> list[SizeConfig
     out = []
     for name, n in zip(ladder.names(), ladder.params_non_embedding or [], strict=True):
         s = shape_for_params(n, vocab_size=vocab_size, block_size=ladder.block_size)
-        out.append(SizeConfig(name=name, n_layer=s.n_layer, n_head=s.n_head, n_embd=s.d_model))
+        out.append(SizeConfig(name=name, n_layer=s.n_layer, n_head=s.n_head, n_embd=s.n_embd))
     return out

@@ -123,7 +123,7 @@ def device_cost(device: str, params: float, bits: float, results: Results, recip
     """Predicted decode/prefill latency, energy and memory of a ``params`` model at ``bits`` on ``device``."""
     ctx, prompt = results.measurement.decode_context, results.measurement.prompt_len
     shape = shape_for_params(params, block_size=max(ctx, 8))
-    kv = 2 * shape.n_layer * shape.d_model * KV_BITS / 8 * ctx
+    kv = 2 * shape.n_layer * shape.n_embd * KV_BITS / 8 * ctx
     weights = params * bits / 8
     base = {
         "params": params,
@@ -132,7 +132,7 @@ def device_cost(device: str, params: float, bits: float, results: Results, recip
         "flops_per_token": 2 * params,
     }
     if device != "host":
-        p = predict(profile(device), params, bits, context=ctx, kv_bits=KV_BITS, prompt_tokens=prompt)
+        p = predict(profile(device), params, bits, context=ctx, kv_bits=KV_BITS, prompt_len=prompt)
         return base | {
             "source": "predicted (analytic roofline, edgescale.bench.predict)",
             "decode_ms": p.decode_ms,

@@ -23,20 +23,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from edgescale.results.analysis_schema import Analysis
+from edgescale.results.base import Number, PlanForTarget, Speedup, Strict
+
 SCHEMA_VERSION = 2
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class LossSplit(_Strict):
+class LossSplit(Strict):
     bits_per_byte: float = Field(description="held-out loss in bits per byte of text")
     nats_per_token: float | None = Field(None, description="the same loss in nats per token")
     tokens: int | None = Field(None, description="tokens scored")
 
 
-class Cost(_Strict):
+class Cost(Strict):
     weight_bytes: int | float = Field(description="weight bytes one decode step streams")
     kv_bytes_per_token: int | None = Field(None, description="fp32 KV-cache bytes per token of context")
     decode_context: int = Field(description="the context a decode step is costed at")
@@ -46,14 +45,6 @@ class Cost(_Strict):
     kv_precision: str | None = Field(None, description="element type of the KV cache")
     peak_memory_bytes: int | float | None = Field(None, description="estimated batch-1 session memory")
     peak_memory_source: str | None = Field(None, description="how peak_memory_bytes was estimated")
-
-
-class Speedup(_Strict):
-    speedup: float
-    low: float
-    high: float
-    within_noise: bool
-    slower: bool
 
 
 _SPEEDUP_KEY = re.compile(r"^(prefill|decode)_speedup_vs_[\w.-]+$")
@@ -94,7 +85,7 @@ class HostLatency(BaseModel):
         return {k.removeprefix(prefix): v for k, v in (self.__pydantic_extra__ or {}).items() if k.startswith(prefix)}
 
 
-class PredictedLatency(_Strict):
+class PredictedLatency(Strict):
     """Latency predicted for a device profile (:func:`edgescale.bench.graph_predict.predict_on_device`)."""
 
     kind: Literal["predicted"] | None = None
@@ -117,12 +108,12 @@ class PredictedLatency(_Strict):
 Latency = HostLatency | PredictedLatency
 
 
-class Step(_Strict):
+class Step(Strict):
     op: str
     metrics: dict[str, Any] = Field(default_factory=dict, description="what the step reported")
 
 
-class Shape(_Strict):
+class Shape(Strict):
     n_layer: int | None
     n_head: int | None
     n_embd: int | None
@@ -132,7 +123,7 @@ class Shape(_Strict):
     config: dict[str, Any] | None = Field(None, description="a Hugging Face model's config")
 
 
-class Finding(_Strict):
+class Finding(Strict):
     """A feasibility finding (:class:`edgescale.compress.feasibility.Finding`)."""
 
     level: Literal["warn", "refuse"]
@@ -142,7 +133,7 @@ class Finding(_Strict):
     reason: str
 
 
-class ScratchTwin(_Strict):
+class ScratchTwin(Strict):
     """A structurally pruned variant's shape trained from scratch on the same tokens."""
 
     size: str
@@ -157,7 +148,7 @@ class ScratchTwin(_Strict):
         return None if s is None else s.bits_per_byte
 
 
-class Variant(_Strict):
+class Variant(Strict):
     variant_id: str
     size: str
     recipe: str
@@ -184,7 +175,7 @@ class Variant(_Strict):
         return None if s is None else s.bits_per_byte
 
 
-class CurvePoint(_Strict):
+class CurvePoint(Strict):
     step: int | None = None
     tokens: int
     lr: float | None = None
@@ -193,7 +184,7 @@ class CurvePoint(_Strict):
     cooled: bool = False
 
 
-class Size(_Strict):
+class Size(Strict):
     size: str
     n_layer: int | None = None
     n_head: int | None = None
@@ -212,7 +203,7 @@ class Size(_Strict):
     equal_tokens: int | None = None
 
 
-class Protocol(_Strict):
+class Protocol(Strict):
     split: str | None = None
     final_split: str | None = None
     context_length: int = Field(description="the evaluation window (tokens)")
@@ -226,7 +217,7 @@ class Protocol(_Strict):
     runtime: str | None = None
 
 
-class Measurement(_Strict):
+class Measurement(Strict):
     prompt_len: int
     decode_context: int
     repeats: int | None = None
@@ -235,23 +226,20 @@ class Measurement(_Strict):
     ort_version: str | None = None
 
 
-class FallsWithSize(_Strict):
+class FallsWithSize(Strict):
     at_own_budget: bool | None
     at_equal_tokens: bool | None
     equal_tokens: int
 
 
-class ScalingPoint(_Strict):
+class ScalingPoint(Strict):
     size: str
     N: int | float
     D: int | float
     bits_per_byte: float
 
 
-Number = int | float  # as written: an int stays an int, so a file reads and writes back byte for byte
-
-
-class Law(_Strict):
+class Law(Strict):
     """The fitted L(N, D) = E + A/N^α + B/D^β in bits per byte (``Fit.to_dict`` with E, A, B and their
     intervals converted from nats); fields in the order :func:`edgescale.scaling.study.fit_study` writes them."""
 
@@ -274,40 +262,7 @@ class Law(_Strict):
     unit: str | None = None
 
 
-class PlannedShape(_Strict):
-    n_layer: int
-    n_embd: int
-    n_head: int
-    params_non_embedding: int | None = None
-    params_total: int | None = None
-
-
-class PlanForTarget(_Strict):
-    """The cheapest model reaching the study's target (``Plan.to_dict`` plus the bpb fields
-    :func:`edgescale.scaling.study.fit_study` adds), in the order written."""
-
-    status: str
-    objective: str | None = None
-    law: str | None = None
-    n_params: Number | None = None
-    n_tokens: Number | None = None
-    compute_flops: Number | None = None
-    predicted_loss: Number | None = None
-    tokens_per_param: Number | None = None
-    shape: PlannedShape | None = None
-    cost: dict[str, Any] | None = None
-    inference_tokens: Number | None = None
-    lifetime_flops: Number | None = None
-    checks: dict[str, Any] | None = None
-    reason: str | None = None
-    notes: list[str] | None = None
-    predicted_loss_bpb: Number | None = None
-    reliable: bool | None = None
-    caveat: str | None = None
-    loss_target_bpb: Number | None = None
-
-
-class Scaling(_Strict):
+class Scaling(Strict):
     """The law fitted to the ladder's cooled checkpoints (:func:`edgescale.scaling.study.fit_study`)."""
 
     points: list[ScalingPoint] = Field(default_factory=list)
@@ -320,7 +275,7 @@ class Scaling(_Strict):
     plan_for_target: PlanForTarget | None = None
 
 
-class DistillationPair(_Strict):
+class DistillationPair(Strict):
     student: str
     scratch: str
     teacher: str
@@ -331,7 +286,7 @@ class DistillationPair(_Strict):
     test_bpb_scratch: float
 
 
-class Distillation(_Strict):
+class Distillation(Strict):
     alpha: float
     temperature: float
     teacher: str
@@ -339,7 +294,7 @@ class Distillation(_Strict):
     pairs: list[DistillationPair]
 
 
-class Results(_Strict):
+class Results(Strict):
     """A finished run's ``results.json``."""
 
     study: str

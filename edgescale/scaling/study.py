@@ -26,7 +26,7 @@ def cooled_points(sizes: list[dict]) -> list[dict]:
     ]
 
 
-def fit_study(sizes: list[dict], target_bpb: float | None, n_boot: int = 200, seed: int = 0) -> dict:
+def fit_study(sizes: list[dict], loss_target_bpb: float | None, n_boot: int = 200, seed: int = 0) -> dict:
     """Fit L(N, D) to the cooled checkpoints; plan the cheapest model reaching the target."""
     pts = cooled_points(sizes)
     out: dict = {"points": pts, "n_convention": "total", "unit": "bits_per_byte"}
@@ -50,9 +50,9 @@ def fit_study(sizes: list[dict], target_bpb: float | None, n_boot: int = 200, se
         "law": {**f, **in_bpb, "ci": ci, "unit": "bits_per_byte"},
         "bootstrap": _draws_in_bpb(fit.boots),
     }
-    if target_bpb is not None:
+    if loss_target_bpb is not None:
         law = fit.law.with_(name="fit (this run)", ci=fit.ci)
-        plan = plan_for_loss(law, target_bpb * LN2).to_dict()
+        plan = plan_for_loss(law, loss_target_bpb * LN2).to_dict()
         if plan["status"] == "ok":
             plan["predicted_loss_bpb"] = plan["predicted_loss"] / LN2
         weak = sorted(k for k in ("E", "alpha", "beta") if k in fit.unidentified)
@@ -62,9 +62,7 @@ def fit_study(sizes: list[dict], target_bpb: float | None, n_boot: int = 200, se
                 f"{', '.join(weak)} not identified by this run's {len(pts)} points: the plan is an "
                 "extrapolation of an unconstrained law; widen the ladder or add token budgets before trusting it"
             )
-        plan["loss_target_bpb"] = target_bpb
-        if "shape" in plan:
-            plan["shape"] = _canonical_shape(plan["shape"])
+        plan["loss_target_bpb"] = loss_target_bpb
         out["plan_for_target"] = plan
     return out
 
@@ -80,10 +78,3 @@ def _draws_in_bpb(boots: np.ndarray) -> dict:
         "unit": "bits_per_byte",
         "rows": [[float(f"{x:.6g}") for x in r] for r in rows],
     }
-
-
-def _canonical_shape(shape: dict | None) -> dict | None:
-    """The planned shape with results.json's name for the width (``n_embd``, where the planner says ``d_model``)."""
-    if shape is None:
-        return None
-    return {("n_embd" if k == "d_model" else k): v for k, v in shape.items()}

@@ -1,8 +1,8 @@
 """`edgescale recipes` lists every built-in recipe with its target, and with --ops every registered op."""
 
 import json
-import subprocess
-import sys
+
+from cli_runner import run_cli
 
 from edgescale.compress.catalog import op_catalog, recipe_catalog, type_name
 from edgescale.compress.registry import registry
@@ -10,7 +10,7 @@ from edgescale.config import builtin_recipes
 
 
 def _cli(*args):
-    return subprocess.run([sys.executable, "-m", "edgescale.cli", *args], capture_output=True, text=True, timeout=120)
+    return run_cli(*args)
 
 
 def test_recipes_ops_json_names_every_op_and_field():

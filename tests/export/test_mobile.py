@@ -1,12 +1,10 @@
 """What ships to a phone: the ORT-format file loads; op coverage refusals name the op, its count and the runtime."""
 
-import subprocess
-import sys
-
 import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+from cli_runner import run_cli
 from onnx import TensorProto, helper, numpy_helper
 
 from edgescale.compress.quantize import Int8DynamicConfig, int8_dynamic
@@ -174,10 +172,8 @@ def test_xnnpack_fuses_relu_only_behind_a_conv_it_takes(tmp_path):
 
 
 def test_validate_cli_refuses_with_op_and_runtime(int8_onnx, lacking_onnx):
-    cli = [sys.executable, "-m", "edgescale.cli", "validate"]
-
     def run(*args):
-        return subprocess.run([*cli, *map(str, args)], capture_output=True, text=True, timeout=120)
+        return run_cli("validate", *args)
 
     r = run(int8_onnx, "--target", "coreml")
     assert r.returncode == 2 and "MatMulInteger" in r.stderr and "CoreMLExecutionProvider" in r.stderr

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from cli_runner import run_cli
 
 from edgescale.compress.onnx_graph import op_counts
 from edgescale.errors import UserError
@@ -27,9 +26,7 @@ def study_file(text_dir, tmp_path_factory):
 
 
 def _cli(*args):
-    return subprocess.run(
-        [sys.executable, "-m", "edgescale.cli", *map(str, args)], capture_output=True, text=True, timeout=600
-    )
+    return run_cli(*args)
 
 
 def test_bench_measures_latency_and_bits_per_byte_with_the_models_tokenizer(gpt2_onnx, study_file):

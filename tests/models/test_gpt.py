@@ -12,7 +12,7 @@ def test_same_seed_same_weights_and_different_seed_differs(tiny_cfg):
 
 def test_accounting_matches_the_module(tiny_cfg):
     model = GPT(tiny_cfg)
-    acct = accounting(tiny_cfg, n_ctx=64)
+    acct = accounting(tiny_cfg, decode_context=64)
     assert acct.params_total == sum(p.numel() for p in model.parameters())
     emb = model.wte.weight.numel() + model.wpe.weight.numel()
     assert acct.params_non_embedding == acct.params_total - emb

@@ -18,7 +18,7 @@ def test_plan_compute_json():
     out = json.loads(r.stdout)
     assert out["status"] == "ok" and out["law"] == "chinchilla2022"
     assert out["compute_flops"] == 6 * out["n_params"] * out["n_tokens"]
-    assert set(out["shape"]) >= {"n_layer", "d_model", "n_head"}
+    assert set(out["shape"]) >= {"n_layer", "n_embd", "n_head"}
 
 
 def test_plan_infeasible_target_exit_3():

@@ -76,7 +76,7 @@ def test_kaplan_preset_plans():
 def test_shape_for_params_is_close_and_sane(n):
     s = shape_for_params(n)
     assert abs(math.log(s.params_non_embedding / n)) < 0.15
-    assert 16 <= s.d_model / s.n_layer <= 128 and s.d_model % s.n_head == 0
+    assert 16 <= s.n_embd / s.n_layer <= 128 and s.n_embd % s.n_head == 0
 
 
 def test_plan_reports_checks_and_cost_assumptions():
