@@ -16,8 +16,8 @@ and can be rebuilt from them (``edgescale runs --add RUN_DIR``).
   backoff while SQLite reports the database busy or locked. WAL needs a local file
   system (https://www.sqlite.org/wal.html: not over a network file system).
 - **Lossless.** Each variant is kept as its ``results.json`` entry (``variant_json``) next
-  to the columns one queries by, so :func:`load_variants` returns entries of exactly that
-  shape and :func:`load_run` rebuilds ``results.json`` exactly.
+  to the columns one queries by, so :func:`load_run` rebuilds ``results.json`` exactly and
+  :func:`load_variants` gives the same typed variants, both through the one reader.
 """
 
 from __future__ import annotations
@@ -443,46 +443,63 @@ def _known_ids(con: sqlite3.Connection, db: Path, run_ids: list[str] | None) -> 
     return wanted
 
 
+@dataclass(frozen=True)
+class StoredVariant:
+    """A recorded variant with the run it belongs to (``variant_id`` is unique within a run only)."""
+
+    run_id: str
+    run_dir: Path  # ``run_dir / variant.onnx_path`` is the file
+    study: str
+    loss_target_bpb: float | None
+    variant: Variant
+
+
+def _run_data(con: sqlite3.Connection, rid: str) -> dict:
+    """A recorded run's ``results.json`` data, variants in their recorded order."""
+    (rj,) = con.execute("SELECT results_json FROM runs WHERE run_id = ?", (rid,)).fetchone()
+    rows = con.execute("SELECT variant_json FROM variants WHERE run_id = ? ORDER BY position", (rid,))
+    return {**json.loads(rj), "variants": [json.loads(r[0]) for r in rows]}
+
+
+def _recorded(
+    db: Path, run_ids: list[str] | None, busy_timeout_s: float
+) -> list[tuple[str, str, float | None, Results]] | None:
+    """(run id, study, loss target) as the runs table has them, and the typed results, of each
+    given run (default: all); None where there is no store."""
+
+    def fetch(con: sqlite3.Connection) -> list[tuple[str, str, float | None, dict]]:
+        sql = "SELECT study, loss_target_bpb FROM runs WHERE run_id = ?"
+        return [
+            (rid, *con.execute(sql, (rid,)).fetchone(), _run_data(con, rid)) for rid in _known_ids(con, db, run_ids)
+        ]
+
+    found = _read(db, fetch, None, busy_timeout_s)
+    if found is None:
+        return None
+    return [(rid, study, target, parse_results(data, f"{db}: run {rid}")) for rid, study, target, data in found]
+
+
 def load_variants(
     db: Path | str, run_ids: list[str] | None = None, *, busy_timeout_s: float = BUSY_TIMEOUT_S
-) -> list[dict]:
-    """Variants of the given runs (default: all), each a ``results.json`` variant entry plus
-    ``run_id``, ``run_dir`` (``Path(run_dir) / onnx_path`` is the file), ``study`` and the
-    run's ``loss_target_bpb``. ``variant_id`` is unique within a run only. A run id may be
-    given as its run directory."""
+) -> list[StoredVariant]:
+    """Variants of the given runs (default: all), typed through the one reader, each with its
+    run's id, directory, study and ``loss_target_bpb``. A run id may be given as its run directory."""
     db = Path(db)
-    sql = """
-        SELECT v.variant_json, r.run_id, r.study, r.loss_target_bpb FROM variants v JOIN runs r USING (run_id)
-        WHERE r.run_id = ? ORDER BY v.position
-    """
-
-    def fetch(con: sqlite3.Connection) -> list[dict]:
-        out = []
-        for rid in _known_ids(con, db, run_ids):
-            for vj, run_id, study, target in con.execute(sql, (rid,)):
-                run = {"run_id": run_id, "run_dir": run_id, "study": study, "loss_target_bpb": target}
-                out.append({**json.loads(vj), **run})
-        return out
-
-    out = _read(db, fetch, None, busy_timeout_s)
-    if out is None and run_ids:
+    found = _recorded(db, run_ids, busy_timeout_s)
+    if found is None and run_ids:
         raise UserError("no results store here; runs are recorded when they finish", file=db)
-    return out or []
+    return [
+        StoredVariant(rid, Path(rid), study, target, v)
+        for rid, study, target, results in found or []
+        for v in results.variants
+    ]
 
 
 def load_run(db: Path | str, run_id: str, *, busy_timeout_s: float = BUSY_TIMEOUT_S) -> Results:
     """A recorded run's typed results as they were recorded (loss target, scaling fit,
     protocol, variants, ...); its run directory is ``run_id``."""
     db = Path(db)
-
-    def fetch(con: sqlite3.Connection) -> tuple[str, dict]:
-        (rid,) = _known_ids(con, db, [run_id])
-        (rj,) = con.execute("SELECT results_json FROM runs WHERE run_id = ?", (rid,)).fetchone()
-        rows = con.execute("SELECT variant_json FROM variants WHERE run_id = ? ORDER BY position", (rid,))
-        return rid, {**json.loads(rj), "variants": [json.loads(r[0]) for r in rows]}
-
-    found = _read(db, fetch, None, busy_timeout_s)
+    found = _recorded(db, [run_id], busy_timeout_s)
     if found is None:
         raise UserError("no results store here; runs are recorded when they finish", file=db)
-    rid, data = found
-    return parse_results(data, f"{db}: run {rid}")
+    return found[0][3]

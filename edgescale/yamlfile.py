@@ -70,14 +70,32 @@ def _field_model(model: type[BaseModel], key: str) -> type[BaseModel] | None:
     return None
 
 
-def _rename_deprecated(model: type[BaseModel], data: Any, file: Path | str, loc: tuple = ()) -> Any:
-    """``data`` with the deprecated keys of ``model`` (and the models nested in it) renamed, one warning each."""
+def _renames_below(model: type[BaseModel], seen: frozenset = frozenset()) -> bool:
+    """Whether ``model`` or a model nested in it declares renamed keys."""
+    if getattr(model, RENAMED_KEYS, None):
+        return True
+    nested = (_model_in(f.annotation) for f in model.model_fields.values())
+    return any(m is not None and m not in seen and _renames_below(m, seen | {model}) for m in nested)
+
+
+def _rename_deprecated(model: type[BaseModel], data: Any, file: Path | str, loc: tuple = (), memo=None) -> Any:
+    """``data`` with the deprecated keys of ``model`` (and the models nested in it) renamed, one warning each.
+
+    Only subtrees whose model declares a rename are walked, and each YAML node once (``memo``,
+    by identity): an alias bomb (one node referenced 9^9 times) stays as cheap as its text."""
+    if not _renames_below(model):
+        return data
+    memo = {} if memo is None else memo
+    if id(data) in memo:
+        return memo[id(data)]
     if isinstance(data, list):
-        return [_rename_deprecated(model, item, file, (*loc, i)) for i, item in enumerate(data)]
+        out_list = memo[id(data)] = []
+        out_list.extend(_rename_deprecated(model, item, file, (*loc, i), memo) for i, item in enumerate(data))
+        return out_list
     if not isinstance(data, dict):
         return data
     renamed: dict[str, str] = getattr(model, RENAMED_KEYS, {})
-    out = {}
+    out = memo[id(data)] = {}
     for key, value in data.items():
         new = renamed.get(key)
         if new is not None:
@@ -87,7 +105,7 @@ def _rename_deprecated(model: type[BaseModel], data: Any, file: Path | str, loc:
             print(f"warning: {file}: {where} is deprecated; use {new}", file=sys.stderr)
             key = new
         sub = _field_model(model, key)
-        out[key] = _rename_deprecated(sub, value, file, (*loc, key)) if sub is not None else value
+        out[key] = _rename_deprecated(sub, value, file, (*loc, key), memo) if sub is not None else value
     return out
 
 

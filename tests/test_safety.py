@@ -164,3 +164,20 @@ def test_names_from_a_study_cannot_be_paths(tmp_path, doc, field):
     f.write_text(yaml.safe_dump(doc))
     with pytest.raises(UserError, match=field.replace(".", r"\.") + ": String should match pattern"):
         validate_file(f)
+
+
+def test_a_yaml_alias_bomb_in_a_file_with_renamed_keys_is_refused_quickly(tmp_path):
+    """Device profiles declare a renamed key (prompt_tokens): the rename walk visits each YAML node
+    once, so a bomb under a field it walks costs what its text costs, not 9^9 visits."""
+    import time
+
+    from edgescale.inputs import validate_file
+
+    lines = ['a0: &a0 [{"prompt_tokens": 1}, {"prompt_tokens": 2}, 3, 4, 5, 6, 7, 8, 9]']
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]
+    bomb = tmp_path / "device.yaml"
+    bomb.write_text("id: bomb\npeak_gops: {}\n" + "\n".join(lines) + "\ncalibration: *a8\n")
+    t0 = time.perf_counter()
+    with pytest.raises(UserError, match="Field required"):
+        validate_file(bomb)
+    assert time.perf_counter() - t0 < 30  # expanded, it is 9^9 nodes: hours

@@ -133,8 +133,10 @@ def test_record_list_load_round_trip(tmp_path):
     assert summary.started_at < summary.finished_at  # started = finished - manifest "seconds"
 
     loaded = load_variants(db)
-    extra = {"run_id": rid, "run_dir": rid, "study": "tiny", "loss_target_bpb": 3.3}
-    assert loaded == [{**v, **extra} for v in results["variants"]]
+    assert [(s.run_id, s.run_dir, s.study, s.loss_target_bpb) for s in loaded] == [
+        (rid, run.resolve(), "tiny", 3.3)
+    ] * 2
+    assert [s.variant.data() for s in loaded] == results["variants"]  # typed, through the one reader
     assert load_variants(db, [run]) == loaded  # a run id may be given as its directory
     assert load_run(db, rid).data() == results  # typed, through the one reader; its run directory is rid
 
@@ -157,13 +159,13 @@ def test_variants_from_several_runs_stay_apart(tmp_path):
     record_run(db, r1)
     record_run(db, r2)
     both = load_variants(db)
-    assert [(v["study"], v["variant_id"]) for v in both] == [
+    assert [(v.study, v.variant.variant_id) for v in both] == [
         ("one", "a/fp32"),
         ("one", "a/int8_dynamic"),
         ("two", "a/fp32"),
         ("two", "a/int8_dynamic"),
     ]
-    assert {v["study"] for v in load_variants(db, [run_id_of(r2)])} == {"two"}
+    assert {v.study for v in load_variants(db, [run_id_of(r2)])} == {"two"}
     with pytest.raises(UserError, match="not in the store") as e:
         load_variants(db, [tmp_path / "r3"])
     assert str(db) in str(e.value)
@@ -324,8 +326,7 @@ def test_pipeline_records_the_finished_run(tiny_run):
     variants = load_variants(db)
     assert len(variants) == len(results["variants"]) == 6
     for v in variants:
-        path = Path(v["run_dir"]) / v["onnx_path"]
-        assert artifact_sha256(path) == v["onnx_sha256"]
+        assert artifact_sha256(v.run_dir / v.variant.onnx_path) == v.variant.onnx_sha256
     with sqlite3.connect(db) as con:
         sources = con.execute("SELECT device, latency_source, COUNT(*) FROM latencies GROUP BY device").fetchall()
     assert sorted(sources) == [("host", "measured", 6), ("rpi5-8gb", "predicted", 6)]

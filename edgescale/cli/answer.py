@@ -38,7 +38,6 @@ def pick_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """The smallest variant meeting a loss target on a device; or, if none, what to train."""
-    from edgescale.report.analysis import clean
     from edgescale.report.pick import (
         Limits,
         load_run_dir,
@@ -46,6 +45,7 @@ def pick_cmd(
         pick,
         summary_lines,
     )
+    from edgescale.results.base import clean
 
     if loss_target_bpb is None:
         raise UserError("give the loss to meet in bits per byte", field="--loss-target-bpb")
@@ -78,13 +78,12 @@ def compare_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Recipes side by side on the same model: loss change, speed-ups with CIs, size, frontier."""
-    from edgescale.report.analysis import clean
     from edgescale.report.compare import compare, table_lines
     from edgescale.report.pick import load_run_dir
 
     result = compare(load_run_dir(run_dir).results, size, device)
     if as_json:
-        emit(clean(result), True)
+        emit(result.data(), True)
         return
     table_console(200).print("\n".join(table_lines(result)), markup=False)
 

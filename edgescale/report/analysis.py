@@ -2,16 +2,14 @@
 
 :func:`analyse` gathers the frontiers on every cost axis, the recipes' degradation laws,
 the pick for the loss target on every study device, the recipe comparison and the
-train-small-versus-compress routes into one JSON-serialisable dict. ``write_outputs``
-stores it in ``results.json`` as ``analysis``, so ``edgescale pick`` / ``compare`` (run
-with the same arguments) and the report show the same numbers. Non-finite numbers become
-``null``.
+train-small-versus-compress routes into one typed :class:`~edgescale.results.analysis_schema.Analysis`,
+validated once here. ``write_outputs`` stores it in ``results.json`` as ``analysis``, so
+``edgescale pick`` / ``compare`` (run with the same arguments) and the report show the same
+numbers. Non-finite numbers become ``null``.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
 from typing import Any
 
 from edgescale.report.compare import compare
@@ -19,34 +17,23 @@ from edgescale.report.degradation import fit_recipes
 from edgescale.report.frontier import frontiers
 from edgescale.report.pick import Run, pick
 from edgescale.report.routes import routes
+from edgescale.results.analysis_schema import Analysis
+from edgescale.results.base import clean
 from edgescale.results.schema import Results
 
 SCHEMA_VERSION = 2  # 2: the loss target is named loss_target_bpb (was target_bpb)
 
 
-def clean(x: Any) -> Any:
-    """``x`` with tuples as lists, numpy scalars as Python numbers and NaN/inf as None."""
-    if isinstance(x, Mapping):
-        return {str(k): clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [clean(v) for v in x]
-    if hasattr(x, "item") and not isinstance(x, str | bytes):  # numpy scalar
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def analyse(
     results: Results, *, device: str | None = None, served_tokens: float = 1e9, target: float | None = None
-) -> dict:
+) -> Analysis:
     """Frontiers, degradation fits, picks per device, the compare table (on ``device``, default
     the host) and routes, for ``target`` (default: the study's ``loss_target_bpb``)."""
     variants = results.variants
     target = results.loss_target_bpb if target is None else target
     out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "loss_target_bpb": target, "served_tokens": served_tokens}
     if not variants:
-        return out | {"note": "no variants"}
+        return Analysis.model_validate(out | {"note": "no variants"})
     devices = results.devices()
     device = device or ("host" if "host" in devices else devices[0])
     run = Run(results.study, results)
@@ -60,4 +47,4 @@ def analyse(
     }
     if not target:
         out["picks_note"] = "the study sets no loss_target_bpb: no pick"
-    return clean(out)
+    return Analysis.model_validate(clean(out))

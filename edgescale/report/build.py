@@ -19,16 +19,17 @@ from edgescale.report.analysis import analyse
 from edgescale.report.html import render
 from edgescale.report.summary import write_summary
 from edgescale.results import read_results
+from edgescale.results.analysis_schema import Analysis
 from edgescale.results.schema import Results
 
 
-def _figures() -> dict[str, tuple[str, Callable[[Results, Mapping, Path], Path | None]]]:
+def _figures() -> dict[str, tuple[str, Callable[[Results, Analysis, Path], Path | None]]]:
     """Figure name → (file name, draw(results, analysis, path)); in the page's order."""
     return {
         "frontier_devices": ("frontier-devices.png", lambda r, a, p: plots.plot_device_frontiers(r, p)),
         "frontier": ("frontier.png", lambda r, a, p: plots.plot_frontier(r, p)),
-        "compare": ("compare.png", lambda r, a, p: charts.plot_compare(r, a.get("compare") or {}, p)),
-        "degradation": ("degradation.png", lambda r, a, p: charts.plot_degradation(r, a.get("degradation") or {}, p)),
+        "compare": ("compare.png", lambda r, a, p: charts.plot_compare(r, a.compare, p)),
+        "degradation": ("degradation.png", lambda r, a, p: charts.plot_degradation(r, a.degradation or {}, p)),
         "latency": ("latency.png", lambda r, a, p: charts.plot_latency(r, p)),
         "plan": ("plan.png", lambda r, a, p: charts.plot_plan(r, a, p)),
         "scaling": ("scaling.png", lambda r, a, p: plots.plot_scaling(r, p)),
@@ -43,14 +44,12 @@ class ReportFiles:
     figures: dict[str, Path]  # figure name → PNG written (figures with nothing to draw are left out)
 
 
-def analysis_of(results: Results) -> dict:
+def analysis_of(results: Results) -> Analysis:
     """``results.analysis``, or computed now for results written before it existed."""
-    if results.analysis:
-        return dict(results.analysis)
-    return analyse(results)
+    return results.analysis if results.analysis is not None else analyse(results)
 
 
-def draw_figures(results: Results, analysis: Mapping, out_dir: Path) -> dict[str, Path]:
+def draw_figures(results: Results, analysis: Analysis, out_dir: Path) -> dict[str, Path]:
     """Draw every figure into ``out_dir``; a figure with nothing to draw leaves no file (and
     removes a stale one of a previous report there)."""
     out = {}
@@ -64,7 +63,7 @@ def draw_figures(results: Results, analysis: Mapping, out_dir: Path) -> dict[str
     return out
 
 
-def write_report(results: Results, analysis: Mapping, figures: Mapping[str, Path], path: Path) -> Path:
+def write_report(results: Results, analysis: Analysis, figures: Mapping[str, Path], path: Path) -> Path:
     """Write ``report.html`` embedding ``figures`` (name → PNG) as data URIs; return ``path``."""
     images = {name: Path(p).read_bytes() for name, p in figures.items()}
     return write_bytes(path, render(results, analysis, images).encode("utf-8"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,74 +17,91 @@ import numpy as np
 
 from edgescale.report.plots import _law, devices_of, legend, plain, plain_log, pyplot, recipe_style, recipes_of, save
 from edgescale.report.routes import training_flops
+from edgescale.results.analysis_schema import Analysis, CompareRow, Comparison, DegradationLaw, NewModelPick
 from edgescale.results.schema import HostLatency, Results
 
 
-def _decode_ms(row: Mapping | None) -> float | None:
+def _decode_ms(row: CompareRow | None) -> float | None:
     """A compare row's decode latency on the compared device (None without a row or a latency)."""
-    return ((row or {}).get("device_latency") or {}).get("decode_ms")
+    lat = row and row.device_latency
+    return lat and lat.decode_ms
 
 
-def _speedup_points(cmp: Mapping) -> list[dict]:
+@dataclass(frozen=True)
+class _Point:
+    """A compare row with its host decode speed-up: measured with its CI, or a p50 ratio (``no_ci``)."""
+
+    row: CompareRow
+    size: str
+    speedup: float
+    low: float
+    high: float
+    within_noise: bool = False
+    slower: bool = False
+    no_ci: bool = False
+
+
+def _speedup_points(cmp: Comparison) -> list[_Point]:
     """Every non-baseline row of the comparison with its host decode speed-up: the measured one
     with its CI, else (results without paired samples) the ratio of the p50s, no interval."""
     out = []
-    for table in cmp.get("sizes", []):
-        base = next((r for r in table["rows"] if r["recipe"] == cmp.get("baseline")), None)
-        base_ms = _decode_ms(base) if cmp.get("device") == "host" else None
-        for r in table["rows"]:
-            if r is base or r.get("delta_validation_bpb") is None:
+    for table in cmp.sizes:
+        base = next((r for r in table.rows if r.recipe == cmp.baseline), None)
+        base_ms = _decode_ms(base) if cmp.device == "host" else None
+        for r in table.rows:
+            if r is base or r.delta_validation_bpb is None:
                 continue
-            s = r.get("host_decode_speedup")
-            ms = _decode_ms(r)
-            if not (s and s.get("speedup") is not None) and base_ms and ms:
-                s = {"speedup": base_ms / ms, "low": base_ms / ms, "high": base_ms / ms, "no_ci": True}
-            if s and s.get("speedup") is not None:
-                out.append({**r, "size": table["size"], "s": s})
+            s, ms = r.host_decode_speedup, _decode_ms(r)
+            if s is not None:
+                out.append(_Point(r, table.size, s.speedup, s.low, s.high, s.within_noise, s.slower))
+            elif base_ms and ms:
+                out.append(_Point(r, table.size, base_ms / ms, base_ms / ms, base_ms / ms, no_ci=True))
     return out
 
 
-def plot_compare(results: Results, cmp: Mapping, path: Path) -> Path | None:
+def plot_compare(results: Results, cmp: Comparison | None, path: Path) -> Path | None:
     """Loss change against the baseline vs measured host decode speed-up (95% CI bars; hollow:
     within noise), and loss change vs file size, one marker per recipe, labelled by size."""
-    base = cmp.get("baseline")
-    rows = [{**r, "size": t["size"]} for t in cmp.get("sizes", []) for r in t["rows"] if r["recipe"] != base]
+    if cmp is None:
+        return None
+    base = cmp.baseline
+    rows = [(r, t.size) for t in cmp.sizes for r in t.rows if r.recipe != base]
     if not rows:
         return None
     plt = pyplot()
     recipes = recipes_of(results)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4.8), layout="constrained")
-    for r in _speedup_points(cmp):
-        s, style = r["s"], recipe_style(recipes, r["recipe"])
-        err = [[max(0.0, s["speedup"] - s["low"])], [max(0.0, s["high"] - s["speedup"])]]
-        ax1.errorbar([s["speedup"]], [r["delta_validation_bpb"]], xerr=err, fmt="none", ecolor=style["color"],
+    for s in _speedup_points(cmp):
+        r, style = s.row, recipe_style(recipes, s.row.recipe)
+        err = [[max(0.0, s.speedup - s.low)], [max(0.0, s.high - s.speedup)]]
+        ax1.errorbar([s.speedup], [r.delta_validation_bpb], xerr=err, fmt="none", ecolor=style["color"],
                      alpha=0.6, lw=1.2)  # fmt: skip
-        face = "none" if s.get("within_noise") else style["color"]
-        ax1.scatter([s["speedup"]], [r["delta_validation_bpb"]], marker=style["marker"], s=60, zorder=3,
+        face = "none" if s.within_noise else style["color"]
+        ax1.scatter([s.speedup], [r.delta_validation_bpb], marker=style["marker"], s=60, zorder=3,
                     facecolors=face, edgecolors=style["color"])  # fmt: skip
-        note = " (within noise)" if s.get("within_noise") else " (slower)" if s.get("slower") else ""
-        note = " (p50 ratio, no CI)" if s.get("no_ci") else note
-        ax1.annotate(plain(r["size"]) + note, (s["speedup"], r["delta_validation_bpb"]), textcoords="offset points",
+        note = " (within noise)" if s.within_noise else " (slower)" if s.slower else ""
+        note = " (p50 ratio, no CI)" if s.no_ci else note
+        ax1.annotate(plain(s.size) + note, (s.speedup, r.delta_validation_bpb), textcoords="offset points",
                      xytext=(5, 4), fontsize=8)  # fmt: skip
     if not _speedup_points(cmp):
         ax1.text(0.5, 0.5, "no measured speed-ups", transform=ax1.transAxes, ha="center", color="0.5")
     ax1.axvline(1.0, color="0.5", lw=0.8, ls="--")
-    ax1.set_xlabel(f"decode speed-up vs {plain(cmp.get('baseline'))}, measured on host (95% CI)")
+    ax1.set_xlabel(f"decode speed-up vs {plain(base)}, measured on host (95% CI)")
     ax1.set_title("what a recipe buys in speed and costs in loss (hollow: CI holds 1×, within noise)", fontsize=9)
-    for r in rows:
-        if r.get("file_ratio") is None or r.get("delta_validation_bpb") is None:
+    for r, size in rows:
+        if r.file_ratio is None or r.delta_validation_bpb is None:
             continue
-        style = recipe_style(recipes, r["recipe"])
-        ax2.scatter([r["file_ratio"]], [r["delta_validation_bpb"]], s=60, zorder=3, **style)
-        ax2.annotate(plain(r["size"]), (r["file_ratio"], r["delta_validation_bpb"]), textcoords="offset points",
+        style = recipe_style(recipes, r.recipe)
+        ax2.scatter([r.file_ratio], [r.delta_validation_bpb], s=60, zorder=3, **style)
+        ax2.annotate(plain(size), (r.file_ratio, r.delta_validation_bpb), textcoords="offset points",
                      xytext=(5, 4), fontsize=8)  # fmt: skip
-    ax2.set_xlabel(f"ONNX file size / {plain(cmp.get('baseline'))}'s")
+    ax2.set_xlabel(f"ONNX file size / {plain(base)}'s")
     ax2.set_title("what a recipe saves in size", fontsize=9)
     for ax in (ax1, ax2):
         ax.axhline(0.0, color="0.5", lw=0.8)
         ax.set_ylabel("Δ validation loss vs baseline, bits/byte")
         ax.grid(True, alpha=0.3)
-    _recipe_legend(fig, [r for r in recipes if r != cmp.get("baseline")], recipes)
+    _recipe_legend(fig, [r for r in recipes if r != base], recipes)
     fig.suptitle(f"edgescale · {plain(results.study)} · recipes on the same model", fontsize=11)
     return save(fig, path)
 
@@ -95,10 +113,10 @@ def _recipe_legend(fig: Any, shown: list[str], recipes: list[str], extra: list |
     legend(fig, handles + (extra or []))
 
 
-def plot_degradation(results: Results, fits: Mapping[str, Mapping], path: Path) -> Path | None:
+def plot_degradation(results: Results, fits: Mapping[str, DegradationLaw], path: Path) -> Path | None:
     """Per recipe: its loss change against the baseline across the family (validation filled,
     test hollow) and the fitted degradation law δ(N, D) with its bootstrap 95% band."""
-    fits = {r: f for r, f in fits.items() if f.get("points")}
+    fits = {r: f for r, f in fits.items() if f.points}
     if not fits:
         return None
     recipes = recipes_of(results)
@@ -110,26 +128,26 @@ def plot_degradation(results: Results, fits: Mapping[str, Mapping], path: Path) 
         ax.set_visible(False)
     for ax, (recipe, f) in zip(axes.flat, fits.items(), strict=False):
         style = recipe_style(recipes, recipe)
-        curve = [c for c in f.get("curve", []) if c.get("delta") is not None]
+        curve = [c for c in f.curve or [] if c.delta is not None]
         if curve:
-            n = [c["n"] for c in curve]
-            lo = [np.nan if c["low"] is None else c["low"] for c in curve]
-            hi = [np.nan if c["high"] is None else c["high"] for c in curve]
+            n = [c.n for c in curve]
+            lo = [np.nan if c.low is None else c.low for c in curve]
+            hi = [np.nan if c.high is None else c.high for c in curve]
             ax.fill_between(n, lo, hi, color=style["color"], alpha=0.18, lw=0)
-            ax.plot(n, [c["delta"] for c in curve], color=style["color"], lw=1.3)
-        pts = f["points"]
-        ax.scatter([p["n"] for p in pts], [p["delta_bpb"] for p in pts], s=45, zorder=3, **style)
-        test = [(p["n"], p["delta_test_bpb"]) for p in pts if p.get("delta_test_bpb") is not None]
+            ax.plot(n, [c.delta for c in curve], color=style["color"], lw=1.3)
+        pts = f.points
+        ax.scatter([p.n for p in pts], [p.delta_bpb for p in pts], s=45, zorder=3, **style)
+        test = [(p.n, p.delta_test_bpb) for p in pts if p.delta_test_bpb is not None]
         if test:
             ax.scatter(*zip(*test, strict=True), s=45, zorder=3, marker=style["marker"], facecolors="none",
                        edgecolors="0.3")  # fmt: skip
         for p in pts:
-            ax.annotate(plain(p["size"]), (p["n"], p["delta_bpb"]), textcoords="offset points", xytext=(4, 4),
+            ax.annotate(plain(p.size), (p.n, p.delta_bpb), textcoords="offset points", xytext=(4, 4),
                         fontsize=8)  # fmt: skip
         ax.axhline(0.0, color="0.5", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlabel("parent's total parameters N")
-        ax.set_ylabel(f"Δ loss vs {plain(f.get('baseline'))}, bits/byte")
+        ax.set_ylabel(f"Δ loss vs {plain(f.baseline)}, bits/byte")
         ax.set_title(f"{plain(recipe)} · {_law_text(f)}", fontsize=9)
         ax.grid(True, alpha=0.3)
     from matplotlib.lines import Line2D
@@ -143,15 +161,13 @@ def plot_degradation(results: Results, fits: Mapping[str, Mapping], path: Path) 
     return save(fig, path)
 
 
-def _law_text(f: Mapping) -> str:
-    form = f.get("form")
+def _law_text(f: DegradationLaw) -> str:
+    form = f.form
     if form in ("power_law_nd", "power_law_n"):
-        text = f"γ_N = {f['gamma_n']:.2f}"
-        text += f", γ_D = {f['gamma_d']:.2f}" if f.get("gamma_d") is not None else " (D not separated)"
-        return text + (f", R²(log) {f['r2_log']:.2f}" if f.get("r2_log") is not None else "")
-    return {"constant_mean": "mean δ (no power law)", "constant_log": "constant δ (too few sizes)"}.get(
-        str(form), str(form)
-    )
+        text = f"γ_N = {f.gamma_n:.2f}"
+        text += f", γ_D = {f.gamma_d:.2f}" if f.gamma_d is not None else " (D not separated)"
+        return text + (f", R²(log) {f.r2_log:.2f}" if f.r2_log is not None else "")
+    return {"constant_mean": "mean δ (no power law)", "constant_log": "constant δ (too few sizes)"}.get(form, form)
 
 
 def _latency_rows(results: Results) -> dict[str, list[tuple[float, float, float, float, str]]]:
@@ -225,7 +241,7 @@ def plot_latency(results: Results, path: Path) -> Path | None:
     return save(fig, path)
 
 
-def plot_plan(results: Results, analysis: Mapping, path: Path) -> Path | None:
+def plot_plan(results: Results, analysis: Analysis, path: Path) -> Path | None:
     """The training side: every ladder size at its (N, D) with its compute, iso-compute lines,
     the fitted law's compute-optimal allocation and the plans for the target (the scaling
     fit's and each device's pick that had to plan a new model); beside it, the training
@@ -284,15 +300,15 @@ def plot_plan(results: Results, analysis: Mapping, path: Path) -> Path | None:
     return save(fig, path)
 
 
-def _plans(results: Results, analysis: Mapping) -> list[tuple[str, float, float]]:
+def _plans(results: Results, analysis: Analysis) -> list[tuple[str, float, float]]:
     """(label, N, D) of the scaling fit's plan for the target and each pick that plans a model."""
     out = []
     plan = results.scaling.plan_for_target
     if plan and plan.status == "ok" and plan.n_params:
         target = "?" if plan.loss_target_bpb is None else plan.loss_target_bpb
         out.append((f"fit's plan for {target} bpb", plan.n_params, plan.n_tokens))
-    for dev, p in (analysis.get("picks") or {}).items():
-        best = p.get("best") or {}
-        if p.get("status") == "plan" and best.get("plan", {}).get("n_params"):
-            out.append((f"{dev}: then {best['recipe']}", best["plan"]["n_params"], best["plan"]["n_tokens"]))
+    for dev, p in (analysis.picks or {}).items():
+        best = p.best if isinstance(p, NewModelPick) and p.status == "plan" else None
+        if best is not None and best.plan is not None and best.plan.n_params:
+            out.append((f"{dev}: then {best.recipe}", best.plan.n_params, best.plan.n_tokens))
     return out

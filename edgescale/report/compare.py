@@ -13,12 +13,13 @@ trained from scratch on the same tokens (its scratch twin).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 
 from edgescale.errors import UserError
 from edgescale.report.degradation import baseline_recipe
 from edgescale.report.frontier import axes_for, device_axis, frontier
 from edgescale.report.pick import latency_on
+from edgescale.results.analysis_schema import Comparison
+from edgescale.results.base import clean
 from edgescale.results.schema import HostLatency, Results, Variant
 
 
@@ -87,8 +88,9 @@ def _row(v: Variant, base: Variant, base_recipe: str, device: str, on_front: boo
     }
 
 
-def compare(results: Results, size: str | None = None, device: str = "host") -> dict:
-    """The comparison table (see the module docstring); raises UserError for an unknown size or device."""
+def compare(results: Results, size: str | None = None, device: str = "host") -> Comparison:
+    """The comparison table (see the module docstring), typed once here; raises UserError for an
+    unknown size or device."""
     variants = results.variants
     sizes = list(dict.fromkeys(v.size for v in variants))
     if size is not None and size not in sizes:
@@ -107,7 +109,7 @@ def compare(results: Results, size: str | None = None, device: str = "host") -> 
             continue
         rows = [_row(v, ref, base, device, v.variant_id in front) for v in mine]
         tables.append({"size": s, "params_total": ref.params_total, "rows": rows})
-    return {
+    out = {
         "baseline": base,
         "device": device,
         "frontier_axis": axis,
@@ -116,28 +118,29 @@ def compare(results: Results, size: str | None = None, device: str = "host") -> 
         "loss_unit": "bits_per_byte",
         "sizes": tables,
     }
+    return Comparison.model_validate(clean(out))
 
 
-def table_lines(cmp: Mapping) -> list[str]:
+def table_lines(cmp: Comparison) -> list[str]:
     """The comparison as fixed-width text lines for a terminal."""
-    dev = cmp["device"]
+    dev = cmp.device
     head = (
         f"{'variant':<28}{'Δval':>9}{'Δtest':>9}{'decode×':>9}{'95% CI':>15}{dev + ' ms':>14}{'file×':>7}{'front':>6}"
     )
-    out = [f"vs {cmp['baseline']}; decode× measured on host; front: {cmp['frontier_label']}", head + "  flags"]
-    for t in cmp["sizes"]:
-        for r in t["rows"]:
-            s, lat = r["host_decode_speedup"], r["device_latency"] or {}
-            ci = "" if s is None else f"[{s['low']:.2f}, {s['high']:.2f}]{'~' if s['within_noise'] else ''}"
+    out = [f"vs {cmp.baseline}; decode× measured on host; front: {cmp.frontier_label}", head + "  flags"]
+    for t in cmp.sizes:
+        for r in t.rows:
+            s, lat = r.host_decode_speedup, r.device_latency
+            ci = "" if s is None else f"[{s.low:.2f}, {s.high:.2f}]{'~' if s.within_noise else ''}"
             cells = (
-                f"{r['variant_id']:<28}",
-                f"{_num(r['delta_validation_bpb'], '+.4f'):>9}{_num(r['delta_test_bpb'], '+.4f'):>9}",
-                f"{_num(s and s['speedup'], '.2f'):>9}{ci:>15}{_num(lat.get('decode_ms'), '.4g'):>14}",
-                f"{_num(r['file_ratio'], '.2f'):>7}{'✓' if r['on_frontier'] else '':>6}  {'; '.join(r['flags'])}",
+                f"{r.variant_id:<28}",
+                f"{_num(r.delta_validation_bpb, '+.4f'):>9}{_num(r.delta_test_bpb, '+.4f'):>9}",
+                f"{_num(s and s.speedup, '.2f'):>9}{ci:>15}{_num(lat and lat.decode_ms, '.4g'):>14}",
+                f"{_num(r.file_ratio, '.2f'):>7}{'✓' if r.on_frontier else '':>6}  {'; '.join(r.flags)}",
             )
             out.append("".join(cells).rstrip())
-            if r["scratch_twin"] and r["scratch_twin"]["verdict"]:
-                out.append(f"{'':<28}scratch twin: {r['scratch_twin']['verdict']}")
+            if r.scratch_twin and r.scratch_twin.verdict:
+                out.append(f"{'':<28}scratch twin: {r.scratch_twin.verdict}")
     return out
 
 

@@ -14,6 +14,7 @@ from typing import Any
 from edgescale.report import sections
 from edgescale.report.frontier import frontier
 from edgescale.report.html_parts import _e, _fmt, _table, _td
+from edgescale.results.analysis_schema import Analysis
 from edgescale.results.schema import HostLatency, PlanForTarget, PredictedLatency, Results, Size, Variant
 
 _CSS = """
@@ -302,7 +303,7 @@ def _section(ident: str, title: str, body: str) -> str:
     return f'<section id="{ident}"><h2>{escape(title)}</h2>\n{body}\n</section>'
 
 
-def render(results: Results, analysis: Mapping, images: Mapping[str, bytes | None]) -> str:
+def render(results: Results, analysis: Analysis, images: Mapping[str, bytes | None]) -> str:
     """The whole page as a string: the answer first, then the evidence behind it.
 
     ``analysis`` is :func:`edgescale.report.analysis.analyse` of ``results``; ``images`` maps
@@ -315,10 +316,10 @@ def render(results: Results, analysis: Mapping, images: Mapping[str, bytes | Non
          + _figure(images, "frontier", "loss versus device-independent costs")
          + sections.frontier_table(analysis)),
         ("compare", "Recipes compared on the same model",
-         _figure(images, "compare", "recipe comparison") + sections.compare(analysis.get("compare") or {})),
+         _figure(images, "compare", "recipe comparison") + sections.compare(analysis.compare)),
         ("degradation", "Compression degradation law",
-         _figure(images, "degradation", "degradation law") + sections.degradation(analysis.get("degradation") or {})),
-        ("routes", "Train small, or train big and compress?", sections.routes(analysis.get("routes") or {})),
+         _figure(images, "degradation", "degradation law") + sections.degradation(analysis.degradation or {})),
+        ("routes", "Train small, or train big and compress?", sections.routes(analysis.routes)),
         ("latency", "Latency: measured on this host, predicted on devices",
          _latency_note(results) + _figure(images, "latency", "latency measured versus predicted") + _devices(results)),
         ("plan", "Training plan",

@@ -1,4 +1,4 @@
-"""HTML sections of ``report.html`` built from ``results["analysis"]``: the answer, the
+"""HTML sections of ``report.html`` built from the typed ``results.analysis``: the answer, the
 frontiers, the recipe comparison, the degradation law, the two training routes.
 
 Every value from the results goes through ``html.escape`` (via the helpers of
@@ -12,6 +12,17 @@ from html import escape
 from typing import Any
 
 from edgescale.report.html_parts import _e, _fmt, _table, _td
+from edgescale.results.analysis_schema import (
+    Analysis,
+    Comparison,
+    DegradationLaw,
+    DeviceLatency,
+    Pick,
+    Routes,
+    RouteVariant,
+    VariantPick,
+)
+from edgescale.results.base import Speedup
 from edgescale.results.schema import Results
 
 
@@ -19,8 +30,8 @@ def _ms(x: Any) -> str:
     return "–" if x is None else f"{x:.3g}"
 
 
-def _interval(lat: Mapping) -> str:
-    lo, hi = lat.get("decode_ms_low"), lat.get("decode_ms_high")
+def _interval(lat: DeviceLatency | None) -> str:
+    lo, hi = (None, None) if lat is None else (lat.decode_ms_low, lat.decode_ms_high)
     return "" if lo is None or hi is None else f" [{lo:.3g}, {hi:.3g}]"
 
 
@@ -33,40 +44,37 @@ def _meets(flag: Any) -> str:
     return {True: ' <span class="ok">meets</span>', False: ' <span class="bad">misses</span>'}.get(flag, "")
 
 
-def _answer_row(device: str, p: Mapping) -> str:
-    status = p.get("status")
-    if status == "ok":
-        v = p["variant"]
-        lat, loss = v.get("latency") or {}, v["loss"]
+def _answer_row(device: str, p: Pick) -> str:
+    if isinstance(p, VariantPick):
+        v, loss = p.variant, p.variant.loss
+        lat = v.latency
         return (
-            f"<tr>{_td(device)}<td class='ok'><b>use {_e(v['variant_id'])}</b></td>"
-            + _td(v.get("params_total"), "{:,}")
-            + _td(None if v.get("file_bytes") is None else v["file_bytes"] / 1024, "{:,.1f}")
-            + _td(loss.get("validation_bpb"), "{:.4f}")
-            + f"<td>{_fmt(loss.get('test_bpb'), '{:.4f}')}{_meets(loss.get('test_meets_target'))}</td>"
-            + f"<td>{escape(_ms(lat.get('decode_ms')) + _interval(lat))}</td><td>{_source(lat.get('source'))}</td>"
+            f"<tr>{_td(device)}<td class='ok'><b>use {_e(v.variant_id)}</b></td>"
+            + _td(v.params_total, "{:,}")
+            + _td(None if v.file_bytes is None else v.file_bytes / 1024, "{:,.1f}")
+            + _td(loss.validation_bpb, "{:.4f}")
+            + f"<td>{_fmt(loss.test_bpb, '{:.4f}')}{_meets(loss.test_meets_target)}</td>"
+            + f"<td>{escape(_ms(lat and lat.decode_ms) + _interval(lat))}</td><td>{_source(lat and lat.source)}</td>"
             + "</tr>"
         )
-    if status == "plan":
-        b = p["best"]
-        plan, dev = b["plan"], b.get("device") or {}
-        lo, hi = b.get("predicted_loss_bpb_interval") or (None, None)
-        law = p.get("law") or {}
+    if p.status == "plan" and p.best is not None:
+        b = p.best
+        plan, dev = b.plan, b.device
+        lo, hi = b.predicted_loss_bpb_interval or (None, None)
         what = (
-            f"no variant meets it: train N = {plan['n_params']:.3g} params on D = {plan['n_tokens']:.3g} tokens "
-            f"(C = {plan['compute_flops']:.3g} FLOPs), then {b['recipe']}; predicted loss "
-            f"{b['predicted_loss_bpb']:.4f} [{_num(lo)}, {_num(hi)}] ({law.get('law', 'law')}"
-            f"{'' if law.get('reliable', True) else ', not reliable'})"
+            f"no variant meets it: train N = {plan.n_params:.3g} params on D = {plan.n_tokens:.3g} tokens "
+            f"(C = {plan.compute_flops:.3g} FLOPs), then {b.recipe}; predicted loss "
+            f"{b.predicted_loss_bpb:.4f} [{_num(lo)}, {_num(hi)}] ({p.law.law}"
+            f"{'' if p.law.reliable else ', not reliable'})"
         )
         return (
             f"<tr>{_td(device)}<td class='flag'><b>train a new model</b></td>"
             f"<td colspan='4' class='wrap'>{escape(what)}</td>"
-            f"<td>{escape(_ms(dev.get('decode_ms')))}</td><td>{_source(dev.get('source'))}</td></tr>"
+            f"<td>{escape(_ms(dev and dev.decode_ms))}</td><td>{_source(dev and dev.source)}</td></tr>"
         )
-    reason = p.get("reason") or p.get("note") or "no answer"
     return (
-        f"<tr>{_td(device)}<td class='bad'><b>{_e(status or 'no pick')}</b></td>"
-        f"<td colspan='6' class='wrap'>{_e(reason)}</td></tr>"
+        f"<tr>{_td(device)}<td class='bad'><b>{_e(p.status)}</b></td>"
+        f"<td colspan='6' class='wrap'>{_e(p.reason or 'no answer')}</td></tr>"
     )
 
 
@@ -74,24 +82,22 @@ def _num(x: Any) -> str:
     return "–" if x is None else f"{x:.4f}"
 
 
-def answer(results: Results, analysis: Mapping) -> str:
+def answer(results: Results, analysis: Analysis) -> str:
     """The top of the page: per device, the pick for the study's loss target."""
-    target = analysis.get("loss_target_bpb")
+    target = analysis.loss_target_bpb
     if not target:
         return (
             '<section class="answer" id="answer"><h2>The answer</h2><p>The study sets no <code>loss_target_bpb</code>: '
             "no pick. Run <code>edgescale pick RUN_DIR --loss-target-bpb L --device NAME</code>.</p></section>"
         )
-    picks = analysis.get("picks") or {}
+    picks = analysis.picks or {}
     rows = [_answer_row(d, p) for d, p in picks.items()]
     headers = ["device", "answer", "params", "file KiB", "val bpb", "test bpb", "decode ms/token", "latency"]
-    memory = "".join(f'<p class="flag">{_e(p["memory_note"])}</p>' for p in picks.values() if p.get("memory_note"))
-    axes = sorted({str(p.get("cost_label")) for p in picks.values() if p.get("cost_label")})
-    verdicts = [
-        f"<li>{_e(r.get('statement'))}</li>"
-        for r in ((analysis.get("routes") or {}).get("per_device") or {}).values()
-        if r.get("statement")
-    ]
+    notes = [p.memory_note for p in picks.values() if not isinstance(p, VariantPick) and p.memory_note]
+    memory = "".join(f'<p class="flag">{_e(n)}</p>' for n in notes)
+    axes = sorted({p.cost_label for p in picks.values() if p.cost_label})
+    per_device = analysis.routes.per_device if analysis.routes else {}
+    verdicts = [f"<li>{_e(r.statement)}</li>" for r in per_device.values() if r.statement]
     return f"""<section class="answer" id="answer">
 <h2>The answer: the smallest model that meets {_e(f"{target:g}")} bits/byte, per device</h2>
 {_table(headers, rows)}
@@ -103,78 +109,77 @@ its <b>test</b> loss, which nothing was selected on. Latency <b>measured</b> = t
 </section>"""
 
 
-def frontier_table(analysis: Mapping) -> str:
+def frontier_table(analysis: Analysis) -> str:
     """Every cost axis with its source and its front (variant ids, cheapest first)."""
     rows = []
-    for f in (analysis.get("frontiers") or {}).values():
-        front = " → ".join(p["variant_id"] for p in f.get("front", []))
-        excluded = f" (no figure: {', '.join(f['excluded'])})" if f.get("excluded") else ""
-        rows.append(f"<tr>{_td(f.get('label'))}{_td(f.get('source'))}<td class='wrap'>{_e(front + excluded)}</td></tr>")
+    for f in (analysis.frontiers or {}).values():
+        front = " → ".join(p.variant_id for p in f.front)
+        excluded = f" (no figure: {', '.join(f.excluded)})" if f.excluded else ""
+        rows.append(f"<tr>{_td(f.label)}{_td(f.source)}<td class='wrap'>{_e(front + excluded)}</td></tr>")
     return _table(["cost axis", "source", "Pareto front, cheapest first (loss: validation bits/byte)"], rows)
 
 
-def _speedup_cell(s: Mapping | None) -> str:
-    if not s or s.get("speedup") is None:
+def _speedup_cell(s: Speedup | None) -> str:
+    if s is None:
         return "<td>–</td>"
-    text = _e(f"{s['speedup']:.2f}× [{s['low']:.2f}, {s['high']:.2f}]")
-    if s.get("slower"):
+    text = _e(f"{s.speedup:.2f}× [{s.low:.2f}, {s.high:.2f}]")
+    if s.slower:
         return f'<td>{text} <span class="bad">slower</span></td>'
-    if s.get("within_noise"):
+    if s.within_noise:
         return f'<td>{text} <span class="flag">within noise</span></td>'
     return f"<td>{text}</td>"
 
 
-def compare(cmp: Mapping) -> str:
+def compare(cmp: Comparison | None) -> str:
     """The recipe comparison on every size (from :func:`edgescale.report.compare.compare`)."""
-    if not cmp or not cmp.get("sizes"):
+    if cmp is None or not cmp.sizes:
         return "<p>No comparison: no size has the baseline recipe.</p>"
-    dev = cmp.get("device", "host")
+    dev = cmp.device
     rows = []
-    for t in cmp["sizes"]:
-        for r in t["rows"]:
-            lat = r.get("device_latency") or {}
-            twin = (r.get("scratch_twin") or {}).get("verdict")
-            notes = "; ".join([*r.get("flags", []), *([twin] if twin else [])])
+    for t in cmp.sizes:
+        for r in t.rows:
+            lat = r.device_latency
+            twin = r.scratch_twin and r.scratch_twin.verdict
+            notes = "; ".join([*r.flags, *([twin] if twin else [])])
             rows.append(
                 "<tr>"
-                + _td(r["variant_id"])
-                + _td(r.get("delta_validation_bpb"), "{:+.4f}")
-                + _td(r.get("delta_test_bpb"), "{:+.4f}")
-                + _speedup_cell(r.get("host_decode_speedup"))
-                + _speedup_cell(r.get("host_prefill_speedup"))
-                + f"<td>{escape(_ms(lat.get('decode_ms')))} {_source(lat.get('source')) if lat else ''}</td>"
-                + _td(r.get("file_ratio"), "{:.2f}×")
-                + _td(r.get("bytes_ratio"), "{:.2f}×")
-                + ('<td class="ok">✓</td>' if r.get("on_frontier") else "<td></td>")
+                + _td(r.variant_id)
+                + _td(r.delta_validation_bpb, "{:+.4f}")
+                + _td(r.delta_test_bpb, "{:+.4f}")
+                + _speedup_cell(r.host_decode_speedup)
+                + _speedup_cell(r.host_prefill_speedup)
+                + f"<td>{escape(_ms(lat and lat.decode_ms))} {_source(lat.source) if lat else ''}</td>"
+                + _td(r.file_ratio, "{:.2f}×")
+                + _td(r.bytes_ratio, "{:.2f}×")
+                + ('<td class="ok">✓</td>' if r.on_frontier else "<td></td>")
                 + f"<td class='wrap'>{_e(notes)}</td></tr>"
             )
     headers = ["variant", "Δ val bpb", "Δ test bpb", "decode speed-up (host, 95% CI)", "prefill speed-up"]
     headers += [f"{dev} decode ms", "file ×", "bytes/token ×", "front", "flags"]
     return (
-        f'<p class="note">Against {_e(cmp.get("baseline"))} of the same size. {_e(cmp.get("speedup"))}. '
-        f"Front ✓: on {_e(cmp.get('frontier_label'))}.</p>" + _table(headers, rows)
+        f'<p class="note">Against {_e(cmp.baseline)} of the same size. {_e(cmp.speedup)}. '
+        f"Front ✓: on {_e(cmp.frontier_label)}.</p>" + _table(headers, rows)
     )
 
 
-def degradation(fits: Mapping[str, Mapping]) -> str:
+def degradation(fits: Mapping[str, DegradationLaw]) -> str:
     """One row per recipe: the fitted law's form, exponents, quality, and its notes."""
     if not fits:
         return "<p>No recipe besides the baseline: no degradation law.</p>"
     rows = []
     for recipe, f in fits.items():
-        pts = f.get("points") or []
-        largest = max(pts, key=lambda p: p["n"]) if pts else None
+        largest = max(f.points, key=lambda p: p.n) if f.points else None
         rows.append(
             "<tr>"
             + _td(recipe)
-            + _td(f.get("form"))
-            + _td(len(pts))
-            + _td(f.get("gamma_n"), "{:.3f}")
-            + _td(f.get("gamma_d"), "{:.3f}")
-            + _td(f.get("r2_log"), "{:.3f}")
-            + _td(f.get("dof"))
-            + _td(largest and largest["delta_bpb"], "{:+.4f}")
-            + f"<td class='wrap'>{_e('; '.join(f.get('notes') or []))}</td></tr>"
+            + _td(f.form)
+            + _td(len(f.points))
+            + _td(f.gamma_n, "{:.3f}")
+            + _td(f.gamma_d, "{:.3f}")
+            + _td(f.r2_log, "{:.3f}")
+            + _td(f.dof)
+            + _td(largest and largest.delta_bpb, "{:+.4f}")
+            + f"<td class='wrap'>{_e('; '.join(f.notes))}</td></tr>"
         )
     headers = ["recipe", "form", "sizes", "γ_N", "γ_D", "R² (log)", "dof", "δ at the largest size", "notes"]
     return (
@@ -185,56 +190,56 @@ def degradation(fits: Mapping[str, Mapping]) -> str:
     )
 
 
-def _route_cells(r: Mapping | None) -> str:
-    if not r:
+def _route_cells(r: RouteVariant | None) -> str:
+    if r is None:
         return "<td>–</td>" * 5
     return (
-        _td(r.get("variant_id"))
-        + _td(r.get("validation_bpb"), "{:.4f}")
-        + _td(r.get("training_flops"), "{:.3g}")
-        + _td(r.get("inference_flops"), "{:.3g}")
+        _td(r.variant_id)
+        + _td(r.validation_bpb, "{:.4f}")
+        + _td(r.training_flops, "{:.3g}")
+        + _td(r.inference_flops, "{:.3g}")
         + (
-            _td(r["lifetime_kwh"], "{:.3g} kWh")
-            if "lifetime_kwh" in r
-            else _td(r.get("lifetime_flops"), "{:.3g} FLOPs")
+            _td(r.lifetime_kwh, "{:.3g} kWh")
+            if "lifetime_kwh" in r.model_fields_set
+            else _td(r.lifetime_flops, "{:.3g} FLOPs")
         )
     )
 
 
-def routes(rt: Mapping) -> str:
+def routes(rt: Routes | None) -> str:
     """Train small vs train big and compress: per device the cheapest variant of each route
     meeting the target, their lifetime cost, and the law's from-scratch plan."""
-    if not rt:
+    if rt is None:
         return ""
     rows = []
-    for dev, d in (rt.get("per_device") or {}).items():
-        law = d.get("law_scratch_plan") or {}
-        plan = law.get("reason", "–")
-        if law.get("status") == "ok":
-            life = f"{law['lifetime_kwh']:.3g} kWh" if "lifetime_kwh" in law else f"{law['lifetime_flops']:.3g} FLOPs"
-            plan = f"N={law['params_total']:.3g}, D={law['tokens']:.3g}, lifetime {life}"
+    for dev, d in rt.per_device.items():
+        law = d.law_scratch_plan
+        plan = law.reason if "reason" in law.model_fields_set else "–"
+        if law.status == "ok":
+            kwh = "lifetime_kwh" in law.model_fields_set
+            life = f"{law.lifetime_kwh:.3g} kWh" if kwh else f"{law.lifetime_flops:.3g} FLOPs"
+            plan = f"N={law.params_total:.3g}, D={law.tokens:.3g}, lifetime {life}"
         rows.append(
-            f"<tr>{_td(dev)}{_route_cells(d.get('train_small'))}{_route_cells(d.get('train_big_and_compress'))}"
-            f"<td class='wrap'>{_e(plan)}</td><td>{_e(d.get('cheaper') or '–')}</td></tr>"
+            f"<tr>{_td(dev)}{_route_cells(d.train_small)}{_route_cells(d.train_big_and_compress)}"
+            f"<td class='wrap'>{_e(plan)}</td><td>{_e(d.cheaper or '–')}</td></tr>"
         )
     head = ["device"] + [f"{w}: {c}" for w in ("small", "big+compress") for c in ("variant", "val bpb", "train FLOPs",
             "serve FLOPs", "lifetime")] + ["law: scratch model for the target", "cheaper"]  # fmt: skip
     points = [
         "<tr>"
-        + _td(p["variant_id"])
-        + _td(p.get("validation_bpb"), "{:.4f}")
-        + _td(p["training_flops"].get("total"), "{:.3g}")
-        + _td(p["scratch_same_inference_cost"].get("loss_bpb_at_same_compute"), "{:.4f}")
-        + _td(p["scratch_same_inference_cost"].get("compute_to_target"), "{:.3g}")
-        + _td((p.get("scratch_twin_measured") or {}).get("validation_bpb"), "{:.4f}")
+        + _td(p.variant_id)
+        + _td(p.validation_bpb, "{:.4f}")
+        + _td(p.training_flops.total, "{:.3g}")
+        + _td(p.scratch_same_inference_cost.loss_bpb_at_same_compute, "{:.4f}")
+        + _td(p.scratch_same_inference_cost.compute_to_target, "{:.3g}")
+        + _td(p.scratch_twin_measured and p.scratch_twin_measured.validation_bpb, "{:.4f}")
         + "</tr>"
-        for p in rt.get("points", [])
+        for p in rt.points
     ]
     p_head = ["frontier variant", "val bpb", "training FLOPs (all parts)", "law: scratch at same N and compute"]
     p_head += ["law: scratch compute to target", "measured scratch twin"]
-    served = rt.get("served_tokens")
     return (
-        f'<p class="note">Lifetime = training + serving {_fmt(served, "{:.3g}")} tokens (2·N FLOPs per token; on a '
-        "device with an energy figure, kWh: training on the planner's accelerator + predicted device energy). "
-        f"{_e((rt.get('rules') or {}).get('training', ''))}.</p>" + _table(head, rows) + _table(p_head, points)
+        f'<p class="note">Lifetime = training + serving {_fmt(rt.served_tokens, "{:.3g}")} tokens (2·N FLOPs per '
+        "token; on a device with an energy figure, kWh: training on the planner's accelerator + predicted device "
+        f"energy). {_e(rt.rules.training)}.</p>" + _table(head, rows) + _table(p_head, points)
     )

@@ -12,6 +12,7 @@ from typing import Any
 
 from edgescale.atomic import write_bytes
 from edgescale.report.compare import table_lines
+from edgescale.results.analysis_schema import Analysis, Pick, VariantPick
 from edgescale.results.schema import Results
 
 
@@ -24,41 +25,41 @@ def _f(x: Any, fmt: str) -> str:
     return "–" if x is None else format(x, fmt)
 
 
-def _pick_row(device: str, p: Mapping) -> str:
-    if p.get("status") == "ok":
-        v = p["variant"]
-        lat, loss = v.get("latency") or {}, v["loss"]
-        meets = {True: " (meets)", False: " (misses)"}.get(loss.get("test_meets_target"), "")
-        lo, hi = lat.get("decode_ms_low"), lat.get("decode_ms_high")
+def _pick_row(device: str, p: Pick) -> str:
+    if isinstance(p, VariantPick):
+        v, loss, lat = p.variant, p.variant.loss, p.variant.latency
+        meets = {True: " (meets)", False: " (misses)"}.get(loss.test_meets_target, "")
+        lo, hi = (None, None) if lat is None else (lat.decode_ms_low, lat.decode_ms_high)
         interval = f" [{lo:.3g}, {hi:.3g}]" if lo is not None and hi is not None else ""
         cells = [
             device,
-            f"**use {v['variant_id']}**",
-            _f(v.get("params_total"), ","),
-            _f(None if v.get("file_bytes") is None else v["file_bytes"] / 1024, ",.1f"),
-            _f(loss.get("validation_bpb"), ".4f"),
-            _f(loss.get("test_bpb"), ".4f") + meets,
-            _f(lat.get("decode_ms"), ".3g") + interval,
-            str(lat.get("source", "?")),
+            f"**use {v.variant_id}**",
+            _f(v.params_total, ","),
+            _f(None if v.file_bytes is None else v.file_bytes / 1024, ",.1f"),
+            _f(loss.validation_bpb, ".4f"),
+            _f(loss.test_bpb, ".4f") + meets,
+            _f(lat and lat.decode_ms, ".3g") + interval,
+            "?" if lat is None else lat.source,
         ]
-    elif p.get("status") == "plan":
-        b = p["best"]
-        plan, dev = b["plan"], b.get("device") or {}
+    elif p.status == "plan" and p.best is not None:
+        b = p.best
+        plan, dev = b.plan, b.device
         what = (
-            f"train a new model: N={plan['n_params']:.3g}, D={plan['n_tokens']:.3g} "
-            f"(C={plan['compute_flops']:.3g} FLOPs), then {b['recipe']}"
+            f"train a new model: N={plan.n_params:.3g}, D={plan.n_tokens:.3g} "
+            f"(C={plan.compute_flops:.3g} FLOPs), then {b.recipe}"
         )
-        cells = [device, f"**{what}**", _f(b.get("deployed_params"), ".3g"), "–",
-                 f"{b['predicted_loss_bpb']:.4f} (law)", "–", _f(dev.get("decode_ms"), ".3g"),
-                 str(dev.get("source", "?"))]  # fmt: skip
+        cells = [device, f"**{what}**", _f(b.deployed_params, ".3g"), "–",
+                 f"{b.predicted_loss_bpb:.4f} (law)", "–", _f(dev and dev.decode_ms, ".3g"),
+                 "?" if dev is None else dev.source]  # fmt: skip
     else:
-        cells = [device, f"**{p.get('status', 'no pick')}**: {p.get('reason', '')}", "", "", "", "", "", ""]
+        cells = [device, f"**{p.status}**: {p.reason}", "", "", "", "", "", ""]
     return "| " + " | ".join(_cell(c) for c in cells) + " |"
 
 
-def summary_text(results: Results, analysis: Mapping, figures: Mapping[str, Path] | None = None) -> str:
+def summary_text(results: Results, analysis: Analysis, figures: Mapping[str, Path] | None = None) -> str:
     """The whole ``summary.md`` as a string."""
-    target = analysis.get("loss_target_bpb")
+    target = analysis.loss_target_bpb
+    picks = analysis.picks or {}
     lines = [f"# edgescale · {results.study}", ""]
     if target:
         lines += [
@@ -67,34 +68,31 @@ def summary_text(results: Results, analysis: Mapping, figures: Mapping[str, Path
             "",
             "| device | answer | params | file KiB | val bpb | test bpb | decode ms/token | latency |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
-            *(_pick_row(d, p) for d, p in (analysis.get("picks") or {}).items()),
+            *(_pick_row(d, p) for d, p in picks.items()),
         ]
-        notes = [p["memory_note"] for p in (analysis.get("picks") or {}).values() if p.get("memory_note")]
+        notes = [p.memory_note for p in picks.values() if not isinstance(p, VariantPick) and p.memory_note]
         lines += ["", *(f"- {n}" for n in notes)] if notes else []
     else:
         lines += ["The study sets no loss_target_bpb: no pick (edgescale pick RUN_DIR --loss-target-bpb L)."]
-    verdicts = [r.get("statement") for r in ((analysis.get("routes") or {}).get("per_device") or {}).values()]
+    verdicts = [r.statement for r in analysis.routes.per_device.values()] if analysis.routes else []
     if any(verdicts):
         lines += ["", "## Train small, or train big and compress?", "", *(f"- {v}" for v in verdicts if v)]
-    cmp = analysis.get("compare") or {}
-    if cmp.get("sizes"):
+    cmp = analysis.compare
+    if cmp is not None and cmp.sizes:
         lines += ["", "## Recipes compared on the same model", "", "```", *table_lines(cmp), "```"]
         lines += ["", "`~` after a CI: the interval holds 1× (within noise)."]
-    fits = analysis.get("degradation") or {}
+    fits = analysis.degradation or {}
     if fits:
         lines += ["", "## Degradation law (loss change vs size, per recipe)", ""]
         for recipe, f in fits.items():
-            gn, gd = f.get("gamma_n"), f.get("gamma_d")
-            law = f"γ_N = {gn:.3f}" if gn is not None else f"form {f.get('form')}"
-            law += f", γ_D = {gd:.3f}" if gd is not None else ""
-            lines.append(
-                f"- {recipe}: {law} over {len(f.get('points') or [])} sizes; {'; '.join(f.get('notes') or [])}"
-            )
+            law = f"γ_N = {f.gamma_n:.3f}" if f.gamma_n is not None else f"form {f.form}"
+            law += f", γ_D = {f.gamma_d:.3f}" if f.gamma_d is not None else ""
+            lines.append(f"- {recipe}: {law} over {len(f.points)} sizes; {'; '.join(f.notes)}")
     if figures:
         lines += ["", "## Files", "", "- report.html (everything, self-contained)"]
         lines += [f"- {Path(p).name}" for p in figures.values()]
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_summary(results: Results, analysis: Mapping, path: Path, figures: Mapping[str, Path] | None = None) -> Path:
+def write_summary(results: Results, analysis: Analysis, path: Path, figures: Mapping[str, Path] | None = None) -> Path:
     return write_bytes(path, summary_text(results, analysis, figures).encode("utf-8"))

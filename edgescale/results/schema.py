@@ -2,11 +2,9 @@
 
 One model per section: the variants (loss, cost, latency measured on the host or predicted
 for a device, the shape they ship with), the ladder sizes, the evaluation protocol, the
-measurement settings, the scaling fit and the derived analysis. Sections written by
-edgescale itself forbid unknown keys, so a typo'd key fails validation instead of reading as
-missing. The scaling law and the plan for the target are typed (:class:`Law`,
-:class:`PlanForTarget`); the analysis (:mod:`edgescale.report.analysis`: frontiers, picks,
-compare, routes) is still kept as its plain data.
+measurement settings, the scaling fit and the derived analysis (:class:`~edgescale.results.analysis_schema.Analysis`:
+frontiers, degradation laws, picks, compare, routes). Sections written by edgescale itself
+forbid unknown keys, so a typo'd key fails validation instead of reading as missing.
 
 Key order and presence follow the written file: :func:`edgescale.results.io.dump` writes only
 the fields that were set, so reading and writing a file gives the same bytes.
@@ -308,14 +306,10 @@ class Results(Strict):
     loss_falls_with_size: FallsWithSize | None = None
     scaling: Scaling
     distillation: Distillation | None = None
-    analysis: dict[str, Any] | None = Field(
+    analysis: Analysis | None = Field(
         None, description="frontiers, degradation, picks, compare, routes (edgescale.report.analysis.analyse)"
     )
 
     def devices(self) -> list[str]:
         """Every device some variant has latency for, in first-seen order."""
         return list(dict.fromkeys(d for v in self.variants for d in v.latency))
-
-    def data(self) -> dict[str, Any]:
-        """The plain JSON data, exactly as written (fields that were never set left out)."""
-        return self.model_dump(mode="json", exclude_unset=True)

@@ -121,3 +121,10 @@ def test_other_modules_and_weights_are_not_cached():
 
     assert _fp(Sub(TIED)) is None
     assert _fp(GPT(TIED).half()) is None
+    # a stock GPT with a module swapped in (an attention without its causal mask) or a patched forward
+    swapped = GPT(TIED)
+    swapped.blocks[0].attn = type("Bidirectional", (torch.nn.Module,), {"forward": lambda self, x: x})()
+    assert _fp(swapped) is None
+    patched = GPT(TIED)
+    patched.blocks[0].mlp_fc.forward = lambda x: x
+    assert _fp(patched) is None and _fp(GPT(TIED)) is not None

@@ -1,4 +1,4 @@
-"""analyse(): one strict-JSON dict with every part the report shows; report/ imports without torch."""
+"""analyse(): one typed, strict-JSON analysis with every part the report shows; report/ imports without torch."""
 
 import json
 import subprocess
@@ -6,25 +6,32 @@ import sys
 
 import handmade_results as handmade
 
-from edgescale.report.analysis import analyse, clean
+from edgescale.report.analysis import analyse
+from edgescale.results.analysis_schema import Analysis, NewModelPick, VariantPick
+from edgescale.results.base import clean
 
 
 def test_analysis_holds_every_part_as_strict_json():
     res = handmade.results(handmade.ladder({"int4": 2.0}), target=2.8)
     out = analyse(handmade.typed(res))
-    json.dumps(out, allow_nan=False)  # NaN would be invalid JSON for the report and other tools
-    assert out["devices"] == ["host", "rpi5-8gb"] and out["loss_target_bpb"] == 2.8
-    assert {"bytes_per_decoded_token", "rpi5-8gb_decode_ms", "host_decode_ms"} <= set(out["frontiers"])
-    assert out["degradation"]["int4"]["form"] == "power_law_n"
-    assert set(out["picks"]) == {"host", "rpi5-8gb"} and out["picks"]["host"]["status"] == "ok"
-    assert out["compare"]["device"] == "host" and out["routes"]["per_device"]["rpi5-8gb"]["cheaper"]
-    assert analyse(handmade.typed(res), target=1.9, device="rpi5-8gb")["picks"]["rpi5-8gb"]["status"] == "plan"
+    assert isinstance(out, Analysis)
+    json.dumps(out.data(), allow_nan=False)  # NaN would be invalid JSON for the report and other tools
+    assert out.devices == ["host", "rpi5-8gb"] and out.loss_target_bpb == 2.8
+    assert {"bytes_per_decoded_token", "rpi5-8gb_decode_ms", "host_decode_ms"} <= set(out.frontiers)
+    assert out.degradation["int4"].form == "power_law_n"
+    assert set(out.picks) == {"host", "rpi5-8gb"} and isinstance(out.picks["host"], VariantPick)
+    assert out.picks["host"].status == "ok"
+    assert out.compare.device == "host" and out.routes.per_device["rpi5-8gb"].cheaper
+    plan = analyse(handmade.typed(res), target=1.9, device="rpi5-8gb").picks["rpi5-8gb"]
+    assert isinstance(plan, NewModelPick) and plan.status == "plan" and plan.best.plan.n_params > 0
+    # what is written reads back to the same typed section, and the same bytes
+    assert Analysis.model_validate_json(json.dumps(out.data())).data() == out.data()
 
 
 def test_no_target_no_picks():
     res = handmade.results(handmade.ladder({}), target=None)
     out = analyse(handmade.typed(res))
-    assert out["picks"] == {} and "no pick" in out["picks_note"]
+    assert out.picks == {} and "no pick" in out.picks_note
 
 
 def test_clean_makes_strict_json():

@@ -46,26 +46,26 @@ def _results():
 
 def test_rows_against_the_baseline():
     out = compare(_results(), size="m", device="rpi5-8gb")
-    assert out["baseline"] == "fp32" and [t["size"] for t in out["sizes"]] == ["m"]
-    rows = {r["recipe"]: r for r in out["sizes"][0]["rows"]}
-    assert rows["fp32"]["delta_validation_bpb"] == 0.0
-    assert rows["int8"]["delta_validation_bpb"] == pytest.approx(0.02)
-    assert rows["int8"]["delta_test_bpb"] == pytest.approx(0.01)
-    assert rows["int8"]["host_decode_speedup"]["low"] == 1.5 and not rows["int8"]["host_decode_speedup"]["within_noise"]
-    assert rows["prune"]["host_decode_speedup"]["within_noise"]
-    assert rows["int8"]["device_decode_speedup_predicted"] == pytest.approx(2.0)  # predicted on the Pi: a ratio only
-    assert rows["int8"]["file_ratio"] == pytest.approx(5000 / 16000)
+    assert out.baseline == "fp32" and [t.size for t in out.sizes] == ["m"]
+    rows = {r.recipe: r for r in out.sizes[0].rows}
+    assert rows["fp32"].delta_validation_bpb == 0.0
+    assert rows["int8"].delta_validation_bpb == pytest.approx(0.02)
+    assert rows["int8"].delta_test_bpb == pytest.approx(0.01)
+    assert rows["int8"].host_decode_speedup.low == 1.5 and not rows["int8"].host_decode_speedup.within_noise
+    assert rows["prune"].host_decode_speedup.within_noise
+    assert rows["int8"].device_decode_speedup_predicted == pytest.approx(2.0)  # predicted on the Pi: a ratio only
+    assert rows["int8"].file_ratio == pytest.approx(5000 / 16000)
     # the Pi's decode-latency front over every variant: s (fastest) and m/int8 (faster than m/fp32, near its loss)
-    assert {r["recipe"]: r["on_frontier"] for r in rows.values()} == {"fp32": True, "int8": True, "prune": False}
-    twin = rows["prune"]["scratch_twin"]
-    assert twin["pruned_minus_scratch_val_bpb"] == pytest.approx(0.1) and "worse" in twin["verdict"]
-    assert rows["int8"]["scratch_twin"] is None
+    assert {r.recipe: r.on_frontier for r in rows.values()} == {"fp32": True, "int8": True, "prune": False}
+    twin = rows["prune"].scratch_twin
+    assert twin.pruned_minus_scratch_val_bpb == pytest.approx(0.1) and "worse" in twin.verdict
+    assert rows["int8"].scratch_twin is None
 
 
 def test_every_size_by_default_json_and_text():
     out = compare(_results())
-    assert [t["size"] for t in out["sizes"]] == ["m", "s"] and out["frontier_axis"] == "host_decode_ms"
-    json.dumps(out, allow_nan=False)
+    assert [t.size for t in out.sizes] == ["m", "s"] and out.frontier_axis == "host_decode_ms"
+    json.dumps(out.data(), allow_nan=False)
     lines = table_lines(out)
     assert any(line.startswith("m/int8") and "[1.50, 2.10]" in line for line in lines)
     assert any("[0.90, 1.20]~" in line for line in lines)  # within noise is marked

@@ -256,11 +256,11 @@ def test_page_leads_with_the_answer_and_has_every_section(built):
     starts = [text.index(f'id="{s}"') for s in SECTIONS]
     assert starts == sorted(starts) and starts[0] < text.index("<img")  # the answer before any figure
     answer = text[starts[0] : starts[1]]
-    picks = analyse(parse_results(results))["picks"]
+    picks = analyse(parse_results(results)).picks
     for device, p in picks.items():
         assert f"<td>{device}</td>" in answer
-        assert f"use {p['variant']['variant_id']}" in answer  # target 2.7: the largest int8 meets it
-        assert f"{p['variant']['loss']['test_bpb']:.4f}" in answer
+        assert f"use {p.variant.variant_id}" in answer  # target 2.7: the largest int8 meets it
+        assert f"{p.variant.loss.test_bpb:.4f}" in answer
     assert "measured" in answer and "predicted" in answer
     assert "within noise" in text[starts[2] : starts[3]]  # the comparison flags s0/int8_dynamic
     assert "γ_N" in text and "power_law_n" in text  # degradation law table

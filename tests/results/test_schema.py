@@ -10,6 +10,7 @@ import pytest
 
 from edgescale.errors import UserError
 from edgescale.results import SCHEMA_VERSION, Results, parse_results, read_results, write_results
+from edgescale.results.analysis_schema import Analysis
 
 VARIANT = {
     "variant_id": "a/fp32",
@@ -69,7 +70,11 @@ def as_version_1(data: dict, *, with_version: bool = True) -> dict:
     old.pop("schema_version")
     if with_version:
         old["schema_version"] = 1
-    old["analysis"]["target_bpb"] = old["analysis"].pop("loss_target_bpb")
+    analysis = old["analysis"]
+    analysis["target_bpb"] = analysis.pop("loss_target_bpb")
+    for answer in [*(analysis.get("picks") or {}).values(), analysis.get("routes")]:
+        if answer:
+            answer["target_bpb"] = answer.pop("loss_target_bpb")
     plan = old["scaling"].get("plan_for_target")
     if plan:
         plan["target_bpb"] = plan.pop("loss_target_bpb")
@@ -142,7 +147,9 @@ def test_the_tiny_study_results_validate_and_round_trip(tiny_run, tmp_path):
     text = (run / "results.json").read_bytes()
     results = read_results(run)
     assert results.schema_version == SCHEMA_VERSION
-    assert results.variants and results.analysis and results.analysis["loss_target_bpb"] == results.loss_target_bpb
+    assert results.variants and isinstance(results.analysis, Analysis)
+    assert results.analysis.loss_target_bpb == results.loss_target_bpb
+    assert set(results.analysis.picks) == {"host", "rpi5-8gb"} and results.analysis.compare.sizes
     write_results(tmp_path / "results.json", results)
     assert (tmp_path / "results.json").read_bytes() == text
 
@@ -152,3 +159,41 @@ def test_the_tiny_study_results_of_version_1_are_migrated(tiny_run, tmp_path):
     data = json.loads((run / "results.json").read_text())
     migrated = read_results(_write(tmp_path / "old", as_version_1(data)))
     assert migrated.data() == data
+
+
+# where a typo'd key goes inside the analysis section: every part of it is typed, none a free dict
+ANALYSIS_PARTS = [
+    ("analysis",),
+    ("analysis", "frontiers", "bytes_per_decoded_token"),
+    ("analysis", "frontiers", "bytes_per_decoded_token", "front", 0),
+    ("analysis", "degradation", "int8_dynamic"),
+    ("analysis", "degradation", "int8_dynamic", "curve", 0),
+    ("analysis", "picks", "rpi5-8gb"),
+    ("analysis", "picks", "rpi5-8gb", "variant", "loss"),
+    ("analysis", "compare", "sizes", 0, "rows", 0),
+    ("analysis", "compare", "sizes", 0, "rows", 0, "device_latency"),
+    ("analysis", "routes", "per_device", "host"),
+    ("analysis", "routes", "points", 0, "training_flops"),
+]
+
+
+def test_the_tiny_study_analysis_is_typed_to_its_leaves(tiny_run):
+    _, run, _ = tiny_run
+    data = json.loads((run / "results.json").read_text())
+    for where in ANALYSIS_PARTS:
+        bad = copy.deepcopy(data)
+        d = bad
+        for k in where:
+            d = d[k]
+        d["loss_target_bpbb"] = 6.0
+        with pytest.raises(UserError, match="Extra inputs are not permitted") as e:
+            parse_results(bad)
+        assert e.value.field.startswith("analysis.") and e.value.field.endswith(".loss_target_bpbb"), where
+
+
+def test_a_typo_d_key_in_a_minimal_analysis_fails():
+    bad = copy.deepcopy(RESULTS)
+    bad["analysis"]["served_tokenz"] = 1e9
+    with pytest.raises(UserError, match="Extra inputs are not permitted") as e:
+        parse_results(bad)
+    assert e.value.field == "analysis.served_tokenz"
