@@ -42,7 +42,7 @@ from edgescale.models import gpt, shape
 
 log = logging.getLogger(__name__)
 
-FORMAT = 1  # bump when an entry's layout or meaning changes
+FORMAT = 2  # bump when an entry's layout or meaning changes
 PREFIX = "model."  # the export wrapper holds the GPT as ``self.model``
 _PACKAGES = ("torch", "onnx", "onnxscript", "numpy")
 _CODE = (gpt, shape)  # the modules whose code decides the traced graph, besides the exporter's own

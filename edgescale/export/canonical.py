@@ -1,7 +1,7 @@
 """Content hashes for artifacts; ONNX files are hashed after canonicalisation.
 
 Canonicalisation drops what does not change the computation — producer name and
-version, doc strings, metadata properties, the graph name — and serialises
+version, doc strings, metadata properties (the model's and each node's), the graph name — and serialises
 deterministically, so the same model always gets the same hash.
 """
 
@@ -36,6 +36,7 @@ def onnx_sha256(path: Path) -> str:
     del model.metadata_props[:]
     for node in model.graph.node:
         node.doc_string = ""
+        del node.metadata_props[:]  # an exporter's per-node stack traces: source paths and line numbers
     for vi in (*model.graph.input, *model.graph.output, *model.graph.value_info):
         vi.doc_string = ""
     return hashlib.sha256(model.SerializeToString(deterministic=True)).hexdigest()

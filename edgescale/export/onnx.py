@@ -135,12 +135,16 @@ def _export(
 
 
 def _fold_constant_transposes(path: Path) -> dict[str, Fold]:
-    """Replace ``Transpose(initializer)`` by the transposed initializer, in place.
+    """Replace ``Transpose(initializer)`` by the transposed initializer and drop the exporter's
+    per-node metadata, in place.
 
     The exporter reads a tied LM head as a transpose of the embedding table in some
     exports and as a stored copy in others; onnxruntime folds the transpose at load
     anyway. Folding it in the file makes every export alike, so the quantizers see the
     LM head as the constant-weight MatMul it is (they skip a MatMul on a computed input).
+    The node metadata holds the Python stack of every traced op — this checkout's file paths
+    and line numbers — so without dropping it the same model exported from two checkouts, or
+    after an edit that moves a line of ``models/gpt.py``, gave other bytes, hashes and sizes.
     Returns each folded initializer's source and permutation (the export cache replays them).
     """
     model = onnx.load(str(path))
@@ -148,6 +152,7 @@ def _fold_constant_transposes(path: Path) -> dict[str, Fold]:
     inits = {t.name: t for t in g.initializer}
     folded, folds = [], {}
     for node in g.node:
+        del node.metadata_props[:]
         if node.op_type != "Transpose" or node.input[0] not in inits:
             continue
         array = numpy_helper.to_array(inits[node.input[0]])
@@ -156,8 +161,6 @@ def _fold_constant_transposes(path: Path) -> dict[str, Fold]:
         g.initializer.append(numpy_helper.from_array(array.transpose(perm).copy(), node.output[0]))
         folded.append(node)
         folds[node.output[0]] = Fold(node.input[0], perm)
-    if not folded:
-        return {}
     for node in folded:
         g.node.remove(node)
     used = {i for n in g.node for i in n.input} | {o.name for o in g.output}

@@ -60,12 +60,21 @@ def test_canonical_hash_ignores_metadata(tiny_onnx, tmp_path):
     model.producer_name = "something else"
     model.doc_string = "a note"
     onnx.helper.set_model_props(model, {"built_at": "/tmp/xyz"})
+    onnx.helper.set_metadata_props(model.graph.node[0], {"pkg.torch.onnx.stack_trace": 'File "/a/gpt.py", line 9'})
     other = tmp_path / "other.onnx"
     onnx.save(model, str(other))
     assert onnx_sha256(other) == onnx_sha256(tiny_onnx)
     model.graph.initializer[0].raw_data = bytes(len(model.graph.initializer[0].raw_data))
     onnx.save(model, str(other))
     assert onnx_sha256(other) != onnx_sha256(tiny_onnx)
+
+
+def test_an_export_holds_no_trace_of_the_checkout(tiny_onnx):
+    """The exporter records each op's Python stack (file paths, line numbers) in node metadata;
+    the export drops it, so the same model gives the same bytes from any checkout or edit."""
+    model = onnx.load(str(tiny_onnx))
+    assert not any(n.metadata_props for n in model.graph.node)
+    assert b"edgescale/models/gpt.py" not in tiny_onnx.read_bytes()
 
 
 def test_a_non_lm_onnx_file_is_refused_by_name(relu_onnx, tmp_path):
