@@ -31,7 +31,9 @@ def _bin(name: str) -> Path:
 
 
 def _stamp() -> str:
-    h = hashlib.sha256((ROOT / "pyproject.toml").read_bytes())
+    h = hashlib.sha256()
+    for name in ("pyproject.toml", "setup.py"):  # the pins, and where the shipped YAML files install from
+        h.update((ROOT / name).read_bytes())
     h.update(CORPUS.encode())
     return h.hexdigest()
 
