@@ -26,7 +26,8 @@ from edgescale.results.assemble import assemble_results
 from edgescale.results.io import write_results
 from edgescale.results.schema import Results
 from edgescale.rundir import RunDir, key_of
-from edgescale.store import db_path, record_run
+from edgescale.store.schema import db_path
+from edgescale.store.write import record_run
 
 
 def run_study(

@@ -74,6 +74,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         ),
     ),
     ("measure", ("edgescale.bench", "edgescale.scaling")),
+    # the store prefix covers its submodules: store.schema, then store.write and store.read on it
     ("results", ("edgescale.results", "edgescale.store")),
     ("report", ("edgescale.report",)),
     (

@@ -16,7 +16,9 @@ from cli_runner import CliResult, run_cli
 from rich.console import Console
 
 from edgescale.errors import UserError
-from edgescale.store import SCHEMA_VERSION, db_path, list_runs, load_run, load_variants, record_run, run_id_of
+from edgescale.store.read import list_runs, load_run, load_variants
+from edgescale.store.schema import SCHEMA_VERSION, db_path, run_id_of
+from edgescale.store.write import record_run
 
 
 def _variant(size: str, recipe: str, val_bpb: float) -> dict:

@@ -99,7 +99,9 @@ def runs(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """List the runs in the results store (study, when, variants, best validation loss, CPU)."""
-    from edgescale.store import db_path, list_runs, record_run
+    from edgescale.store.read import list_runs
+    from edgescale.store.schema import db_path
+    from edgescale.store.write import record_run
 
     path = db_path(db)
     for run_dir in add or []:

@@ -109,7 +109,6 @@ def bench(
 
 
 def _loss(lm, vocab: int, study: Path | None, tokenizer: str | None, max_tokens: int | None) -> dict:
-
     st, path = load_study(study)
     tok, described = resolve_tokenizer(lm.path, tokenizer)
     if tok is None and vocab < 256:

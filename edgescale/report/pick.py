@@ -24,7 +24,8 @@ from edgescale.report.extrapolate import new_model, profile
 from edgescale.report.frontier import axes_for, device_axis
 from edgescale.results import read_results
 from edgescale.results.schema import HostLatency, Results, Variant
-from edgescale.store import db_path, list_runs, load_run
+from edgescale.store.read import list_runs, load_run
+from edgescale.store.schema import db_path
 
 LOCAL_METRICS = ("decode_ms", "prefill_ms", "energy_mj")  # --cost shorthands for the chosen device
 MB = 1e6  # --max-memory-mb counts decimal megabytes

@@ -83,7 +83,7 @@ def test_compare_json_has_its_fields(run_dir):
 
 @pytest.mark.slow
 def test_all_runs_from_the_store(run_dir, tmp_path):
-    from edgescale.store import record_run
+    from edgescale.store.write import record_run
 
     db = tmp_path / "store.db"
     record_run(db, run_dir)
