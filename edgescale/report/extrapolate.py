@@ -48,7 +48,7 @@ class RecipeScale:
     recipe: str
     bits_per_weight: float  # 8 · weight bytes streamed per decoded token / deployed total parameters
     params_ratio: float  # deployed / parent total parameters
-    recovery_fraction: float  # recovery tokens / parent's training tokens
+    recovery_fraction: float | None  # recovery tokens / parent's training tokens; None: those are unknown
     from_variant: str
 
 
@@ -60,13 +60,12 @@ def recipe_scales(results: Results) -> dict[str, RecipeScale]:
         streamed = v.cost.weight_bytes  # not the file: node metadata inflates small files
         if parent is None or not streamed:
             continue
-        recovered = v.train_tokens - parent.train_tokens
+        recovered = max(0, v.train_tokens - parent.train_tokens)
+        # a pretrained checkpoint's training tokens may be unknown (0): a recipe that recovers on
+        # top of it cannot be scaled to a new model's tokens, one without recovery can
+        fraction = recovered / parent.train_tokens if parent.train_tokens else (None if recovered else 0.0)
         out[v.recipe] = RecipeScale(
-            v.recipe,
-            8 * streamed / v.params_total,
-            v.params_total / parent.params_total,
-            max(0, recovered) / parent.train_tokens,
-            v.variant_id,
+            v.recipe, 8 * streamed / v.params_total, v.params_total / parent.params_total, fraction, v.variant_id
         )
     return out
 
@@ -215,8 +214,12 @@ def _plan(law, target_law: float, fit, unit: float, served: float, max_tokens: f
 
 def option(law, info, unit, scale, fit, target, device, results, limits, cap, served) -> dict:
     """One recipe's answer: the model to train, its loss after the recipe and its device cost."""
+    out = {"recipe": scale.recipe}
+    if scale.recovery_fraction is None:
+        why = f"its recovery tokens cannot be scaled: {scale.from_variant}'s parent's training tokens are unknown"
+        return out | {"status": "infeasible", "reason": why}
     plan, delta = _plan(law, target * unit, fit, unit, served)
-    out = {"recipe": scale.recipe, "status": plan.status}
+    out["status"] = plan.status
     if plan.status != "ok":
         return out | {"reason": plan.reason}
     if plan.n_params > MAX_PARAMS:
@@ -256,8 +259,8 @@ def law_check(results: Results, law, unit: float) -> list[dict]:
     measured = {v.size: v.bpb("validation") for v in results.variants if v.recipe == base}
     return [
         {
-            "size": s.size,
-            "law_bpb": float(law.loss(s.params_total, s.train_tokens)) / unit,
+            "size": s.size,  # a checkpoint's unknown training tokens (0) give no point to check
+            "law_bpb": float(law.loss(s.params_total, s.train_tokens)) / unit if s.train_tokens else None,
             "onnx_validation_bpb": measured.get(s.size),
         }  # fmt: skip
         for s in results.sizes

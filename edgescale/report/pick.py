@@ -241,9 +241,25 @@ def pick(
             f"no variant fits on {device}: the smallest, {smallest.variant_id}, needs "
             f"{(need or math.nan) / MB:.3g} MB (estimate) against {cap_why}"
         )
+    out["nearest_miss"] = nearest_miss(pool, target, len(runs) > 1)
     answer = new_model(runs[0].results, target, device, axis, limits, cap, served_tokens)
     answer["law"]["run"] = runs[0].label  # with several runs, the first one's law answers
     return {**out, **answer}
+
+
+def nearest_miss(pool: list, target: float, several: bool) -> dict | None:
+    """Of the variants that miss the loss target, the closest (validation bits per byte); None when
+    every variant meets it and only the limits rule them out."""
+    scored = [(v.bpb("validation"), r, v) for r, v in pool if (v.bpb("validation") or -math.inf) > target]
+    if not scored:
+        return None
+    loss, r, v = min(scored, key=lambda t: t[0])
+    return {
+        "variant_id": v.variant_id,
+        "run": r.label if several else None,
+        "validation_bpb": loss,
+        "miss_bpb": loss - target,
+    }
 
 
 def _memory_excluded(reason: str) -> bool:
@@ -282,6 +298,9 @@ def summary_lines(out: Mapping) -> list[str]:
             f"  file: {v['onnx_file'] or v['onnx_path']}",
         ]
     lines = [head, f"  no variant qualifies{': ' + out['memory_note'] if out.get('memory_note') else ''}"]
+    if out.get("nearest_miss"):
+        m = out["nearest_miss"]
+        lines.append(f"  nearest miss: {m['variant_id']} at {m['validation_bpb']:.4f} (misses by {m['miss_bpb']:.4f})")
     if out["status"] == "plan":
         b, plan = out["best"], out["best"]["plan"]
         dev = b["device"]

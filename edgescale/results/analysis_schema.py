@@ -173,7 +173,7 @@ class RecipeScale(Strict):
     recipe: str
     bits_per_weight: Number
     params_ratio: Number
-    recovery_fraction: Number
+    recovery_fraction: Number | None  # None: the parent's training tokens are unknown
     from_variant: str
 
 
@@ -210,6 +210,15 @@ class VariantPick(Strict):
     variant: PickedVariant
 
 
+class NearestMiss(Strict):
+    """The variant closest to the target from above, when none meets it."""
+
+    variant_id: str
+    run: str | None
+    validation_bpb: Number
+    miss_bpb: Number
+
+
 class NewModelPick(Strict):
     """No variant qualifies: the model the law says to train (``plan``), or why none would (``infeasible``)."""
 
@@ -222,6 +231,7 @@ class NewModelPick(Strict):
     considered: dict[str, str]
     any_variant_fits_memory: bool
     memory_note: str | None = None
+    nearest_miss: NearestMiss | None = None
     status: Literal["plan", "infeasible"]
     law: LawInfo
     options: list[PlanOption]

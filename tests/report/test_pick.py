@@ -178,3 +178,23 @@ def test_cli_json_and_exit_codes(tmp_path):
     assert bad.returncode == 3 and json.loads(bad.stdout)["status"] == "infeasible"  # as edgescale plan
     wrong = _cli("pick", tmp_path, "--target-loss", 2.0, "--device", "nope")
     assert wrong.returncode == 2 and "allowed: host, rpi5-8gb" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_pretrained_candidates_with_unknown_training_tokens_that_miss_the_target_get_an_answer():
+    """Issue 15: a pretrained checkpoint (training tokens unknown: 0) that misses the target used
+    to end in a ZeroDivisionError (recipe_scales, law_check). The answer is the nearest miss and a
+    plan from the published law, or infeasible: never a traceback."""
+    hf = [
+        V("ckpt/fp32", n=300_000, val=2.5, tokens=0, decode={"host": 0.4, "rpi5-8gb": 0.9}),
+        V("ckpt/int8_dynamic", n=300_000, val=2.51, tokens=0, bytes_=300_000, decode={"host": 0.3, "rpi5-8gb": 0.5}),
+        V(
+            "ckpt/heads_ffn50_recover", n=150_000, val=2.6, tokens=50_000, bytes_=600_000,
+            decode={"host": 0.2, "rpi5-8gb": 0.4}, steps=[{"op": "distill.recover", "metrics": {"tokens": 50_000}}],
+        ),
+    ]  # fmt: skip
+    out = pick(_run(hf, law=None), 2.0, "rpi5-8gb")
+    assert out["status"] in ("plan", "infeasible")
+    assert out["nearest_miss"]["variant_id"] == "ckpt/fp32" and out["nearest_miss"]["miss_bpb"] == pytest.approx(0.5)
+    options = {o["recipe"]: o for o in out["options"]}
+    assert "training tokens are unknown" in options["heads_ffn50_recover"]["reason"]
+    assert all(c["law_bpb"] is None for c in out["law"]["check"])  # no (N, D) to check the law at
