@@ -4,9 +4,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from edgescale.config import CustomModelConfig
 from edgescale.errors import CausalityError
-from edgescale.export.onnx import export_onnx
-from edgescale.guard import check_causal_onnx, check_causal_torch
+from edgescale.export.onnx import export_onnx, export_onnx_nocache
+from edgescale.guard import (
+    check_architecture_torch,
+    check_causal_onnx,
+    check_causal_torch,
+    check_onnx_graph,
+    check_torch_model,
+)
+from edgescale.models.custom import AdaptedLM, CustomSpec
 from edgescale.models.gpt import GPT, CausalSelfAttention
 
 
@@ -46,3 +54,106 @@ def test_bidirectional_onnx_model_is_refused(tiny_cfg, tiny_onnx, tmp_path):
     path = export_onnx(_bidirectional(tiny_cfg), tmp_path / "bidir.onnx")
     with pytest.raises(CausalityError, match="bidir.onnx"):
         check_causal_onnx(path)
+
+
+# --- guards that hold for every candidate: the architecture at initialization, batch independence
+
+ENCODER_KW = {"vocab_size": 300, "d_model": 32, "nhead": 4, "dim_feedforward": 64, "num_layers": 2}
+
+
+def _encoder(**changes) -> AdaptedLM:
+    """edgescale's encoder example behind the adapter; by default masked, as a study declares it."""
+    base = {
+        "factory": "edgescale.examples.encoder:encoder_lm",
+        "kwargs": ENCODER_KW,
+        "input": "embeddings",
+        "embed_dim": 32,
+        "layout": "seq_first",
+        "causal": "mask_arg",
+        "vocab_size": 300,
+        "block_size": 32,
+    }
+    return AdaptedLM(CustomSpec(CustomModelConfig(**{**base, **changes}), 256, 32)).eval()
+
+
+def _briefly_trained(model: AdaptedLM, steps: int = 4) -> AdaptedLM:
+    """A few optimizer steps of next-byte prediction: far from converged, as a run's first rung can be."""
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        ids = torch.randint(0, 256, (8, 33), generator=gen)
+        loss = F.cross_entropy(model.logits(ids[:, :-1]).reshape(-1, 256), ids[:, 1:].reshape(-1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_causal_models_pass_every_check(tiny_model, tiny_onnx):
+    assert check_torch_model(tiny_model, "gpt") == 0.0
+    check_torch_model(_encoder(), "masked encoder")
+    check_torch_model(_briefly_trained(_encoder()), "masked encoder, trained")
+    assert check_onnx_graph(tiny_onnx, strict=True, atol=1e-4) == 0.0
+
+
+def test_an_encoder_without_mask_is_refused_at_init_and_after_a_short_training():
+    with pytest.raises(CausalityError, match=r"initialization \(seed 0\): not causal: .* of the change at positions"):
+        check_architecture_torch(_encoder(causal="builtin"), "encoder without mask")
+    trained = _briefly_trained(_encoder(causal="builtin"))
+    with pytest.raises(CausalityError, match="not causal"):
+        check_torch_model(trained, "encoder without mask, 4 steps")
+
+
+def test_the_architecture_is_refused_even_when_the_trained_weights_hide_it():
+    """A collapsed head (logits ~ its bias whatever the input) passes the check on the weights
+    alone; the same architecture at initialization does not."""
+    model = _briefly_trained(_encoder(causal="builtin"))
+    with torch.no_grad():
+        model.inner.head.weight.mul_(1e-6)
+    check_causal_torch(model, "collapsed")  # the hole the architecture check closes
+    with pytest.raises(CausalityError, match=r"collapsed at initialization \(seed 0\): not causal"):
+        check_torch_model(model, "collapsed")
+
+
+def test_a_module_that_mixes_sequences_across_the_batch_is_refused():
+    """``layout: batch_first`` for a (T, B, C) module: it attends across the batch, not across time."""
+    mixed = _encoder(layout="batch_first", causal="builtin")
+    check_causal_torch(mixed, "layout mix-up")  # one sequence at a time, nothing to see
+    with pytest.raises(CausalityError, match=r"layout mix-up at initialization \(seed 0\): not batch-independent"):
+        check_torch_model(mixed, "layout mix-up")
+    trained = _briefly_trained(_encoder(layout="batch_first", causal="builtin"))
+    with pytest.raises(CausalityError, match=r"not batch-independent: .* changed the other sequences' logits by"):
+        check_architecture_torch(trained, "layout mix-up, trained")
+
+
+def test_the_guard_leaves_torch_random_state_as_it_was(tiny_model):
+    model = _encoder()  # building it seeds the global generator, as a user's module expects
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    check_torch_model(model, "masked encoder")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_graph_checks_refuse_leaks_across_time_and_batch_and_outputs_that_ignore_the_input(tiny_cfg, tmp_path):
+    faint = _bidirectional(tiny_cfg)
+    with torch.no_grad():
+        faint.ln_f.weight.mul_(1e-5)  # logits 1e-5 of their size: any change is below the absolute tolerance
+        faint.ln_f.bias.mul_(1e-5)
+    bidir = export_onnx(faint, tmp_path / "bidir.onnx")
+    check_causal_onnx(bidir)  # the hole: a faint leak passes the check relative to the largest logit
+    with pytest.raises(CausalityError, match=r"bidir.onnx: not causal: .* of the change at positions > t"):
+        check_onnx_graph(bidir, strict=True, atol=1e-4)
+
+    constant = GPT(tiny_cfg, seed=0).eval()
+    with torch.no_grad():
+        constant.ln_f.weight.zero_()  # logits 0 whatever the input
+    path = export_onnx(constant, tmp_path / "constant.onnx")
+    assert check_causal_onnx(path) == 0.0  # passes the check on weights alone
+    with pytest.raises(CausalityError, match="constant.onnx: cannot judge causality"):
+        check_onnx_graph(path, strict=True, atol=1e-4)
+
+    mixed = export_onnx_nocache(_encoder(layout="batch_first", causal="builtin"), tmp_path / "mixed.onnx")
+    with pytest.raises(CausalityError, match="mixed.onnx: not batch-independent"):
+        check_onnx_graph(mixed, strict=True, atol=1e-4)

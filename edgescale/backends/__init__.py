@@ -11,6 +11,7 @@ from edgescale.config import Study
 from edgescale.data.corpus import Corpus
 from edgescale.hf.backend import HFBackend  # transformers and optimum load inside its methods
 from edgescale.models.backend import ModelBackend
+from edgescale.models.custom import resolve_factory
 
 
 def backend_for(study: Study, study_path: Path, corpus: Corpus, chains: list[Chain]) -> ModelBackend:
@@ -18,5 +19,6 @@ def backend_for(study: Study, study_path: Path, corpus: Corpus, chains: list[Cha
     if study.hf_model is not None:
         return HFBackend(study, study_path, corpus, chains)
     if study.model is not None:
+        resolve_factory(study.model.factory, base=study_path.parent)  # a factory module beside the study file
         return CustomBackend(study, corpus)
     return GPTBackend(study, corpus)

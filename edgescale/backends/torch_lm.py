@@ -16,7 +16,7 @@ from edgescale import __version__
 from edgescale.bench.loss import onnx_loss
 from edgescale.config import Study
 from edgescale.data.corpus import Corpus
-from edgescale.guard import check_causal_onnx, check_causal_torch
+from edgescale.guard import check_onnx_graph, check_torch_model
 from edgescale.models.backend import SizePlan
 from edgescale.models.checkpoint import load_model, save_model, spec_meta, spec_of
 from edgescale.rundir import key_of
@@ -68,7 +68,7 @@ class TorchBackend:
             tc = s.training.model_copy(update={"batch_size": plan.batch_size}) if plan.batch_size else s.training
             res = train(plan.cfg, tc, self.corpus, plan.tokens, s.seed, out, key, tick, teacher_model, distill)
         model, _ = load_model(res.checkpoint)
-        check_causal_torch(model, f"{plan.name} ({res.checkpoint})")
+        check_torch_model(model, f"{plan.name} ({res.checkpoint})")
         rel, sha = rd.store(res.checkpoint)
         rec = {
             "checkpoint": str(rel),
@@ -98,7 +98,7 @@ class TorchBackend:
         # Strict for the exported float graph; ONNX-stage steps (quantization) may move
         # logits slightly through per-call activation scales (see edgescale.guard).
         length = min(24, self.study.block_size)
-        influence = check_causal_onnx(path, atol=1e-4 if strict else QUANTIZED_CAUSAL_ATOL, length=length)
+        influence = check_onnx_graph(path, strict=strict, atol=1e-4 if strict else QUANTIZED_CAUSAL_ATOL, length=length)
         e = protocol
         res = onnx_loss(path, self.corpus[split], e.context_length, e.stride, e.max_tokens, e.batch_size)
         return {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence}

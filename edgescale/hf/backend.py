@@ -26,7 +26,7 @@ from edgescale import __version__
 from edgescale.compress.registry import EXPORT_OP, Chain, StepContext, implement
 from edgescale.errors import UserError
 from edgescale.export.steps import ExportConfig
-from edgescale.guard import check_causal_onnx
+from edgescale.guard import check_onnx_graph
 from edgescale.hf.export import HFCausalLM, export_and_verify
 from edgescale.hf.prune import check_scope, layout_of
 from edgescale.hf.recover import recovery_tokens
@@ -200,8 +200,8 @@ class HFBackend:
     def score(self, path: Path, split: str, protocol, strict: bool) -> dict:
         """Scored in the model's own tokens, reported in bits per byte."""
         tc, e = self.corpus, protocol
-        influence = check_causal_onnx(
-            path, atol=1e-4 if strict else QUANTIZED_CAUSAL_ATOL, length=min(24, self.spec.block_size)
+        influence = check_onnx_graph(
+            path, strict=strict, atol=1e-4 if strict else QUANTIZED_CAUSAL_ATOL, length=min(24, self.spec.block_size)
         )
         res = hf_onnx_loss(path, tc, split, e.context_length, e.stride, e.max_tokens, e.batch_size)
         return {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence, "tokenizer": tc.tokenizer}

@@ -22,8 +22,10 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -55,13 +57,38 @@ class CustomSpec:
         return CustomSpec(CustomModelConfig.model_validate(d["custom"]), d["vocab_size"], d["block_size"])
 
 
-def resolve_factory(spec: str, field: str = "model.factory"):
-    """``package.module:function`` → the callable, with a clear error for each way it can fail."""
+@contextlib.contextmanager
+def _importable_from(folder: Path | None) -> Iterator[None]:
+    """``folder`` first on the import path for the duration, then the path exactly as it was."""
+    if folder is None:
+        yield
+        return
+    entry = str(Path(folder).resolve())
+    sys.path.insert(0, entry)
+    importlib.invalidate_caches()  # a module written since the last import is found
+    try:
+        yield
+    finally:
+        if sys.path and sys.path[0] == entry:
+            del sys.path[0]
+        elif entry in sys.path:
+            sys.path.remove(entry)
+
+
+def resolve_factory(spec: str, field: str = "model.factory", base: Path | None = None):
+    """``package.module:function`` → the callable, with a clear error for each way it can fail.
+
+    ``base`` is the study file's folder: paths in a study are relative to it, so a factory
+    module beside the study imports without PYTHONPATH. The folder is on the import path
+    for this call only; the imported module stays in ``sys.modules``, which is how every
+    later build of the model in this process (training, loading checkpoints) finds it.
+    """
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
         raise UserError(f"{spec!r} is not 'package.module:function'", field=field)
     try:
-        module = importlib.import_module(module_name)
+        with _importable_from(base):
+            module = importlib.import_module(module_name)
     except ImportError as e:
         raise UserError(f"cannot import {module_name!r}: {e}", field=field) from None
     fn = getattr(module, attr, None)

@@ -1,6 +1,7 @@
 """Bring your own module: the encoder example adapted, masked, trained, exported and measured."""
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,32 @@ def test_a_custom_module_gets_only_the_steps_registered_for_it():
         [step, _] = compile_chain(Recipe(name="r", steps=[{"op": op}]), "r.yaml").steps
         with pytest.raises(UserError, match=rf"{op} is not available for your own modules \(only for edgescale's GPT"):
             backend.implementation(step)
+
+
+def test_a_factory_module_beside_the_study_file_imports_without_pythonpath(tmp_path, monkeypatch):
+    """Paths in a study are relative to the study file: so is its factory module, for that import only."""
+    from edgescale.models.custom import resolve_factory
+    from edgescale.pipeline import load_inputs
+
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    module = f"beside_{tmp_path.name.replace('-', '_')}"  # unique: sys.modules outlives the test
+    (tmp_path / f"{module}.py").write_text(
+        "from edgescale.examples.encoder import encoder_lm\n\ndef make(**kw):\n    return encoder_lm(**kw)\n"
+    )
+    study = yaml.safe_load((REPO / "studies" / "custom_encoder.yaml").read_text())
+    study["model"] |= {"factory": f"{module}:make", "kwargs": TINY_KW, "embed_dim": 32, "block_size": 32}
+    study["evaluation"] = {"context_length": 32, "stride": 32, "max_tokens": 1024, "batch_size": 8}
+    study["measurement"] = {"prompt_len": 16, "decode_context": 32, "repeats": 3, "warmup": 1, "threads": 1}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    path_before = list(sys.path)
+    try:
+        with pytest.raises(UserError, match=f"cannot import '{module}'"):
+            resolve_factory(f"{module}:make")  # not on the import path by itself
+        assert sys.path == path_before
+        inputs = load_inputs(path)
+        assert sys.path == path_before  # the folder was on the path for that import only
+        [plan] = inputs.plans
+        assert AdaptedLM(plan.cfg).inner.__class__.__name__ == "EncoderLM"  # rebuilt later without the folder
+    finally:
+        sys.modules.pop(module, None)
