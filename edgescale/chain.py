@@ -60,6 +60,15 @@ class ScratchStore:
         return rec
 
 
+class StepFailed(Exception):
+    """A chain step raised ``cause`` (also its ``__cause__``): names the step, so a study can
+    record which step of which variant failed (see :func:`edgescale.pipeline.attempt`)."""
+
+    def __init__(self, op: str, cause: Exception) -> None:
+        super().__init__(f"{op}: {type(cause).__name__}: {cause}")
+        self.op, self.cause = op, cause
+
+
 @dataclass(frozen=True)
 class ChainStart:
     """The artifact a chain starts from (a path relative to the store's root, or absolute)."""
@@ -86,8 +95,14 @@ def run_chain(
     rep: Reporter,
     name: str,
     seed: int = 0,
+    *,
+    name_failed_step: bool = False,
 ) -> ChainRun:
-    """Run ``chain`` from ``start``; ``name`` labels progress lines (``{name}/{chain}: {op}``)."""
+    """Run ``chain`` from ``start``; ``name`` labels progress lines (``{name}/{chain}: {op}``).
+
+    ``name_failed_step``: a step's exception comes out as :class:`StepFailed` (a study flags
+    that variant with the step); without it, unchanged (``edgescale quantize``: the CLI's).
+    Nothing is recorded for a failed step, so a rerun retries it."""
     rel, sha, kind = start.artifact, start.sha256, backend.takes
     steps, checkpoint = [], start.artifact
     for step in chain.steps:
@@ -96,7 +111,12 @@ def run_chain(
         if rec:
             rep.reuse(f"{name}/{chain.name}: {step.op}", rec["artifact"])
         else:
-            rec = _run_step(backend, step, kind, rel, key, start, store, rep, name, seed)
+            try:
+                rec = _run_step(backend, step, kind, rel, key, start, store, rep, name, seed)
+            except Exception as e:
+                if name_failed_step:
+                    raise StepFailed(step.op, e) from e
+                raise
         rel, sha, kind = str(rec["artifact"]), rec["sha256"], step.definition.gives
         checkpoint = rel if kind == "torch" else checkpoint
         steps.append({"op": step.op, "artifact": rel, "sha256": sha, "metrics": rec.get("metrics", {})})

@@ -2,7 +2,9 @@
 
 A study's variants are independent once the ladder is trained: each (size, recipe) chain
 — its steps, its scratch twin, its held-out loss — is one task, and host latency is one
-task that takes a whole node. Both executors run the same :class:`Pipeline` methods on
+task that takes a whole node. A variant that fails as a variant can (see
+:func:`edgescale.pipeline.is_variant_failure`) comes back as its
+:class:`~edgescale.pipeline.VariantFailure`; the others go on. Both executors run the same :class:`Pipeline` methods on
 the same run directory, so artifacts, cache records and hashes are identical; the
 driver then assembles the results from the cache (every lookup a reuse) and is the only
 process that writes ``results.json``, the report and the results store.
@@ -19,10 +21,11 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from edgescale.errors import UserError
-from edgescale.pipeline import SPLITS, Inputs, Pipeline
+from edgescale.pipeline import Inputs, Pipeline, VariantFailure, attempt
 from edgescale.progress import Reporter
 from edgescale.rundir import RunDir
 
@@ -50,23 +53,49 @@ def _import_ray():
 
 
 def run_chains(pipe: Pipeline, trained: dict[str, dict], executor: str = "local", address: str | None = None):
-    """Every (size, recipe) variant and scratch twin: ``(variants, twins)`` keyed by variant id.
+    """Every (size, recipe) variant and scratch twin: ``(variants, twins, failed)`` keyed by
+    variant id, ``failed`` holding the variants that failed (absent from the other two).
 
     With ``ray``, the held-out losses and the host measurement are computed by tasks too
     and recorded in the run directory, where the driver's own calls then find them.
     """
     if executor == "local":
-        variants, twins = {}, {}
+        variants, twins, failed = {}, {}, {}
         for p in pipe.plans:
             for c in pipe.chains:
-                vid = f"{p.name}/{c.name}"
-                variants[vid] = pipe.run_chain(p, c, trained[p.name])
-                if twin := pipe.scratch_twin(p, c, variants[vid], trained[p.name]):
-                    twins[vid] = twin
-        return variants, twins
+                out, twin, failure = one_variant(pipe, p, c, trained[p.name], with_loss=False)
+                _collect(f"{p.name}/{c.name}", out, twin, failure, variants, twins, failed)
+        return variants, twins, failed
     if executor == "ray":
         return _run_on_ray(pipe, trained, address)
     raise UserError(f"unknown executor {executor!r}; allowed: {', '.join(EXECUTORS)}", field="--executor")
+
+
+def one_variant(
+    pipe: Pipeline, plan, chain, trained: dict, *, with_loss: bool
+) -> tuple[dict | None, dict | None, VariantFailure | None]:
+    """One variant's chain, scratch twin and (``with_loss``) held-out losses: ``(chain record,
+    twin, None)``, or ``(None, None, failure)`` when it failed as a variant can."""
+    vid = f"{plan.name}/{chain.name}"
+    out = attempt(vid, "chain", pipe.run_chain, plan, chain, trained)
+    if isinstance(out, VariantFailure):
+        return None, None, out
+    twin = attempt(vid, "scratch twin", pipe.scratch_twin, plan, chain, out, trained)
+    if isinstance(twin, VariantFailure):  # the twin is part of the variant's evidence
+        stage = twin.stage if twin.stage == "scratch twin" else f"scratch twin: {twin.stage}"
+        return None, None, replace(twin, stage=stage)
+    if with_loss and isinstance(got := attempt(vid, "loss", pipe.losses, out), VariantFailure):
+        return None, None, got
+    return out, twin, None
+
+
+def _collect(vid: str, out, twin, failure, variants: dict, twins: dict, failed: dict) -> None:
+    if failure:
+        failed[vid] = failure
+        return
+    variants[vid] = out
+    if twin:
+        twins[vid] = twin
 
 
 # --------------------------------------------------------------------------- Ray tasks
@@ -75,18 +104,15 @@ def _pipeline(inputs, run_dir: str) -> Pipeline:
     return Pipeline(inputs, RunDir(Path(run_dir)), Reporter(quiet=True))
 
 
-def _chain_task(inputs, run_dir: str, plan, chain, trained: dict) -> tuple[dict, dict | None]:
+def _chain_task(inputs, run_dir: str, plan, chain, trained: dict):
+    return one_variant(_pipeline(inputs, run_dir), plan, chain, trained, with_loss=True)
+
+
+def _measure_task(inputs, run_dir: str, variants: dict) -> str | None:
+    """The host's name; None when a variant failed it (the driver then finds which, here)."""
     pipe = _pipeline(inputs, run_dir)
-    out = pipe.run_chain(plan, chain, trained)
-    twin = pipe.scratch_twin(plan, chain, out, trained)
-    for split in SPLITS:  # strict for the exported float graph, as in run_study
-        pipe.loss(out["artifact"], out["sha256"], split, out["last_op"] == "export.onnx")
-    return out, twin
-
-
-def _measure_task(inputs, run_dir: str, variants: dict) -> str:
-    _pipeline(inputs, run_dir).measure(variants)
-    return socket.gethostname()
+    got = attempt("*", "measure", pipe.measure, variants)
+    return None if isinstance(got, VariantFailure) else socket.gethostname()
 
 
 def _connect(address: str | None):
@@ -139,28 +165,33 @@ def _run_on_ray(pipe: Pipeline, trained: dict[str, dict], address: str | None):
         chain = ray.remote(num_cpus=1, max_retries=0)(_chain_task)
         jobs = [(p, c) for p in pipe.plans for c in pipe.chains]
         refs = [chain.remote(inputs, run_dir, p, c, trained[p.name]) for p, c in jobs]
-        variants, twins = {}, {}
+        variants, twins, failed = {}, {}, {}
 
         def chain_done(i: int, got) -> None:
             p, c = jobs[i]
             vid = f"{p.name}/{c.name}"
-            variants[vid], twin = got
-            if twin:
-                twins[vid] = twin
-            pipe.rep.done(f"{vid} on ray", got[0]["artifact"])
+            _collect(vid, *got, variants, twins, failed)
+            if vid in variants:
+                pipe.rep.done(f"{vid} on ray", variants[vid]["artifact"])
 
         with pipe.rep.status(f"{len(jobs)} variants as Ray tasks"):
             _wait(ray, refs, chain_done)
-        variants = {f"{p.name}/{c.name}": variants[f"{p.name}/{c.name}"] for p, c in jobs}  # the local order
+        order = [f"{p.name}/{c.name}" for p, c in jobs]  # the local order
+        variants = {vid: variants[vid] for vid in order if vid in variants}
+        failed = {vid: failed[vid] for vid in order if vid in failed}
+        if not variants:
+            return variants, twins, failed
 
         # Latency: one task holding a whole node (all its CPUs and its one edgescale_host unit).
         node_cpus = max(n["Resources"].get("CPU", 1) for n in ray.nodes() if n["Alive"])
         measure = ray.remote(num_cpus=node_cpus, resources={HOST_RESOURCE: 1}, max_retries=0)(_measure_task)
         with pipe.rep.status("host latency as a Ray task holding a whole node"):
             _wait(
-                ray, [measure.remote(inputs, run_dir, variants)], lambda _, host: pipe.rep.info(f"measured on {host}")
+                ray,
+                [measure.remote(inputs, run_dir, variants)],
+                lambda _, host: pipe.rep.info(f"measured on {host}" if host else "measurement failed; retried here"),
             )
-        return variants, twins
+        return variants, twins, failed
     finally:
         if started:
             ray.shutdown()

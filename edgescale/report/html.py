@@ -140,6 +140,19 @@ def _variants(results: Results) -> str:
     return _table(headers, (_variant_row(v, f) for v, f in zip(variants, on_bytes, strict=True)))
 
 
+def _failed(results: Results) -> str:
+    """The variants that failed a step or a check, with their reasons: left out of everything above."""
+    note = (
+        '<p class="note">These variants have no results: each failed at the stage named, and is left out '
+        "of the frontiers, picks, comparisons, degradation laws and routes. A rerun of the study retries them.</p>"
+    )
+    rows = (
+        f'<tr>{_td(f.variant_id)}{_td(f.failed_stage)}{_td(f.error_type)}<td class="wrap bad">{_e(f.reason)}</td></tr>'
+        for f in results.failed_variants
+    )
+    return note + _table(["variant", "failed at", "error", "reason"], rows)
+
+
 def _latency_note(results: Results) -> str:
     m = results.measurement
     hosts = [h for h in map(_host, results.variants) if h]
@@ -327,6 +340,8 @@ def render(results: Results, analysis: Analysis, images: Mapping[str, bytes | No
         ("curves", "Training loss curves", _figure(images, "loss_curves", "training loss curves")),
         ("variants", "Every variant", _variants(results) + _NOTE_VARIANTS),
     ]  # fmt: skip
+    if results.failed_variants:  # first: a reader must know what is missing before reading the rest
+        parts.insert(0, ("failed", f"Failed variants: {len(results.failed_variants)}", _failed(results)))
     kd = _distillation(results)
     if kd:
         parts.append(("distillation", "Distillation", kd))

@@ -74,6 +74,12 @@ def summary_text(results: Results, analysis: Analysis, figures: Mapping[str, Pat
         lines += ["", *(f"- {n}" for n in notes)] if notes else []
     else:
         lines += ["The study sets no loss_target_bpb: no pick (edgescale pick RUN_DIR --loss-target-bpb L)."]
+    if results.failed_variants:
+        lines += ["", "## Failed variants (left out of everything below; a rerun retries them)", ""]
+        lines += [
+            f"- {f.variant_id}: failed at {f.failed_stage} ({f.error_type}): {f.reason}"
+            for f in results.failed_variants
+        ]
     verdicts = [r.statement for r in analysis.routes.per_device.values()] if analysis.routes else []
     if any(verdicts):
         lines += ["", "## Train small, or train big and compress?", "", *(f"- {v}" for v in verdicts if v)]

@@ -7,6 +7,7 @@ byte and memory counts come from :mod:`edgescale.bench.bytes`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from edgescale.bench.measure import ratio
 from edgescale.bench.nodes import decode_graph
 from edgescale.models.shape import ModelAccounting
 from edgescale.results.pareto import pareto_front
-from edgescale.results.schema import SCHEMA_VERSION, Results
+from edgescale.results.schema import SCHEMA_VERSION, FailedVariant, Results
 from edgescale.scaling.study import fit_study
 
 
@@ -52,7 +53,7 @@ def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) ->
         "decode_context": measurement.decode_context,
         "threads": measurement.threads,
     }
-    if baseline and baseline != vid:
+    if baseline and baseline != vid and baseline in latency["variants"]:  # absent: the baseline failed
         base, recipe = latency["variants"][baseline], baseline.split("/")[1]
         for phase in ("prefill", "decode"):
             r = ratio(base[f"{phase}_samples_ms"], v[f"{phase}_samples_ms"], latency["spec"]["seed"])
@@ -118,9 +119,11 @@ def _distillation(sizes: list[dict], variants: list[dict], base_recipe: str, kd)
     if kd is None:
         return None
     loss = {v["size"]: v["loss"] for v in variants if v["recipe"] == base_recipe}
+    if kd.teacher not in loss:  # the teacher's baseline variant failed (listed in failed_variants)
+        return None
     rows = []
     for s in sizes:
-        if s.get("distilled_from"):
+        if s.get("distilled_from") and {s["size"], s["size"].removesuffix("-kd")} <= loss.keys():
             twin = s["size"].removesuffix("-kd")
             rows.append(
                 {
@@ -242,8 +245,13 @@ def _protocol(pipe) -> dict:
     }
 
 
-def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency: dict, twins: dict) -> Results:
-    """The typed results of a finished pipeline (without ``analysis``: :func:`edgescale.run.write_outputs` adds it)."""
+def assemble_results(
+    pipe, trained: dict, variants: dict, losses: dict, latency: dict, twins: dict, failed: Sequence[FailedVariant] = ()
+) -> Results:
+    """The typed results of a finished pipeline (without ``analysis``: :func:`edgescale.run.write_outputs` adds it).
+
+    ``variants`` holds the variants that succeeded; ``failed`` those that did not, written as
+    ``failed_variants`` only when there are any (a run without failures writes the same bytes)."""
     s = pipe.study
     m = s.measurement
     equal_tokens, at_equal = _equal_token_losses(trained)
@@ -266,4 +274,6 @@ def assemble_results(pipe, trained: dict, variants: dict, losses: dict, latency:
         "scaling": fit_study([z for z in sizes if not z["distilled_from"]], s.loss_target_bpb, seed=s.seed),
         "distillation": _distillation(sizes, out, base_recipe, s.distillation),
     }
+    if failed:
+        data["failed_variants"] = [f.data() for f in failed]
     return Results.model_validate(data)

@@ -12,6 +12,7 @@ the fields that were set, so reading and writing a file gives the same bytes.
 Version history: 1 (or no ``schema_version``) used ``target_bpb`` for the loss target,
 ``cost.flops_context`` next to ``cost.decode_context`` and ``d_model`` for the planned width;
 2 names them ``loss_target_bpb``, ``decode_context`` and ``n_embd`` (:mod:`edgescale.results.migrate`).
+``failed_variants`` (optional, version 2) was added compatibly: files without it read as before.
 """
 
 from __future__ import annotations
@@ -173,6 +174,19 @@ class Variant(Strict):
         return None if s is None else s.bits_per_byte
 
 
+class FailedVariant(Strict):
+    """A variant that failed a check or a step (edgescale.pipeline.is_variant_failure): kept out of
+    latency, the frontiers, picks, compare, degradation and routes; the next run retries it."""
+
+    variant_id: str
+    size: str
+    recipe: str
+    status: Literal["failed"] = "failed"
+    failed_stage: str = Field(description="the chain step's op, scratch twin, loss or measure")
+    error_type: str = Field(description="the exception's type, e.g. CausalityError, NumericsError, RuntimeError")
+    reason: str = Field(description="the exception's message")
+
+
 class CurvePoint(Strict):
     step: int | None = None
     tokens: int
@@ -306,6 +320,9 @@ class Results(Strict):
     loss_falls_with_size: FallsWithSize | None = None
     scaling: Scaling
     distillation: Distillation | None = None
+    failed_variants: list[FailedVariant] = Field(
+        default_factory=list, description="variants with no results, and why (written only when there are any)"
+    )
     analysis: Analysis | None = Field(
         None, description="frontiers, degradation, picks, compare, routes (edgescale.report.analysis.analyse)"
     )
