@@ -35,6 +35,7 @@ class TorchBackend:
 
     takes = "torch"
     calibration = None
+    tokenizer = "bytes"  # the loss's tokens: byte ids
 
     def __init__(self, study: Study, corpus: Corpus) -> None:
         self.study, self.corpus = study, corpus

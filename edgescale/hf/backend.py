@@ -111,6 +111,10 @@ class HFBackend:
         self.study = study
         self.spec = replace(spec, corpus=tokenize_corpus(corpus, tok, spec.vocab_size))
         self.corpus = self.spec.corpus
+        # the loss's tokens, as results.json's protocol records them: by content, not by path
+        self.tokenizer = (
+            spec.tokenizer if spec.tokenizer == "bytes" else f"{spec.tokenizer} sha256:{spec.tokenizer_sha256}"
+        )
 
     def _shape(self) -> dict:
         return {"n_layer": None, "n_head": None, "n_embd": None, "model": f"huggingface:{self.spec.model_type}"}

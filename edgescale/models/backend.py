@@ -76,6 +76,7 @@ class ModelBackend(Protocol):
     takes: str  # the kind a chain starts from: "torch" (a checkpoint) or "onnx" (a graph file)
     corpus: Any  # the study's corpus in the tokens this model reads (calibration, recovery, loss)
     calibration: Any  # token windows given ready-made (an ONNX file's), else None
+    tokenizer: str  # the tokens its loss is scored in: "bytes", or the tokenizer's class and content hash
 
     def plans(self, tokens_for: Callable[[int], tuple[int, str]]) -> list[SizePlan]:
         """The candidates; ``tokens_for(N)`` is the study's training budget for N parameters."""

@@ -172,7 +172,8 @@ def describe(run: Run, v: Variant, target: float, device: str, axis: str, label:
 
 def check_comparable(runs: Sequence[Run]) -> None:
     """Losses from runs evaluated on different splits or protocols cannot share one answer."""
-    keys = ("split_sha256", "test_split_sha256", "context_length", "stride", "max_tokens", "unit")
+    # the tokenizer too: the evaluation window and cap count tokens, so two tokenizers read other text
+    keys = ("split_sha256", "test_split_sha256", "context_length", "stride", "max_tokens", "unit", "tokenizer")
     first = {k: getattr(runs[0].results.protocol, k) for k in keys}
     for r in runs[1:]:
         other = {k: getattr(r.results.protocol, k) for k in keys}

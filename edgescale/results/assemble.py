@@ -240,7 +240,7 @@ def _protocol(pipe) -> dict:
         "split_sha256": pipe.corpus["validation"].sha256,
         "test_split_sha256": pipe.corpus["test"].sha256,
         "unit": "bits_per_byte",
-        "tokenizer": "bytes",
+        "tokenizer": pipe.backend.tokenizer,
         "runtime": "onnxruntime CPUExecutionProvider",
     }
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -90,6 +91,13 @@ def test_a_hugging_face_model_runs_through_a_study_end_to_end(which, request, tm
     results = json.loads((run / "results.json").read_text())
     variants = {v["recipe"]: v for v in results["variants"]}
     assert set(variants) == {"fp32", "int8_dynamic", "int4_weight_only", "avx2", "pruned"}
+    # the protocol names the tokens the loss was scored in: the GPT-2's own tokenizer by content
+    # (its class and files' hash, not a path), the Llama's byte ids
+    tokenizer = results["protocol"]["tokenizer"]
+    if which == "gpt2_dir":
+        assert re.fullmatch(r"\w+ sha256:[0-9a-f]{64}", tokenizer), tokenizer
+    else:
+        assert tokenizer == "bytes"
     fp32 = variants["fp32"]
     assert fp32["steps"][0]["metrics"]["exporter"].startswith("optimum")
     assert fp32["steps"][0]["metrics"]["greedy_tokens_identical"] == 24

@@ -154,6 +154,10 @@ def test_several_runs_pick_across_them_and_refuse_mixed_protocols():
     b["protocol"] = {**b["protocol"], "split_sha256": "other"}
     with pytest.raises(UserError, match="split_sha256"):
         pick([Run("A", handmade.typed(a)), Run("B", handmade.typed(b))], 2.2, "host")
+    # losses in two tokenizers: the window and the cap count tokens, so the two read other text
+    b["protocol"] = {**a["protocol"], "tokenizer": "GPT2TokenizerFast sha256:" + "1" * 64}
+    with pytest.raises(UserError, match="tokenizer"):
+        pick([Run("A", handmade.typed(a)), Run("B", handmade.typed(b))], 2.2, "host")
 
 
 def test_bad_inputs_name_the_option():
