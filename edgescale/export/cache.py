@@ -136,8 +136,9 @@ def _stock(model: torch.nn.Module) -> bool:
     if type(model) is not gpt.GPT:
         return False
     return all(
-        type(m).__module__ in (gpt.__name__,) or type(m).__module__.startswith("torch.nn.") for m in model.modules()
-    ) and not any("forward" in vars(m) for m in model.modules())
+        (type(m).__module__ == gpt.__name__ or type(m).__module__.startswith("torch.nn.")) and "forward" not in vars(m)
+        for m in model.modules()
+    )
 
 
 def _uniform_value(t: torch.Tensor) -> str | None:

@@ -197,7 +197,6 @@ def quantize(
 
 def _train_tokens(lm, study: Path | None, tokenizer: str | None):
     """The study's train split in the model's tokens: calibration data for int8_static / GPTQ."""
-
     st, path = load_study(study)
     tok, _ = resolve_tokenizer(lm.path, tokenizer)
     split, _ = tokenize_split(load_corpus(st.corpus, path.parent)["train"], tok, _vocab(lm))
