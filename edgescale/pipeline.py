@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from edgescale import __version__
-from edgescale.backends import backend_for
+from edgescale.backends import backends_for
 from edgescale.bench.measure import MeasureSpec, measure_variants
 from edgescale.chain import ChainStart, StepFailed, run_chain
 from edgescale.compress.feasibility import ModelSize, check_study
@@ -28,6 +28,7 @@ from edgescale.errors import UserError
 from edgescale.inputs import load_study
 from edgescale.models.backend import ModelBackend, SizePlan
 from edgescale.progress import Reporter
+from edgescale.resources import metered
 from edgescale.results.schema import FailedVariant
 from edgescale.rundir import RunDir, key_of
 from edgescale.scaling.laws import KAPLAN2020
@@ -112,12 +113,25 @@ def critical_batch(study: Study, tokens: int) -> int:
     return max(1, round(b_tokens / study.block_size))
 
 
-def plan_sizes(study: Study, corpus: Corpus, backend: ModelBackend) -> list[SizePlan]:
-    """The backend's candidates, each with its token budget (and batch size, with batch_rule: critical)."""
-    plans = backend.plans(lambda n: _tokens_for(study, corpus, n))
-    if study.training.batch_rule == "critical":
-        plans = [replace(p, batch_size=critical_batch(study, p.tokens)) for p in plans]
-    return plans
+def plan_sizes(study: Study, corpus: Corpus, backends: list[ModelBackend]) -> dict[str, tuple[SizePlan, ModelBackend]]:
+    """Every backend's sizes by name, each with its token budget (and batch size, with batch_rule:
+    critical) and the backend it belongs to."""
+    out: dict[str, tuple[SizePlan, ModelBackend]] = {}
+    for backend in backends:
+        for p in backend.plans(lambda n: _tokens_for(study, corpus, n)):
+            if study.training.batch_rule == "critical":
+                p = replace(p, batch_size=critical_batch(study, p.tokens))
+            out[p.name] = (p, backend)
+    return out
+
+
+def compressed_names(study: Study, plans: list[SizePlan]) -> list[str]:
+    """The sizes whose variants are made: all of them, except that with ``models:`` a ladder size is
+    trained (for the scaling fit) and compressed only when an entry names it."""
+    if study.models is None or study.ladder is None:
+        return [p.name for p in plans]
+    skipped = set(study.ladder.names()) - {c.ladder for c in study.models if c.ladder}
+    return [p.name for p in plans if p.name not in skipped]
 
 
 def package_versions() -> dict:
@@ -153,25 +167,25 @@ class Inputs:
     corpus: Corpus
     chains: list[Chain]
     plans: list[SizePlan]
-    backend: ModelBackend
+    backends: dict[str, ModelBackend]  # size name -> the backend that made it
 
 
 def load_inputs(study_path: Path | None) -> Inputs:
     study, path = load_study(study_path)
     corpus = load_corpus(study.corpus, path.parent)
     chains = [load_recipe(r, path.parent) for r in study.recipes]
-    backend = backend_for(study, path, corpus, chains)
-    plans = plan_sizes(study, corpus, backend)
+    planned = plan_sizes(study, corpus, backends_for(study, path, corpus, chains))
+    plans = [p for p, _ in planned.values()]
     # Before any work: a recipe a study device cannot run or hold stops the run here.
-    sizes = {p.name: ModelSize.of(p.acct, study.block_size) for p in plans}
+    sizes = {p.name: ModelSize.of(p.acct, study.block_size) for p in plans if p.name in compressed_names(study, plans)}
     check_study(chains, sizes, study.devices, path)
-    return Inputs(study, path, corpus, chains, plans, backend)
+    return Inputs(study, path, corpus, chains, plans, {name: b for name, (_, b) in planned.items()})
 
 
 class Pipeline:
     def __init__(self, inputs: Inputs, rd: RunDir, rep: Reporter) -> None:
         self.study, self.corpus, self.chains, self.plans = inputs.study, inputs.corpus, inputs.chains, inputs.plans
-        self.backend = inputs.backend
+        self.backends = dict(inputs.backends)  # scratch twins and students join their parent's backend
         self.rd, self.rep = rd, rep
         self._warned: set[tuple[str, str]] = set()
 
@@ -179,7 +193,13 @@ class Pipeline:
     def train_size(self, plan: SizePlan, teacher: dict | None = None) -> dict:
         """The chain's source for one rung: trained here (or, with ``teacher``, distilled from that
         trained rung), or the checkpoint the study names, copied into the run."""
-        return self.backend.source(self.rd, self.rep, plan, teacher)
+        return self.backends[plan.name].source(self.rd, self.rep, plan, teacher)
+
+    @property
+    def candidates(self) -> list[SizePlan]:
+        """The sizes whose variants are made (see :func:`compressed_names`), in plan order."""
+        names = set(compressed_names(self.study, self.plans))
+        return [p for p in self.plans if p.name in names]
 
     def train_all(self) -> dict[str, dict]:
         """The ladder, then (if asked) the distilled students, which join ``self.plans``."""
@@ -190,6 +210,7 @@ class Pipeline:
             for student in kd.students:
                 base = by_name[student]
                 plan = replace(base, name=f"{student}-kd", teacher=kd.teacher)
+                self.backends[plan.name] = self.backends[student]
                 trained[plan.name] = self.train_size(plan, trained[kd.teacher])
                 self.plans.append(plan)
         return trained
@@ -209,10 +230,9 @@ class Pipeline:
         """One variant: its feasibility warnings, the chain's steps, and the model it ships counted."""
         feasibility = self.feasibility(plan, chain)
         start = ChainStart(trained["checkpoint"], trained["sha256"], trained["tokens"])
-        run = run_chain(
-            self.backend, chain, start, self.rd, self.rep, plan.name, self.study.seed, name_failed_step=True
-        )
-        shipped = self.backend.account(self.rd.root / run.checkpoint, self.study.measurement.decode_context)
+        backend = self.backends[plan.name]
+        run = run_chain(backend, chain, start, self.rd, self.rep, plan.name, self.study.seed, name_failed_step=True)
+        shipped = backend.account(self.rd.root / run.checkpoint, self.study.measurement.decode_context)
         return {
             "artifact": run.artifact,
             "sha256": run.sha256,
@@ -226,17 +246,19 @@ class Pipeline:
     def scratch_twin(self, plan: SizePlan, chain: Chain, result: dict, trained: dict) -> dict | None:
         """A structurally pruned variant's twin: its shape trained from scratch for the same
         total tokens (the parent's plus recovery's), exported and scored the same way."""
-        spec = self.backend.pruned_spec(plan, result)
+        backend = self.backends[plan.name]
+        spec = backend.pruned_spec(plan, result)
         if spec is None:
             return None
         extra = sum(s["metrics"].get("tokens", 0) for s in result["steps"] if s["op"] == "distill.recover")
         name = f"{plan.name}-{chain.name}-scratch"
         why = f"scratch twin of {plan.name}/{chain.name}: parent tokens + recovery tokens"
-        twin = self.backend.plan(name, spec, trained["tokens"] + extra, why)
+        twin = backend.plan(name, spec, trained["tokens"] + extra, why)
+        self.backends[name] = backend
         rec = self.train_size(twin)
         export = compile_chain(Recipe(name="fp32"), "scratch twin")
         out = self.run_chain(twin, export, rec)
-        loss = {sp: self.loss(out["artifact"], out["sha256"], sp, True) for sp in SPLITS}
+        loss = {sp: self.loss(name, out["artifact"], out["sha256"], sp, True) for sp in SPLITS}
         return {
             "size": name,
             "shape": spec.to_dict(),
@@ -247,26 +269,33 @@ class Pipeline:
         }
 
     # -- loss through onnxruntime ------------------------------------------------
-    def loss(self, rel: str, sha: str, split: str, strict: bool) -> dict:
-        """Held-out loss of an ONNX artifact, in the tokens the backend reads the corpus in.
+    def loss(self, size: str, rel: str, sha: str, split: str, strict: bool) -> dict:
+        """Held-out loss of an ONNX artifact of ``size``, in the tokens its backend reads the corpus in.
 
         ``strict`` for the exported float graph: ONNX-stage steps (quantization) may move
         logits slightly through per-call activation scales (see edgescale.guard).
         """
         e = self.study.evaluation
-        sp = self.backend.corpus[split]
+        backend = self.backends[size]
+        sp = backend.corpus[split]
         key = key_of("loss", onnx=sha, split=sp.sha256, protocol=e.model_dump(), v=__version__)
         rec = self.rd.cached(key)
         if rec:
             return rec
-        rec = self.backend.score(self.rd.root / rel, split, e, strict)
+        with metered() as use, self.rep.status(f"{size}: held-out loss on {split}"):
+            rec = backend.score(self.rd.root / rel, split, e, strict)
+        rec |= {"tokenizer": backend.tokenizer, "resources": use.to_dict()}
         if not math.isfinite(rec["bits_per_byte"]):  # checked before recording: a rerun scores it again
             raise NumericsError(f"held-out loss on {split} is {rec['bits_per_byte']} (non-finite logits)")
         return self.rd.record(key, rec)
 
-    def losses(self, v: dict) -> dict[str, dict]:
-        """A chained variant's loss on every split (strict causality for the exported float graph)."""
-        return {s: self.loss(v["artifact"], v["sha256"], s, v["last_op"] == "export.onnx") for s in SPLITS}
+    def losses(self, vid: str, v: dict) -> dict[str, dict]:
+        """A chained variant's loss on every split (strict causality for an exported float graph)."""
+        size, last = vid.split("/")[0], v["steps"][-1] if v.get("steps") else {}
+        strict = v["last_op"] == "export.onnx" or (
+            v["last_op"] == "export.genai" and last["metrics"]["precision"] == "fp32"
+        )
+        return {s: self.loss(size, v["artifact"], v["sha256"], s, strict) for s in SPLITS}
 
     # -- host latency --------------------------------------------------------------
     def measure(self, variants: dict[str, dict]) -> dict:
@@ -286,9 +315,9 @@ class Pipeline:
             self.rep.reuse("host latency", f"{len(variants)} variants")
             return rec
         paths = {vid: self.rd.root / v["artifact"] for vid, v in variants.items()}
-        with self.rep.status(f"measuring {len(paths)} variants interleaved ({m.repeats} repeats)"):
+        with metered() as use, self.rep.status(f"measuring {len(paths)} variants interleaved ({m.repeats} repeats)"):
             report = measure_variants(paths, spec)
-        return self.rd.record(key, report.to_dict())
+        return self.rd.record(key, {**report.to_dict(), "resources": use.to_dict()})
 
     def measure_each(self, variants: dict[str, dict]) -> tuple[dict, dict[str, VariantFailure]]:
         """Host latency of ``variants`` interleaved, as :meth:`measure`. When that fails as a

@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
+
+_ADVANCE: ContextVar[Callable[[int, int], None] | None] = ContextVar("edgescale_advance", default=None)
+
+
+def advance(done: int, total: int) -> None:
+    """Report progress of a long loop (``done`` of ``total`` units) to the status line around it, if any."""
+    f = _ADVANCE.get()
+    if f is not None:
+        f(done, total)
 
 
 class Reporter:
     def __init__(self, quiet: bool = False, console: Console | None = None) -> None:
         self.quiet = quiet
         self.console = console or Console(stderr=True, highlight=False)
+        self._live: Progress | None = None  # the status display running now (statuses nest as rows)
 
     def info(self, msg: str) -> None:
         if not self.quiet:
@@ -33,11 +44,38 @@ class Reporter:
 
     @contextlib.contextmanager
     def status(self, what: str) -> Iterator[None]:
+        """A line with a spinner and the elapsed time while ``what`` runs; work inside that reports
+        through :func:`advance` (scoring windows, say) turns it into a bar with a time remaining."""
         if self.quiet:
             yield
             return
-        with self.console.status(what):
+        columns = (
+            SpinnerColumn(),
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.fields[count]}"),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+        )
+        if self._live is not None:  # nested: one more row on the display already running
+            yield from self._row(self._live, what)
+            return
+        with Progress(*columns, console=self.console, transient=True) as bar:
+            self._live = bar
+            try:
+                yield from self._row(bar, what)
+            finally:
+                self._live = None
+
+    @staticmethod
+    def _row(bar: Progress, what: str) -> Iterator[None]:
+        tid = bar.add_task(what, total=None, count="")
+        token = _ADVANCE.set(lambda done, total: bar.update(tid, completed=done, total=total, count=f"{done}/{total}"))
+        try:
             yield
+        finally:
+            _ADVANCE.reset(token)
+            bar.remove_task(tid)
 
     @contextlib.contextmanager
     def task(self, what: str, total: int) -> Iterator[Callable[[int, int, dict], None]]:

@@ -72,14 +72,14 @@ def run_study(
         trained = pipe.train_all()
         variants, twins, failed = run_chains(pipe, trained, executor, address)
         with rep.status("held-out loss through onnxruntime"):
-            losses = {vid: attempt(vid, "loss", pipe.losses, v) for vid, v in variants.items()}
+            losses = {vid: attempt(vid, "loss", pipe.losses, vid, v) for vid, v in variants.items()}
         failed |= {vid: f for vid, f in losses.items() if isinstance(f, VariantFailure)}
         variants = {vid: v for vid, v in variants.items() if vid not in failed}
         latency, failed_measure = pipe.measure_each(variants)
         failed |= failed_measure
         variants = {vid: v for vid, v in variants.items() if vid not in failed}
         failures = [
-            failed[vid] for vid in (f"{p.name}/{c.name}" for p in pipe.plans for c in pipe.chains) if vid in failed
+            failed[vid] for vid in (f"{p.name}/{c.name}" for p in pipe.candidates for c in pipe.chains) if vid in failed
         ]
         for f in failures:
             rep.warn(f.message())

@@ -7,6 +7,7 @@ Layout of ``runs/<study>/``::
     report.html  summary.md   the report (self-contained) and its terminal summary
     *.png              frontier(-devices), compare, degradation, latency, plan, scaling, loss-curves
     artifacts/<sha256[:20]>.onnx|.safetensors   content-hashed, written atomically
+    artifacts/<sha256[:20]>.onnx.data   a graph's ONNX external data (graphs over 2 GB), hashed with it
     cache/<key>.json   one record per finished unit of work (train, step, loss, measure)
     train/<size>/      training state (resume checkpoint, curve)
     work/              scratch space of running steps
@@ -35,7 +36,7 @@ from pathlib import Path
 
 from edgescale.atomic import write_json
 from edgescale.errors import UserError
-from edgescale.export.canonical import artifact_sha256
+from edgescale.export.canonical import artifact_sha256, external_data_files, move_onnx
 
 KILL_ENV = "EDGESCALE_KILL_AT"
 
@@ -51,11 +52,28 @@ def key_of(kind: str, **parts) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+def _remove_with_data(src: Path) -> None:
+    """Delete a step's output that is already stored, with the external data file it names."""
+    if src.suffix == ".onnx":
+        for f in external_data_files(src):
+            f.unlink()
+    src.unlink()
+
+
+def _stat_key(p: Path) -> tuple:
+    """What changes when a file (or the data file beside a graph) is rewritten, replaced or truncated."""
+    data = p.with_name(p.name + ".data")
+    return tuple((s.st_ino, s.st_size, s.st_mtime_ns) for s in (p.stat(), *([data.stat()] if data.exists() else [])))
+
+
 class RunDir:
     def __init__(self, root: Path, log: Callable[[str], None] = lambda msg: None) -> None:
         self.root = Path(root)
         self.log = log
         self._lock_fd: int | None = None
+        # rel -> (stat of the file and its data file, sha) of artifacts hashed by this process:
+        # a 4 GB graph is hashed once per run, not once per record that names it
+        self._verified: dict[str, tuple[tuple, str]] = {}
 
     # -- locking ---------------------------------------------------------------
     def __enter__(self) -> RunDir:
@@ -107,13 +125,18 @@ class RunDir:
 
     # -- artifacts -------------------------------------------------------------
     def store(self, src: Path) -> tuple[Path, str]:
-        """Move ``src`` into artifacts/ under its content hash; return (relative path, sha256)."""
+        """Move ``src`` into artifacts/ under its content hash; return (relative path, sha256).
+
+        An ONNX graph with external data moves with it: the data file becomes
+        ``<sha[:20]>.onnx.data`` (moved first) and the graph, pointing at it, lands last."""
         kill_point(f"store:{src.name}")
         sha = artifact_sha256(src)
         rel = Path("artifacts") / f"{sha[:20]}{src.suffix}"
         dst = self.path(str(rel))
         if dst.exists() and self.verify(str(rel), sha):  # a corrupt one is quarantined, then replaced
-            src.unlink()
+            _remove_with_data(src)
+        elif src.suffix == ".onnx":
+            move_onnx(src, dst)
         else:
             os.replace(src, dst)
         return rel, sha
@@ -122,12 +145,18 @@ class RunDir:
         p = self.inside(rel)
         if not p.exists():
             return False
+        if self._verified.get(rel) == (_stat_key(p), sha):
+            return True
         try:
-            if artifact_sha256(p) == sha:
+            if artifact_sha256(p) == sha:  # a graph's hash covers its external data file
+                self._verified[rel] = (_stat_key(p), sha)
                 return True
-        except UserError:  # unreadable (truncated, corrupt): same fate as a wrong hash
+        except UserError:  # unreadable (truncated, corrupt), or its data file missing: as a wrong hash
             pass
         quarantine = self.path("quarantine", p.name)
+        data = p.with_name(p.name + ".data")
+        if data.exists():
+            os.replace(data, quarantine.with_name(data.name))
         os.replace(p, quarantine)
         self.log(f"{rel} failed its hash check: moved to {quarantine}, rebuilding")
         return False

@@ -72,7 +72,7 @@ def test_shipped_files_are_read_from_the_top_level_folder(kind):
         (
             {"recipes": ["fp32", "int3_magic"]},
             "recipes.1",
-            "unknown recipe 'int3_magic'; allowed: fp16, fp32, heads_ffn50_recover",
+            "unknown recipe 'int3_magic'; allowed: fp16, fp32, genai_fp32, genai_int4, heads_ffn50_recover",
         ),
         ({"devices": ["pixel99"]}, "devices.0", "unknown device 'pixel99'; allowed: a55-phone, desktop-x86"),
         ({"schema_version": 2}, "schema_version", "1"),
@@ -111,7 +111,7 @@ def test_not_a_mapping_and_missing_file(tmp_path):
         (
             [{"op": "quantize.int9"}],
             "steps.0.op",
-            "unknown op 'quantize.int9'; allowed: distill.recover, export.onnx, optimize.graph, prune.ffn",
+            "unknown op 'quantize.int9'; allowed: distill.recover, export.genai, export.onnx, optimize.graph",
         ),
         ([{"op": "quantize.int8_dynamic", "bits": 4}], "steps.0.bits", "allowed: op_types, per_channel"),
         ([{"op": "quantize.int8_dynamic", "weight_type": "int4"}], "steps.0.weight_type", "'qint8' or 'quint8'"),
@@ -139,3 +139,10 @@ def test_study_defaults_round_trip():
         {"name": "x", "ladder": {"sizes": [{"name": "a", "n_layer": 1, "n_head": 1, "n_embd": 8}]}}
     )
     assert Study.model_validate(yaml.safe_load(yaml.safe_dump(s.model_dump(mode="json")))) == s
+
+
+def test_the_evaluation_cap_is_in_bytes_and_takes_its_old_name():
+    from edgescale.config import EvaluationConfig
+
+    assert EvaluationConfig(max_tokens=4096).max_bytes == 4096 == EvaluationConfig(max_bytes=4096).max_bytes
+    assert "max_tokens" not in EvaluationConfig().model_dump()  # written (and keyed) by its new name

@@ -19,7 +19,9 @@ def test_something_is_shipped():
     assert len(SHIPPED) >= 6
 
 
-RECIPES = sorted(REPO.glob("recipes/*.yaml"))
+# genai_*: onnxruntime-genai's builder takes Hugging Face checkpoints only; it runs on a tiny
+# Llama in tests/export/test_genai_builder.py
+RECIPES = sorted(p for p in REPO.glob("recipes/*.yaml") if not p.stem.startswith("genai_"))
 
 
 @pytest.fixture(scope="module")

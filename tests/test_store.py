@@ -314,6 +314,12 @@ def test_pipeline_hook_warns_and_keeps_the_run_when_the_store_is_broken(tmp_path
     assert {f.name: f.read_bytes() for f in run.iterdir()} == before
 
 
+def _timeless(results: dict) -> dict:
+    """results without the wall times and peak RSS of its stages (timing, like latency)."""
+    variants = [{k: x for k, x in v.items() if k != "resources"} for v in results["variants"]]
+    return {**results, "variants": variants}
+
+
 # -- a real run: the pipeline records it (the session's tiny run, with its own store) ---------
 @pytest.mark.slow
 def test_pipeline_records_the_finished_run(tiny_run):
@@ -324,7 +330,8 @@ def test_pipeline_records_the_finished_run(tiny_run):
     (summary,) = list_runs(db)
     assert summary.run_id == run_id_of(run) and summary.status == "finished" and summary.present
     assert summary.best_val_bpb == min(v["loss"]["validation"]["bits_per_byte"] for v in results["variants"])
-    assert load_run(db, summary.run_id).data() == results
+    # as recorded (a later test rebuilds one artifact of this shared run: its stage timings are new)
+    assert _timeless(load_run(db, summary.run_id).data()) == _timeless(results)
     variants = load_variants(db)
     assert len(variants) == len(results["variants"]) == 6
     for v in variants:

@@ -26,7 +26,7 @@ TINY = {
         "threads": 2,
         "learning_rate": 0.01,
     },
-    "evaluation": {"context_length": 32, "stride": 32, "max_tokens": 2048, "batch_size": 8},
+    "evaluation": {"context_length": 32, "stride": 32, "max_bytes": 2048, "batch_size": 8},
     "measurement": {"prompt_len": 16, "decode_context": 32, "repeats": 5, "warmup": 1, "threads": 1},
     "recipes": ["fp32", "int8_dynamic"],
     "devices": ["host", "rpi5-8gb"],

@@ -1,4 +1,4 @@
-"""Model backends (see :mod:`edgescale.models.backend` for the protocol) and the one place that picks one."""
+"""Model backends (see :mod:`edgescale.models.backend` for the protocol) and the one place that picks them."""
 
 from __future__ import annotations
 
@@ -9,16 +9,32 @@ from edgescale.backends.gpt import GPTBackend
 from edgescale.compress.registry import Chain
 from edgescale.config import Study
 from edgescale.data.corpus import Corpus
-from edgescale.hf.backend import HFBackend  # transformers and optimum load inside its methods
+from edgescale.hf.backend import HFBackend, HFSource  # transformers and optimum load inside its methods
+from edgescale.hf.onnx_candidate import OnnxCandidateBackend
 from edgescale.models.backend import ModelBackend
 from edgescale.models.custom import resolve_factory
 
 
 def backend_for(study: Study, study_path: Path, corpus: Corpus, chains: list[Chain]) -> ModelBackend:
-    """A study's backend: a Hugging Face folder (``hf_model``), a user's module (``model``), else the GPT ladder."""
+    """A single-model study's backend: a Hugging Face folder (``hf_model``), a user's module
+    (``model``), else the GPT ladder."""
     if study.hf_model is not None:
         return HFBackend(study, study_path, corpus, chains)
     if study.model is not None:
         resolve_factory(study.model.factory, base=study_path.parent)  # a factory module beside the study file
         return CustomBackend(study, corpus)
     return GPTBackend(study, corpus)
+
+
+def backends_for(study: Study, study_path: Path, corpus: Corpus, chains: list[Chain]) -> list[ModelBackend]:
+    """Every backend of a study: one per ``models:`` entry that is a folder or a file, plus the
+    ladder's (which trains every size; ladder entries choose the sizes that are compressed)."""
+    if study.models is None:
+        return [backend_for(study, study_path, corpus, chains)]
+    out: list[ModelBackend] = [GPTBackend(study, corpus)] if study.ladder is not None else []
+    for i, c in enumerate(study.models):
+        if c.hf is not None:
+            out.append(HFBackend(study, study_path, corpus, chains, HFSource.of(c, study_path)))
+        elif c.onnx is not None:
+            out.append(OnnxCandidateBackend(study, study_path, corpus, chains, c, field=f"models.{i}"))
+    return out

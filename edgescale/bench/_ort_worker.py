@@ -20,6 +20,10 @@ variant's visit left the caches. Probes (``probes``: any graph with static input
 by calibration) are visited in the same shuffled loop, so machine drift hits them and
 the models alike.
 
+Graphs from onnxruntime-genai's model builder (``export.genai``) have no ``position_ids``,
+may declare int32 ids or mask, and may leave the KV head size symbolic: then it is read
+from the ``genai_config.json`` beside the graph, as ``edgescale.bench.ort_model`` does.
+
 Reply (JSON on stdout): per variant the raw prefill and decode samples in ms, taken
 interleaved (each repeat visits every variant once, in a shuffled order), per probe its
 run samples, plus the onnxruntime version and the modules loaded. On failure:
@@ -32,6 +36,7 @@ import json
 import re
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -44,6 +49,17 @@ _LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 _DTYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_INT_DTYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
+
+
+def _head_dim(path: str, dim) -> int:
+    """A KV input's head size: the graph's, else the genai_config.json beside it (genai's builder)."""
+    if isinstance(dim, int):
+        return dim
+    try:
+        return int(json.loads((Path(path).parent / "genai_config.json").read_text())["model"]["decoder"]["head_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise ValueError(f"{path}: symbolic KV head size {dim!r} and no genai_config.json beside it") from None
 
 
 def _session(path: str, req: dict):
@@ -78,8 +94,8 @@ class Variant:
         self.sess = _session(path, req)
         self._signature()
         rng = np.random.default_rng(req["seed"])
-        self.prompt = rng.integers(0, self.vocab, size=(1, req["prompt_len"]), dtype=np.int64)
-        self.context = rng.integers(0, self.vocab, size=(1, req["decode_context"]), dtype=np.int64)
+        self.prompt = rng.integers(0, self.vocab, size=(1, req["prompt_len"])).astype(self.ids_dtype)
+        self.context = rng.integers(0, self.vocab, size=(1, req["decode_context"])).astype(self.ids_dtype)
         self._bind_decode(req["decode_context"])
 
     def _signature(self) -> None:
@@ -90,6 +106,8 @@ class Variant:
         vocab = self.sess.get_outputs()[0].shape[-1]
         self.vocab = vocab if isinstance(vocab, int) else 256
         self.has_pos, self.has_mask = "position_ids" in inputs, "attention_mask" in inputs
+        self.ids_dtype = _INT_DTYPES[inputs["input_ids"].type] if "input_ids" in inputs else np.int64
+        self.mask_dtype = _INT_DTYPES[inputs["attention_mask"].type] if self.has_mask else np.int64
         if not layers and "input_ids" in inputs and "logits" in outputs:
             self.has_cache, self.kv_shapes, self.kv_dtype = False, {}, np.float32
             return  # no KV cache: decoding recomputes the whole context
@@ -101,7 +119,7 @@ class Variant:
             )
         # Per input: after head pruning each layer has its own head count.
         names = [f"past_key_values.{i}.{kv}" for i in layers for kv in ("key", "value")]
-        self.kv_shapes = {n: (inputs[n].shape[1], inputs[n].shape[3]) for n in names}
+        self.kv_shapes = {n: (inputs[n].shape[1], _head_dim(self.path, inputs[n].shape[3])) for n in names}
         self.kv_dtype = _DTYPES[inputs[names[0]].type]
 
     def _feeds(self, ids: np.ndarray, past: dict[str, np.ndarray] | None) -> dict[str, np.ndarray]:
@@ -111,7 +129,7 @@ class Variant:
         P = next(iter(past.values())).shape[2] if past else 0
         feeds = {"input_ids": ids, **past}
         if self.has_mask:
-            feeds["attention_mask"] = np.ones((B, P + T), np.int64)
+            feeds["attention_mask"] = np.ones((B, P + T), self.mask_dtype)
         if self.has_pos:
             feeds["position_ids"] = np.arange(P, P + T, dtype=np.int64)[None].repeat(B, 0)
         return feeds

@@ -17,6 +17,7 @@ import numpy as np
 
 from edgescale.bench.ort_model import OrtCausalLM
 from edgescale.data.corpus import Split, eval_windows
+from edgescale.progress import advance
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 
@@ -45,6 +46,18 @@ def _window_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return logz - picked
 
 
+def _tail_window(
+    windows: list[tuple[int, int]], n_tokens: int, context: int, stride: int, remaining: int
+) -> tuple[int, int, int] | None:
+    """The window after the whole ones, scoring only the ``remaining`` positions of the cap, as
+    (start, first scored, end): the scored span then ends exactly at the cap, so candidates with
+    different tokenizers score the same bytes to within one token."""
+    start, first = windows[-1][0] + stride, context - stride
+    if remaining <= 0 or start + first + remaining + 1 > n_tokens:
+        return None
+    return start, first, first + min(remaining, stride)
+
+
 def score(
     logits_fn: LogitsFn, split: Split, context_length: int, stride: int, max_tokens: int, batch_size: int = 16
 ) -> LossResult:
@@ -53,7 +66,7 @@ def score(
     if not windows:
         raise ValueError(f"split {split.name} has {tokens.size} tokens, fewer than one window of {context_length}")
     total, count = 0.0, 0
-    for i in range(0, len(windows), batch_size):
+    for i in range(0, len(windows), batch_size):  # streamed: one batch of logits in memory at a time
         chunk = windows[i : i + batch_size]
         ids = np.stack([tokens[s : s + context_length] for s, _ in chunk])
         tgt = np.stack([tokens[s + 1 : s + context_length + 1] for s, _ in chunk])
@@ -61,6 +74,13 @@ def score(
         for row, (_, first) in enumerate(chunk):
             total += float(nll[row, first:].sum())
             count += context_length - first
+        advance(i + len(chunk), len(windows))
+    tail = _tail_window(windows, tokens.size, context_length, stride, max_tokens - count)
+    if tail is not None:
+        start, first, stop = tail  # the input ends at the last scored target: nothing later is fed
+        nll = _window_nll(logits_fn(tokens[None, start : start + stop]), tokens[None, start + 1 : start + stop + 1])
+        total += float(nll[0, first:].sum())
+        count += stop - first
     nats = total / count
     return LossResult(
         split=split.name,

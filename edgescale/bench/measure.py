@@ -107,18 +107,24 @@ def ratio(base: Sequence[float], other: Sequence[float], seed: int = 0) -> Ratio
     return RatioCI(point, low, high, within_noise=bool(low <= 1.0 <= high), slower=bool(high < 1.0))
 
 
+# the instruction-set extensions that decide which onnxruntime kernels run (int8 dot products, AMX)
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "asimddp", "i8mm")
+
+
 def machine_info(threads: int) -> dict:
-    cpu = platform.processor() or platform.machine()
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith(("flags", "Features")) and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
     return {
         "hostname": platform.node(),  # which host measured (Ray runs spread over several)
         "cpu_model": cpu,
+        "isa": [f for f in ISA_FLAGS if f in flags],
         "logical_cpus": os.cpu_count(),
         "threads": threads,
         "platform": platform.platform(),

@@ -4,10 +4,17 @@ Detects the signature (optimum's ``text-generation-with-past`` naming, which
 ``edgescale.export.onnx`` writes) from the graph's inputs and refuses anything else
 with a message naming the file. Each KV input is read separately: after head pruning,
 layers have different head counts.
+
+onnxruntime-genai's model builder (``export.genai``) writes the same names without
+``position_ids`` (GroupQueryAttention derives positions from the attention mask), its
+KV head size as a symbolic dimension (``kv_cache_dim``; its ``genai_config.json`` beside
+the graph holds the value, and ``export.genai`` writes it into the graph), and the mask's
+integer type is read from the graph rather than assumed int64.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +25,7 @@ from edgescale.errors import UserError
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
+_INT_TYPES = {"tensor(int64)": np.int64, "tensor(int32)": np.int32}
 
 
 @dataclass(frozen=True)
@@ -28,19 +36,56 @@ class LMSignature:
     has_position_ids: bool
     has_cache: bool = True
     has_attention_mask: bool = True
+    mask_dtype: type = np.int64
+    ids_dtype: type = np.int64
+
+    def mask(self, batch: int, length: int) -> np.ndarray:
+        return np.ones((batch, length), self.mask_dtype)
 
     @property
     def layer_heads(self) -> tuple[int, ...]:
         return tuple(self.kv_shapes[f"past_key_values.{i}.key"][0] for i in range(self.n_layer))
 
 
+def genai_head_size(path: Path) -> int | None:
+    """The KV head size in the onnxruntime-genai config beside ``path``, if there is one."""
+    try:
+        return int(json.loads((Path(path).parent / "genai_config.json").read_text())["model"]["decoder"]["head_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _int_dtype(inputs: dict, name: str, path: Path) -> type:
+    """The integer type the graph declares for ``name`` (int64 when absent)."""
+    if name not in inputs:
+        return np.int64
+    dtype = _INT_TYPES.get(inputs[name].type)
+    if dtype is None:
+        raise UserError(f"{name} must be int64 or int32, got {inputs[name].type}", file=path)
+    return dtype
+
+
+def _kv_shape(name: str, shape: list, path: Path) -> tuple[int, int]:
+    """(heads, head_dim) of one KV input; a symbolic head_dim from genai_config.json beside the file."""
+    head_dim = shape[3] if len(shape) == 4 else None
+    if len(shape) == 4 and not isinstance(head_dim, int):
+        head_dim = genai_head_size(path)
+    if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(head_dim, int):
+        why = f"{name} must be (batch, heads, past, head_dim) with fixed heads and head_dim, got {shape}"
+        raise UserError(why, file=path)
+    return shape[1], head_dim
+
+
 def _signature(session, path: Path) -> LMSignature:
     inputs = {i.name: i for i in session.get_inputs()}
     outputs = {o.name for o in session.get_outputs()}
     layers = sorted({int(m.group(1)) for n in inputs if (m := _PAST.match(n))})
+    mask_dtype = _int_dtype(inputs, "attention_mask", path)
     if not layers and "input_ids" in inputs and "logits" in outputs:
         # No KV cache (e.g. a user's module): every token recomputes the whole context.
-        return LMSignature(0, {}, np.float32, "position_ids" in inputs, False, "attention_mask" in inputs)
+        has_mask = "attention_mask" in inputs
+        ids_dtype = _int_dtype(inputs, "input_ids", path)
+        return LMSignature(0, {}, np.float32, "position_ids" in inputs, False, has_mask, mask_dtype, ids_dtype)
     missing = [n for n in ("input_ids", "attention_mask") if n not in inputs]
     if "logits" not in outputs:
         missing.append("logits (output)")
@@ -55,15 +100,13 @@ def _signature(session, path: Path) -> LMSignature:
     for name in (f"past_key_values.{i}.{kv}" for i in layers for kv in ("key", "value")):
         if name not in inputs:
             raise UserError(f"missing KV-cache input {name}", file=path)
-        shape = inputs[name].shape
-        if len(shape) != 4 or not isinstance(shape[1], int) or not isinstance(shape[3], int):
-            raise UserError(f"{name} must be (batch, heads, past, head_dim), got {shape}", file=path)
-        kv_shapes[name] = (shape[1], shape[3])
+        kv_shapes[name] = _kv_shape(name, inputs[name].shape, path)
     types = {inputs[n].type for n in kv_shapes}
     dtype = _ORT_TYPES.get(next(iter(types))) if len(types) == 1 else None
     if dtype is None:
         raise UserError(f"unsupported KV-cache type(s) {sorted(types)}", file=path)
-    return LMSignature(len(layers), kv_shapes, dtype, "position_ids" in inputs)
+    ids_dtype = _int_dtype(inputs, "input_ids", path)
+    return LMSignature(len(layers), kv_shapes, dtype, "position_ids" in inputs, True, True, mask_dtype, ids_dtype)
 
 
 class OrtCausalLM:
@@ -90,13 +133,13 @@ class OrtCausalLM:
 
     def run(self, ids: np.ndarray, past: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, dict]:
         """One call: ``ids`` (B, T) after ``past`` (default empty). Returns logits and presents."""
-        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        ids = np.ascontiguousarray(ids, dtype=self.sig.ids_dtype)
         B, T = ids.shape
         past = past if past is not None else self.empty_past(B)
         P = next(iter(past.values())).shape[2] if past else 0
         feeds = {"input_ids": ids, **past}
         if self.sig.has_attention_mask:
-            feeds["attention_mask"] = np.ones((B, P + T), np.int64)
+            feeds["attention_mask"] = self.sig.mask(B, P + T)
         if self.sig.has_position_ids:
             feeds["position_ids"] = np.broadcast_to(np.arange(P, P + T, dtype=np.int64), (B, T)).copy()
         outs = self.session.run(None, feeds)

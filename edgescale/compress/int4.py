@@ -31,7 +31,13 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from edgescale.compress.calibration import LMCalibrationReader, calibration_windows, window_tokens
-from edgescale.compress.onnx_graph import check_io_unchanged, load, op_counts, quiet_onnxruntime
+from edgescale.compress.onnx_graph import (
+    check_io_unchanged,
+    has_external_data,
+    load_graph,
+    op_counts,
+    quiet_onnxruntime,
+)
 from edgescale.compress.registry import StepConfig, StepContext, StepFacts, register
 
 OP = "quantize.int4_weight_only"
@@ -173,7 +179,7 @@ def int4_weight_only(path: Path, cfg: Int4WeightOnlyConfig, ctx: StepContext) ->
             algo_config=algo,
         )
         quantizer.process()
-        quantizer.model.save_model_to_file(str(out))
+        quantizer.model.save_model_to_file(str(out), use_external_data_format=has_external_data(path))
     check_io_unchanged(path, out, OP)
     counts = op_counts(out)
     n = counts.get("com.microsoft:MatMulNBits", 0)
@@ -188,6 +194,6 @@ def matmul_nbits_nodes(path: Path) -> list[dict]:
 
     return [
         {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
-        for n in load(path).graph.node
+        for n in load_graph(path).graph.node
         if n.op_type == "MatMulNBits"
     ]

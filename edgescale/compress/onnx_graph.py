@@ -19,6 +19,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from edgescale.export.canonical import external_data_files
+
 _LOGGERS = ("onnxruntime", "neural_compressor", "onnx_ir")
 
 
@@ -45,14 +47,29 @@ def quiet_onnxruntime() -> Iterator[None]:
 
 
 def load(path: Path) -> Any:
+    """The model with its weights (external data included)."""
     import onnx
 
     return onnx.load(str(path))
 
 
+def load_graph(path: Path) -> Any:
+    """The model without reading external data: enough for its nodes, inputs and outputs, and
+    what a check of a graph over 2 GB should load instead of its weights."""
+    import onnx
+
+    return onnx.load(str(path), load_external_data=False)
+
+
+def has_external_data(path: Path) -> bool:
+    """Whether the graph keeps its weights in an external data file (graphs over 2 GB); a step
+    writes its output the same way (``use_external_data_format``)."""
+    return bool(external_data_files(path))
+
+
 def op_counts(path_or_model: Path | Any) -> dict[str, int]:
     """Node count per op type (``domain:Op`` for non-default domains), sorted by name."""
-    model = load(path_or_model) if isinstance(path_or_model, (str, Path)) else path_or_model
+    model = load_graph(path_or_model) if isinstance(path_or_model, (str, Path)) else path_or_model
     names = (f"{n.domain}:{n.op_type}" if n.domain not in ("", "ai.onnx") else n.op_type for n in model.graph.node)
     return dict(sorted(Counter(names).items()))
 
@@ -76,7 +93,9 @@ def initializer_bytes(model: Any) -> dict[str, int]:
 
     out: Counter[str] = Counter()
     for t in model.graph.initializer:
-        out[onnx.TensorProto.DataType.Name(t.data_type)] += len(t.raw_data) or _typed_bytes(t)
+        external = {e.key: e.value for e in t.external_data}
+        size = int(external.get("length", 0)) if "location" in external else len(t.raw_data) or _typed_bytes(t)
+        out[onnx.TensorProto.DataType.Name(t.data_type)] += size
     return dict(sorted(out.items()))
 
 
@@ -90,7 +109,7 @@ def check_io_unchanged(src: Path, out: Path, op: str) -> None:
     """The quantized graph must keep every input and output type (float KV cache and logits)."""
 
     def io(p: Path) -> dict[str, int]:
-        g = load(p).graph
+        g = load_graph(p).graph
         return {v.name: v.type.tensor_type.elem_type for v in (*g.input, *g.output)}
 
     before, after = io(src), io(out)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import edgescale.compress  # noqa: F401  (every compression technique registers its steps)
+import edgescale.export.genai_builder  # noqa: F401  (registers export.genai: a torch→ONNX step, so nothing is inserted)
 import edgescale.export.steps  # noqa: F401  (registers export.onnx)
 from edgescale.compress.registry import EXPORT_OP, Chain, Kind, Step, build_step, registry
 from edgescale.compress.rules import check_chain

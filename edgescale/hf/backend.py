@@ -13,16 +13,18 @@ beyond its input and config.
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
+import edgescale.export.genai_builder  # noqa: F401  (registers export.genai for hf: onnxruntime-genai's builder)
 import edgescale.hf.prune  # noqa: F401  (registers prune.heads and prune.ffn for hf)
 import edgescale.hf.recover  # noqa: F401  (registers distill.recover for hf)
 from edgescale import __version__
+from edgescale.bench.leak import causal_leak
 from edgescale.compress.registry import EXPORT_OP, Chain, StepContext, implement
 from edgescale.errors import UserError
 from edgescale.export.steps import ExportConfig
@@ -33,6 +35,7 @@ from edgescale.hf.recover import recovery_tokens
 from edgescale.hf.source import (
     HFSpec,
     accounting_hf,
+    empty_model,
     inspect_source,
     load_hf,
     load_hf_model,
@@ -41,10 +44,9 @@ from edgescale.hf.source import (
 )
 from edgescale.hf.tokens import hf_onnx_loss, tokenize_corpus
 from edgescale.models.backend import Shipped, SizePlan, StepFn
+from edgescale.resources import metered
 from edgescale.rundir import key_of
 
-# Per-tensor activation scales move a quantized graph's logits a little with later tokens.
-QUANTIZED_CAUSAL_ATOL = 2e-2
 _SHAPE_KEYS = (
     "n_layer",
     "n_head",
@@ -62,7 +64,9 @@ _SHAPE_KEYS = (
 def export_hf_step(model: HFCausalLM, cfg: ExportConfig, ctx: StepContext) -> Path:
     """``export.onnx`` with optimum's ``text-generation-with-past`` exporter, checked against torch."""
     out = ctx.work_dir / "model.onnx"
-    check = export_and_verify(model.hf, out, model.spec.block_size, cfg.opset, cfg.atol, cfg.verify_tokens, ctx.seed)
+    check = export_and_verify(
+        model.hf, out, model.spec.block_size, cfg.opset, cfg.atol, cfg.verify_tokens, ctx.seed, release=True
+    )
     ctx.metrics.update({**check, "exporter": "optimum text-generation-with-past"})
     ctx.log(
         f"export.onnx (optimum): max |Δlogit| {check['max_abs_logit_diff']:.2e}, "
@@ -95,19 +99,39 @@ def check_chains(chains: list[Chain], spec: HFSpec, train_tokens: int | None, st
                 raise UserError(f"{e.detail} (study {study_path})", file=chain.source, field=field) from None
 
 
+@dataclass(frozen=True)
+class HFSource:
+    """A Hugging Face candidate as the study gives it (``hf_model:``, or an ``hf:`` entry of ``models:``)."""
+
+    path: Path  # resolved against the study file's folder
+    name: str
+    tokenizer: str  # auto | bytes
+    block_size: int
+    train_tokens: int | None
+
+    @classmethod
+    def of(cls, entry, study_path: Path) -> HFSource:
+        """From ``hf_model`` (:class:`edgescale.config.HFModelConfig`) or a ``models:`` entry
+        (:class:`edgescale.config.CandidateConfig`)."""
+        raw = Path(getattr(entry, "hf", None) or entry.path)
+        path = raw if raw.is_absolute() else study_path.parent / raw
+        name = entry.label if hasattr(entry, "label") else entry.name
+        return cls(path.resolve(), name, entry.tokenizer, entry.block_size, entry.train_tokens)
+
+
 class HFBackend:
     name = "hf"
     takes = "torch"
     calibration = None
 
-    def __init__(self, study, study_path: Path, corpus, chains: list[Chain]) -> None:
-        """Check the folder and every recipe, count the model, and read the corpus in its tokens."""
-        h = study.hf_model
-        path = Path(h.path) if Path(h.path).is_absolute() else (study_path.parent / h.path)
-        spec, tok = inspect_source(path.resolve(), h.name, h.tokenizer, h.block_size)
+    def __init__(self, study, study_path: Path, corpus, chains: list[Chain], src: HFSource | None = None) -> None:
+        """Check the folder and every recipe, count the model, and read the corpus in its tokens.
+        ``src``: the candidate (default: the study's ``hf_model``)."""
+        h = self.src = src or HFSource.of(study.hf_model, study_path)
+        spec, tok = inspect_source(h.path, h.name, h.tokenizer, h.block_size)
         check_chains(chains, spec, h.train_tokens, study_path)
-        model, _ = load_hf_model(spec.path)
-        self._acct = accounting_hf(model, study.evaluation.context_length)
+        # counted on an empty (meta-device) model: the shapes without loading the weights
+        self._acct = accounting_hf(empty_model(spec.config), study.evaluation.context_length)
         self.study = study
         self.spec = replace(spec, corpus=tokenize_corpus(corpus, tok, spec.vocab_size))
         self.corpus = self.spec.corpus
@@ -121,7 +145,7 @@ class HFBackend:
 
     def plans(self, tokens_for: Callable[[int], tuple[int, str]]) -> list[SizePlan]:
         """The one 'size': the checkpoint, with the training tokens the study declares for it."""
-        h = self.study.hf_model
+        h = self.src
         why = "pretrained checkpoint (not trained here)"
         return [SizePlan(h.name, self.spec, self._acct, h.train_tokens or 0, why, shape=self._shape())]
 
@@ -136,8 +160,7 @@ class HFBackend:
         if rec:
             rep.reuse(f"source {plan.name}", rec["checkpoint"])
             return rec
-        t0 = time.perf_counter()
-        with rep.status(f"{plan.name}: loading {spec.path}"):
+        with metered() as use, rep.status(f"{plan.name}: loading {spec.path}"):
             model, _ = load_hf_model(spec.path)
             out = save_hf(model, rd.work_dir(key) / "model.safetensors", {"source": spec.to_dict()})
         rel, sha = rd.store(out)
@@ -148,7 +171,8 @@ class HFBackend:
             "tokens": plan.tokens,
             "steps": 0,
             "curve": [],
-            "seconds": round(time.perf_counter() - t0, 1),
+            "seconds": round(use.wall_s, 1),
+            "resources": use.to_dict(),
             "teacher": None,
             "source": spec.to_dict(),
         }
@@ -179,7 +203,7 @@ class HFBackend:
             tokenizer=spec.tokenizer_sha256 or spec.tokenizer,
             train=spec.corpus["train"].sha256,
             block=spec.block_size,
-            train_tokens=self.study.hf_model.train_tokens,
+            train_tokens=self.src.train_tokens,
         )
         return f"{sha256}:{context}"
 
@@ -204,8 +228,17 @@ class HFBackend:
     def score(self, path: Path, split: str, protocol, strict: bool) -> dict:
         """Scored in the model's own tokens, reported in bits per byte."""
         tc, e = self.corpus, protocol
-        influence = check_onnx_graph(
-            path, strict=strict, atol=1e-4 if strict else QUANTIZED_CAUSAL_ATOL, length=min(24, self.spec.block_size)
-        )
-        res = hf_onnx_loss(path, tc, split, e.context_length, e.stride, e.max_tokens, e.batch_size)
-        return {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence, "tokenizer": tc.tokenizer}
+        influence = check_onnx_graph(path, strict=strict, length=min(24, self.spec.block_size))
+        cap = tc.targets_within(split, e.max_bytes)  # the same text bytes as every other candidate
+        res = hf_onnx_loss(path, tc, split, e.context_length, e.stride, cap, e.batch_size)
+        # a graph with dynamic activation scales: what later tokens do to its loss (edgescale.bench.leak)
+        token_bytes = np.diff(tc.byte_ends[split], prepend=0)
+        scoring = (e.context_length, e.stride, cap, e.batch_size, self.study.seed)
+        leak = None if strict else causal_leak(path, tc[split].tokens, *scoring, token_bytes=token_bytes)
+        return {
+            **res.to_dict(),
+            "batch_size": e.batch_size,
+            "future_influence": influence,
+            "tokenizer": tc.tokenizer,
+            "causal_leak": leak,
+        }

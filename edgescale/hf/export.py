@@ -15,9 +15,9 @@ gives each layer its own head count.
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
 import logging
-import shutil
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -27,7 +27,8 @@ import torch
 import torch.nn as nn
 
 from edgescale.errors import UserError
-from edgescale.export.verify import verify_export
+from edgescale.export.canonical import move_onnx
+from edgescale.export.verify import check_against, torch_reference
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,8 @@ def _quiet():
 
 
 def export_hf(hf_model, out: Path, opset: int = 18) -> Path:
-    """optimum's ``text-generation-with-past`` export of ``hf_model`` to the single file ``out``."""
+    """optimum's ``text-generation-with-past`` export of ``hf_model`` to ``out``: one file, or
+    for a graph over 2 GB the graph plus its external data in ``out.name + ".data"``."""
     from optimum.exporters.onnx import onnx_export_from_model
 
     custom = None
@@ -138,16 +140,25 @@ def export_hf(hf_model, out: Path, opset: int = 18) -> Path:
             do_validation=False,  # edgescale checks logits and greedy tokens itself, below
             custom_onnx_configs=custom,
         )
-        files = sorted(p.name for p in Path(tmp).iterdir() if p.name.startswith("model.onnx"))
-        if files != ["model.onnx"]:
-            raise UserError(
-                f"optimum wrote {files}: models over 2 GB (ONNX external data) are not supported yet", file=out
-            )
-        shutil.move(str(Path(tmp) / "model.onnx"), out)
+        graphs = sorted(p.name for p in Path(tmp).glob("*.onnx"))
+        if graphs != ["model.onnx"]:
+            raise UserError(f"optimum wrote the graphs {graphs}; one model.onnx was expected", file=out)
+        move_onnx(Path(tmp) / "model.onnx", out)  # over 2 GB, optimum's model.onnx_data moves with it
     return out
 
 
-def export_and_verify(hf_model, out: Path, block_size: int, opset: int, atol: float, tokens: int, seed: int) -> dict:
-    """Export, then check against torch (:func:`edgescale.export.verify.verify_export`)."""
+def export_and_verify(
+    hf_model, out: Path, block_size: int, opset: int, atol: float, tokens: int, seed: int, *, release: bool = False
+) -> dict:
+    """Export, then check against torch (:mod:`edgescale.export.verify`).
+
+    torch's references are computed before onnxruntime loads the graph. With ``release``
+    the model's weights are dropped in between (moved to the meta device: the model is
+    unusable afterwards), so a large model's weights are never in memory twice."""
     export_hf(hf_model, out, opset)
-    return verify_export(HFCausalLM(hf_model, block_size), out, atol=atol, gen_tokens=tokens, seed=seed)
+    gc.collect()  # the exporter's graph copy of the weights
+    ref = torch_reference(HFCausalLM(hf_model, block_size), gen_tokens=tokens, seed=seed)
+    if release:
+        hf_model.to("meta")
+        gc.collect()
+    return check_against(ref, out, atol=atol)

@@ -21,7 +21,6 @@ from pathlib import Path
 from edgescale.atomic import atomic_path
 from edgescale.bench.loss import score
 from edgescale.bench.measure import MeasureSpec, measure_variants
-from edgescale.bench.ort_model import OrtCausalLM
 from edgescale.chain import ChainStart, ScratchStore, run_chain
 from edgescale.compress.recipe import load_recipe
 from edgescale.compress.registry import EXPORT_OP
@@ -29,33 +28,15 @@ from edgescale.compress.rules import needs_calibration
 from edgescale.data.corpus import load_corpus
 from edgescale.errors import UserError
 from edgescale.export.canonical import file_sha256
-from edgescale.hf.source import TOKENIZER_FILES, load_tokenizer
-from edgescale.hf.tokens import TokenizedCorpus, to_bits_per_byte, tokenize_split
+from edgescale.hf.tokens import (
+    TokenizedCorpus,
+    check_causal_lm,
+    resolve_tokenizer,
+    to_bits_per_byte,
+    tokenize_split,
+)
 from edgescale.inputs import load_study
 from edgescale.progress import Reporter
-
-
-def check_causal_lm(path: Path):
-    """An onnxruntime session over ``path``, or a UserError naming the file and what is wrong."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError("file not found", file=path)
-    return OrtCausalLM(path)
-
-
-def resolve_tokenizer(model: Path, tokenizer: str | None):
-    """(tokenizer or None for bytes, its description). ``None``: the model's folder if it has one."""
-    if tokenizer == "bytes":
-        return None, "bytes"
-    folder = Path(tokenizer) if tokenizer else Path(model).parent
-    if tokenizer and not folder.is_dir():
-        raise UserError("not a folder with a Hugging Face tokenizer (or 'bytes')", file=folder, field="--tokenizer")
-    if not any((folder / f).exists() for f in TOKENIZER_FILES):
-        if tokenizer:
-            raise UserError(f"no tokenizer files ({', '.join(TOKENIZER_FILES)})", file=folder, field="--tokenizer")
-        return None, "bytes"
-    tok = load_tokenizer(folder)
-    return tok, f"{type(tok).__name__} ({folder})"
 
 
 def _vocab(lm) -> int:
@@ -116,9 +97,9 @@ def _loss(lm, vocab: int, study: Path | None, tokenizer: str | None, max_tokens:
     corpus = load_corpus(st.corpus, path.parent)
     split, ends = tokenize_split(corpus["validation"], tok, vocab)
     e = st.evaluation
-    n = max_tokens or e.max_tokens
-    res = score(lm.logits, split, e.context_length, e.stride, n, e.batch_size)
     tc = TokenizedCorpus(corpus, {"validation": ends}, described)
+    n = max_tokens or tc.targets_within("validation", e.max_bytes)  # the study's cap is in text bytes
+    res = score(lm.logits, split, e.context_length, e.stride, n, e.batch_size)
     res = to_bits_per_byte(res, tc, "validation")
     return {
         **{k: getattr(res, k) for k in ("bits_per_byte", "nats_per_token", "tokens", "bytes")},

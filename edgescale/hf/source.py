@@ -24,11 +24,21 @@ from typing import Any
 
 from edgescale.atomic import atomic_path
 from edgescale.errors import UserError
+from edgescale.hf.checks import (
+    check_fits_in_ram,
+    check_tokenizer_vocab,
+    checkpoint_files,
+    mem_available_bytes,
+    weight_bytes_fp32,
+)
+from edgescale.hf.spm import fast_from_sentencepiece
 from edgescale.models.shape import ModelAccounting
 
 # Layouts the structured pruning steps know (edgescale.hf.prune): module names and weight
 # orientation. Export, quantization, loss and latency work for any model optimum exports.
 PRUNABLE = {"gpt2": "gpt2", "llama": "llama", "mistral": "llama", "qwen2": "llama"}
+# model types named as examples when one cannot be exported (those optimum knows are shown)
+_COMMON_FAMILIES = ("llama", "mistral", "qwen2", "qwen3", "phi3", "gemma", "gemma2", "gpt2", "gpt_neox", "olmo")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "tokenizer.model")
 
 
@@ -117,23 +127,34 @@ def load_hf_config(path: Path, field_name: str = "hf_model.path"):
     except KeyError:  # optimum's way of saying it does not know the model type
         tasks = {}
     if "text-generation-with-past" not in tasks:
-        raise UserError(
-            f"optimum cannot export model_type {config.model_type!r} with a KV cache (text-generation-with-past)",
-            file=path / "config.json",
-            field=field_name,
-        )
+        raise UserError(_not_exportable(config, archs, tasks), file=path / "config.json", field=field_name)
     return config
 
 
+def _not_exportable(config, archs: list[str], tasks) -> str:
+    """One message: the architecture, and what optimum lacks to export it with a KV cache."""
+    from optimum.exporters.tasks import TasksManager
+
+    what = f"{archs[0] if archs else 'a model'} (model_type {config.model_type!r})"
+    if tasks:
+        missing = f"optimum's ONNX config for it exports only {', '.join(sorted(tasks))}"
+    else:
+        missing = "optimum has no ONNX export config for this model_type"
+    known = set(TasksManager.get_supported_model_type_for_task("text-generation-with-past", "onnx"))
+    common = [t for t in _COMMON_FAMILIES if t in known]
+    return (
+        f"{what} cannot be exported: edgescale needs optimum's text-generation-with-past export (a causal LM "
+        f"with a KV cache) and {missing}; optimum exports {len(known)} model types this way, such as "
+        f"{', '.join(common)}"
+    )
+
+
 def weight_files(path: Path, field_name: str = "hf_model.path") -> list[Path]:
-    """The folder's safetensors files, each opened to check it is whole."""
+    """The safetensors files transformers loads (``model.safetensors`` or the shards its index names,
+    :func:`edgescale.hf.checks.checkpoint_files`), each opened to check it is whole."""
     from safetensors import SafetensorError, safe_open
 
-    files = sorted(path.glob("*.safetensors"))
-    if not files:
-        pickles = [p.name for p in path.glob("*.bin")] + [p.name for p in path.glob("*.pt")]
-        extra = f" ({', '.join(pickles)} are pickles, which edgescale never opens)" if pickles else ""
-        raise UserError(f"no *.safetensors weights{extra}", file=path, field=field_name)
+    files = checkpoint_files(path, field_name)
     for f in files:
         try:
             with safe_open(str(f), "pt") as st:
@@ -155,7 +176,11 @@ def load_tokenizer(path: Path, mode: str = "auto"):
 
     _quiet_transformers()
     try:
+        if (path / "tokenizer.model").is_file() and not (path / "tokenizer.json").is_file():
+            return fast_from_sentencepiece(path)  # a fast tokenizer, for character offsets
         return AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    except UserError:
+        raise
     except Exception as e:  # noqa: BLE001 -- tokenizers raise many types; one message names the folder
         raise UserError(
             f"transformers cannot load the tokenizer: {str(e).splitlines()[0]}", file=path, field="hf_model.tokenizer"
@@ -180,11 +205,21 @@ def load_hf_model(path: Path, field_name: str = "hf_model.path"):
     return model.eval(), config
 
 
-def inspect_source(path: Path, name: str, tokenizer_mode: str, block_size: int) -> tuple[HFSpec, Any]:
-    """Check a folder and describe it; returns (spec without corpus, tokenizer or None)."""
+def inspect_source(
+    path: Path, name: str, tokenizer_mode: str, block_size: int, available_bytes: int | None = None
+) -> tuple[HFSpec, Any]:
+    """Check a folder and describe it, loading no weights; returns (spec without corpus, tokenizer or None).
+
+    Refused here: a shard missing from the index, weights that cannot fit in ``available_bytes``
+    of RAM (default: MemAvailable now) at some stage, a tokenizer with ids beyond ``vocab_size``."""
     config = load_hf_config(path)
     files = weight_files(path)
+    available = mem_available_bytes() if available_bytes is None else available_bytes
+    if available is not None:
+        check_fits_in_ram(weight_bytes_fp32(files), available, where=path)
     tok = load_tokenizer(path, tokenizer_mode)
+    if tok is not None:
+        check_tokenizer_vocab(tok, int(config.vocab_size), where=path)
     n_pos = int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 0) or block_size)
     if block_size > n_pos:
         raise UserError(f"block_size {block_size} exceeds the model's {n_pos} positions", field="hf_model.block_size")
@@ -253,25 +288,42 @@ def read_hf_meta(path: Path) -> dict:
 
 
 def load_hf(path: Path):
-    """A model saved by :func:`save_hf` (config rebuilt, weights loaded strictly but for tied copies)."""
-    from safetensors.torch import load_file
+    """A model saved by :func:`save_hf` (config rebuilt, weights loaded strictly but for tied copies).
+
+    The module tree is built with its parameters on the meta device and the file's tensors
+    are assigned in place (``assign=True``): the weights are in memory once, and the random
+    init that ``from_config`` would spend (minutes and a second copy at 1B parameters) never runs.
+    Buffers computed at construction (RoPE frequencies) are built on the CPU as usual."""
+    from safetensors import safe_open
     from transformers import AutoModelForCausalLM
+    from transformers.integrations.accelerate import init_empty_weights
 
     _quiet_transformers()
     meta = read_hf_meta(path)
-    model = AutoModelForCausalLM.from_config(config_from_dict(meta["config"]))
-    state = load_file(str(path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    current = model.state_dict()
-    loaded = {current[k].untyped_storage().data_ptr() for k in state if k in current}
-    tied = {k for k in missing if current[k].untyped_storage().data_ptr() in loaded}
-    if set(missing) - tied or unexpected:
+    with init_empty_weights(include_buffers=False):
+        model = AutoModelForCausalLM.from_config(config_from_dict(meta["config"]))
+    with safe_open(str(path), "pt") as f:
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not a dict)
+    _, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    del state
+    model.tie_weights()  # a tied LM head was stored once: point it at the loaded embedding again
+    empty = [k for k, v in model.state_dict().items() if v.is_meta]
+    if empty or unexpected:
         raise UserError(
-            f"tensors do not fit the recorded config: missing {sorted(set(missing) - tied)[:3]}, "
-            f"unexpected {list(unexpected)[:3]}",
+            f"tensors do not fit the recorded config: missing {empty[:3]}, unexpected {list(unexpected)[:3]}",
             file=path,
         )
     return model.float().eval()
+
+
+def empty_model(config: dict):
+    """A transformers model of ``config`` (``config.to_dict()``) on the meta device: every shape, no weights."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    _quiet_transformers()
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config_from_dict(config))
 
 
 def accounting_hf(model, decode_context: int):
@@ -287,12 +339,13 @@ def accounting_hf(model, decode_context: int):
     pos = getattr(getattr(model, "transformer", None), "wpe", None)
     if pos is not None:
         emb_modules.append(pos)
-    emb_ptrs = {p.data_ptr() for m in emb_modules for p in m.parameters()}
-    params = {p.data_ptr(): p for p in model.parameters()}  # tied weights once
+    # by identity, not data pointer: a tied head is the same Parameter, and meta tensors have no data
+    emb_ptrs = {id(p) for m in emb_modules for p in m.parameters()}
+    params = {id(p): p for p in model.parameters()}  # tied weights once
     total = sum(p.numel() for p in params.values())
     emb = sum(p.numel() for ptr, p in params.items() if ptr in emb_ptrs)
     head = model.get_output_embeddings()
-    head_untied = head is not None and head.weight.data_ptr() not in emb_ptrs
+    head_untied = head is not None and id(head.weight) not in emb_ptrs
     if head_untied:
         emb += head.weight.numel()
     macs = sum(p.numel() for ptr, p in params.items() if p.dim() >= 2 and ptr not in emb_ptrs)

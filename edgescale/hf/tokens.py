@@ -28,6 +28,7 @@ from edgescale.bench.loss import LossResult, score
 from edgescale.bench.ort_model import OrtCausalLM
 from edgescale.data.corpus import Corpus, Split
 from edgescale.errors import UserError
+from edgescale.hf.source import TOKENIZER_FILES, load_tokenizer
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,11 @@ class TokenizedCorpus:
 
     def __getitem__(self, name: str) -> Split:
         return self.corpus[name]
+
+    def targets_within(self, split: str, max_bytes: int) -> int:
+        """How many targets (tokens[1:], in order) end within the first ``1 + max_bytes`` text bytes:
+        the span a byte-level model scores under the same cap (its targets are bytes 1..max_bytes)."""
+        return max(0, int(np.searchsorted(self.byte_ends[split], 1 + max_bytes, side="right")) - 1)
 
     def bytes_covered(self, split: str, first: int, count: int) -> int:
         """Text bytes of tokens[first : first + count]."""
@@ -101,3 +107,26 @@ def to_bits_per_byte(res: LossResult, tc: TokenizedCorpus, split: str) -> LossRe
     contiguous tokens[1 : 1 + res.tokens] (every window scores its targets once, in order)."""
     n_bytes = tc.bytes_covered(split, 1, res.tokens)
     return replace(res, bytes=n_bytes, bits_per_byte=res.nats_per_token * res.tokens / math.log(2) / n_bytes)
+
+
+def check_causal_lm(path: Path):
+    """An onnxruntime session over ``path``, or a UserError naming the file and what is wrong."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError("file not found", file=path)
+    return OrtCausalLM(path)
+
+
+def resolve_tokenizer(model: Path, tokenizer: str | None):
+    """(tokenizer or None for bytes, its description). ``None``: the model's folder if it has one."""
+    if tokenizer == "bytes":
+        return None, "bytes"
+    folder = Path(tokenizer) if tokenizer else Path(model).parent
+    if tokenizer and not folder.is_dir():
+        raise UserError("not a folder with a Hugging Face tokenizer (or 'bytes')", file=folder, field="--tokenizer")
+    if not any((folder / f).exists() for f in TOKENIZER_FILES):
+        if tokenizer:
+            raise UserError(f"no tokenizer files ({', '.join(TOKENIZER_FILES)})", file=folder, field="--tokenizer")
+        return None, "bytes"
+    tok = load_tokenizer(folder)
+    return tok, f"{type(tok).__name__} ({folder})"

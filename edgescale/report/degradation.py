@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -124,8 +124,9 @@ class DegradationFit:
 
 def degradation_points(results: Results, recipe: str, baseline: str) -> list[DegradationPoint]:
     """δ of ``recipe`` against ``baseline`` at every ladder size that has both (distilled
-    students are left out: their loss comes from another training process)."""
-    sizes = {s.size: s for s in results.sizes if not s.distilled_from}
+    students are left out: their loss comes from another training process, and so are
+    pretrained candidates whose training tokens are unknown: the law is in N and D)."""
+    sizes = {s.size: s for s in results.sizes if not s.distilled_from and s.train_tokens > 0}
     by = {(v.size, v.recipe): v for v in results.variants}
     out = []
     for name, s in sizes.items():
@@ -229,7 +230,12 @@ def fit_recipes(results: Results, *, seed: int = 0) -> dict[str, DegradationFit]
     if not recipes:
         return {}
     base = baseline_recipe(results)
-    return {r: fit_degradation(r, base, degradation_points(results, r, base), seed=seed) for r in recipes if r != base}
+    unknown = sorted(s.size for s in results.sizes if s.train_tokens <= 0)
+    fits = {r: fit_degradation(r, base, degradation_points(results, r, base), seed=seed) for r in recipes if r != base}
+    if unknown:  # said, not silently dropped
+        note = f"left out (training tokens unknown): {', '.join(unknown)}"
+        fits = {r: replace(f, notes=(*f.notes, note)) for r, f in fits.items()}
+    return fits
 
 
 def baseline_recipe(results: Results) -> str:

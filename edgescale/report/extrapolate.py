@@ -277,7 +277,8 @@ def new_model(results: Results, target: float, device: str, axis: str, limits, c
     options = [
         option(law, info, unit, s, fits.get(r), target, device, results, limits, cap, served)
         for r, s in recipe_scales(results).items()
-        if r == base or (r in fits and fits[r].form != "none")
+        # a recipe with no law is left out, unless its recovery cannot be scaled anyway (option says why)
+        if r == base or (r in fits and (fits[r].form != "none" or s.recovery_fraction is None))
     ]
     key = _cost_key(axis)
     good = [o for o in options if o["status"] == "ok" and o["meets_limits"]]

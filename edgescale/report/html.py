@@ -288,7 +288,7 @@ def _header(results: Results) -> str:
     protocol = (
         f"split <b>{_fmt(p.split)}</b> (sha256 <code>{_fmt(p.split_sha256)}</code>), "
         f"context {_fmt(p.context_length)}, stride {_fmt(p.stride)}, "
-        f"{_fmt(p.max_tokens, '{:,}')} tokens, batch {_fmt(p.batch_size)}; "
+        f"{_fmt(p.max_bytes, '{:,}')} text bytes, batch {_fmt(p.batch_size)}; "
         f"final answer on <b>{_fmt(p.final_split or 'test')}</b>"
     )
     machine = (

@@ -172,8 +172,9 @@ def describe(run: Run, v: Variant, target: float, device: str, axis: str, label:
 
 def check_comparable(runs: Sequence[Run]) -> None:
     """Losses from runs evaluated on different splits or protocols cannot share one answer."""
-    # the tokenizer too: the evaluation window and cap count tokens, so two tokenizers read other text
-    keys = ("split_sha256", "test_split_sha256", "context_length", "stride", "max_tokens", "unit", "tokenizer")
+    # the cap is in text bytes, so candidates in any tokenizer score the same text (a run capped
+    # in another tokenizer's tokens has max_bytes None: not comparable with any byte-capped run)
+    keys = ("split_sha256", "test_split_sha256", "context_length", "stride", "max_bytes", "unit")
     first = {k: getattr(runs[0].results.protocol, k) for k in keys}
     for r in runs[1:]:
         other = {k: getattr(r.results.protocol, k) for k in keys}
@@ -232,7 +233,8 @@ def pick(
     }
     if ok:
         *_, r, v = min(ok, key=lambda t: t[:4])
-        return {"status": "ok", **out, "variant": describe(r, v, target, device, axis, label)}
+        chosen = {"status": "ok", **out, "variant": describe(r, v, target, device, axis, label)}
+        return {**chosen, "cheaper_miss": cheaper_miss(pool, axis, _cost(v, axis), target, len(runs) > 1)}
     fits = [k for (r, v), k in zip(pool, reasons, strict=True) if not _memory_excluded(reasons[k])]
     out["any_variant_fits_memory"] = bool(fits)
     if not fits:
@@ -246,6 +248,20 @@ def pick(
     answer = new_model(runs[0].results, target, device, axis, limits, cap, served_tokens)
     answer["law"]["run"] = runs[0].label  # with several runs, the first one's law answers
     return {**out, **answer}
+
+
+def _cost(v: Variant, axis: str) -> float | None:
+    c = axes_for([v]).get(axis)
+    return c.get(v) if c else None
+
+
+def cheaper_miss(pool: list, axis: str, chosen_cost: float | None, target: float, several: bool) -> dict | None:
+    """Of the variants cheaper than the pick (by ``axis``) that miss the loss target, the closest:
+    what the pick is bought against ("X int8 misses the target by 0.04 bpb"). None when none is cheaper."""
+    if chosen_cost is None:
+        return None
+    cheaper = [(r, v) for r, v in pool if (c := _cost(v, axis)) is not None and c < chosen_cost]
+    return nearest_miss(cheaper, target, several)
 
 
 def nearest_miss(pool: list, target: float, several: bool) -> dict | None:
@@ -290,9 +306,18 @@ def summary_lines(out: Mapping) -> list[str]:
         v = out["variant"]
         lat, loss = v["latency"] or {}, v["loss"]
         meets = {True: "meets the target", False: "misses the target", None: "not evaluated"}[loss["test_meets_target"]]
+        miss = out.get("cheaper_miss")
         return [
             head,
             f"  pick: {v['variant_id']} ({v['run']})  {v['params_total']:,} params  file {v['file_bytes']:,} bytes",
+            *(
+                [
+                    f"  cheaper but missing: {miss['variant_id']} at {miss['validation_bpb']:.4f} "
+                    f"(misses the target by {miss['miss_bpb']:.4f})"
+                ]
+                if miss
+                else []
+            ),
             f"  loss: validation {loss['validation_bpb']:.4f} (selected on), test {loss['test_bpb']:.4f} ({meets})",
             f"  decode {_ms(lat.get('decode_ms'))} ms [{_ms(lat.get('decode_ms_low'))}, "
             f"{_ms(lat.get('decode_ms_high'))}] ({lat.get('source', '?')}), prefill {_ms(lat.get('prefill_ms'))} ms",

@@ -208,6 +208,9 @@ class VariantPick(Strict):
     runs: list[str]
     considered: dict[str, str] = Field(description="variant → why it does not qualify, or 'qualifies'")
     variant: PickedVariant
+    cheaper_miss: NearestMiss | None = Field(
+        None, description="the closest of the cheaper variants that miss the loss target (what the pick beats)"
+    )
 
 
 class NearestMiss(Strict):

@@ -107,6 +107,13 @@ def variant_flags(variant: dict) -> list[str]:
     faster = decode is not None and decode["low"] >= SPARSE_SHOWN_FASTER
     if any(st["metrics"].get("dense_kernel_speedup") is False for st in variant["steps"]) and not faster:
         flags.append("no dense-kernel speedup on this runtime")
+    leak = variant.get("loss", {}).get("validation", {}).get("causal_leak")
+    if leak and leak["flagged"]:
+        lo, hi = leak["leak_bits_per_byte_ci95"]
+        flags.append(
+            f"loss moved by later tokens (dynamic activation scales): {leak['leak_bits_per_byte']:+.4f} bpb "
+            f"[{lo:+.4f}, {hi:+.4f}] at {leak['positions']} positions"
+        )
     for phase in ("prefill", "decode"):
         r = next((v for k, v in host.items() if k.startswith(f"{phase}_speedup_vs_")), None)
         if r and r["slower"]:
@@ -146,6 +153,17 @@ def _distillation(sizes: list[dict], variants: list[dict], base_recipe: str, kd)
     }
 
 
+def _pretrained_points(sizes: list[dict], variants: list[dict], base_recipe: str) -> list[dict]:
+    """A point (N total, D, validation bits per byte of the baseline variant) for every candidate
+    not trained here whose training tokens the study gives."""
+    base = {v["size"]: v["loss"]["validation"]["bits_per_byte"] for v in variants if v["recipe"] == base_recipe}
+    return [
+        {"size": z["size"], "N": z["params_total"], "D": z["train_tokens"], "bits_per_byte": base[z["size"]]}
+        for z in sizes
+        if not z["curve"] and z["train_tokens"] > 0 and z["size"] in base
+    ]
+
+
 def _size(p, trained: dict, at_equal: dict, equal_tokens: int) -> dict:
     """One ladder rung: its shape, parameter counts and training curve."""
     return {
@@ -163,9 +181,16 @@ def _size(p, trained: dict, at_equal: dict, equal_tokens: int) -> dict:
     }
 
 
-def _loss(losses: dict) -> dict:
-    """Per split: bits per byte, nats per token and tokens scored."""
-    return {split: {k: r[k] for k in ("bits_per_byte", "nats_per_token", "tokens")} for split, r in losses.items()}
+def _loss(losses: dict, context_length: int) -> dict:
+    """Per split: bits per byte, nats per token, tokens and text bytes scored, and the bytes one window spans."""
+    return {
+        split: {
+            **{k: r[k] for k in ("bits_per_byte", "nats_per_token", "tokens", "bytes")},
+            "context_bytes": round(context_length * r["bytes"] / r["tokens"], 1),
+            **({"causal_leak": r["causal_leak"]} if r.get("causal_leak") else {}),
+        }
+        for split, r in losses.items()
+    }
 
 
 def _cost(path: Path, acct: ModelAccounting, widest: int | None, decode_context: int) -> dict:
@@ -184,6 +209,14 @@ def _cost(path: Path, acct: ModelAccounting, widest: int | None, decode_context:
         "peak_memory_source": "estimate: initializers + fp32 KV at decode_context + largest "
         "prefill activation at decode_context (no runtime arenas)",
     }
+
+
+def _resources(trained: dict, v: dict, losses: dict) -> dict:
+    """Wall time and peak RSS per stage of one variant, where the run that did the work recorded them."""
+    stages = {"source": trained.get("resources")}
+    stages |= {st["op"]: st.get("resources") for st in v.get("steps", [])}
+    stages |= {f"loss:{split}": r.get("resources") for split, r in losses.items()}
+    return {k: r for k, r in stages.items() if r}
 
 
 def _variant(pipe, vid: str, v: dict, ctx: dict) -> dict:
@@ -207,13 +240,15 @@ def _variant(pipe, vid: str, v: dict, ctx: dict) -> dict:
         "steps": [{"op": st["op"], "metrics": st.get("metrics", {})} for st in v.get("steps", [])],
         "feasibility": v.get("feasibility", []),
         "scratch_twin": ctx["twins"].get(vid),
-        "loss": _loss(losses),
+        "loss": _loss(losses, pipe.study.evaluation.context_length),
         "cost": _cost(path, acct, widest, m.decode_context),
         "latency": {
             "host": _host_latency(ctx["latency"], vid, f"{size}/{ctx['base_recipe']}", m),
             **_device_latency(path, pipe.study.devices, m),
         },
         "causality": {"max_future_logit_change": losses["validation"]["future_influence"]},
+        "tokenizer": losses["validation"]["tokenizer"],
+        "resources": _resources(ctx["trained"][size], v, losses),
     }
     out["flags"] = variant_flags(out)
     return out
@@ -235,12 +270,14 @@ def _protocol(pipe) -> dict:
         "final_split": "test",
         "context_length": e.context_length,
         "stride": e.stride,
-        "max_tokens": e.max_tokens,
+        "max_bytes": e.max_bytes,
         "batch_size": e.batch_size,
         "split_sha256": pipe.corpus["validation"].sha256,
         "test_split_sha256": pipe.corpus["test"].sha256,
         "unit": "bits_per_byte",
-        "tokenizer": pipe.backend.tokenizer,
+        "tokenizer": tokenizers.pop()
+        if len(tokenizers := {b.tokenizer for b in pipe.backends.values()}) == 1
+        else None,
         "runtime": "onnxruntime CPUExecutionProvider",
     }
 
@@ -266,12 +303,21 @@ def assemble_results(
         "schema_version": SCHEMA_VERSION,
         "loss_target_bpb": s.loss_target_bpb,
         "protocol": _protocol(pipe),
-        "measurement": {**m.model_dump(), "ort_version": latency.get("machine", {}).get("onnxruntime")},
+        "measurement": {
+            **m.model_dump(),
+            "ort_version": latency.get("machine", {}).get("onnxruntime"),
+            **({"resources": latency["resources"]} if latency.get("resources") else {}),
+        },
         "machine": latency.get("machine", {}),
         "sizes": sizes,
         "variants": out,
         "loss_falls_with_size": _falls_with_size(sizes, out, base_recipe),
-        "scaling": fit_study([z for z in sizes if not z["distilled_from"]], s.loss_target_bpb, seed=s.seed),
+        "scaling": fit_study(
+            [z for z in sizes if not z["distilled_from"]],
+            s.loss_target_bpb,
+            seed=s.seed,
+            pretrained=_pretrained_points(sizes, out, base_recipe),
+        ),
         "distillation": _distillation(sizes, out, base_recipe, s.distillation),
     }
     if failed:

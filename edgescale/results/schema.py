@@ -28,10 +28,33 @@ from edgescale.results.base import Number, PlanForTarget, Speedup, Strict
 SCHEMA_VERSION = 2
 
 
+class CausalLeak(Strict):
+    """What later tokens in a window do to a graph's loss through dynamic activation scales
+    (:class:`edgescale.bench.leak.LeakResult`): windowed minus strictly causal NLL at sampled positions."""
+
+    positions: int
+    seed: int
+    bytes: int
+    windowed_nats_per_token: float
+    causal_nats_per_token: float
+    windowed_bits_per_byte: float
+    causal_bits_per_byte: float
+    leak_nats_per_token: float = Field(description="windowed - causal; negative: the reported loss is too low")
+    leak_nats_ci95: list[float]
+    leak_bits_per_byte: float
+    leak_bits_per_byte_ci95: list[float]
+    max_abs_logit_diff: float
+    significant: bool = Field(description="the 95% interval excludes 0")
+    flagged: bool = Field(description="significant and more than 1% of the causal loss")
+
+
 class LossSplit(Strict):
     bits_per_byte: float = Field(description="held-out loss in bits per byte of text")
     nats_per_token: float | None = Field(None, description="the same loss in nats per token")
     tokens: int | None = Field(None, description="tokens scored")
+    bytes: int | None = Field(None, description="text bytes those tokens cover (the same span for every candidate)")
+    context_bytes: float | None = Field(None, description="text bytes one evaluation window spans, on average")
+    causal_leak: CausalLeak | None = Field(None, description="graphs with dynamic activation scales only")
 
 
 class Cost(Strict):
@@ -107,6 +130,14 @@ class PredictedLatency(Strict):
 Latency = HostLatency | PredictedLatency
 
 
+class Resources(Strict):
+    """Wall time and peak RSS of one stage (:mod:`edgescale.resources`), as the run that did the work measured them."""
+
+    wall_s: float
+    peak_rss_bytes: int | None = None
+    peak_rss_scope: Literal["stage", "process"] = Field("stage", description="stage: reset at its start")
+
+
 class Step(Strict):
     op: str
     metrics: dict[str, Any] = Field(default_factory=dict, description="what the step reported")
@@ -165,6 +196,10 @@ class Variant(Strict):
     cost: Cost
     latency: dict[str, HostLatency | PredictedLatency] = Field(default_factory=dict)
     causality: dict[str, float | None] | None = None
+    tokenizer: str | None = Field(None, description="the tokens this variant's loss was scored in")
+    resources: dict[str, Resources] | None = Field(
+        None, description="per stage (source, each step's op, loss:<split>): wall time and peak RSS"
+    )
     flags: list[str] = Field(default_factory=list)
     on_frontier: bool | None = None
 
@@ -218,15 +253,24 @@ class Size(Strict):
 class Protocol(Strict):
     split: str | None = None
     final_split: str | None = None
-    context_length: int = Field(description="the evaluation window (tokens)")
+    context_length: int = Field(description="the evaluation window (each model's own tokens)")
     stride: int
-    max_tokens: int
+    max_tokens: int | None = Field(None, description="before max_bytes: the cap in tokens (bytes, for byte tokens)")
+    max_bytes: int | None = Field(None, description="text bytes scored per split, the same span for every candidate")
     batch_size: int | None = None
     split_sha256: str
     test_split_sha256: str | None = None
     unit: str
-    tokenizer: str | None = None
+    tokenizer: str | None = Field(None, description="the tokens every loss was scored in; None when candidates differ")
     runtime: str | None = None
+
+    @model_validator(mode="after")
+    def _cap_in_bytes(self) -> Protocol:
+        """A run capped in tokens of bytes capped the same text bytes (its max_tokens); any other
+        tokenizer's token cap covers an unknown byte span (max_bytes stays None: not comparable)."""
+        if self.max_bytes is None and self.max_tokens is not None and self.tokenizer in (None, "bytes"):
+            object.__setattr__(self, "max_bytes", self.max_tokens)
+        return self
 
 
 class Measurement(Strict):
@@ -236,6 +280,7 @@ class Measurement(Strict):
     warmup: int | None = None
     threads: int | None = None
     ort_version: str | None = None
+    resources: Resources | None = Field(None, description="the interleaved measurement of every variant")
 
 
 class FallsWithSize(Strict):

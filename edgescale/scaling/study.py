@@ -26,15 +26,21 @@ def cooled_points(sizes: list[dict]) -> list[dict]:
     ]
 
 
-def fit_study(sizes: list[dict], loss_target_bpb: float | None, n_boot: int = 200, seed: int = 0) -> dict:
-    """Fit L(N, D) to the cooled checkpoints; plan the cheapest model reaching the target."""
-    pts = cooled_points(sizes)
+def fit_study(
+    sizes: list[dict], loss_target_bpb: float | None, n_boot: int = 200, seed: int = 0, pretrained: list[dict] = ()
+) -> dict:
+    """Fit L(N, D) to the cooled checkpoints and the ``pretrained`` candidates' points (known
+    training tokens: ``{size, N, D, bits_per_byte}``); plan the cheapest model reaching the target."""
+    cooled = cooled_points(sizes)
+    pts = cooled + list(pretrained)
     out: dict = {"points": pts, "n_convention": "total", "unit": "bits_per_byte"}
     if len(pts) < 5:
+        named = f" ({', '.join(p['size'] for p in pretrained)})" if pretrained else ""
         out["status"] = "not_fitted"
         out["reason"] = (
-            f"{len(pts)} cooled checkpoints; a fit needs >= 5 on an (N, D) grid: "
-            "set training.schedule: wsd with several cooled_fractions"
+            f"{len(pts)} points: {len(cooled)} cooled checkpoints and {len(pretrained)} pretrained candidates "
+            f"with known train_tokens{named}; a fit needs >= 5 on an (N, D) grid: set training.schedule: wsd "
+            "with several cooled_fractions, or give more candidates their train_tokens"
         )
         return out
     n, d = np.array([p["N"] for p in pts], float), np.array([p["D"] for p in pts], float)

@@ -154,10 +154,16 @@ def test_several_runs_pick_across_them_and_refuse_mixed_protocols():
     b["protocol"] = {**b["protocol"], "split_sha256": "other"}
     with pytest.raises(UserError, match="split_sha256"):
         pick([Run("A", handmade.typed(a)), Run("B", handmade.typed(b))], 2.2, "host")
-    # losses in two tokenizers: the window and the cap count tokens, so the two read other text
-    b["protocol"] = {**a["protocol"], "tokenizer": "GPT2TokenizerFast sha256:" + "1" * 64}
-    with pytest.raises(UserError, match="tokenizer"):
+    # a run capped in another tokenizer's tokens read an unknown span of text: not comparable
+    tok = "GPT2TokenizerFast sha256:" + "1" * 64
+    b["protocol"] = {**a["protocol"], "tokenizer": tok, "max_tokens": 65536}
+    b["protocol"].pop("max_bytes", None)
+    with pytest.raises(UserError, match="max_bytes"):
         pick([Run("A", handmade.typed(a)), Run("B", handmade.typed(b))], 2.2, "host")
+    # capped in text bytes, a run in another tokenizer scored the same text: it competes
+    b["protocol"] = {**a["protocol"], "tokenizer": tok, "max_bytes": handmade.typed(a).protocol.max_bytes}
+    out = pick([Run("A", handmade.typed(a)), Run("B", handmade.typed(b))], 2.2, "host")
+    assert out["variant"]["run"] == "B"
 
 
 def test_bad_inputs_name_the_option():

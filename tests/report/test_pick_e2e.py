@@ -44,7 +44,7 @@ def test_picked_onnx_file_reproduces_its_reported_test_loss(run_dir):
     p = results["protocol"]
     corpus = load_corpus(CorpusConfig())
     assert corpus["test"].sha256 == p["test_split_sha256"]
-    got = onnx_loss(v["onnx_file"], corpus["test"], p["context_length"], p["stride"], p["max_tokens"], p["batch_size"])
+    got = onnx_loss(v["onnx_file"], corpus["test"], p["context_length"], p["stride"], p["max_bytes"], p["batch_size"])
     assert got.bits_per_byte == pytest.approx(v["loss"]["test_bpb"], rel=1e-3)
     assert (got.bits_per_byte <= TARGET) == v["loss"]["test_meets_target"]
     # results.json carries the same answer for the study's target on every study device
