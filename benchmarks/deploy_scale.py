@@ -34,43 +34,9 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from large_export import TINYLLAMA_1_1B, build_checkpoint  # noqa: E402  (a sibling script)
+from large_export import build_checkpoint  # noqa: E402  (sibling scripts)
+from published_configs import QWEN25_05B, SMOLLM2_135M, TINYLLAMA_1_1B  # noqa: E402
 
-# SmolLM2-135M: huggingface.co/HuggingFaceTB/SmolLM2-135M/blob/main/config.json
-# (LlamaForCausalLM, 30 layers of width 576, 9 heads in 3 KV groups, tied embeddings).
-SMOLLM2_135M = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 576,
-    "intermediate_size": 1536,
-    "num_hidden_layers": 30,
-    "num_attention_heads": 9,
-    "num_key_value_heads": 3,
-    "vocab_size": 49152,
-    "max_position_embeddings": 8192,
-    "rope_theta": 100000.0,
-    "rms_norm_eps": 1e-5,
-    "hidden_act": "silu",
-    "tie_word_embeddings": True,
-}
-# Qwen2.5-0.5B: huggingface.co/Qwen/Qwen2.5-0.5B/blob/main/config.json
-# (Qwen2ForCausalLM, 24 layers of width 896, 14 heads in 2 KV groups, tied embeddings, QKV biases).
-QWEN25_05B = {
-    "architectures": ["Qwen2ForCausalLM"],
-    "model_type": "qwen2",
-    "hidden_size": 896,
-    "intermediate_size": 4864,
-    "num_hidden_layers": 24,
-    "num_attention_heads": 14,
-    "num_key_value_heads": 2,
-    "vocab_size": 151936,
-    "max_position_embeddings": 32768,
-    "rope_theta": 1000000.0,
-    "rms_norm_eps": 1e-6,
-    "hidden_act": "silu",
-    "tie_word_embeddings": True,
-    "use_sliding_window": False,
-}
 CONFIGS = {"smollm2-135m": SMOLLM2_135M, "qwen2.5-0.5b": QWEN25_05B, "tinyllama-1.1b": TINYLLAMA_1_1B}
 GB = 1e9
 
@@ -93,7 +59,7 @@ def write_study(root: Path, names: list[str], recipes: list[str], max_bytes: int
 def run(study: Path, out: Path) -> tuple[float, int]:
     """``edgescale run`` in a child process: (wall seconds, the child's peak RSS in bytes)."""
     t0 = time.perf_counter()
-    cmd = [sys.executable, "-m", "edgescale", "run", str(study), "--out", str(out)]
+    cmd = [str(Path(sys.executable).with_name("edgescale")), "run", str(study), "--out", str(out)]
     subprocess.run(cmd, check=True)
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     return time.perf_counter() - t0, peak_kib * 1024

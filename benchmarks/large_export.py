@@ -24,26 +24,9 @@ import sys
 import time
 from pathlib import Path
 
-# TinyLlama-1.1B: huggingface.co/TinyLlama/TinyLlama-1.1B-intermediate-step-1431k-3T/blob/main/config.json
-# (LlamaForCausalLM, 1,100,048,384 parameters, untied embeddings).
-TINYLLAMA_1_1B = {
-    "architectures": ["LlamaForCausalLM"],
-    "model_type": "llama",
-    "hidden_size": 2048,
-    "intermediate_size": 5632,
-    "num_hidden_layers": 22,
-    "num_attention_heads": 32,
-    "num_key_value_heads": 4,
-    "vocab_size": 32000,
-    "max_position_embeddings": 2048,
-    "rope_theta": 10000.0,
-    "rms_norm_eps": 1e-5,
-    "hidden_act": "silu",
-    "tie_word_embeddings": False,
-    "bos_token_id": 1,
-    "eos_token_id": 2,
-    "torch_dtype": "float32",
-}
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from published_configs import TINYLLAMA_1_1B  # noqa: E402  (a sibling module)
+
 STAGES = ("checkpoint", "source", "export", "int8", "int4", "score", "latency")
 GB = 1e9
 

@@ -39,14 +39,19 @@ def onnx_weight_bytes(path: Path) -> int:
     import onnx
     from onnx import numpy_helper
 
-    model = onnx.load(str(path))
+    model = onnx.load(str(path), load_external_data=False)  # an external tensor's length is in the graph
     consumers: dict[str, set[str]] = {}
     for node in model.graph.node:
         for name in node.input:
             consumers.setdefault(name, set()).add(node.op_type)
     total = 0
     for t in model.graph.initializer:
-        nbytes = numpy_helper.to_array(t).nbytes  # the stored array: exact for every type numpy has
+        external = {e.key: e.value for e in t.external_data}
+        # the stored array: exact for every type numpy has; external data: its recorded length
+        if "location" in external:
+            nbytes = int(external["length"]) if "length" in external else int(tensor_bytes(t))
+        else:
+            nbytes = numpy_helper.to_array(t).nbytes
         if consumers.get(t.name) == {"Gather"} and len(t.dims) == 2:
             nbytes //= t.dims[0]
         total += nbytes

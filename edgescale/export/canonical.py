@@ -80,6 +80,13 @@ def external_data_files(path: Path) -> list[Path]:
     return _data_files(path, _external_tensors(_load_graph(path)))
 
 
+def artifact_bytes(path: Path) -> int:
+    """Bytes on disk of an artifact: an ONNX graph with its external data files, or the one file."""
+    path = Path(path)
+    extra = external_data_files(path) if path.suffix == ".onnx" else []
+    return path.stat().st_size + sum(f.stat().st_size for f in extra)
+
+
 def onnx_sha256(path: Path) -> str:
     model = _load_graph(path)
     model.producer_name = ""

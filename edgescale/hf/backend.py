@@ -99,6 +99,21 @@ def check_chains(chains: list[Chain], spec: HFSpec, train_tokens: int | None, st
                 raise UserError(f"{e.detail} (study {study_path})", file=chain.source, field=field) from None
 
 
+def pretrained_record(rel: Path, sha: str, plan: SizePlan, use, source: dict) -> dict:
+    """The record of a candidate copied in, not trained (what a training record holds, empty)."""
+    return {
+        "checkpoint": str(rel),
+        "sha256": sha,
+        "tokens": plan.tokens,
+        "steps": 0,
+        "curve": [],
+        "seconds": round(use.wall_s, 1),
+        "resources": use.to_dict(),
+        "teacher": None,
+        "source": source,
+    }
+
+
 @dataclass(frozen=True)
 class HFSource:
     """A Hugging Face candidate as the study gives it (``hf_model:``, or an ``hf:`` entry of ``models:``)."""
@@ -165,18 +180,7 @@ class HFBackend:
             out = save_hf(model, rd.work_dir(key) / "model.safetensors", {"source": spec.to_dict()})
         rel, sha = rd.store(out)
         rep.done(f"source {plan.name}", f"{rel} ({spec.model_type}, tokenizer {spec.tokenizer})")
-        rec = {
-            "checkpoint": str(rel),
-            "sha256": sha,
-            "tokens": plan.tokens,
-            "steps": 0,
-            "curve": [],
-            "seconds": round(use.wall_s, 1),
-            "resources": use.to_dict(),
-            "teacher": None,
-            "source": spec.to_dict(),
-        }
-        return rd.record(key, rec, {str(rel): sha})
+        return rd.record(key, pretrained_record(rel, sha, plan, use, spec.to_dict()), {str(rel): sha})
 
     def load(self, path: Path) -> HFCausalLM:
         return HFCausalLM(load_hf(path), self.spec.block_size)

@@ -28,6 +28,7 @@ from edgescale.compress.registry import EXPORT_OP, Chain
 from edgescale.errors import UserError
 from edgescale.export.canonical import artifact_sha256
 from edgescale.guard import check_onnx_graph
+from edgescale.hf.backend import pretrained_record
 from edgescale.hf.tokens import check_causal_lm, hf_onnx_loss, resolve_tokenizer, tokenize_corpus
 from edgescale.models.backend import Shipped, SizePlan, StepFn
 from edgescale.models.shape import ModelAccounting
@@ -159,18 +160,7 @@ class OnnxCandidateBackend:
             copy = _link_or_copy(self.spec.path, work / "model.onnx")
         rel, sha = rd.store(copy)
         rep.done(f"source {plan.name}", f"{rel} (ONNX file, tokenizer {self.tokenizer.split(' ')[0]})")
-        rec = {
-            "checkpoint": str(rel),
-            "sha256": sha,
-            "tokens": plan.tokens,
-            "steps": 0,
-            "curve": [],
-            "seconds": round(use.wall_s, 1),
-            "resources": use.to_dict(),
-            "teacher": None,
-            "source": self.spec.to_dict(),
-        }
-        return rd.record(key, rec, {str(rel): sha})
+        return rd.record(key, pretrained_record(rel, sha, plan, use, self.spec.to_dict()), {str(rel): sha})
 
     def load(self, path: Path):
         raise UserError("an ONNX file has no torch model to load", file=path)

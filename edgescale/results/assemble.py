@@ -16,6 +16,7 @@ from edgescale.bench.devices import get_device
 from edgescale.bench.graph_predict import predict_on_device
 from edgescale.bench.measure import ratio
 from edgescale.bench.nodes import decode_graph
+from edgescale.export.canonical import artifact_bytes
 from edgescale.models.shape import ModelAccounting
 from edgescale.results.pareto import pareto_front
 from edgescale.results.schema import SCHEMA_VERSION, FailedVariant, Results
@@ -232,7 +233,7 @@ def _variant(pipe, vid: str, v: dict, ctx: dict) -> dict:
         "recipe": recipe,
         "onnx_path": v["artifact"],
         "onnx_sha256": v["sha256"],
-        "file_bytes": path.stat().st_size,
+        "file_bytes": artifact_bytes(path),  # the graph and its external data
         "shape": shape,
         "params_non_embedding": acct.params_non_embedding,
         "params_total": acct.params_total,

@@ -170,3 +170,13 @@ def test_export_hf_moves_optimums_external_data_and_verifies(tmp_path, monkeypat
     assert check["greedy_tokens_identical"] == 8
     assert external_data_files(tmp_path / "m.onnx") == [tmp_path / "m.onnx.data"]
     assert all(p.is_meta for p in model.parameters())  # released before onnxruntime loaded the graph
+
+
+def test_sizes_count_external_data_without_loading_it(ext_onnx, tiny_onnx):
+    from edgescale.bench.bytes import onnx_weight_bytes
+    from edgescale.export.canonical import artifact_bytes, external_data_files
+
+    (data,) = external_data_files(ext_onnx)
+    assert artifact_bytes(ext_onnx) == ext_onnx.stat().st_size + data.stat().st_size > ext_onnx.stat().st_size
+    assert artifact_bytes(tiny_onnx) == tiny_onnx.stat().st_size
+    assert onnx_weight_bytes(ext_onnx) == onnx_weight_bytes(tiny_onnx) > 0  # streamed bytes: the same weights
