@@ -44,3 +44,66 @@ def test_machine_state_is_recorded():
     m = machine_info(3)
     assert m["cpu_model"] and m["hostname"] and m["threads"] == 3 and m["logical_cpus"] == os.cpu_count()
     assert len(m["load_avg_start"]) == 3 and all(x >= 0 for x in m["load_avg_start"])
+
+
+def _latency_record(variant_scale: float, aa: bool = True) -> dict:
+    """A hand-made latency record, as ``measure_variants(...).to_dict()`` writes it."""
+    from dataclasses import asdict
+
+    from edgescale.bench.measure import _summarise as summarise
+    from edgescale.bench.measure import aa_control, machine_load
+
+    base = summarise({"prefill": BASE, "decode": BASE}, "kv-cache")
+    wobble = [x * (1.03 if i % 2 else 0.97) for i, x in enumerate(BASE)]
+    copy = summarise({"prefill": wobble, "decode": wobble}, "kv-cache")
+    slow = [variant_scale * x for x in BASE]
+    machine = {"logical_cpus": 2, "threads": 2, "load_avg_start": [1.81, 1, 1], "load_avg_end": [1.9, 1, 1]}
+    rec = {
+        "variants": {
+            "s0/fp32": asdict(base),
+            "s0/int8": asdict(summarise({"prefill": slow, "decode": slow}, "kv-cache")),
+        },
+        "spec": {"seed": 0},
+        "machine": machine,
+        "load": machine_load(machine, 20.0),
+    }
+    if aa:
+        rec["aa"] = asdict(aa_control(base, copy, "s0/fp32", "s0/fp32~aa", 0))
+    return rec
+
+
+class _M:
+    prompt_len, decode_context, threads = 16, 32, 2
+
+
+def test_assembled_speedups_use_the_a_a_noise_floor():
+    from edgescale.results.assemble import _host_latency
+
+    rec = _latency_record(1.02)  # 2% slower: outside the CI, inside the A/A's spread
+    host = _host_latency(rec, "s0/int8", "s0/fp32", _M)
+    floor = rec["aa"]["noise_floor"]["decode"]
+    assert 0.02 < floor < 0.2
+    d = host["decode_speedup_vs_fp32"]
+    assert d["high"] < 1.0 and d["within_noise"] and not d["slower"]
+    assert _flags(_variant(decode=d, prefill=host["prefill_speedup_vs_fp32"])) == []
+    # without the control (an older record) the same numbers are "slower", as before
+    old = _host_latency(_latency_record(1.02, aa=False), "s0/int8", "s0/fp32", _M)["decode_speedup_vs_fp32"]
+    assert old["slower"] and not old["within_noise"]
+    # a real slow-down clears the floor
+    far = _host_latency(_latency_record(1.5), "s0/int8", "s0/fp32", _M)["decode_speedup_vs_fp32"]
+    assert far["slower"] and not far["within_noise"]
+
+
+def test_the_a_a_and_the_load_are_recorded_under_measurement():
+    from edgescale.results.assemble import _measurement_checks
+    from edgescale.results.schema import Measurement
+
+    checks = _measurement_checks(_latency_record(1.0))
+    m = Measurement.model_validate({"prompt_len": 16, "decode_context": 32, **checks})
+    assert m.aa.variant == "s0/fp32" and m.aa.decode.within_noise and not m.aa.decode.slower
+    assert set(m.aa.noise_floor) == {"prefill", "decode"} and m.aa.noise_floor["decode"] > 0
+    assert m.loaded is True and m.load.load_avg_1min_start == 1.81 and m.load.limit == 0.5
+    # the copy is no variant, and an older record without the checks still reads
+    assert "s0/fp32~aa" not in _latency_record(1.0)["variants"]
+    assert _measurement_checks({"variants": {}}) == {}
+    assert Measurement.model_validate({"prompt_len": 16, "decode_context": 32}).aa is None

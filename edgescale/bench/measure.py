@@ -4,16 +4,24 @@ The timing runs in a subprocess (``_ort_worker.py``) that imports only onnxrunti
 and numpy. Variants are timed interleaved — each repeat visits every variant once in a
 shuffled order — so slow drift of the machine hits all of them alike, and each
 speed-up is the ratio of medians with a paired bootstrap 95% interval over repeats.
-A ratio whose interval includes 1.0 is flagged "within noise".
+
+An A/A control rides along in every measurement: the baseline's file is loaded a second
+time, as its own session under the reserved id ``"<baseline>~aa"``, and timed in the same
+shuffled loop. Its ratio to the baseline is what "no difference" measures as on this
+machine (two sessions of one file are not timed alike: where weights and arenas land in
+memory, visiting order); the noise floor taken from it widens "within noise" for every
+other ratio, so two identical graphs are a tie even when their interval excludes 1.0.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import subprocess
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -24,6 +32,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 WORKER = Path(__file__).with_name("_ort_worker.py")
+AA_SUFFIX = "~aa"  # the A/A copy's id: the baseline's id with this suffix (reserved)
+PHASES = ("prefill", "decode")
 
 
 class MeasurementError(RuntimeError):
@@ -45,6 +55,11 @@ class MeasureSpec(BaseModel):
     )
     timeout_s: float = Field(600, gt=0, description="limit for the whole measurement")
     seed: int = Field(0, ge=0, description="seed for token ids and visiting order")
+    aa_control: bool = Field(
+        True,
+        description="also time the baseline's file as a second session (an A/A control) and take "
+        "the noise floor of every speed-up from it",
+    )
 
 
 @dataclass(frozen=True)
@@ -70,6 +85,18 @@ class RatioCI:
 
 
 @dataclass(frozen=True)
+class AAControl:
+    """The baseline against a second session of its own file, timed interleaved with the variants."""
+
+    variant: str  # the variant timed twice
+    copy: str  # the reserved id its second session was timed under
+    prefill: RatioCI
+    decode: RatioCI
+    noise_floor: dict[str, float]  # phase -> a speed-up reaching into [1/(1 + floor), 1 + floor] is a tie
+    copy_latency: VariantLatency = field(repr=False)
+
+
+@dataclass(frozen=True)
 class MeasureReport:
     variants: dict[str, VariantLatency]
     ratios: dict[str, dict[str, RatioCI]]  # variant -> {"prefill": ..., "decode": ...} vs baseline
@@ -78,6 +105,8 @@ class MeasureReport:
     machine: dict
     measured_at: str
     probes: dict[str, list[float]] = field(default_factory=dict)  # calibration graphs: run samples, ms
+    aa: AAControl | None = None  # None: no variants, or spec.aa_control off
+    load: dict | None = None  # whether the machine was loaded: see machine_load()
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -102,9 +131,71 @@ def bootstrap_ratio_ci(
     return point, float(low), float(high)
 
 
-def ratio(base: Sequence[float], other: Sequence[float], seed: int = 0) -> RatioCI:
+def ratio(base: Sequence[float], other: Sequence[float], seed: int = 0, noise_floor: float = 0.0) -> RatioCI:
+    """The speed-up ``base / other`` with its interval, judged against the noise floor.
+
+    A tie (``within_noise``) when the interval reaches into [1 / (1 + floor), 1 + floor], the
+    ratios an identical graph shows (the A/A control); ``slower`` only when all of it lies below
+    that band. Reaching into the band, not lying inside it, is the test: an interval that
+    straddles its edge is compatible with an identical graph too. The band is symmetric in log
+    space (a ratio is as far from 1 as its reciprocal), so a wide floor cannot rule out "slower"
+    while still allowing "faster". With floor 0 this is "the CI holds 1".
+    """
+    if not noise_floor >= 0.0:
+        raise ValueError(f"noise floor must be >= 0, got {noise_floor}")
     point, low, high = bootstrap_ratio_ci(base, other, seed=seed)
-    return RatioCI(point, low, high, within_noise=bool(low <= 1.0 <= high), slower=bool(high < 1.0))
+    top, bottom = 1.0 + noise_floor, 1.0 / (1.0 + noise_floor)
+    return RatioCI(point, low, high, within_noise=bool(low <= top and high >= bottom), slower=bool(high < bottom))
+
+
+def noise_floor(aa: RatioCI) -> float:
+    """How far from 1 the ratio of two identical graphs reaches: the A/A interval's bound
+    farthest from 1, as a relative departure (``high - 1``, or ``1 / low - 1`` below 1).
+
+    Not the half-width alone: the A/A point itself sits off 1 (1.010 between two graphs of one
+    shape on the default run), and that offset is as much noise as the resampling spread. The
+    bound farthest from 1 holds both, so the A/A is a tie against its own floor by construction.
+    """
+    return float(max(0.0, aa.high - 1.0, 1.0 / aa.low - 1.0 if aa.low > 0 else math.inf))
+
+
+def aa_control(base: VariantLatency, copy: VariantLatency, variant: str, copy_id: str, seed: int) -> AAControl:
+    """The A/A ratios (baseline / its second session) per phase, and the noise floor from each."""
+    raw = {p: ratio(getattr(base, f"{p}_samples_ms"), getattr(copy, f"{p}_samples_ms"), seed) for p in PHASES}
+    floors = {p: noise_floor(r) for p, r in raw.items()}
+    # re-judged against its own floor, so the record reads as what it is: a tie
+    judged = {
+        p: ratio(getattr(base, f"{p}_samples_ms"), getattr(copy, f"{p}_samples_ms"), seed, floors[p]) for p in PHASES
+    }
+    return AAControl(variant, copy_id, judged["prefill"], judged["decode"], floors, copy)
+
+
+def machine_load(machine: dict, wall_s: float) -> dict:
+    """Whether other work competed for the cores while timing, from the 1-minute load averages.
+
+    The worker keeps ``threads`` cores busy, so other work fits in ``logical_cpus - threads``
+    cores (+0.5: the parent and short-lived daemons). The end reading includes the worker
+    itself: up to ``threads * (1 - exp(-wall_s / 60))`` of it (the kernel's 1-minute average
+    decays with a 60 s time constant), taken off as an upper bound so the flag errs toward
+    staying quiet only by the worker's own share. The start reading lags: it still holds
+    the minute before the measurement (for a pipeline, its own loss scoring), which is work
+    that could have competed and is reported as such.
+    """
+    cpus, threads = machine.get("logical_cpus") or 1, machine.get("threads") or 1
+    start, end = machine["load_avg_start"][0], machine["load_avg_end"][0]
+    own = threads * (1.0 - math.exp(-wall_s / 60.0))
+    limit = cpus - threads + 0.5
+    others = max(start, end - own)
+    return {
+        "loaded": bool(others > limit),
+        "load_avg_1min_start": start,
+        "load_avg_1min_end": end,
+        "own_share_end": round(own, 3),
+        "limit": limit,
+        "logical_cpus": cpus,
+        "threads": threads,
+        "wall_s": round(wall_s, 2),
+    }
 
 
 # the instruction-set extensions that decide which onnxruntime kernels run (int8 dot products, AMX)
@@ -179,26 +270,41 @@ def measure_variants(
     probes: Mapping[str, Path] | None = None,
 ) -> MeasureReport:
     """Time every variant (and calibration probe) interleaved in one subprocess; ratios are
-    against ``baseline``."""
+    against ``baseline``.
+
+    With ``spec.aa_control`` the A/A copy of ``baseline`` (else of the first variant) is timed
+    too, as one more interleaved session; it is reported in ``aa``, never among ``variants``.
+    """
     if baseline is not None and baseline not in paths:
         raise ValueError(f"baseline {baseline!r} is not among the variants")
+    if reserved := [k for k in paths if k.endswith(AA_SUFFIX)]:
+        raise ValueError(f"variant ids ending in {AA_SUFFIX!r} are reserved for the A/A control: {reserved}")
+    aa_of = (baseline or next(iter(paths), None)) if spec.aa_control else None
+    timed = {k: str(v) for k, v in paths.items()} | ({aa_of + AA_SUFFIX: str(paths[aa_of])} if aa_of else {})
     machine = machine_info(spec.threads)
     request = {
-        "variants": {k: str(v) for k, v in paths.items()},
+        "variants": timed,
         "probes": {k: str(v) for k, v in (probes or {}).items()},
-        **spec.model_dump(exclude={"timeout_s"}),
+        **spec.model_dump(exclude={"timeout_s", "aa_control"}),
     }
+    t0 = time.perf_counter()
     reply = run_worker(request, spec.timeout_s)
+    wall_s = time.perf_counter() - t0
     machine |= {"load_avg_end": list(os.getloadavg()), "onnxruntime": reply["onnxruntime"]}
     variants = {name: _summarise(s, reply["decode"][name]) for name, s in reply["samples"].items()}
+    aa = None
+    if aa_of:
+        copy = variants.pop(aa_of + AA_SUFFIX)
+        aa = aa_control(variants[aa_of], copy, aa_of, aa_of + AA_SUFFIX, spec.seed)
     ratios = {}
     if baseline is not None:
         b = variants[baseline]
+        floor = aa.noise_floor if aa else dict.fromkeys(PHASES, 0.0)
         for name, v in variants.items():
             if name != baseline:
                 ratios[name] = {
-                    "prefill": ratio(b.prefill_samples_ms, v.prefill_samples_ms, spec.seed),
-                    "decode": ratio(b.decode_samples_ms, v.decode_samples_ms, spec.seed),
+                    p: ratio(getattr(b, f"{p}_samples_ms"), getattr(v, f"{p}_samples_ms"), spec.seed, floor[p])
+                    for p in PHASES
                 }
     return MeasureReport(
         variants=variants,
@@ -208,4 +314,6 @@ def measure_variants(
         machine=machine,
         measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
         probes=reply.get("probes", {}),
+        aa=aa,
+        load=machine_load(machine, wall_s),
     )

@@ -167,7 +167,7 @@ def _law_text(f: DegradationLaw) -> str:
         text = f"γ_N = {f.gamma_n:.2f}"
         text += f", γ_D = {f.gamma_d:.2f}" if f.gamma_d is not None else " (D not separated)"
         return text + (f", R²(log) {f.r2_log:.2f}" if f.r2_log is not None else "")
-    return {"constant_mean": "mean δ (no power law)", "constant_log": "constant δ (too few sizes)"}.get(form, form)
+    return {"constant_mean": "mean δ (no power law)", "none": "no law: per-size δ only (too few sizes)"}.get(form, form)
 
 
 def _latency_rows(results: Results) -> dict[str, list[tuple[float, float, float, float, str]]]:

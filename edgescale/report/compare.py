@@ -114,7 +114,8 @@ def compare(results: Results, size: str | None = None, device: str = "host") -> 
         "device": device,
         "frontier_axis": axis,
         "frontier_label": axes_for(variants)[axis].label,
-        "speedup": "host p50 baseline / variant, 95% paired bootstrap CI; within_noise: the CI holds 1",
+        "speedup": "host p50 baseline / variant, 95% paired bootstrap CI; "
+        "within_noise: the CI reaches into the A/A noise floor",
         "loss_unit": "bits_per_byte",
         "sizes": tables,
     }

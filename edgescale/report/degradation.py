@@ -14,22 +14,32 @@ per recipe, the recipe's validation-loss change against the same size's baseline
 with N the parent's total parameters (the run's scaling-law convention) and D its
 pre-training tokens (recovery tokens are part of the recipe, not of D). The paper's
 constants (fitted on larger models, other data and integer formats) are not used, nor its
-precision factor: one recipe is one precision. A ladder of 3–5 sizes supports few
-parameters, so the form shrinks with the data:
+precision factor: one recipe is one precision.
 
-- ``c`` is fitted only with at least 4 points and log N, log(D/N) not collinear
-  (|r| < 0.95); otherwise ``c = 0`` and ``b`` carries the ladder's D(N) along with N
-  (the note says D is not separated);
-- a slope needs at least 3 points (2 leave no residual to judge it by): with 2, the
-  fit is a constant in log space;
+A law is fitted only where the points support it (the numbers of a failed requirement are
+in ``notes``; the per-size δ points are kept either way):
+
+- at least ``MIN_SIZES`` (5) sizes spanning at least ``MIN_DECADES`` (1.5) decades of N;
+  otherwise the form is ``none``: per-size δ only, no law, no prediction. A ladder of
+  3–4 sizes over a decade, with D/N falling as N grows (the default's r ≈ −0.99), cannot
+  separate a slope in N from one in D/N, nor judge either against noise;
+- ``c`` (γ_D) needs at least ``MIN_RATIOS`` (2) D/N ratios at every size (e.g. the cooled
+  branches quantized too) and log N, log(D/N) not collinear (|r| < 0.95); otherwise
+  ``c = 0`` (form ``power_law_n``) and ``b`` carries the ladder's D(N) along with N;
 - δ that changes sign across the family, or is zero anywhere (a recipe that is noise
   around the baseline, e.g. fp16), has no power law: the fit falls back to the mean δ,
   with a note. A recipe that improves the loss at every size is fitted on |δ| with
   sign −1.
 
+``predict(N, D)`` refuses (NaN, with ``refusal`` saying why) outside the sampled box —
+N within the sampled sizes, D/N within the sampled ratios — and ``curve`` spans only the
+sampled N: Kumar et al. find PTQ loss growing with D/N, so a law fitted at 4–40 tokens
+per parameter says nothing at 4,000.
+
 Intervals come from a residual bootstrap with leverage-corrected residuals (Davison &
-Hinkley 1997, §6.2.3, "modified residuals"), percentile 95%. Fit quality: R² and RMSE in
-log space, the residual of every point and the degrees of freedom left.
+Hinkley 1997, §6.2.3, "modified residuals"), percentile 95%; inside the box they are the
+law's own uncertainty. Fit quality: R² and RMSE in log space, the residual of every point
+and the degrees of freedom left.
 """
 
 from __future__ import annotations
@@ -44,6 +54,10 @@ from edgescale.results.schema import HostLatency, Results
 
 N_BOOT = 2000
 COLLINEAR_R = 0.95
+MIN_SIZES = 5  # sizes a law needs ...
+MIN_DECADES = 1.5  # ... spanning this many decades of N
+MIN_RATIOS = 2  # D/N ratios at every size for the D term
+BOX_RTOL = 1e-9  # the box's edges are sampled points: float noise must not refuse them
 
 
 @dataclass(frozen=True)
@@ -57,11 +71,12 @@ class DegradationPoint:
 
 @dataclass(frozen=True)
 class DegradationFit:
-    """One recipe's degradation law; ``predict(N, D)`` gives (δ, low, high) in bits per byte."""
+    """One recipe's degradation law; ``predict(N, D)`` gives (δ, low, high) in bits per byte
+    inside the sampled (N, D/N) box, NaN outside it (``refusal`` says why)."""
 
     recipe: str
     baseline: str
-    form: str  # "power_law_nd" | "power_law_n" | "constant_log" | "constant_mean" | "none"
+    form: str  # "power_law_nd" | "power_law_n" | "constant_mean" | "none" (per-size δ only)
     sign: float  # +1: the recipe loses loss; −1: it gains at every size; 0 for the mean fallback
     coef: tuple[float, ...]  # (a, b, c) in log space, zeros where not fitted; (mean,) for the mean fallback
     boot: tuple[tuple[float, ...], ...] = field(repr=False, default=())
@@ -75,12 +90,30 @@ class DegradationFit:
     def _design(self, n: float, d: float) -> np.ndarray:
         return np.array([1.0, math.log(n), math.log(d / n)])
 
-    def predict(self, n: float, d: float) -> tuple[float, float, float]:
-        """(δ, low, high) in bits per byte at N total parameters trained on D tokens (95%)."""
+    def refusal(self, n: float, d: float) -> str | None:
+        """Why ``predict(n, d)`` gives no number (no law, or (N, D/N) outside the sampled box); None: it does."""
         if self.form == "none":
+            return "no degradation law: " + ("; ".join(self.notes) or "no points")
+        if not (n > 0 and d > 0):
+            return f"N = {n:.3g}, D = {d:.3g}: the law needs both positive"
+        (n_lo, n_hi), (r_lo, r_hi) = _box(self.points)
+        out = []
+        if not n_lo * (1 - BOX_RTOL) <= n <= n_hi * (1 + BOX_RTOL):
+            out.append(f"N = {n:.3g} is outside the sampled {n_lo:.3g}–{n_hi:.3g}")
+        if not r_lo * (1 - BOX_RTOL) <= d / n <= r_hi * (1 + BOX_RTOL):
+            out.append(f"D/N = {d / n:.3g} is outside the sampled {r_lo:.3g}–{r_hi:.3g}")
+        return "; ".join(out) + ": the degradation law does not extrapolate" if out else None
+
+    def in_range(self, n: float, d: float) -> bool:
+        return self.refusal(n, d) is None
+
+    def predict(self, n: float, d: float) -> tuple[float, float, float]:
+        """(δ, low, high) in bits per byte at N total parameters trained on D tokens (95%);
+        NaN where the law refuses (see ``refusal``)."""
+        if self.refusal(n, d) is not None:
             return math.nan, math.nan, math.nan
         if self.form == "constant_mean":
-            lo, hi = np.quantile(np.array(self.boot)[:, 0], [0.025, 0.975]) if self.boot else (math.nan, math.nan)
+            lo, hi = np.quantile(np.array(self.boot)[:, 0], [0.025, 0.975])
             return self.coef[0], float(lo), float(hi)
         x = self._design(n, d)
         centre = self.sign * math.exp(float(x @ np.array(self.coef)))
@@ -95,31 +128,55 @@ class DegradationFit:
 
     @property
     def gamma_d(self) -> float | None:
-        """γ_D (δ ∝ D^γ_D at fixed N); None where the ladder could not separate D from N."""
+        """γ_D (δ ∝ D^γ_D at fixed N); None where the points could not separate D from N."""
         return self.coef[2] if self.form == "power_law_nd" else None
+
+    def intervals(self) -> dict[str, list[float] | None]:
+        """Bootstrap 95% intervals of γ_N, γ_D and C = e^a (None where not fitted)."""
+        if self.form not in ("power_law_nd", "power_law_n") or not self.boot:
+            return {"gamma_n_ci": None, "gamma_d_ci": None, "c_ci": None}
+        b = np.array(self.boot)
+
+        def ci(x: np.ndarray) -> list[float]:
+            return [float(q) for q in np.quantile(x, [0.025, 0.975])]
+
+        gamma_d = ci(b[:, 2]) if self.form == "power_law_nd" else None
+        return {"gamma_n_ci": ci(b[:, 2] - b[:, 1]), "gamma_d_ci": gamma_d, "c_ci": ci(np.exp(b[:, 0]))}
 
     def to_dict(self) -> dict:
         out = asdict(self)
         out.pop("boot")
         out |= {"gamma_n": self.gamma_n, "gamma_d": self.gamma_d, "n_points": len(self.points)}
-        if self.points:
+        out |= self.intervals()
+        if self.points and self.form != "none":
             out["curve"] = self.curve()
         return out
 
     def curve(self, n_points: int = 16) -> list[dict]:
-        """δ with its interval from half the smallest to 4x the largest N, D following the
-        ladder's D(N) (log-linear between sizes, flat beyond): what a plot of the law draws."""
-        pts = sorted(self.points, key=lambda p: p.n)  # np.interp needs increasing N
-        ns = np.log([p.n for p in pts])
-        # D unknown (0: a pretrained checkpoint, not trained here) stays 0 along the curve
-        ds = np.log([p.d for p in pts]) if all(p.d > 0 for p in pts) else None
-        grid = np.geomspace(0.5 * math.exp(ns.min()), 4 * math.exp(ns.max()), n_points)
+        """δ with its interval across the sampled N only, D following the sizes' D(N) (log-linear
+        between sizes; a size's D is the geometric mean of its points'): what a plot of the law draws."""
+        if self.form == "none" or not self.points:
+            return []
+        by_n: dict[float, list[float]] = {}
+        for p in self.points:
+            by_n.setdefault(p.n, []).append(math.log(p.d))
+        ns = np.log(sorted(by_n))  # np.interp needs increasing N
+        ds = np.array([np.mean(by_n[n]) for n in sorted(by_n)])
+        grid = np.geomspace(math.exp(ns.min()), math.exp(ns.max()), n_points)
+        grid[0], grid[-1] = math.exp(ns.min()), math.exp(ns.max())
         out = []
         for n in grid:
-            d = math.exp(float(np.interp(math.log(n), ns, ds))) if ds is not None else 0.0
+            d = math.exp(float(np.interp(math.log(n), ns, ds)))
             delta, lo, hi = self.predict(float(n), d)
             out.append({"n": float(n), "d": d, "delta": delta, "low": lo, "high": hi})
         return out
+
+
+def _box(pts: Sequence[DegradationPoint]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """The sampled (N, D/N) box: (min, max) of N and of D/N over the points."""
+    ns = [p.n for p in pts]
+    rs = [p.d / p.n for p in pts]
+    return (min(ns), max(ns)), (min(rs), max(rs))
 
 
 def degradation_points(results: Results, recipe: str, baseline: str) -> list[DegradationPoint]:
@@ -142,35 +199,56 @@ def degradation_points(results: Results, recipe: str, baseline: str) -> list[Deg
     return sorted(out, key=lambda p: p.n)
 
 
-def _mean_fit(recipe: str, baseline: str, pts: Sequence[DegradationPoint], note: str, seed: int) -> DegradationFit:
+@dataclass(frozen=True)
+class _Support:
+    """What the points can carry: a law at all, and its D term; notes give the numbers."""
+
+    law: bool
+    d_term: bool
+    notes: tuple[str, ...]
+
+
+def _support(pts: Sequence[DegradationPoint]) -> _Support:
+    by_n: dict[float, set[float]] = {}
+    for p in pts:
+        by_n.setdefault(p.n, set()).add(round(math.log(p.d / p.n), 6))
+    sizes = sorted(by_n)
+    decades = math.log10(sizes[-1] / sizes[0])
+    ratios = [len(by_n[n]) for n in sizes]
+    log_n, log_r = np.log([p.n for p in pts]), np.log([p.d / p.n for p in pts])
+    corr = float(np.corrcoef(log_n, log_r)[0, 1]) if np.std(log_r) > 1e-12 and np.std(log_n) > 1e-12 else math.nan
+    r_text = "D/N does not vary" if np.std(log_r) <= 1e-12 else f"log N and log(D/N) correlate at r = {corr:.3f}"
+    per_size = f"D/N ratios per size: {', '.join(map(str, ratios))}"
+    span = f"{len(sizes)} sizes over {decades:.2f} decades of N ({sizes[0]:.3g}–{sizes[-1]:.3g})"
+    failed = [f"{len(sizes)} sizes (a law needs ≥ {MIN_SIZES})"] if len(sizes) < MIN_SIZES else []
+    failed += [f"{decades:.2f} decades of N (a law needs ≥ {MIN_DECADES})"] if decades < MIN_DECADES else []
+    if failed:
+        why = f"no law fitted, per-size δ only: {' and '.join(failed)}; {span}; {per_size}; {r_text}"
+        return _Support(False, False, (why,))
+    d_failed = [f"{min(ratios)} D/N ratio(s) at some size (needs ≥ {MIN_RATIOS} at every size)"]
+    d_failed = d_failed if min(ratios) < MIN_RATIOS else []
+    d_failed += [r_text + f" (needs |r| < {COLLINEAR_R})"] if not abs(corr) < COLLINEAR_R else []
+    if d_failed:
+        why = f"γ_D not fitted: {' and '.join(d_failed)}; {per_size}; the slope in N carries the sizes' D(N)"
+        return _Support(True, False, (why,))
+    return _Support(True, True, ())
+
+
+def _box_note(pts: Sequence[DegradationPoint]) -> str:
+    (n_lo, n_hi), (r_lo, r_hi) = _box(pts)
+    return f"predicts only inside the sampled N {n_lo:.3g}–{n_hi:.3g}, D/N {r_lo:.3g}–{r_hi:.3g}"
+
+
+def _mean_fit(
+    recipe: str, baseline: str, pts: Sequence[DegradationPoint], notes: list[str], seed: int
+) -> DegradationFit:
     deltas = np.array([p.delta_bpb for p in pts])
     rng = np.random.default_rng(seed)
-    boot = ()
-    notes = [note]
-    if deltas.size >= 2:
-        boot = tuple((float(m),) for m in rng.choice(deltas, (N_BOOT, deltas.size)).mean(axis=1))
-    else:
-        notes.append("one point: no interval")
+    boot = tuple((float(m),) for m in rng.choice(deltas, (N_BOOT, deltas.size)).mean(axis=1))
     return DegradationFit(
         recipe, baseline, "constant_mean", 0.0, (float(deltas.mean()),), boot, tuple(pts), dof=deltas.size - 1,
         notes=tuple(notes),
     )  # fmt: skip
-
-
-def _columns(pts: Sequence[DegradationPoint]) -> tuple[np.ndarray, str, list[str]]:
-    """The design matrix the points support, its form name and notes on what was dropped."""
-    log_n = np.log([p.n for p in pts])
-    log_r = np.log([p.d / p.n for p in pts])
-    ones = np.ones_like(log_n)
-    if len(pts) < 3:
-        return ones[:, None], "constant_log", [f"{len(pts)} points: no slope in N can be judged; δ taken as constant"]
-    corr = float(np.corrcoef(log_n, log_r)[0, 1]) if np.std(log_r) > 1e-12 else 1.0
-    if len(pts) >= 4 and abs(corr) < COLLINEAR_R:
-        return np.column_stack([ones, log_n, log_r]), "power_law_nd", []
-    why = "D/N does not vary" if np.std(log_r) <= 1e-12 else f"log N and log(D/N) collinear (r = {corr:.2f})"
-    if len(pts) < 4:
-        why = f"{len(pts)} points"
-    return np.column_stack([ones, log_n]), "power_law_n", [f"{why}: γ_D not separated; the slope in N carries D(N)"]
 
 
 def fit_degradation(
@@ -181,15 +259,18 @@ def fit_degradation(
         return DegradationFit(
             recipe, baseline, "none", 0.0, (), notes=("no size has both this recipe and the baseline",)
         )
+    support = _support(pts)
+    if not support.law:
+        return DegradationFit(recipe, baseline, "none", 0.0, (), points=tuple(pts), notes=support.notes)
+    notes = [*support.notes, _box_note(pts)]
     deltas = np.array([p.delta_bpb for p in pts])
-    if len(pts) == 1:
-        return _mean_fit(recipe, baseline, pts, "one size: δ taken as constant", seed)
     if not (np.all(deltas > 0) or np.all(deltas < 0)):
-        return _mean_fit(
-            recipe, baseline, pts, "δ is zero or changes sign across the family: no power law; mean δ", seed
-        )
+        why = "δ is zero or changes sign across the family: no power law; mean δ"
+        return _mean_fit(recipe, baseline, pts, [why, *notes], seed)
     sign = 1.0 if deltas[0] > 0 else -1.0
-    X, form, notes = _columns(pts)
+    log_n, log_r = np.log([p.n for p in pts]), np.log([p.d / p.n for p in pts])
+    cols = [np.ones_like(log_n), log_n] + ([log_r] if support.d_term else [])
+    X = np.column_stack(cols)
     y = np.log(np.abs(deltas))
     beta, *_ = np.linalg.lstsq(X, y, rcond=None)
     fitted = X @ beta
@@ -206,7 +287,7 @@ def fit_degradation(
     return DegradationFit(
         recipe,
         baseline,
-        form,
+        "power_law_nd" if support.d_term else "power_law_n",
         sign,
         _pad(beta),
         tuple(_pad(b) for b in boot),

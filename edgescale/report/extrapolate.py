@@ -17,6 +17,10 @@ When the planned model breaks a latency or memory limit, the largest model insid
 limits is trained longer (``plan_for_loss`` with a token cap); if even infinite data
 cannot bring that model to the target, the option is infeasible. The best option is the
 cheapest on the pick's cost axis.
+
+When the run's own fit leaves E, α or β unidentified there is no numeric plan (it would be an
+artefact of the optimiser): ``status: unidentified`` with the sizes and token budgets that
+would identify the law (:func:`edgescale.scaling.plan.data_to_identify`).
 """
 
 from __future__ import annotations
@@ -30,11 +34,10 @@ from scipy.optimize import brentq
 
 from edgescale.bench.devices import get_device
 from edgescale.bench.predict import predict
-from edgescale.models.shape import shape_for_params
 from edgescale.report.degradation import baseline_recipe, fit_recipes
 from edgescale.results.schema import Results
 from edgescale.scaling.laws import EPOCH2024, Chinchilla
-from edgescale.scaling.plan import plan_for_loss
+from edgescale.scaling.plan import data_to_identify, plan_for_loss, shape_for_total
 
 LN2 = math.log(2)
 KV_BITS = 32  # the exported graphs keep the KV cache float32
@@ -84,7 +87,7 @@ def run_law(results: Results):
         weak = sorted(k for k in ("E", "alpha", "beta") if k in f.unidentified)
         info = {"law": law.name, "source": law.source, "unit": "bits_per_byte", "reliable": not weak}
         if weak:
-            info["caveat"] = f"{', '.join(weak)} not identified by the run's points: an extrapolation"
+            info["caveat"] = f"{', '.join(weak)} not identified by the run's points: no plan from it"
         return law, info, 1.0
     info = {
         "law": EPOCH2024.name,
@@ -121,7 +124,7 @@ def _host_line(results: Results, recipe: str) -> tuple[float, float] | None:
 def device_cost(device: str, params: float, bits: float, results: Results, recipe: str) -> dict:
     """Predicted decode/prefill latency, energy and memory of a ``params`` model at ``bits`` on ``device``."""
     ctx, prompt = results.measurement.decode_context, results.measurement.prompt_len
-    shape = shape_for_params(params, block_size=max(ctx, 8))
+    shape = shape_for_total(params, block_size=max(ctx, 8))
     kv = 2 * shape.n_layer * shape.n_embd * KV_BITS / 8 * ctx
     weights = params * bits / 8
     base = {
@@ -205,6 +208,8 @@ def _plan(law, target_law: float, fit, unit: float, served: float, max_tokens: f
         if plan.status != "ok" or fit is None:
             return plan, delta
         delta = fit.predict(plan.n_params, plan.n_tokens)
+        if math.isnan(delta[0]):  # outside the law's sampled (N, D/N), or no law: option says why
+            return plan, delta
         t_next = target_law - delta[0] * unit
         if abs(t_next - t) <= 1e-9 * abs(target_law):
             break
@@ -222,6 +227,8 @@ def option(law, info, unit, scale, fit, target, device, results, limits, cap, se
     out["status"] = plan.status
     if plan.status != "ok":
         return out | {"reason": plan.reason}
+    if math.isnan(delta[0]):
+        return out | _no_law(fit, plan)
     if plan.n_params > MAX_PARAMS:
         why = f"the law needs {plan.n_params:.3g} parameters, beyond the planner's shapes (<= {MAX_PARAMS:.0e})"
         return out | {"status": "infeasible", "reason": why}
@@ -234,6 +241,8 @@ def option(law, info, unit, scale, fit, target, device, results, limits, cap, se
             return out | {"status": "infeasible", "reason": f"the planned model breaks the limits ({broken}) and the "
                           "largest model inside them cannot reach the target even with unlimited tokens"}  # fmt: skip
         plan, delta = _plan(law, target * unit, fit, unit, served, max_tokens=d * (1 + 1e-9))
+        if math.isnan(delta[0]):
+            return out | _no_law(fit, plan)
         cost = device_cost(device, plan.n_params * scale.params_ratio, scale.bits_per_weight, results, scale.recipe)
         out["note"] = f"compute-optimal model broke the limits ({broken}): the largest inside them, trained longer"
     loss = plan.predicted_loss / unit
@@ -250,6 +259,12 @@ def option(law, info, unit, scale, fit, target, device, results, limits, cap, se
         "device": cost,
         "meets_limits": _within(cost, limits.max_latency_ms, cap) is None,
     }
+
+
+def _no_law(fit, plan) -> dict:
+    """A recipe whose degradation law gives no δ at the plan's (N, D): its loss there is unknown."""
+    why = fit.refusal(plan.n_params, plan.n_tokens)
+    return {"status": "unknown", "reason": f"at N = {plan.n_params:.3g}, D = {plan.n_tokens:.3g}: {why}"}
 
 
 def law_check(results: Results, law, unit: float) -> list[dict]:
@@ -269,16 +284,30 @@ def law_check(results: Results, law, unit: float) -> list[dict]:
 
 
 def new_model(results: Results, target: float, device: str, axis: str, limits, cap, served: float) -> dict:
-    """``status: plan`` with the best recipe's option, or ``status: infeasible`` with the reason."""
+    """``status: plan`` with the best recipe's option, ``status: infeasible`` with the reason, or
+    ``status: unidentified`` with the data that would identify the run's law."""
     law, info, unit = run_law(results)
     info = info | {"check": law_check(results, law, unit)}
+    sc = results.scaling
+    weak = sorted(k for k in ("E", "alpha", "beta") if sc.status == "fitted" and k in sc.law.unidentified)
+    if weak:
+        add = data_to_identify([p.N for p in sc.points], [p.D for p in sc.points], weak)
+        return {
+            "status": "unidentified",
+            "law": info,
+            "options": [],
+            "served_tokens": served,
+            "best_by": _cost_key(axis),
+            "identify_with": add,
+            "reason": f"no variant meets the target, and the run's law cannot say which model would: {add['summary']}",
+        }
     fits = fit_recipes(results)
     base = baseline_recipe(results)
     options = [
         option(law, info, unit, s, fits.get(r), target, device, results, limits, cap, served)
         for r, s in recipe_scales(results).items()
-        # a recipe with no law is left out, unless its recovery cannot be scaled anyway (option says why)
-        if r == base or (r in fits and (fits[r].form != "none" or s.recovery_fraction is None))
+        # a recipe without a law at the plan's (N, D) is listed with the reason (option says why)
+        if r == base or r in fits
     ]
     key = _cost_key(axis)
     good = [o for o in options if o["status"] == "ok" and o["meets_limits"]]

@@ -169,7 +169,7 @@ def _latency_note(results: Results) -> str:
 def _plan(plan: PlanForTarget) -> str:
     if plan.status != "ok":
         head = f"<p><b>Plan for the target {plan.loss_target_bpb:g} bpb:</b> "
-        return head + f'<span class="bad">infeasible</span> — {escape(plan.reason or "")}</p>'
+        return head + f'<span class="bad">{escape(plan.status)}</span> — {escape(plan.reason or "")}</p>'
     sh = plan.shape
     return (
         f"<p><b>Plan for the target {plan.loss_target_bpb:g} bpb</b> (fitted law, minimum training compute): "
@@ -301,7 +301,8 @@ def _header(results: Results) -> str:
 
 
 _NOTE_VARIANTS = """<p class="note">Speed-up = baseline p50 / variant p50 of the same size, paired bootstrap 95%
-interval over interleaved repeats; "within noise" when the interval contains 1, "slower" when all of it lies below 1.
+interval over interleaved repeats; "within noise" when the interval reaches into the noise floor that the
+measurement's A/A control (the baseline timed twice) sets, "slower" when all of it lies below that band.
 Front ✓: on the Pareto front of validation loss vs bytes moved per decoded token.</p>"""
 
 

@@ -339,6 +339,8 @@ def summary_lines(out: Mapping) -> list[str]:
             f"{b['predicted_loss_bpb_interval'][1]:.4f}] bits/byte; "
             f"decode {_ms(dev['decode_ms'])} ms ({dev['source']})",
         ]
+    if out["status"] == "unidentified":  # no numbers from the law: what to train to identify it
+        lines.append(f"  {out['reason']}")
     return lines
 
 

@@ -247,7 +247,7 @@ def law_draws(sc: Scaling, n_boot: int = N_BOOT_BAND, seed: int = 0) -> np.ndarr
     f = sc.law
     theta = np.array([math.log(f.A), math.log(f.B), math.log(f.E), f.alpha, f.beta])
     with np.errstate(over="ignore", invalid="ignore"):
-        a, b, e, al, be = bootstrap(theta, log_n, log_d, log_l, n_boot, seed).T
+        a, b, e, al, be = bootstrap(theta, log_n, log_d, log_l, n_boot, seed, groups=[p.size for p in pts]).T
         draws = np.column_stack([np.exp(e), np.exp(a), np.exp(b), al, be])
     # a resample of few points can run off to an unbounded refit (exp overflows): not a draw
     return draws[np.isfinite(draws).all(axis=1)]

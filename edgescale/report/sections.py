@@ -186,7 +186,8 @@ def degradation(fits: Mapping[str, DegradationLaw]) -> str:
         '<p class="note">Per recipe, δ = L<sub>recipe</sub> − L<sub>baseline</sub> (validation bits/byte) across the '
         "family, fitted as δ ≈ C·D<sup>γ_D</sup>/N<sup>γ_N</sup> (after Kumar et al. 2024, “Scaling Laws for "
         "Precision”: larger models lose less, more data loses more), bootstrap 95% band. <code>pick</code> uses it "
-        "to extrapolate to sizes that were not trained.</p>" + _table(headers, rows)
+        "to extrapolate to sizes that were not trained, inside the sampled N and D/N only; with fewer than 5 sizes "
+        "over 1.5 decades no law is fitted (form <code>none</code>: per-size δ only).</p>" + _table(headers, rows)
     )
 
 

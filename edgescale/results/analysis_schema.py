@@ -10,7 +10,7 @@ Non-finite numbers are written as ``null`` (hence the many ``| None``).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -59,7 +59,7 @@ class DegradationLaw(Strict):
 
     recipe: str
     baseline: str
-    form: str = Field(description="power_law_nd | power_law_n | constant_log | constant_mean | none")
+    form: str = Field(description="power_law_nd | power_law_n | constant_mean | none (per-size δ only)")
     sign: Number
     coef: list[Number]
     points: list[DegradationPoint]
@@ -70,6 +70,9 @@ class DegradationLaw(Strict):
     notes: list[str]
     gamma_n: Number | None = None
     gamma_d: Number | None = None
+    gamma_n_ci: list[Number] | None = Field(None, description="bootstrap 95% interval of γ_N")
+    gamma_d_ci: list[Number] | None = Field(None, description="bootstrap 95% interval of γ_D")
+    c_ci: list[Number] | None = Field(None, description="bootstrap 95% interval of C")
     n_points: int
     curve: list[DegradationCurvePoint] | None = None
 
@@ -223,7 +226,8 @@ class NearestMiss(Strict):
 
 
 class NewModelPick(Strict):
-    """No variant qualifies: the model the law says to train (``plan``), or why none would (``infeasible``)."""
+    """No variant qualifies: the model the law says to train (``plan``), why none would (``infeasible``),
+    or, when the run's law is not identified, the sizes and tokens to train to find out (``unidentified``)."""
 
     loss_target_bpb: Number
     device: str
@@ -235,12 +239,13 @@ class NewModelPick(Strict):
     any_variant_fits_memory: bool
     memory_note: str | None = None
     nearest_miss: NearestMiss | None = None
-    status: Literal["plan", "infeasible"]
+    status: Literal["plan", "infeasible", "unidentified"]
     law: LawInfo
     options: list[PlanOption]
     served_tokens: Number
     best_by: str
     best: PlanOption | None = None
+    identify_with: dict[str, Any] | None = None  # status unidentified: edgescale.scaling.plan.data_to_identify
     reason: str
 
 

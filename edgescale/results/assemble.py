@@ -43,6 +43,13 @@ def _equal_token_losses(trained: dict) -> tuple[int, dict[str, float]]:
     }
 
 
+def _noise_floor(latency: dict) -> dict[str, float]:
+    """Phase → the A/A noise floor of this measurement; 0 for a record timed without the control
+    (then a tie is "the interval holds 1", as before)."""
+    aa = latency.get("aa")
+    return {p: aa["noise_floor"][p] if aa else 0.0 for p in ("prefill", "decode")}
+
+
 def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) -> dict:
     v = latency["variants"][vid]
     host = {
@@ -56,10 +63,27 @@ def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) ->
     }
     if baseline and baseline != vid and baseline in latency["variants"]:  # absent: the baseline failed
         base, recipe = latency["variants"][baseline], baseline.split("/")[1]
+        # one floor for every size's baseline: it is relative, and the A/A copy is of one of them
+        floor = _noise_floor(latency)
         for phase in ("prefill", "decode"):
-            r = ratio(base[f"{phase}_samples_ms"], v[f"{phase}_samples_ms"], latency["spec"]["seed"])
+            r = ratio(base[f"{phase}_samples_ms"], v[f"{phase}_samples_ms"], latency["spec"]["seed"], floor[phase])
             host[f"{phase}_speedup_vs_{recipe}"] = asdict(r)
     return host
+
+
+def _measurement_checks(latency: dict) -> dict:
+    """The A/A control and the machine's load, where the latency record has them."""
+    out = {}
+    if aa := latency.get("aa"):
+        out["aa"] = {
+            "variant": aa["variant"],
+            **{p: aa[p] for p in ("prefill", "decode")},
+            "noise_floor": aa["noise_floor"],
+        }
+    if load := latency.get("load"):
+        out["loaded"] = load["loaded"]
+        out["load"] = {k: v for k, v in load.items() if k != "loaded"}
+    return out
 
 
 def _falls_with_size(sizes: list[dict], variants: list[dict], base_recipe: str) -> dict:
@@ -308,6 +332,7 @@ def assemble_results(
             **m.model_dump(),
             "ort_version": latency.get("machine", {}).get("onnxruntime"),
             **({"resources": latency["resources"]} if latency.get("resources") else {}),
+            **_measurement_checks(latency),
         },
         "machine": latency.get("machine", {}),
         "sizes": sizes,

@@ -81,3 +81,5 @@ class PlanForTarget(Strict):
     reliable: bool | None = None
     caveat: str | None = None
     loss_target_bpb: Number | None = None
+    unidentified: list[str] | None = None  # status "unidentified": the constants the data cannot pin
+    identify_with: dict[str, Any] | None = None  # status "unidentified": the sizes and token budgets to add

@@ -273,6 +273,31 @@ class Protocol(Strict):
         return self
 
 
+class AAControl(Strict):
+    """The A/A control: the baseline against a second session of its own file, timed interleaved
+    with the variants. What "no difference" measures as on this machine."""
+
+    variant: str = Field(description="the variant whose file was timed twice")
+    prefill: Speedup
+    decode: Speedup
+    noise_floor: dict[Literal["prefill", "decode"], float] = Field(
+        description="phase → a speed-up whose interval reaches into [1/(1 + floor), 1 + floor] is a tie: "
+        "the A/A interval's bound farthest from 1, as a relative departure"
+    )
+
+
+class MachineLoad(Strict):
+    """The 1-minute load averages around the measurement and the limit they were held to."""
+
+    load_avg_1min_start: float
+    load_avg_1min_end: float
+    own_share_end: float = Field(description="the worker's own upper-bound share of the end reading")
+    limit: float = Field(description="logical_cpus - threads + 0.5: the cores the worker leaves free")
+    logical_cpus: int
+    threads: int
+    wall_s: float
+
+
 class Measurement(Strict):
     prompt_len: int
     decode_context: int
@@ -281,6 +306,11 @@ class Measurement(Strict):
     threads: int | None = None
     ort_version: str | None = None
     resources: Resources | None = Field(None, description="the interleaved measurement of every variant")
+    aa: AAControl | None = Field(None, description="the A/A control (absent: measured without one)")
+    loaded: bool | None = Field(
+        None, description="other work competed for the cores: start or end load (less the worker's) above load.limit"
+    )
+    load: MachineLoad | None = None
 
 
 class FallsWithSize(Strict):
@@ -316,6 +346,9 @@ class Law(Strict):
     unidentified: dict[str, str] = Field(default_factory=dict, description="constant → why the fit cannot pin it")
     warnings: list[str] = Field(default_factory=list)
     n_convention: str | None = None
+    boot_n: int | None = None  # bootstrap refits drawn
+    boot_dropped: int | None = None  # of them, left out of the intervals (blown up, or N or D constant)
+    boot_unit: str | None = None  # what was resampled: "point", or "run" (whole trajectories, a cluster bootstrap)
     unit: str | None = None
 
 

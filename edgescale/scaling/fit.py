@@ -8,8 +8,14 @@ residuals, with the law written as
 
 by L-BFGS from a grid of initialisations (α, β ∈ {0, 0.5, …, 2}, e ∈ {−1, −0.5, …, 1},
 a, b ∈ {0, 5, …, 25}). The whole grid is scored at once and L-BFGS runs from the best
-starts; bootstrap refits (resampled points) are warm-started from the point estimate,
-so a fit with intervals takes seconds.
+starts. Every bootstrap refit restarts from the grid too: a warm start at the point fit
+stays where the point fit is when its gradient is flat (a collapsed E at e ≈ −21 has a
+gradient near 1e-10, so every refit returned the same E and the "interval" was a point).
+When the points carry a label of the run they come from (one size's trajectory), whole
+runs are resampled (a cluster bootstrap): points of one run share its noise, so
+resampling them one by one overstates how much the data pin down. Refits that run off to
+an unbounded law, or resamples in which N or D does not vary, are dropped and counted
+(``boot_dropped``), never silently.
 
 A and B sit on a flat ridge of this objective: judge a fit by E, α, β and the
 allocation exponent a = β/(α+β). Parameters the data cannot pin down (interval wider
@@ -77,15 +83,12 @@ def _grid_scores(log_n, log_d, log_l, delta) -> tuple[np.ndarray, np.ndarray]:
     return starts, h.sum(axis=1)
 
 
-def _lbfgs(theta0, log_n, log_d, log_l, delta):
-    res = minimize(
-        objective,
-        theta0,
-        args=(log_n, log_d, log_l, delta),
-        jac=True,
-        method="L-BFGS-B",
-        options={"maxiter": 10_000, "ftol": 1e-15, "gtol": 1e-12},
-    )
+def _lbfgs(theta0, log_n, log_d, log_l, delta, method: str = "L-BFGS-B"):
+    # BFGS (used by the bootstrap) reaches the same optima here at a small fraction of
+    # L-BFGS-B's per-iteration overhead in scipy >= 1.15, which made grid restarts of
+    # every refit take minutes
+    options = {"maxiter": 10_000, "gtol": 1e-12} | ({"ftol": 1e-15} if method == "L-BFGS-B" else {})
+    res = minimize(objective, theta0, args=(log_n, log_d, log_l, delta), jac=True, method=method, options=options)
     return res.x, float(res.fun)
 
 
@@ -101,6 +104,8 @@ class ChinchillaFit:
     warnings: list[str] = field(default_factory=list)
     grid_spread: dict[str, float] = field(default_factory=dict)  # max-min over the best starts' optima
     boots: np.ndarray = field(default_factory=lambda: np.empty((0, 5)), repr=False, compare=False)  # (a,b,e,α,β)
+    boot_dropped: int = 0  # bootstrap draws left out of the intervals (blown up, or N or D constant)
+    boot_unit: str = "point"  # what was resampled: "point" or "run" (cluster bootstrap)
 
     def to_dict(self) -> dict:
         L = self.law
@@ -121,6 +126,9 @@ class ChinchillaFit:
             "unidentified": self.unidentified,
             "warnings": self.warnings,
             "n_convention": L.n_convention,
+            "boot_n": int(len(self.boots)) + self.boot_dropped,
+            "boot_dropped": self.boot_dropped,
+            "boot_unit": self.boot_unit,
         }
 
 
@@ -139,29 +147,40 @@ def fit_chinchilla(
     seed: int = 0,
     delta: float = DELTA,
     n_convention: str = "total",
+    groups=None,
+    boot_starts: int = 4,
 ) -> ChinchillaFit:
-    """Fit L = E + A/N^α + B/D^β (approach 3) with bootstrap 95% intervals."""
+    """Fit L = E + A/N^α + B/D^β (approach 3) with bootstrap 95% intervals; ``groups`` labels each
+    point's run (e.g. its size) so the bootstrap resamples whole runs."""
     n, d, loss = (np.asarray(x, dtype=float) for x in (n, d, loss))
     if not (n.size == d.size == loss.size) or n.size < 5:
         raise ValueError(f"need at least 5 (N, D, loss) points of equal length, got {n.size}")
     log_n, log_d, log_l = np.log(n), np.log(d), np.log(loss)
-    starts, scores = _grid_scores(log_n, log_d, log_l, delta)
-    best = np.argsort(scores)[:top_starts]
-    optima = [_lbfgs(starts[i], log_n, log_d, log_l, delta) for i in best]
+    optima = _multistart(log_n, log_d, log_l, delta, top_starts)
     theta, fun = min(optima, key=lambda o: o[1])
     near = np.array([t for t, f in optima if f <= fun * (1 + 1e-6) + 1e-12])
     spread = dict(zip(("a", "b", "e", "alpha", "beta"), (near.max(0) - near.min(0)).tolist(), strict=True))
 
-    boots = bootstrap(theta, log_n, log_d, log_l, n_boot, seed, delta)
-    with np.errstate(over="ignore"):  # a bootstrap refit can run off along the flat A/B ridge
-        derived = _derived(boots)
-    ci = {k: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) for k, v in derived.items()}
+    boots = bootstrap(theta, log_n, log_d, log_l, n_boot, seed, delta, groups=groups, top_starts=boot_starts)
+    kept = _usable(boots)
+    dropped = int(len(boots) - len(kept))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        derived = _derived(kept)
+    ci = {
+        k: (float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))) if len(v) else (math.nan, math.nan)
+        for k, v in derived.items()
+    }
 
     law = _theta_to_law(theta, name="fit", source="fitted (Chinchilla approach 3)", n_convention=n_convention)
     resid = np.log(law.loss(n, d)) - log_l
     ss_tot = float(((log_l - log_l.mean()) ** 2).sum())
     r2 = 1 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else float("nan")
     unidentified, warnings = _identification(law, ci, log_n, log_d)
+    if dropped:
+        warnings.append(
+            f"{dropped} of {len(boots)} bootstrap refits dropped (ran off to an unbounded law, or their resample "
+            "had one N or one D): the intervals come from the rest"
+        )
     e_fit, floor = law.E, 1e-3 * float(loss.min())
     if e_fit < floor:
         unidentified["E"] = f"collapsed to {e_fit:.2g}: the data show no loss floor, so E is not identified"
@@ -175,19 +194,54 @@ def fit_chinchilla(
         unidentified=unidentified,
         warnings=warnings,
         grid_spread=spread,
-        boots=boots,
+        boots=kept,
+        boot_dropped=dropped,
+        boot_unit="run" if groups is not None and len(set(groups)) > 1 else "point",
     )
 
 
-def bootstrap(theta, log_n, log_d, log_l, n_boot: int, seed: int = 0, delta: float = DELTA) -> np.ndarray:
-    """Refits to resampled points (with replacement), warm-started from ``theta``:
-    (n_boot, 5) rows of (a, b, e, alpha, beta)."""
+def _multistart(log_n, log_d, log_l, delta, top: int, method: str = "L-BFGS-B") -> list[tuple[np.ndarray, float]]:
+    """Local optima from the ``top`` best grid starts."""
+    starts, scores = _grid_scores(log_n, log_d, log_l, delta)
+    return [_lbfgs(starts[i], log_n, log_d, log_l, delta, method) for i in np.argsort(scores)[:top]]
+
+
+def bootstrap(
+    theta, log_n, log_d, log_l, n_boot: int, seed: int = 0, delta: float = DELTA, *, groups=None, top_starts: int = 4
+) -> np.ndarray:
+    """Refits to resamples with replacement, each from the grid's ``top_starts`` best starts (``theta``,
+    the point fit, is not a start; see the module docstring): (n_boot, 5) rows of (a, b, e, alpha, beta).
+    With ``groups`` (a run label per point) whole runs are resampled. A resample in which N or D
+    does not vary identifies nothing: its row is NaN (dropped by :func:`_usable`, and counted)."""
     rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, log_n.size, log_n.size)
-        boots.append(_lbfgs(theta, log_n[idx], log_d[idx], log_l[idx], delta)[0])
-    return np.array(boots).reshape(n_boot, 5)
+    log_n, log_d, log_l = (np.asarray(x, dtype=float) for x in (log_n, log_d, log_l))
+    members = _clusters(groups, log_n.size)
+    boots = np.full((n_boot, 5), np.nan)
+    for i in range(n_boot):
+        idx = np.concatenate([members[j] for j in rng.integers(0, len(members), len(members))])
+        if np.ptp(log_n[idx]) == 0 or np.ptp(log_d[idx]) == 0:
+            continue
+        optima = _multistart(log_n[idx], log_d[idx], log_l[idx], delta, top_starts, "BFGS")
+        boots[i] = min(optima, key=lambda o: o[1])[0]
+    return boots
+
+
+def _clusters(groups, size: int) -> list[np.ndarray]:
+    """Point indices per resampling unit: one per run label, or one per point without labels (or
+    with a single label, which leaves nothing to resample between)."""
+    if groups is None or len(set(groups)) < 2:
+        return [np.array([i]) for i in range(size)]
+    labels = list(groups)
+    if len(labels) != size:
+        raise ValueError(f"{len(labels)} group labels for {size} points")
+    return [np.array([i for i, g in enumerate(labels) if g == u]) for u in dict.fromkeys(labels)]
+
+
+def _usable(boots: np.ndarray) -> np.ndarray:
+    """Bootstrap rows whose law is finite (a refit can run off along the flat A/B ridge, exp overflows)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        law = np.column_stack([np.exp(boots[:, :3]), boots[:, 3:]])
+    return boots[np.isfinite(law).all(axis=1)]
 
 
 def _derived(boots: np.ndarray) -> dict[str, np.ndarray]:
@@ -207,7 +261,9 @@ def _identification(law: Chinchilla, ci: dict, log_n, log_d) -> tuple[dict[str, 
     out = {}
     for k, v in values.items():
         lo, hi = ci[k]
-        if hi - lo > abs(v):
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            out[k] = "no usable bootstrap refit: no interval"
+        elif hi - lo > abs(v):
             out[k] = f"95% interval [{lo:.4g}, {hi:.4g}] is wider than the value {v:.4g}"
     warnings = []
     if np.std(log_n) > 0 and np.std(log_d) > 0:

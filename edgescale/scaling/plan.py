@@ -11,12 +11,15 @@
   kWh) with every assumption stated.
 
 A target at or below the law's irreducible loss E is answered with
-``status: "infeasible"`` and the reason, never an exception.
+``status: "infeasible"`` and the reason, never an exception. A law whose E, α or β the
+data cannot pin gives no numbers: :func:`data_to_identify` says which sizes and token
+budgets to train so that it would (``status: "unidentified"``).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 from scipy.optimize import brentq, minimize_scalar
@@ -139,6 +142,10 @@ def _finish(
 ) -> Plan:
     loss = float(law.loss(n, d))
     c = 6 * n * d
+    shape = shape_for_law(law, n, vocab_size)
+    built = shape.params_total if law.n_convention == "total" else shape.params_non_embedding
+    if built and abs(math.log(built / n)) > math.log(1.25):
+        notes = [*(notes or []), f"the nearest buildable shape has N = {built:,} ({law.n_convention}), not {n:,.0f}"]
     return Plan(
         status="ok",
         objective=objective,
@@ -148,13 +155,75 @@ def _finish(
         compute_flops=c,
         predicted_loss=loss,
         tokens_per_param=d / n,
-        shape=shape_for_params(n, vocab_size=vocab_size),
+        shape=shape,
         cost=plan_cost(c, **cost_kw),
         inference_tokens=inference_tokens,
         lifetime_flops=c + 2 * n * inference_tokens,
         checks=_checks(law, n, d, loss),
         notes=[f"N convention of {law.name}: {law.n_convention}", *(notes or [])],
     )
+
+
+def shape_for_law(law: Law, n: float, vocab_size: int = 256, block_size: int = 256) -> Shape:
+    """The shape whose parameter count in the law's N convention is closest to ``n``."""
+    if law.n_convention != "total":
+        return shape_for_params(n, vocab_size=vocab_size, block_size=block_size)
+    return shape_for_total(n, vocab_size, block_size)
+
+
+def shape_for_total(n: float, vocab_size: int = 256, block_size: int = 256) -> Shape:
+    """The shape whose *total* parameter count is closest to ``n``.
+
+    :func:`shape_for_params` matches *non-embedding* N; total N (the Chinchilla convention,
+    and this project's fits) counts the embedding too, which dominates small byte-level
+    models, so the embedding is taken off first (a few fixed-point steps: it depends on the
+    width). A total N at or below the smallest shape's embedding gets the smallest shape,
+    whose larger count the plan's note states."""
+    target = n
+    shape = shape_for_params(max(target, 1.0), vocab_size=vocab_size, block_size=block_size)
+    for _ in range(8):
+        target = max(n - (shape.params_total - shape.params_non_embedding), 1.0)
+        nxt = shape_for_params(target, vocab_size=vocab_size, block_size=block_size)
+        if nxt == shape:
+            break
+        shape = nxt
+    return shape
+
+
+def data_to_identify(n: Sequence[float], d: Sequence[float], unidentified: Sequence[str]) -> dict:
+    """The sizes and token budgets that would identify a law the points ``(n, d)`` leave
+    unidentified: sizes reaching a decade beyond the largest (and at least 1.5 decades of N in
+    all), and at every size two token budgets outside the tokens-per-parameter range (÷4, ×4)
+    (E needs losses nearer the floor, α a wider N range, β more than one D per N)."""
+    n_arr, d_arr = [float(x) for x in n], [float(x) for x in d]
+    lo, hi = min(n_arr), max(n_arr)
+    span = math.log10(hi / lo)
+    steps = [0.5, 1.0] + ([1.5 - span] if span + 1.0 < 1.5 else [])
+    new_sizes = [_round2(hi * 10**s) for s in steps]
+    ratios = sorted({d_i / n_i for n_i, d_i in zip(n_arr, d_arr, strict=True)})
+    new_ratios = [_round2(ratios[0] / 4), _round2(ratios[-1] * 4)]
+    sizes = sorted({*n_arr, *new_sizes})
+    budgets = [{"N": x, "D": [_round2(x * r) for r in new_ratios]} for x in sizes]
+    text = (
+        f"{', '.join(sorted(unidentified))} not identified by {len(n_arr)} points over N {lo:.3g}-{hi:.3g} "
+        f"({span:.2f} decades) and D/N {ratios[0]:.3g}-{ratios[-1]:.3g}: train sizes of about "
+        f"{', '.join(f'{x:.2g}' for x in new_sizes)} parameters (N to {max(new_sizes) / lo:.3g}x the smallest), and at "
+        f"every size token budgets at D/N = {new_ratios[0]:g} and {new_ratios[1]:g} (e.g. N = {sizes[-1]:.2g}: "
+        f"D = {budgets[-1]['D'][0]:.2g} and {budgets[-1]['D'][1]:.2g} tokens), then refit"
+    )
+    return {
+        "current": {"N_range": [lo, hi], "decades_N": span, "tokens_per_param_range": [ratios[0], ratios[-1]]},
+        "add_sizes": new_sizes,
+        "add_tokens_per_param": new_ratios,
+        "token_budgets": budgets,
+        "n_convention": "total",
+        "summary": text,
+    }
+
+
+def _round2(x: float) -> float:
+    """``x`` to two significant figures (a suggestion, not a measurement)."""
+    return float(f"{x:.2g}")
 
 
 def plan_for_compute(law: Law, compute_flops: float, **kw) -> Plan:

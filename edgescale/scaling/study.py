@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from edgescale.scaling.fit import fit_chinchilla
-from edgescale.scaling.plan import plan_for_loss
+from edgescale.scaling.plan import data_to_identify, plan_for_loss
 
 LN2 = math.log(2)
 
@@ -45,7 +45,9 @@ def fit_study(
         return out
     n, d = np.array([p["N"] for p in pts], float), np.array([p["D"] for p in pts], float)
     loss = np.array([p["bits_per_byte"] for p in pts]) * LN2
-    fit = fit_chinchilla(n, d, loss, n_boot=n_boot, seed=seed, n_convention="total")
+    # one size's cooled checkpoints share its run: the bootstrap resamples whole runs
+    groups = [p["size"] for p in pts]
+    fit = fit_chinchilla(n, d, loss, n_boot=n_boot, seed=seed, n_convention="total", groups=groups)
     f = fit.to_dict()
     in_bpb = {k: f[k] / LN2 for k in ("E", "A", "B")}  # L scales linearly: E, A, B carry the unit
     ci = {
@@ -57,25 +59,40 @@ def fit_study(
         "bootstrap": _draws_in_bpb(fit.boots),
     }
     if loss_target_bpb is not None:
+        weak = sorted(k for k in ("E", "alpha", "beta") if k in fit.unidentified)
+        if weak:
+            out["plan_for_target"] = unidentified_plan(n, d, weak, loss_target_bpb)
+            return out
         law = fit.law.with_(name="fit (this run)", ci=fit.ci)
         plan = plan_for_loss(law, loss_target_bpb * LN2).to_dict()
         if plan["status"] == "ok":
             plan["predicted_loss_bpb"] = plan["predicted_loss"] / LN2
-        weak = sorted(k for k in ("E", "alpha", "beta") if k in fit.unidentified)
-        plan["reliable"] = not weak
-        if weak:
-            plan["caveat"] = (
-                f"{', '.join(weak)} not identified by this run's {len(pts)} points: the plan is an "
-                "extrapolation of an unconstrained law; widen the ladder or add token budgets before trusting it"
-            )
+        plan["reliable"] = True
         plan["loss_target_bpb"] = loss_target_bpb
         out["plan_for_target"] = plan
     return out
 
 
+def unidentified_plan(n, d, weak: list[str], loss_target_bpb: float, law: str = "fit (this run)") -> dict:
+    """No numbers from a law the data cannot pin (its plan would be an artefact of the optimiser):
+    ``status: unidentified``, with the sizes and token budgets that would identify it."""
+    add = data_to_identify(n, d, weak)
+    return {
+        "status": "unidentified",
+        "objective": "target_loss",
+        "law": law,
+        "reason": f"no plan: {add['summary']}",
+        "reliable": False,
+        "loss_target_bpb": loss_target_bpb,
+        "unidentified": weak,
+        "identify_with": add,
+    }
+
+
 def _draws_in_bpb(boots: np.ndarray) -> dict:
     """The fit's bootstrap refits as rows of (E, A, B, alpha, beta) in bits per byte, for the
-    report's confidence bands; refits that ran off to an unbounded law are dropped."""
+    report's confidence bands; refits that ran off to an unbounded law were dropped by the fit,
+    which counts them (``law.boot_dropped``)."""
     with np.errstate(over="ignore"):
         rows = np.column_stack([np.exp(boots[:, [2, 0, 1]]) / LN2, boots[:, 3:5]])
     rows = rows[np.isfinite(rows).all(axis=1)]

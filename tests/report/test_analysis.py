@@ -18,7 +18,9 @@ def test_analysis_holds_every_part_as_strict_json():
     json.dumps(out.data(), allow_nan=False)  # NaN would be invalid JSON for the report and other tools
     assert out.devices == ["host", "rpi5-8gb"] and out.loss_target_bpb == 2.8
     assert {"bytes_per_decoded_token", "rpi5-8gb_decode_ms", "host_decode_ms"} <= set(out.frontiers)
-    assert out.degradation["int4"].form == "power_law_n"
+    # 3 sizes over 1.2 decades: no degradation law (it needs 5 over 1.5), the per-size δ kept
+    deg = out.degradation["int4"]
+    assert deg.form == "none" and len(deg.points) == 3 and deg.curve is None and "3 sizes" in deg.notes[0]
     assert set(out.picks) == {"host", "rpi5-8gb"} and isinstance(out.picks["host"], VariantPick)
     assert out.picks["host"].status == "ok"
     assert out.compare.device == "host" and out.routes.per_device["rpi5-8gb"].cheaper

@@ -1,5 +1,6 @@
-"""The degradation law: recovers known exponents, shrinks its form to what the points
-support, falls back honestly on δ that changes sign, and its intervals cover the truth."""
+"""The degradation law: fitted only where the points support it (≥ 5 sizes over ≥ 1.5 decades,
+≥ 2 D/N ratios per size for γ_D), recovers known constants with intervals that cover them,
+refuses the default-like ladder and any (N, D) outside the sampled box, and says why."""
 
 import json
 import math
@@ -10,8 +11,10 @@ import pytest
 
 from edgescale.report.degradation import DegradationPoint, degradation_points, fit_degradation, fit_recipes
 
+C, G_D, G_N = 0.5, 0.3, 0.5
 
-def _points(ns, ds, c=0.5, g_d=0.3, g_n=0.5, noise=0.0, seed=0):
+
+def _points(ns, ds, c=C, g_d=G_D, g_n=G_N, noise=0.0, seed=0):
     rng = np.random.default_rng(seed)
     return [
         DegradationPoint(f"s{i}", n, d, c * d**g_d / n**g_n * math.exp(rng.normal(0, noise) if noise else 0.0))
@@ -19,66 +22,130 @@ def _points(ns, ds, c=0.5, g_d=0.3, g_n=0.5, noise=0.0, seed=0):
     ]
 
 
-NS = [1e4, 3e4, 1e5, 3e5, 1e6]
-DS = [2e6, 1e6, 8e6, 2e6, 3e7]  # D/N not collinear with N: both exponents identifiable
+# 6 sizes over 2 decades, each at 2 D/N ratios (a ladder with its cooled branches quantized too)
+SIZES = np.geomspace(1e4, 1e6, 6)
+RATIOS = [(4.0, 40.0), (6.0, 30.0), (3.0, 20.0), (8.0, 50.0), (5.0, 25.0), (4.0, 40.0)]
+NS = [n for n in SIZES for _ in range(2)]
+DS = [n * r for n, rs in zip(SIZES, RATIOS, strict=True) for r in rs]
 
 
 def test_exact_power_law_recovers_kumar_exponents():
     fit = fit_degradation("int4", "fp32", _points(NS, DS))
-    assert fit.form == "power_law_nd" and fit.sign == 1.0 and fit.dof == 2
-    assert fit.gamma_n == pytest.approx(0.5, abs=1e-9) and fit.gamma_d == pytest.approx(0.3, abs=1e-9)
-    delta, lo, hi = fit.predict(2e6, 5e7)
-    assert delta == pytest.approx(0.5 * 5e7**0.3 / 2e6**0.5, rel=1e-9)
+    assert fit.form == "power_law_nd" and fit.sign == 1.0 and fit.dof == len(NS) - 3
+    assert fit.gamma_n == pytest.approx(G_N, abs=1e-9) and fit.gamma_d == pytest.approx(G_D, abs=1e-9)
+    delta, lo, hi = fit.predict(2e5, 2e5 * 10)
+    assert delta == pytest.approx(C * 2e6**G_D / 2e5**G_N, rel=1e-9)
     assert lo == pytest.approx(delta, rel=1e-6) and hi == pytest.approx(delta, rel=1e-6)  # no residual, no width
 
 
-def test_noisy_fit_interval_covers_the_truth_and_grows_away_from_data():
-    fit = fit_degradation("int4", "fp32", _points(NS, DS, noise=0.1, seed=3))
-    truth = 0.5 * 4e6**0.3 / 1e5**0.5
-    delta, lo, hi = fit.predict(1e5, 4e6)
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_noisy_synthetic_family_recovers_the_constants_and_the_intervals_cover_them(seed):
+    fit = fit_degradation("int4", "fp32", _points(NS, DS, noise=0.05, seed=seed))
+    assert fit.form == "power_law_nd" and fit.notes == (fit.notes[0],) and "predicts only inside" in fit.notes[0]
+    assert fit.gamma_n == pytest.approx(G_N, abs=0.06) and fit.gamma_d == pytest.approx(G_D, abs=0.06)
+    ci = fit.intervals()
+    assert ci["gamma_n_ci"][0] < G_N < ci["gamma_n_ci"][1]
+    assert ci["gamma_d_ci"][0] < G_D < ci["gamma_d_ci"][1]
+    assert ci["c_ci"][0] < C < ci["c_ci"][1]
+    truth = C * (1e5 * 15) ** G_D / 1e5**G_N
+    delta, lo, hi = fit.predict(1e5, 1e5 * 15)
     assert lo < truth < hi and lo < delta < hi
-    _, lo_far, hi_far = fit.predict(1e8, 1e10)  # far outside the ladder: wider in log terms
-    assert math.log(hi_far / lo_far) > math.log(hi / lo)
-    assert 0 < fit.r2_log <= 1 and fit.rmse_log > 0 and len(fit.residuals_log) == 5
-    curve = fit.to_dict()["curve"]  # what the report plots: N from half the smallest to 4x the largest
-    assert curve[0]["n"] == pytest.approx(0.5e4) and curve[-1]["n"] == pytest.approx(4e6)
+    assert 0 < fit.r2_log <= 1 and fit.rmse_log > 0 and len(fit.residuals_log) == len(NS)
+    out = fit.to_dict()
+    assert out["gamma_d_ci"] == ci["gamma_d_ci"]
+    curve = out["curve"]  # what the report plots: the sampled N only, every point predicted
+    assert curve[0]["n"] == pytest.approx(1e4) and curve[-1]["n"] == pytest.approx(1e6)
     assert all(c["low"] <= c["delta"] <= c["high"] for c in curve)
 
 
-def test_collinear_d_over_n_drops_gamma_d_with_a_note():
-    ns = [1e4, 1e5, 1e6, 1e7]
+def _default_like():
+    """The default ladder's shape: 4 sizes over ~1 decade, D/N falling from 40 to 4 as N grows, δ at noise level."""
+    ns = [2.4e4, 6.1e4, 1.3e5, 2.6e5]
+    ds = [n * r for n, r in zip(ns, [40.0, 14.0, 9.0, 4.0], strict=True)]
+    deltas = [3e-3, 2e-3, 9e-4, 9e-4]
+    return [DegradationPoint(f"s{i}", *x) for i, x in enumerate(zip(ns, ds, deltas, strict=True))]
+
+
+def test_default_ladder_like_points_fit_no_law_and_say_why():
+    pts = _default_like()
+    r = np.corrcoef(np.log([p.n for p in pts]), np.log([p.d / p.n for p in pts]))[0, 1]
+    assert r < -0.98  # the default's collinearity
+    fit = fit_degradation("int8", "fp32", pts)
+    assert fit.form == "none" and fit.gamma_n is None and fit.gamma_d is None and fit.coef == ()
+    assert fit.points == tuple(pts)  # the per-size δ stay reported
+    (note,) = fit.notes
+    assert "4 sizes (a law needs ≥ 5)" in note and "1.03 decades of N (a law needs ≥ 1.5)" in note
+    assert "D/N ratios per size: 1, 1, 1, 1" in note and f"r = {r:.3f}" in note
+    assert all(math.isnan(x) for x in fit.predict(6.1e4, 6.1e4 * 14))  # not even at a sampled point
+    assert fit.refusal(6.1e4, 6.1e4 * 14).startswith("no degradation law: no law fitted")
+    out = fit.to_dict()
+    assert "curve" not in out and out["n_points"] == 4 and fit.curve() == []
+    json.dumps(out, allow_nan=False)
+
+
+def test_enough_sizes_over_too_narrow_a_span_fit_no_law():
+    ns = list(np.geomspace(1e4, 1e5, 6))  # 6 sizes, 1 decade
+    fit = fit_degradation("int8", "fp32", _points(ns, [20 * n for n in ns]))
+    assert fit.form == "none"
+    assert "1.00 decades of N (a law needs ≥ 1.5)" in fit.notes[0] and "sizes (a law needs" not in fit.notes[0]
+
+
+def test_predict_outside_the_sampled_box_is_refused():
+    fit = fit_degradation("int4", "fp32", _points(NS, DS, noise=0.05, seed=1))
+    assert fit.in_range(1e4, 1e4 * 3.0) and fit.in_range(1e6, 1e6 * 50.0)  # the box's corners are sampled edges
+    assert all(math.isfinite(x) for x in fit.predict(1e6, 1e6 * 50.0))
+    for n, d, why in [
+        (4e6, 4e6 * 10, "N = 4e+06 is outside the sampled 1e+04–1e+06"),
+        (5e3, 5e3 * 10, "N = 5e+03 is outside"),
+        (1e5, 1e5 * 4732, "D/N = 4.73e+03 is outside the sampled 3–50"),  # the default plan's tokens per param
+        (1e5, 1e5 * 2.0, "D/N = 2 is outside"),
+    ]:
+        assert all(math.isnan(x) for x in fit.predict(n, d)) and not fit.in_range(n, d)
+        assert why in fit.refusal(n, d) and "does not extrapolate" in fit.refusal(n, d)
+
+
+def test_one_d_over_n_per_size_drops_gamma_d_with_a_note():
+    ns = list(np.geomspace(1e4, 1e7, 5))
     fit = fit_degradation("int8", "fp32", _points(ns, [20 * n for n in ns]))  # D = 20 N: D/N constant
-    assert fit.form == "power_law_n" and fit.gamma_d is None
-    assert fit.gamma_n == pytest.approx(0.5 - 0.3, abs=1e-9)  # along D ∝ N, δ ∝ N^(γ_D − γ_N)
-    assert any("D/N does not vary" in n for n in fit.notes)
+    assert fit.form == "power_law_n" and fit.gamma_d is None and fit.intervals()["gamma_d_ci"] is None
+    assert fit.gamma_n == pytest.approx(G_N - G_D, abs=1e-9)  # along D ∝ N, δ ∝ N^(γ_D − γ_N)
+    assert "γ_D not fitted: 1 D/N ratio(s) at some size" in fit.notes[0] and "D/N does not vary" in fit.notes[0]
+    assert math.isfinite(fit.predict(1e5, 2e6)[0])
+    assert "D/N = 40 is outside the sampled 20–20" in fit.refusal(1e5, 4e6)  # the law holds at D/N = 20 only
+
+
+def test_collinear_ratios_drop_gamma_d_even_with_two_per_size():
+    ns = list(np.geomspace(1e4, 1e7, 5))
+    pts = _points([n for n in ns for _ in (0, 1)], [n * (1e7 / n) ** 0.5 * k for n in ns for k in (1.0, 1.02)])
+    fit = fit_degradation("int8", "fp32", pts)
+    assert fit.form == "power_law_n" and "correlate at r = -" in fit.notes[0] and "(needs |r| < 0.95)" in fit.notes[0]
 
 
 @pytest.mark.parametrize(
     ("deltas", "form", "sign"),
     [
-        pytest.param([0.01, -0.002, 0.004], "constant_mean", 0.0, id="sign-change-mean"),
-        pytest.param([0.01, 0.0, 0.004], "constant_mean", 0.0, id="zero-is-no-power-law"),
-        pytest.param([-0.03, -0.02, -0.01], "power_law_n", -1.0, id="improves-everywhere"),
-        pytest.param([0.02, 0.01], "constant_log", 1.0, id="two-points-no-slope"),
-        pytest.param([0.02], "constant_mean", 0.0, id="one-point"),
+        pytest.param([0.01, -0.002, 0.004, 0.003, 0.001], "constant_mean", 0.0, id="sign-change-mean"),
+        pytest.param([0.01, 0.0, 0.004, 0.003, 0.001], "constant_mean", 0.0, id="zero-is-no-power-law"),
+        pytest.param([-0.03, -0.02, -0.01, -0.008, -0.005], "power_law_n", -1.0, id="improves-everywhere"),
     ],
 )
 def test_forms_the_points_support(deltas, form, sign):
-    pts = [DegradationPoint(f"s{i}", 10.0 ** (4 + i), 1e6 * (i + 1), d) for i, d in enumerate(deltas)]
+    pts = [DegradationPoint(f"s{i}", 10.0 ** (4 + 0.5 * i), 1e6 * (i + 1), d) for i, d in enumerate(deltas)]
     fit = fit_degradation("r", "fp32", pts)
     assert (fit.form, fit.sign) == (form, sign)
-    delta, lo, hi = fit.predict(1e5, 2e6)
+    delta, lo, hi = fit.predict(1e5, 3e6)
     if form == "constant_mean":
-        assert delta == pytest.approx(np.mean(deltas))
-        assert (math.isnan(lo) and math.isnan(hi)) if len(deltas) == 1 else lo <= delta <= hi
+        assert delta == pytest.approx(np.mean(deltas)) and lo <= delta <= hi
     else:
         assert math.copysign(1, delta) == sign and lo <= delta <= hi
-    json.dumps(fit.to_dict(), allow_nan=True)  # plain data
+    assert math.isnan(fit.predict(1e7, 1e8)[0])  # the mean fallback is held to the box too
+    json.dumps(fit.to_dict(), allow_nan=False)  # plain data
 
 
 def test_no_points_is_no_fit():
     fit = fit_degradation("r", "fp32", [])
     assert fit.form == "none" and all(math.isnan(x) for x in fit.predict(1e5, 1e6))
+    assert "no size has both" in fit.refusal(1e5, 1e6)
 
 
 def test_points_from_results_pair_each_size_with_its_baseline_and_skip_students():
@@ -95,4 +162,5 @@ def test_points_from_results_pair_each_size_with_its_baseline_and_skip_students(
     assert pts[0].delta_bpb == pytest.approx(2.0 * (1e6 / 2e4) ** 0.3 / 2e4**0.25)
     assert pts[0].delta_test_bpb == pytest.approx(pts[0].delta_bpb)
     fits = fit_recipes(res)
-    assert set(fits) == {"int4"} and fits["int4"].form == "power_law_n"  # 3 points: slope in N only
+    assert set(fits) == {"int4"} and fits["int4"].form == "none"  # 3 sizes: no law, the 3 δ kept
+    assert len(fits["int4"].points) == 3 and "3 sizes (a law needs ≥ 5)" in fits["int4"].notes[0]

@@ -91,13 +91,30 @@ def test_a_device_without_latency_ranks_by_bytes():
     assert "no host_decode_ms" in out["considered"]["b/fp32"]
 
 
-def test_target_no_variant_meets_is_answered_by_the_law_after_the_recipe():
+def _wide_law(monkeypatch):
+    """int4's degradation law fitted on a wide synthetic family (the hand-made ladder's δ = 2·(D/N)^0.3/N^0.25 at
+    7 sizes over 6 decades, 2 D/N ratios each), so the plan lies inside the law's sampled (N, D/N) box."""
+    import numpy as np
+
+    from edgescale.report import extrapolate
+    from edgescale.report.degradation import DegradationPoint, fit_degradation
+
+    pts = [
+        DegradationPoint(f"w{i}", n, n * r, 2.0 * r**0.3 / n**0.25)
+        for i, n in enumerate(np.geomspace(1e3, 1e9, 7))
+        for r in (1.0, 1e4)
+    ]
+    monkeypatch.setattr(extrapolate, "fit_recipes", lambda results: {"int4": fit_degradation("int4", "fp32", pts)})
+
+
+def test_target_no_variant_meets_is_answered_by_the_law_after_the_recipe(monkeypatch):
+    _wide_law(monkeypatch)
     res = _run(handmade.ladder({"int4": 2.0}))
     out = pick(res, 1.9, "rpi5-8gb")  # best variant is s2/fp32 at ~2.23
     assert out["status"] == "plan" and out["law"]["law"] == "fit (this run)" and out["law"]["reliable"]
     best = out["best"]
     plan = best["plan"]
-    assert plan["n_params"] > 320_000 and plan["cost"]["compute_flops"] == pytest.approx(plan["compute_flops"])
+    assert plan["n_params"] > 0 and plan["cost"]["compute_flops"] == pytest.approx(plan["compute_flops"])
     # the law's loss plus the recipe's predicted degradation lands on the target
     law = handmade.law_loss(plan["n_params"], plan["n_tokens"])
     assert law + best["degradation_bpb"]["delta"] == pytest.approx(1.9, abs=1e-6)
@@ -107,9 +124,19 @@ def test_target_no_variant_meets_is_answered_by_the_law_after_the_recipe():
     assert best["device"]["source"].startswith("predicted (analytic roofline") and best["device"]["decode_ms"] > 0
     recipes = {o["recipe"]: o for o in out["options"]}
     assert set(recipes) == {"fp32", "int4"} and recipes["fp32"]["degradation_bpb"]["delta"] == 0.0
+    assert recipes["int4"]["degradation_bpb"]["form"] == "power_law_nd"
     # int4 needs a bigger model to absorb its δ, but streams fewer bytes: on the Pi it is the faster plan
     assert recipes["int4"]["plan"]["n_params"] > recipes["fp32"]["plan"]["n_params"]
     assert best["recipe"] == min(recipes.values(), key=lambda o: o["device"]["decode_ms"])["recipe"]
+
+
+def test_a_recipe_without_a_degradation_law_at_the_plan_is_listed_with_the_reason():
+    out = pick(_run(handmade.ladder({"int4": 2.0})), 1.9, "rpi5-8gb")  # 3 sizes: no degradation law
+    recipes = {o["recipe"]: o for o in out["options"]}
+    assert out["status"] == "plan" and out["best"]["recipe"] == "fp32"
+    assert recipes["int4"]["status"] == "unknown" and "plan" not in recipes["int4"]
+    assert "no degradation law: no law fitted" in recipes["int4"]["reason"]
+    assert "3 sizes (a law needs ≥ 5)" in recipes["int4"]["reason"]
 
 
 def test_host_plan_latency_is_extrapolated_from_host_measurements():
@@ -208,3 +235,24 @@ def test_pretrained_candidates_with_unknown_training_tokens_that_miss_the_target
     options = {o["recipe"]: o for o in out["options"]}
     assert "training tokens are unknown" in options["heads_ffn50_recover"]["reason"]
     assert all(c["law_bpb"] is None for c in out["law"]["check"])  # no (N, D) to check the law at
+
+
+def test_unreachable_target_on_an_unidentified_law_says_what_to_train_not_a_plan():
+    raw = handmade.results(handmade.ladder({"int4": 2.0}))
+    sc = raw["scaling"]
+    sc["law"]["unidentified"] = {"E": "collapsed to 5.5e-10: the data show no loss floor"}
+    sc["points"] = [
+        {"size": s["size"], "N": s["params_total"], "D": s["train_tokens"] * f, "bits_per_byte": 2.5}
+        for s in raw["sizes"]
+        for f in (0.5, 1.0)
+    ]
+    out = pick([Run("r", handmade.typed(raw))], 1.9, "rpi5-8gb")
+    assert out["status"] == "unidentified" and out["options"] == [] and "best" not in out
+    add = out["identify_with"]
+    assert min(add["add_sizes"]) > 320_000  # beyond the ladder's largest size
+    assert all(len(b["D"]) == 2 for b in add["token_budgets"])  # two more D/N ratios at every size
+    assert "train sizes of about" in out["reason"] and "tokens" in out["reason"]
+    assert out["law"]["reliable"] is False
+    from edgescale.report.pick import summary_lines
+
+    assert any("train sizes of about" in line for line in summary_lines(out))

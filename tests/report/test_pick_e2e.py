@@ -61,7 +61,11 @@ def test_pick_text_plan_and_infeasible(run_dir):
     assert text.returncode == 0 and "pick: " in text.stderr and "measured" in text.stderr
     low = _cli("pick", run_dir, "--target-loss", 0.5, "--device", "rpi5-8gb", "--json")
     body = json.loads(low.stdout)
-    assert body["status"] in ("plan", "infeasible") and body["reason"]
+    assert body["status"] in ("plan", "infeasible", "unidentified") and body["reason"]
+    if body["status"] == "plan":  # never numbers from the run's own fit when it is unidentified
+        assert body["law"]["reliable"] or body["law"]["law"] != "fit (this run)"
+    if body["status"] == "unidentified":  # what to train to find out, with sizes and tokens
+        assert body["identify_with"]["add_sizes"] and body["identify_with"]["token_budgets"]
     assert low.returncode == (3 if body["status"] == "infeasible" else 0)
 
 

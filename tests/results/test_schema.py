@@ -167,7 +167,7 @@ ANALYSIS_PARTS = [
     ("analysis", "frontiers", "bytes_per_decoded_token"),
     ("analysis", "frontiers", "bytes_per_decoded_token", "front", 0),
     ("analysis", "degradation", "int8_dynamic"),
-    ("analysis", "degradation", "int8_dynamic", "curve", 0),
+    ("analysis", "degradation", "int8_dynamic", "points", 0),  # two sizes: no law, so no curve
     ("analysis", "picks", "rpi5-8gb"),
     ("analysis", "picks", "rpi5-8gb", "variant", "loss"),
     ("analysis", "compare", "sizes", 0, "rows", 0),

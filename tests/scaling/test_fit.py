@@ -84,3 +84,36 @@ def test_a_collapsed_floor_is_flagged_not_reported_as_known():
     loss = 40 / n**0.1 + 60 / d**0.2  # no irreducible term at all
     f = fit_chinchilla(n, d, loss * np.exp(rng.normal(0, 0.005, 12)), n_boot=30)
     assert "E" in f.unidentified
+
+
+def test_only_e_unidentifiable_gives_a_wide_interval_on_e_not_a_point():
+    """Losses 25-600x above E: α and β are pinned by 6 sizes over 3 decades at 4 D/N ratios each, E is
+    not. Refits restart from the grid, so the interval on E spreads instead of repeating the point fit's E."""
+    from edgescale.scaling.laws import Chinchilla
+
+    law = Chinchilla(E=0.02, A=60.0, B=200.0, alpha=0.35, beta=0.3)
+    n = np.repeat(np.geomspace(1e4, 1e7, 6), 4)
+    d = n * np.tile([2, 10, 50, 250], 6)
+    loss = law.loss(n, d) * np.exp(np.random.default_rng(0).normal(0, 0.005, n.size))
+    assert loss.min() > 25 * law.E
+    f = fit_chinchilla(n, d, loss, n_boot=30, seed=0)
+    for k in ("alpha", "beta"):  # identified, and right
+        lo, hi = f.ci[k]
+        assert lo <= getattr(law, k) <= hi and hi - lo < 0.1 and k not in f.unidentified
+    lo, hi = f.ci["E"]
+    assert lo <= law.E <= hi and hi > 100 * lo and hi - lo > law.E  # wide, not collapsed to a point
+    assert "E" in f.unidentified
+    assert len(np.unique(np.round(f.boots[:, 2], 6))) > 10  # the refits' E differ
+
+
+def test_cluster_bootstrap_resamples_whole_runs_and_counts_dropped_draws():
+    n = np.repeat([1e4, 1e5], 3)
+    d = n * np.tile([5.0, 20.0, 80.0], 2)
+    loss = EPOCH2024.loss(n, d)
+    f = fit_chinchilla(n, d, loss, n_boot=12, seed=0, groups=["s0"] * 3 + ["s1"] * 3, boot_starts=1)
+    # two runs: a resample of one run twice has one N and identifies nothing: dropped, and counted
+    assert f.boot_unit == "run" and f.boot_dropped > 0 and len(f.boots) + f.boot_dropped == 12
+    body = f.to_dict()
+    assert body["boot_dropped"] == f.boot_dropped and body["boot_n"] == 12 and body["boot_unit"] == "run"
+    assert any("bootstrap refits dropped" in w for w in f.warnings)
+    assert fit_chinchilla(n, d, loss, n_boot=2, seed=0, boot_starts=1).boot_unit == "point"

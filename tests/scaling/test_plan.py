@@ -86,3 +86,29 @@ def test_plan_reports_checks_and_cost_assumptions():
     assert p.cost.assumptions["utilisation"] == 0.5
     assert "caveat" in p.checks["critical_batch_tokens"]
     assert set(p.to_dict()) >= {"n_params", "n_tokens", "compute_flops", "predicted_loss", "shape", "law"}
+
+
+def test_a_total_n_law_gets_a_shape_with_that_total_not_that_non_embedding_count():
+    from edgescale.scaling.laws import Chinchilla
+    from edgescale.scaling.plan import shape_for_law
+
+    law = Chinchilla(E=1.0, A=40.0, B=200.0, alpha=0.35, beta=0.35, n_convention="total")
+    for n in (1e5, 1e6, 1e7):
+        shape = shape_for_law(law, n)
+        assert abs(math.log(shape.params_total / n)) <= abs(math.log(shape_for_params(n).params_total / n))
+        assert shape.params_total == pytest.approx(n, rel=0.3)
+    assert shape_for_params(1e5).params_total > 1.3e5  # the old, non-embedding match overshoots a small model
+    # a total N below the smallest buildable model: the plan says so instead of printing a shape as if it fit
+    p = plan_for_loss(law, float(law.loss(2_316, 1e9)), max_tokens=1e9)
+    assert p.status == "ok" and p.n_params == pytest.approx(2_316) and p.shape.params_total > 2 * p.n_params
+    assert any("nearest buildable shape" in note for note in p.notes)
+
+
+def test_data_to_identify_suggests_larger_sizes_and_more_token_ratios():
+    from edgescale.scaling.plan import data_to_identify
+
+    add = data_to_identify([2e4, 2e4, 8e4, 3.2e5], [1e6, 2e6, 1.5e6, 4e6], ["E"])
+    assert add["add_sizes"] == [1e6, 3.2e6]  # half a decade and a decade above the largest
+    assert add["add_tokens_per_param"] == [3.1, 400.0]  # D/N 12.5-100 → ÷4 and ×4
+    assert [b["N"] for b in add["token_budgets"]] == [2e4, 8e4, 3.2e5, 1e6, 3.2e6]
+    assert "E not identified" in add["summary"]
