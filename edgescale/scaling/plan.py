@@ -201,7 +201,10 @@ def data_to_identify(n: Sequence[float], d: Sequence[float], unidentified: Seque
     steps = [0.5, 1.0] + ([1.5 - span] if span + 1.0 < 1.5 else [])
     new_sizes = [_round2(hi * 10**s) for s in steps]
     ratios = sorted({d_i / n_i for n_i, d_i in zip(n_arr, d_arr, strict=True)})
-    new_ratios = [_round2(ratios[0] / 4), _round2(ratios[-1] * 4)]
+    # below one token per parameter a run is mostly warm-up, a transient rather than a point of the
+    # law: then both new budgets go above the range (x4, x16) instead of one below it (/4)
+    below = ratios[0] / 4
+    new_ratios = [_round2(below), _round2(ratios[-1] * 4)] if below >= 1 else [_round2(ratios[-1] * r) for r in (4, 16)]
     sizes = sorted({*n_arr, *new_sizes})
     budgets = [{"N": x, "D": [_round2(x * r) for r in new_ratios]} for x in sizes]
     text = (

@@ -112,3 +112,6 @@ def test_data_to_identify_suggests_larger_sizes_and_more_token_ratios():
     assert add["add_tokens_per_param"] == [3.1, 400.0]  # D/N 12.5-100 → ÷4 and ×4
     assert [b["N"] for b in add["token_budgets"]] == [2e4, 8e4, 3.2e5, 1e6, 3.2e6]
     assert "E not identified" in add["summary"]
+    # the default ladder's range starts near one token per parameter: no budget below it, two above
+    low = data_to_identify([2.5e4, 4.8e5], [2.6e4, 1.9e7], ["beta"])
+    assert low["add_tokens_per_param"] == [160.0, 630.0]  # D/N 1.04-39.6 → ×4 and ×16, never below 1
