@@ -151,16 +151,6 @@ def greedy(paths: dict[str, Path], vocab: int, prompt_len: int, tokens: int, see
     return {name: OrtCausalLM(p, threads=2).generate(prompt, tokens) for name, p in paths.items()}
 
 
-def isa() -> str:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "?"
-    flags = set(next((ln.split(":", 1)[1].split() for ln in text.splitlines() if ln.startswith("flags")), []))
-    wanted = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "avx_vnni")
-    return " ".join(f for f in wanted if f in flags) or "none of AVX2/AVX-512/AMX"
-
-
 def peak_rss_gb() -> dict[str, float]:
     return {
         "this process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -197,7 +187,7 @@ def run(args: argparse.Namespace) -> dict:
         variants = {k: v for r in reports for k, v in r.variants.items()}
     return {
         "config": config,
-        "machine": reports[0].machine | {"isa": isa(), "load_avg_end": reports[-1].machine["load_avg_end"]},
+        "machine": reports[0].machine | {"load_avg_end": reports[-1].machine["load_avg_end"]},
         "export_s": es_s | genai_s,
         "files": files,
         "tokens": tokens,
@@ -220,7 +210,8 @@ def report(result: dict) -> None:
 
     console, m, c = Console(width=160), result["machine"], result["config"]
     console.print(
-        f"host: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, ISA {m['isa']}; onnxruntime {m['onnxruntime']}; "
+        f"host: {m['cpu_model']}, {m['logical_cpus']} logical CPUs, ISA {' '.join(m['isa'])}; "
+        f"onnxruntime {m['onnxruntime']}; "
         f"{m['threads']} threads; load avg {m['load_avg_start']} -> {m['load_avg_end']}\n"
         f"checkpoint: random-weight {c['model_type']} {c['num_hidden_layers']} layers x {c['hidden_size']}, "
         f"{c['num_attention_heads']} heads / {c['num_key_value_heads']} KV heads, FFN {c['intermediate_size']}, "

@@ -231,18 +231,18 @@ class HFBackend:
 
     def score(self, path: Path, split: str, protocol, strict: bool) -> dict:
         """Scored in the model's own tokens, reported in bits per byte."""
-        tc, e = self.corpus, protocol
-        influence = check_onnx_graph(path, strict=strict, length=min(24, self.spec.block_size))
-        cap = tc.targets_within(split, e.max_bytes)  # the same text bytes as every other candidate
-        res = hf_onnx_loss(path, tc, split, e.context_length, e.stride, cap, e.batch_size)
-        # a graph with dynamic activation scales: what later tokens do to its loss (edgescale.bench.leak)
-        token_bytes = np.diff(tc.byte_ends[split], prepend=0)
-        scoring = (e.context_length, e.stride, cap, e.batch_size, self.study.seed)
-        leak = None if strict else causal_leak(path, tc[split].tokens, *scoring, token_bytes=token_bytes)
-        return {
-            **res.to_dict(),
-            "batch_size": e.batch_size,
-            "future_influence": influence,
-            "tokenizer": tc.tokenizer,
-            "causal_leak": leak,
-        }
+        return score_in_tokens(path, self.corpus, split, protocol, strict, self.study.seed, self.spec.block_size)
+
+
+def score_in_tokens(path: Path, tc, split: str, protocol, strict: bool, seed: int, block_size: int) -> dict:
+    """A loss record of an ONNX file scored in its own tokens (``tc``, a TokenizedCorpus), in bits
+    per byte over the study's byte cap, with the causality check and, for a graph with dynamic
+    activation scales, what later tokens do to its loss (:mod:`edgescale.bench.leak`)."""
+    e = protocol
+    influence = check_onnx_graph(path, strict=strict, length=min(24, block_size))
+    cap = tc.targets_within(split, e.max_bytes)  # the same text bytes as every other candidate
+    res = hf_onnx_loss(path, tc, split, e.context_length, e.stride, cap, e.batch_size)
+    token_bytes = np.diff(tc.byte_ends[split], prepend=0)
+    scoring = (e.context_length, e.stride, cap, e.batch_size, seed)
+    leak = None if strict else causal_leak(path, tc[split].tokens, *scoring, token_bytes=token_bytes)
+    return {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence, "causal_leak": leak}

@@ -23,13 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from edgescale import __version__
-from edgescale.bench.leak import causal_leak
 from edgescale.compress.registry import EXPORT_OP, Chain
 from edgescale.errors import UserError
 from edgescale.export.canonical import artifact_sha256
-from edgescale.guard import check_onnx_graph
-from edgescale.hf.backend import pretrained_record
-from edgescale.hf.tokens import check_causal_lm, hf_onnx_loss, resolve_tokenizer, tokenize_corpus
+from edgescale.hf.backend import pretrained_record, score_in_tokens
+from edgescale.hf.tokens import check_causal_lm, resolve_tokenizer, tokenize_corpus
 from edgescale.models.backend import Shipped, SizePlan, StepFn
 from edgescale.models.shape import ModelAccounting
 from edgescale.resources import metered
@@ -189,14 +187,7 @@ class OnnxCandidateBackend:
 
     def score(self, path: Path, split: str, protocol, strict: bool) -> dict:
         """Scored in the candidate's own tokens, reported in bits per byte."""
-        tc, e = self.corpus, protocol
-        influence = check_onnx_graph(path, strict=strict, length=min(24, self.spec.block_size))
-        cap = tc.targets_within(split, e.max_bytes)
-        res = hf_onnx_loss(path, tc, split, e.context_length, e.stride, cap, e.batch_size)
-        token_bytes = np.diff(tc.byte_ends[split], prepend=0)
-        scoring = (e.context_length, e.stride, cap, e.batch_size, self.study.seed)
-        leak = None if strict else causal_leak(path, tc[split].tokens, *scoring, token_bytes=token_bytes)
-        return {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence, "causal_leak": leak}
+        return score_in_tokens(path, self.corpus, split, protocol, strict, self.study.seed, self.spec.block_size)
 
 
 def _tokenizer_hash(tok) -> str:
