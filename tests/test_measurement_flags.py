@@ -65,7 +65,7 @@ def _latency_record(variant_scale: float, aa: bool = True) -> dict:
         },
         "spec": {"seed": 0},
         "machine": machine,
-        "load": machine_load(machine, 20.0),
+        "load": machine_load(machine, 20.0, runnable=[4, 4, 3, 4]),  # one busy process beside the worker
     }
     if aa:
         rec["aa"] = asdict(aa_control(base, copy, "s0/fp32", "s0/fp32~aa", 0))
@@ -103,7 +103,33 @@ def test_the_a_a_and_the_load_are_recorded_under_measurement():
     assert m.aa.variant == "s0/fp32" and m.aa.decode.within_noise and not m.aa.decode.slower
     assert set(m.aa.noise_floor) == {"prefill", "decode"} and m.aa.noise_floor["decode"] > 0
     assert m.loaded is True and m.load.load_avg_1min_start == 1.81 and m.load.limit == 0.5
+    assert m.load.other_runnable_mean == 0.75 and m.load.runnable_samples == 4
     # the copy is no variant, and an older record without the checks still reads
     assert "s0/fp32~aa" not in _latency_record(1.0)["variants"]
     assert _measurement_checks({"variants": {}}) == {}
     assert Measurement.model_validate({"prompt_len": 16, "decode_context": 32}).aa is None
+
+
+def test_assembled_speedups_are_two_level_over_worker_processes():
+    """Samples from 3 worker processes: the record says how many, the p50 of each, and the interval
+    resamples processes (a variant 4% slower in one process only is not called slower)."""
+    from edgescale.results.assemble import _host_latency, _measurement_checks
+    from edgescale.results.schema import HostLatency, Measurement
+
+    rec = _latency_record(1.0)
+    procs = [i * 3 // len(BASE) for i in range(len(BASE))]
+    odd = [x * (1.04 if p == 1 else 1.0) for x, p in zip(BASE, procs, strict=True)]
+    for vid, ms in (("s0/fp32", BASE), ("s0/int8", odd)):
+        rec["variants"][vid].update(sample_process=procs, decode_samples_ms=ms)
+    rec["processes"] = 3
+    host = HostLatency.model_validate(_host_latency(rec, "s0/int8", "s0/fp32", _M))
+    assert host.processes == 3 and len(host.decode_ms_p50_by_process) == 3
+    assert host.decode_ms_p50_by_process[1] > host.decode_ms_p50_by_process[0]
+    assert host.noise_floor == rec["aa"]["noise_floor"]
+    two_level = host.speedup("decode", "fp32")
+    flat = ratio(BASE, odd)
+    assert two_level.high - two_level.low > flat.high - flat.low
+    m = Measurement.model_validate({"prompt_len": 16, "decode_context": 32, **_measurement_checks(rec)})
+    assert m.processes == 3
+    # an older record (no process tags) reads as before
+    assert HostLatency.model_validate(_host_latency(_latency_record(1.0), "s0/int8", "s0/fp32", _M)).processes is None

@@ -36,34 +36,37 @@ class TorchBackend:
     def __init__(self, study: Study, corpus: Corpus) -> None:
         self.study, self.corpus = study, corpus
 
-    def source(self, rd, rep, plan: SizePlan, teacher: dict | None = None) -> dict:
-        """Train one rung (or, with ``teacher``, distil it from that trained rung)."""
+    def source(self, rd, rep, plan: SizePlan, teacher: dict | None = None, seed: int | None = None) -> dict:
+        """Train one rung (or, with ``teacher``, distil it from that trained rung); ``seed`` other
+        than the study's is a replicate run, trained in its own directory under its own key."""
         s = self.study
+        seed = s.seed if seed is None else seed
         kd = s.distillation if teacher else None
         key = key_of(
             "train",
             model=plan.cfg.to_dict(),
-            training=s.training.model_dump(),
+            training=s.training.model_dump(exclude={"seeds"}),  # how many replicates: not this run's input
             batch=plan.batch_size,
             tokens=plan.tokens,
-            seed=s.seed,
+            seed=seed,
             train_sha=self.corpus["train"].sha256,
             val_sha=self.corpus["validation"].sha256,
             teacher=teacher["sha256"] if teacher else None,
-            distill=kd.model_dump() if kd else None,
+            distill=kd.model_dump(include={"alpha", "temperature"}) if kd else None,
             v=__version__,
         )
         rec = rd.cached(key)
         if rec:
             rep.reuse(f"train {plan.name}", rec["checkpoint"])
             return rec
-        out = rd.root / "train" / plan.name
+        out = rd.root / "train" / (plan.name if seed == s.seed else f"{plan.name}-seed{seed}")
         teacher_model = load_model(rd.root / teacher["checkpoint"])[0] if teacher else None
         what = f"train {plan.name} ({plan.acct.params_non_embedding:,} N)" + (f" ← {plan.teacher}" if kd else "")
+        what += f" seed {seed}" if seed != s.seed else ""
         with metered() as use, rep.task(what, plan.tokens) as tick:
             distill = DistillConfig(alpha=kd.alpha, temperature=kd.temperature) if kd else None
             tc = s.training.model_copy(update={"batch_size": plan.batch_size}) if plan.batch_size else s.training
-            res = train(plan.cfg, tc, self.corpus, plan.tokens, s.seed, out, key, tick, teacher_model, distill)
+            res = train(plan.cfg, tc, self.corpus, plan.tokens, seed, out, key, tick, teacher_model, distill)
         model, _ = load_model(res.checkpoint)
         check_torch_model(model, f"{plan.name} ({res.checkpoint})")
         rel, sha = rd.store(res.checkpoint)
@@ -76,6 +79,8 @@ class TorchBackend:
             "seconds": res.seconds,
             "resources": use.to_dict(),
             "teacher": plan.teacher,
+            "seed": seed,
+            "hparams": res.hparams,
         }
         return rd.record(key, rec, {str(rel): sha})
 
@@ -103,4 +108,5 @@ class TorchBackend:
         # a graph with dynamic activation scales: what later tokens do to its loss (edgescale.bench.leak)
         scoring = (e.context_length, e.stride, e.max_bytes, e.batch_size, self.study.seed)
         leak = None if strict else causal_leak(path, self.corpus[split].tokens, *scoring)
-        return {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence, "causal_leak": leak}
+        rec = {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence, "causal_leak": leak}
+        return rec | {"windows": res.windows}  # per-window NLL: the pipeline saves it beside the record

@@ -8,7 +8,11 @@ Request (JSON on stdin)::
 
     {"variants": {"name": "path.onnx", ...}, "probes": {"name": "path.onnx", ...},
      "prompt_len": 64, "decode_context": 128, "repeats": 30, "warmup": 5, "decode_warm": 2,
-     "threads": 2, "graph_optimization": "all", "seed": 0}
+     "threads": 2, "graph_optimization": "all", "seed": 0, "order_seed": 0}
+
+``seed`` picks the token ids (the same in every worker process of one measurement);
+``order_seed`` (default: ``seed``) the shuffled visiting order, so each process visits in
+its own order.
 
 Every session shares one global intra-op thread pool with spinning on, as a single
 session in a token loop would have: per-session pools would either spin against each
@@ -199,7 +203,7 @@ def measure(req: dict) -> dict:
     samples = {v.name: {"prefill": [], "decode": []} for v in variants}
     runs = {pr.name: [] for pr in probes}
     decode = {v.name: "kv-cache" if v.has_cache else "full-recompute" for v in variants}
-    rng = np.random.default_rng(req["seed"])
+    rng = np.random.default_rng(req.get("order_seed", req["seed"]))
     items = [*variants, *probes]
     for _ in range(req["repeats"]):
         for i in rng.permutation(len(items)):

@@ -4,13 +4,21 @@ The protocol (context length, stride, token count, split hash) is recorded with 
 number. The scorer takes any ``logits_fn(ids) -> logits`` so the same code scores an
 ONNX file through onnxruntime (what the frontier uses) and a torch model (training
 curves, and the test that the two agree).
+
+Every number carries its standard error. The scoring windows are the independent units
+(tokens inside a window share a context and are correlated), so the error is clustered by
+window: bits per byte is the ratio estimator R = Σ y_w / Σ b_w over windows w (y_w the
+window's NLL in bits, b_w its bytes), whose linearised variance is
+n/(n−1) · Σ (y_w − R·b_w)² / (Σ b_w)² (Cochran 1977, §6.4). The per-window sums are kept
+(:class:`WindowNLL`) so that two models scored on the same windows can be compared paired
+(:mod:`edgescale.results.nll`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +28,35 @@ from edgescale.data.corpus import Split, eval_windows
 from edgescale.progress import advance
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True, eq=False)
+class WindowNLL:
+    """Summed NLL per scored window, in order (the final partial window included), and the text
+    bytes each window's scored span covers (= its scored tokens for byte tokens)."""
+
+    split_sha256: str
+    context_length: int
+    stride: int
+    nats: np.ndarray  # (W,) float64
+    bytes: np.ndarray  # (W,) int64
+    tokens: np.ndarray | None = None  # (W,) int64 scored tokens per window; None where not kept
+
+    def bits_per_byte(self) -> float:
+        return float(self.nats.sum() / math.log(2) / self.bytes.sum())
+
+    def se_bits_per_byte(self) -> float:
+        """Window-clustered standard error of :meth:`bits_per_byte`; NaN with fewer than 2 windows."""
+        return ratio_se(self.nats / math.log(2), self.bytes)
+
+
+def ratio_se(y: np.ndarray, b: np.ndarray) -> float:
+    """Linearised standard error of Σ y / Σ b with the (y_w, b_w) pairs as independent clusters."""
+    n = y.size
+    if n < 2:
+        return math.nan
+    r = y.sum() / b.sum()
+    return float(math.sqrt(n / (n - 1) * float(((y - r * b) ** 2).sum())) / b.sum())
 
 
 @dataclass(frozen=True)
@@ -32,9 +69,12 @@ class LossResult:
     bytes: int  # bytes those tokens cover (= tokens for byte-level)
     nats_per_token: float
     bits_per_byte: float
+    se_bpb: float = math.nan  # window-clustered standard error of bits_per_byte
+    windows: WindowNLL | None = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The record's numbers (the per-window arrays are saved apart: edgescale.results.nll)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "windows"}
 
 
 def _window_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
@@ -65,23 +105,26 @@ def score(
     windows = eval_windows(tokens.size, context_length, stride, max_tokens)
     if not windows:
         raise ValueError(f"split {split.name} has {tokens.size} tokens, fewer than one window of {context_length}")
-    total, count = 0.0, 0
+    nats: list[float] = []  # per scored window
+    counts: list[int] = []
     for i in range(0, len(windows), batch_size):  # streamed: one batch of logits in memory at a time
         chunk = windows[i : i + batch_size]
         ids = np.stack([tokens[s : s + context_length] for s, _ in chunk])
         tgt = np.stack([tokens[s + 1 : s + context_length + 1] for s, _ in chunk])
         nll = _window_nll(logits_fn(ids), tgt)
         for row, (_, first) in enumerate(chunk):
-            total += float(nll[row, first:].sum())
-            count += context_length - first
+            nats.append(float(nll[row, first:].sum()))
+            counts.append(context_length - first)
         advance(i + len(chunk), len(windows))
-    tail = _tail_window(windows, tokens.size, context_length, stride, max_tokens - count)
+    tail = _tail_window(windows, tokens.size, context_length, stride, max_tokens - sum(counts))
     if tail is not None:
         start, first, stop = tail  # the input ends at the last scored target: nothing later is fed
         nll = _window_nll(logits_fn(tokens[None, start : start + stop]), tokens[None, start + 1 : start + stop + 1])
-        total += float(nll[0, first:].sum())
-        count += stop - first
-    nats = total / count
+        nats.append(float(nll[0, first:].sum()))
+        counts.append(stop - first)
+    per = np.array(counts, dtype=np.int64)
+    w = WindowNLL(split.sha256, context_length, stride, np.array(nats, dtype=np.float64), per, per.copy())
+    total, count = sum(nats), int(per.sum())  # summed in order, as before windows were kept
     return LossResult(
         split=split.name,
         split_sha256=split.sha256,
@@ -89,8 +132,10 @@ def score(
         stride=stride,
         tokens=count,
         bytes=count,
-        nats_per_token=nats,
+        nats_per_token=total / count,
         bits_per_byte=total / math.log(2) / count,
+        se_bpb=w.se_bits_per_byte(),
+        windows=w,
     )
 
 

@@ -11,6 +11,13 @@ shuffled loop. Its ratio to the baseline is what "no difference" measures as on 
 machine (two sessions of one file are not timed alike: where weights and arenas land in
 memory, visiting order); the noise floor taken from it widens "within noise" for every
 other ratio, so two identical graphs are a tie even when their interval excludes 1.0.
+
+The repeats are split over ``processes`` worker processes run one after another, each with
+its own sessions (so where weights and arenas land in memory differs between them, a source
+of variation one process never samples). Every interval is then a two-level bootstrap:
+resample the processes with replacement, then the repeats within each chosen one (paired:
+a repeat index carries every variant's sample of that round). With one process it is the
+paired bootstrap over repeats.
 """
 
 from __future__ import annotations
@@ -31,6 +38,10 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from edgescale.bench.load import RunnableSampler, machine_load
+
+__all__ = ["machine_load"]  # re-exported: callers and old tests import it from here
+
 WORKER = Path(__file__).with_name("_ort_worker.py")
 AA_SUFFIX = "~aa"  # the A/A copy's id: the baseline's id with this suffix (reserved)
 PHASES = ("prefill", "decode")
@@ -45,6 +56,12 @@ class MeasureSpec(BaseModel):
     prompt_len: int = Field(64, ge=1, description="prefill prompt length (tokens)")
     decode_context: int = Field(128, ge=2, description="context length at which one decode step is timed")
     repeats: int = Field(30, ge=3, description="timed repeats per variant, interleaved")
+    processes: int = Field(
+        3,
+        ge=1,
+        description="worker processes the repeats are split over, one after another, each with its own "
+        "sessions (at least 3 repeats each: fewer processes when repeats < 3 x processes)",
+    )
     warmup: int = Field(5, ge=0, description="untimed warm-up runs per variant")
     decode_warm: int = Field(
         2, ge=0, le=16, description="untimed decode steps before each timed one (steady-state generation)"
@@ -73,6 +90,8 @@ class VariantLatency:
     decode: str  # "kv-cache" (one step through the cache) or "full-recompute" (the whole context)
     prefill_samples_ms: list[float] = field(repr=False)
     decode_samples_ms: list[float] = field(repr=False)
+    sample_process: list[int] = field(default_factory=list, repr=False)  # worker process of each sample
+    processes: int = 1  # how many worker processes the samples came from
 
 
 @dataclass(frozen=True)
@@ -107,31 +126,72 @@ class MeasureReport:
     probes: dict[str, list[float]] = field(default_factory=dict)  # calibration graphs: run samples, ms
     aa: AAControl | None = None  # None: no variants, or spec.aa_control off
     load: dict | None = None  # whether the machine was loaded: see machine_load()
+    processes: int = 1  # worker processes the repeats were split over (spec.processes, or fewer)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+def _two_level_indices(groups: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_boot, G * max_size)`` sample indices, -1 where padded: per draw, ``G`` processes with
+    replacement, then as many repeats as each chosen one has, with replacement within it."""
+    _, inv = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inv == g) for g in range(inv.max() + 1)]
+    sizes = np.array([m.size for m in members])
+    table = np.full((len(members), sizes.max()), -1)
+    for g, m in enumerate(members):
+        table[g, : m.size] = m
+    pick = rng.integers(0, len(members), size=(n_boot, len(members)))
+    size = sizes[pick][..., None]  # (n_boot, G, 1)
+    within = (rng.random((*pick.shape, sizes.max())) * size).astype(np.int64)
+    idx = table[pick[..., None], within]
+    return np.where(np.arange(sizes.max()) < size, idx, -1).reshape(n_boot, -1)
+
+
 def bootstrap_ratio_ci(
-    base: Sequence[float], other: Sequence[float], n_boot: int = 2000, seed: int = 0, level: float = 0.95
+    base: Sequence[float],
+    other: Sequence[float],
+    n_boot: int = 2000,
+    seed: int = 0,
+    level: float = 0.95,
+    groups: Sequence[int] | None = None,
 ) -> tuple[float, float, float]:
     """Ratio of medians ``median(base) / median(other)`` with a paired bootstrap interval.
 
     Samples are paired by index (repeat ``i`` of both was taken in the same round), so
-    resampling draws the same repeat indices for both.
+    resampling draws the same repeat indices for both. ``groups`` (the worker process of each
+    sample) makes it two-level: processes with replacement, then repeats within each chosen
+    process, so the interval holds the spread between processes too. One group (or None) is
+    the one-level bootstrap over repeats.
     """
     b, o = np.asarray(base, dtype=np.float64), np.asarray(other, dtype=np.float64)
     if b.shape != o.shape or b.size < 2:
         raise ValueError("need two paired series of equal length >= 2")
+    g = np.zeros(b.size, dtype=np.int64) if groups is None or len(groups) == 0 else np.asarray(groups)
+    if g.shape != b.shape:
+        raise ValueError(f"groups: one process index per sample ({b.size}), got {g.size}")
     point = float(np.median(b) / np.median(o))
-    idx = np.random.default_rng(seed).integers(0, b.size, size=(n_boot, b.size))
-    ratios = np.median(b[idx], axis=1) / np.median(o[idx], axis=1)
+    rng = np.random.default_rng(seed)
+    if np.unique(g).size == 1:
+        idx = rng.integers(0, b.size, size=(n_boot, b.size))
+        ratios = np.median(b[idx], axis=1) / np.median(o[idx], axis=1)
+    else:
+        idx = _two_level_indices(g, n_boot, rng)
+        pad = idx < 0
+        bb, oo = np.where(pad, np.nan, b[idx]), np.where(pad, np.nan, o[idx])
+        ratios = np.nanmedian(bb, axis=1) / np.nanmedian(oo, axis=1)
     alpha = (1 - level) / 2
     low, high = np.quantile(ratios, [alpha, 1 - alpha])
     return point, float(low), float(high)
 
 
-def ratio(base: Sequence[float], other: Sequence[float], seed: int = 0, noise_floor: float = 0.0) -> RatioCI:
+def ratio(
+    base: Sequence[float],
+    other: Sequence[float],
+    seed: int = 0,
+    noise_floor: float = 0.0,
+    groups: Sequence[int] | None = None,
+) -> RatioCI:
     """The speed-up ``base / other`` with its interval, judged against the noise floor.
 
     A tie (``within_noise``) when the interval reaches into [1 / (1 + floor), 1 + floor], the
@@ -139,11 +199,12 @@ def ratio(base: Sequence[float], other: Sequence[float], seed: int = 0, noise_fl
     that band. Reaching into the band, not lying inside it, is the test: an interval that
     straddles its edge is compatible with an identical graph too. The band is symmetric in log
     space (a ratio is as far from 1 as its reciprocal), so a wide floor cannot rule out "slower"
-    while still allowing "faster". With floor 0 this is "the CI holds 1".
+    while still allowing "faster". With floor 0 this is "the CI holds 1". ``groups``: the worker
+    process of each sample, for the two-level bootstrap (:func:`bootstrap_ratio_ci`).
     """
     if not noise_floor >= 0.0:
         raise ValueError(f"noise floor must be >= 0, got {noise_floor}")
-    point, low, high = bootstrap_ratio_ci(base, other, seed=seed)
+    point, low, high = bootstrap_ratio_ci(base, other, seed=seed, groups=groups)
     top, bottom = 1.0 + noise_floor, 1.0 / (1.0 + noise_floor)
     return RatioCI(point, low, high, within_noise=bool(low <= top and high >= bottom), slower=bool(high < bottom))
 
@@ -159,43 +220,30 @@ def noise_floor(aa: RatioCI) -> float:
     return float(max(0.0, aa.high - 1.0, 1.0 / aa.low - 1.0 if aa.low > 0 else math.inf))
 
 
+def phase_ratio(base: VariantLatency, other: VariantLatency, phase: str, seed: int, floor: float = 0.0) -> RatioCI:
+    """``ratio`` of one phase's samples, two-level over the worker processes they came from."""
+    b, o = getattr(base, f"{phase}_samples_ms"), getattr(other, f"{phase}_samples_ms")
+    return ratio(b, o, seed, floor, groups=base.sample_process or None)
+
+
 def aa_control(base: VariantLatency, copy: VariantLatency, variant: str, copy_id: str, seed: int) -> AAControl:
     """The A/A ratios (baseline / its second session) per phase, and the noise floor from each."""
-    raw = {p: ratio(getattr(base, f"{p}_samples_ms"), getattr(copy, f"{p}_samples_ms"), seed) for p in PHASES}
-    floors = {p: noise_floor(r) for p, r in raw.items()}
+    floors = {p: noise_floor(phase_ratio(base, copy, p, seed)) for p in PHASES}
     # re-judged against its own floor, so the record reads as what it is: a tie
-    judged = {
-        p: ratio(getattr(base, f"{p}_samples_ms"), getattr(copy, f"{p}_samples_ms"), seed, floors[p]) for p in PHASES
-    }
+    judged = {p: phase_ratio(base, copy, p, seed, floors[p]) for p in PHASES}
     return AAControl(variant, copy_id, judged["prefill"], judged["decode"], floors, copy)
 
 
-def machine_load(machine: dict, wall_s: float) -> dict:
-    """Whether other work competed for the cores while timing, from the 1-minute load averages.
+def per_process_p50(samples: Sequence[float], sample_process: Sequence[int]) -> list[float]:
+    """The median of each worker process's samples, in process order."""
+    x, g = np.asarray(samples, dtype=np.float64), np.asarray(sample_process)
+    return [float(np.median(x[g == i])) for i in np.unique(g)]
 
-    The worker keeps ``threads`` cores busy, so other work fits in ``logical_cpus - threads``
-    cores (+0.5: the parent and short-lived daemons). The end reading includes the worker
-    itself: up to ``threads * (1 - exp(-wall_s / 60))`` of it (the kernel's 1-minute average
-    decays with a 60 s time constant), taken off as an upper bound so the flag errs toward
-    staying quiet only by the worker's own share. The start reading lags: it still holds
-    the minute before the measurement (for a pipeline, its own loss scoring), which is work
-    that could have competed and is reported as such.
-    """
-    cpus, threads = machine.get("logical_cpus") or 1, machine.get("threads") or 1
-    start, end = machine["load_avg_start"][0], machine["load_avg_end"][0]
-    own = threads * (1.0 - math.exp(-wall_s / 60.0))
-    limit = cpus - threads + 0.5
-    others = max(start, end - own)
-    return {
-        "loaded": bool(others > limit),
-        "load_avg_1min_start": start,
-        "load_avg_1min_end": end,
-        "own_share_end": round(own, 3),
-        "limit": limit,
-        "logical_cpus": cpus,
-        "threads": threads,
-        "wall_s": round(wall_s, 2),
-    }
+
+def split_repeats(repeats: int, processes: int) -> list[int]:
+    """Repeats per worker process: ``repeats`` in all, at least 3 each (fewer processes when short)."""
+    n = max(1, min(processes, repeats // 3))
+    return [repeats // n + (i < repeats % n) for i in range(n)]
 
 
 # the instruction-set extensions that decide which onnxruntime kernels run (int8 dot products, AMX)
@@ -224,7 +272,7 @@ def machine_info(threads: int) -> dict:
     }
 
 
-def _summarise(samples: dict[str, list[float]], decode: str) -> VariantLatency:
+def _summarise(samples: dict[str, list[float]], decode: str, sample_process: Sequence[int] = ()) -> VariantLatency:
     pre, dec = np.asarray(samples["prefill"]), np.asarray(samples["decode"])
     return VariantLatency(
         prefill_ms_p50=float(np.percentile(pre, 50)),
@@ -236,6 +284,8 @@ def _summarise(samples: dict[str, list[float]], decode: str) -> VariantLatency:
         decode=decode,
         prefill_samples_ms=[float(x) for x in pre],
         decode_samples_ms=[float(x) for x in dec],
+        sample_process=[int(x) for x in sample_process],
+        processes=len(set(sample_process)) or 1,
     )
 
 
@@ -269,8 +319,8 @@ def measure_variants(
     baseline: str | None = None,
     probes: Mapping[str, Path] | None = None,
 ) -> MeasureReport:
-    """Time every variant (and calibration probe) interleaved in one subprocess; ratios are
-    against ``baseline``.
+    """Time every variant (and calibration probe) interleaved in ``spec.processes`` worker
+    subprocesses, one after another; ratios are against ``baseline``.
 
     With ``spec.aa_control`` the A/A copy of ``baseline`` (else of the first variant) is timed
     too, as one more interleaved session; it is reported in ``aa``, never among ``variants``.
@@ -285,13 +335,14 @@ def measure_variants(
     request = {
         "variants": timed,
         "probes": {k: str(v) for k, v in (probes or {}).items()},
-        **spec.model_dump(exclude={"timeout_s", "aa_control"}),
+        **spec.model_dump(exclude={"timeout_s", "aa_control", "processes"}),
     }
     t0 = time.perf_counter()
-    reply = run_worker(request, spec.timeout_s)
+    with RunnableSampler() as sampler:
+        replies = _run_processes(request, spec, t0)
     wall_s = time.perf_counter() - t0
-    machine |= {"load_avg_end": list(os.getloadavg()), "onnxruntime": reply["onnxruntime"]}
-    variants = {name: _summarise(s, reply["decode"][name]) for name, s in reply["samples"].items()}
+    machine |= {"load_avg_end": list(os.getloadavg()), "onnxruntime": replies[0]["onnxruntime"]}
+    variants = _merge(replies)
     aa = None
     if aa_of:
         copy = variants.pop(aa_of + AA_SUFFIX)
@@ -302,10 +353,7 @@ def measure_variants(
         floor = aa.noise_floor if aa else dict.fromkeys(PHASES, 0.0)
         for name, v in variants.items():
             if name != baseline:
-                ratios[name] = {
-                    p: ratio(getattr(b, f"{p}_samples_ms"), getattr(v, f"{p}_samples_ms"), spec.seed, floor[p])
-                    for p in PHASES
-                }
+                ratios[name] = {p: phase_ratio(b, v, p, spec.seed, floor[p]) for p in PHASES}
     return MeasureReport(
         variants=variants,
         ratios=ratios,
@@ -313,7 +361,32 @@ def measure_variants(
         spec=spec.model_dump(),
         machine=machine,
         measured_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        probes=reply.get("probes", {}),
+        probes={k: [x for r in replies for x in r.get("probes", {}).get(k, [])] for k in replies[0].get("probes", {})},
         aa=aa,
-        load=machine_load(machine, wall_s),
+        load=machine_load(machine, wall_s, sampler.samples),
+        processes=len(replies),
     )
+
+
+def _merge(replies: Sequence[dict]) -> dict[str, VariantLatency]:
+    """Every variant's samples of all worker processes in one series, each tagged with its process."""
+    return {
+        name: _summarise(
+            {p: [x for r in replies for x in r["samples"][name][p]] for p in PHASES},
+            replies[0]["decode"][name],
+            [i for i, r in enumerate(replies) for _ in r["samples"][name]["decode"]],
+        )
+        for name in replies[0]["samples"]
+    }
+
+
+def _run_processes(request: dict, spec: MeasureSpec, t0: float) -> list[dict]:
+    """The interleaved measurement in one worker process per share of the repeats, one after
+    another: each creates its own sessions and visits in its own order (``order_seed``)."""
+    replies = []
+    for i, repeats in enumerate(split_repeats(spec.repeats, spec.processes)):
+        left = spec.timeout_s - (time.perf_counter() - t0)
+        if left <= 0:
+            raise MeasurementError(f"latency measurement exceeded {spec.timeout_s:g} s")
+        replies.append(run_worker({**request, "repeats": repeats, "order_seed": spec.seed + i}, left))
+    return replies

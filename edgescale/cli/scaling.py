@@ -20,11 +20,16 @@ def plan(
         float, typer.Option("--inference-tokens", help="lifetime inference tokens (Sardana et al. 2024)")
     ] = 0.0,
     max_tokens: Annotated[float | None, typer.Option("--max-tokens", help="cap on training tokens")] = None,
+    unique_tokens: Annotated[
+        float | None,
+        typer.Option("--unique-tokens", help="unique training tokens that exist: caps D under a 4-epoch rule"),
+    ] = None,
     law: Annotated[str, typer.Option("--law", help="kaplan2020 | chinchilla2022 | epoch2024 | fit:FILE")] = "epoch2024",
     peak_flops: Annotated[float, typer.Option(help="accelerator peak FLOP/s for the cost")] = 312e12,
     utilisation: Annotated[float, typer.Option(help="model-FLOPs utilisation for the cost")] = 0.40,
     power_w: Annotated[float, typer.Option(help="accelerator power (W) for the energy")] = 400.0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap refits that test a fit:FILE law's identifiability")] = 200,
 ) -> None:
     """Plan what to train: compute-optimal for a budget, or the cheapest way to a target loss."""
     from edgescale.results.points import resolve_law
@@ -39,24 +44,70 @@ def plan(
             "give --compute, --loss-target, or both (the smallest model reaching the target within the compute)",
             field="plan",
         )
-    for name, value in (("--compute", compute), ("--loss-target", loss_target), ("--max-tokens", max_tokens)):
+    given = (("--compute", compute), ("--loss-target", loss_target), ("--max-tokens", max_tokens))
+    for name, value in (*given, ("--unique-tokens", unique_tokens)):
         if value is not None and not value > 0:
             raise UserError(f"must be positive, got {value:g}", field=name)
     if inference_tokens < 0:
         raise UserError("must be >= 0", field="--inference-tokens")
-    the_law = resolve_law(law)
-    cost = {"peak_flops": peak_flops, "mfu": utilisation, "power_w": power_w}
+    if bootstrap < 20:
+        raise UserError(f"must be at least 20 for a 95% interval, got {bootstrap}", field="--bootstrap")
+    the_law = resolve_law(law, n_boot=bootstrap)
+    cost = {"peak_flops": peak_flops, "mfu": utilisation, "power_w": power_w, "unique_tokens": unique_tokens}
     if compute is not None and loss_target is not None:
         result = plan_smallest_under_compute(the_law, loss_target, compute, **cost)
     elif compute is not None:
         result = plan_for_compute(the_law, compute, inference_tokens=inference_tokens, **cost)
     else:
         result = plan_for_loss(the_law, loss_target, inference_tokens=inference_tokens, max_tokens=max_tokens, **cost)
-    emit(result.to_dict(), as_json)
+    if as_json:
+        emit(result.to_dict(), as_json)
+    else:
+        typer.echo(plan_text(result, the_law))
     if result.status == "infeasible":
         if not as_json:
             err.print(f"infeasible: {result.reason}", soft_wrap=True)
         raise typer.Exit(EXIT_INFEASIBLE)
+
+
+def plan_text(plan, law) -> str:
+    """A plan for a person: the law and its form, the status, and the plan's numbers or why there are none."""
+    unit = getattr(law, "loss_unit", "")
+    ci = getattr(law, "ci", {}) or {}
+    known = ", ".join(f"{k} [{ci[k][0]:.3g}, {ci[k][1]:.3g}]" for k in ("E", "alpha", "beta") if k in ci)
+    lines = [
+        f"law: {plan.law}" + (f" ({plan.form})" if plan.form else ""),
+        *([f"  95% intervals: {known}"] if known else []),
+        f"status: {plan.status} ({plan.objective})",
+    ]
+    if plan.status == "unidentified":
+        add = plan.identify_with or {}
+        lines.append(f"  {plan.reason}")
+        if add.get("token_budgets"):
+            lines.append("  train (N total → D tokens):")
+            lines += [
+                f"    N = {b['N']:.3g}: D = {', '.join(f'{x:.3g}' for x in b['D'])}" for b in add["token_budgets"]
+            ]
+        return "\n".join(lines)
+    if plan.n_params is None:
+        return "\n".join([*lines, f"  {plan.reason}"])
+    sh = plan.shape
+    shape = f" — {sh.n_layer} layers × width {sh.n_embd}, {sh.n_head} heads ({sh.params_total:,} total)" if sh else ""
+    lines.append(f"N = {plan.n_params:.4g} parameters ({law.n_convention}){shape}")
+    lines.append(f"D = {plan.n_tokens:.4g} tokens ({plan.tokens_per_param:.3g} per parameter)")
+    if plan.epochs is not None:
+        lines.append(
+            f"  {plan.epochs:.3g} epochs of {plan.unique_tokens:.3g} unique tokens "
+            f"(effective D' = {plan.effective_tokens:.3g}); rule: {plan.data_rule}"
+        )
+    if plan.status == "data_limited":
+        lines.append(f"  data-limited: {plan.reason}")
+    lines.append(f"compute = {plan.compute_flops:.3g} FLOPs ({plan.cost.accelerator_hours:.3g} accelerator-hours)")
+    lines.append(
+        f"predicted loss = {plan.predicted_loss:.4g} {unit} (a point on the law: its spread is the intervals above)"
+    )
+    lines += [f"note: {n}" for n in plan.notes]
+    return "\n".join(lines)
 
 
 @app.command()
@@ -69,11 +120,14 @@ def fit(
 ) -> None:
     """Fit L = E + A/N^alpha + B/D^beta (Chinchilla approach 3) with bootstrap 95% intervals."""
     from edgescale.results.points import load_points
-    from edgescale.scaling.fit import fit_chinchilla
+    from edgescale.scaling.identify import fit_identified
 
     pts = load_points(source)
-    result = fit_chinchilla(pts.n, pts.d, pts.loss, n_boot=bootstrap, seed=seed, n_convention=pts.n_convention)
+    found = fit_identified(pts.n, pts.d, pts.loss, n_boot=bootstrap, seed=seed, n_convention=pts.n_convention)
+    result = found.full
     out = {**result.to_dict(), "source": pts.source, "loss_unit": pts.loss_unit, "notes": pts.notes}
+    if found.reduced is not None:  # the full form is not identified: the reduced form, re-tested
+        out["reduced"] = found.reduced.to_dict()
     if plot:
         from edgescale.scaling.report import plot_fit
 

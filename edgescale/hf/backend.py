@@ -245,4 +245,5 @@ def score_in_tokens(path: Path, tc, split: str, protocol, strict: bool, seed: in
     token_bytes = np.diff(tc.byte_ends[split], prepend=0)
     scoring = (e.context_length, e.stride, cap, e.batch_size, seed)
     leak = None if strict else causal_leak(path, tc[split].tokens, *scoring, token_bytes=token_bytes)
-    return {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence, "causal_leak": leak}
+    rec = {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence, "causal_leak": leak}
+    return rec | {"windows": res.windows}  # per-window NLL: the pipeline saves it beside the record

@@ -106,7 +106,14 @@ def to_bits_per_byte(res: LossResult, tc: TokenizedCorpus, split: str) -> LossRe
     """Re-express a token-level score in bits per text byte. The scored targets are the
     contiguous tokens[1 : 1 + res.tokens] (every window scores its targets once, in order)."""
     n_bytes = tc.bytes_covered(split, 1, res.tokens)
-    return replace(res, bytes=n_bytes, bits_per_byte=res.nats_per_token * res.tokens / math.log(2) / n_bytes)
+    res = replace(res, bytes=n_bytes, bits_per_byte=res.nats_per_token * res.tokens / math.log(2) / n_bytes)
+    w = res.windows
+    if w is None or w.tokens is None:
+        return replace(res, se_bpb=math.nan, windows=None)  # no per-window tokens: no clustered error
+    # window k scores targets tokens[1 + Σ_{j<k} t_j : 1 + Σ_{j≤k} t_j]: its bytes are the ends' difference
+    ends = tc.byte_ends[split][np.concatenate([[0], np.cumsum(w.tokens)])]
+    w = replace(w, bytes=np.diff(ends).astype(np.int64))
+    return replace(res, se_bpb=w.se_bits_per_byte(), windows=w)
 
 
 def check_causal_lm(path: Path):

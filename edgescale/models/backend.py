@@ -86,8 +86,9 @@ class ModelBackend(Protocol):
         """A plan for a shape this backend made (a scratch twin's)."""
         ...
 
-    def source(self, rd, rep, plan: SizePlan, teacher: dict | None = None) -> dict:
-        """The chain's starting checkpoint as a cached run artifact (trained, or copied in)."""
+    def source(self, rd, rep, plan: SizePlan, teacher: dict | None = None, seed: int | None = None) -> dict:
+        """The chain's starting checkpoint as a cached run artifact (trained, or copied in); ``seed``
+        (trained backends only) asks for a replicate run of the same plan."""
         ...
 
     def load(self, path: Path) -> Any: ...

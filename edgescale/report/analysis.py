@@ -10,6 +10,7 @@ numbers. Non-finite numbers become ``null``.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from edgescale.report.compare import compare
@@ -25,10 +26,16 @@ SCHEMA_VERSION = 2  # 2: the loss target is named loss_target_bpb (was target_bp
 
 
 def analyse(
-    results: Results, *, device: str | None = None, served_tokens: float = 1e9, target: float | None = None
+    results: Results,
+    *,
+    device: str | None = None,
+    served_tokens: float = 1e9,
+    target: float | None = None,
+    root: Path | None = None,
 ) -> Analysis:
     """Frontiers, degradation fits, picks per device, the compare table (on ``device``, default
-    the host) and routes, for ``target`` (default: the study's ``loss_target_bpb``)."""
+    the host) and routes, for ``target`` (default: the study's ``loss_target_bpb``). ``root``: the
+    run directory, whose per-window losses pair the loss intervals (None: unpaired or none)."""
     variants = results.variants
     target = results.loss_target_bpb if target is None else target
     out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "loss_target_bpb": target, "served_tokens": served_tokens}
@@ -40,10 +47,10 @@ def analyse(
     out |= {
         "devices": devices,
         "frontiers": frontiers(variants),
-        "degradation": {r: f.to_dict() for r, f in fit_recipes(results).items()},
+        "degradation": {r: f.to_dict() for r, f in fit_recipes(results, root=root).items()},
         "picks": {d: pick([run], target, d, served_tokens=served_tokens) for d in devices} if target else {},
         "compare": compare(results, device=device),
-        "routes": routes(results, devices, served_tokens=served_tokens, target=target),
+        "routes": routes(results, devices, served_tokens=served_tokens, target=target, root=root),
     }
     if not target:
         out["picks_note"] = "the study sets no loss_target_bpb: no pick"

@@ -44,9 +44,9 @@ class ReportFiles:
     figures: dict[str, Path]  # figure name → PNG written (figures with nothing to draw are left out)
 
 
-def analysis_of(results: Results) -> Analysis:
-    """``results.analysis``, or computed now for results written before it existed."""
-    return results.analysis if results.analysis is not None else analyse(results)
+def analysis_of(results: Results, root: Path | None = None) -> Analysis:
+    """``results.analysis``, or computed now (with the run directory ``root``) for results written before it existed."""
+    return results.analysis if results.analysis is not None else analyse(results, root=root)
 
 
 def draw_figures(results: Results, analysis: Analysis, out_dir: Path) -> dict[str, Path]:
@@ -69,10 +69,11 @@ def write_report(results: Results, analysis: Analysis, figures: Mapping[str, Pat
     return write_bytes(path, render(results, analysis, images).encode("utf-8"))
 
 
-def build_report(results: Results, out_dir: Path) -> ReportFiles:
-    """Every report file for ``results`` in ``out_dir``: the PNGs, ``report.html``, ``summary.md``."""
+def build_report(results: Results, out_dir: Path, root: Path | None = None) -> ReportFiles:
+    """Every report file for ``results`` (of the run directory ``root``) in ``out_dir``: the PNGs,
+    ``report.html``, ``summary.md``."""
     out_dir = Path(out_dir)
-    analysis = analysis_of(results)
+    analysis = analysis_of(results, root)
     figures = draw_figures(results, analysis, out_dir)
     html = write_report(results, analysis, figures, out_dir / "report.html")
     summary = write_summary(results, analysis, out_dir / "summary.md", figures)
@@ -84,4 +85,4 @@ def report_run(run_dir: Path, out: Path | None = None) -> ReportFiles:
 
     if not Path(run_dir).is_dir():
         raise UserError("not a directory", file=run_dir, field="RUN_DIR")
-    return build_report(read_results(Path(run_dir)), Path(out) if out is not None else Path(run_dir))
+    return build_report(read_results(Path(run_dir)), Path(out) if out is not None else Path(run_dir), Path(run_dir))

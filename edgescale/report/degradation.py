@@ -36,6 +36,13 @@ N within the sampled sizes, D/N within the sampled ratios — and ``curve`` span
 sampled N: Kumar et al. find PTQ loss growing with D/N, so a law fitted at 4–40 tokens
 per parameter says nothing at 4,000.
 
+Every δ carries its standard error: paired over the scoring windows both models were scored
+on (their per-window NLL sidecars, :mod:`edgescale.results.nll`), which removes the windows'
+shared difficulty; else unpaired, sqrt(se_recipe² + se_base²), from the loss records; else
+none (older runs). A δ with |δ| < 1.96·SE is flagged ``within_noise``, and a recipe whose
+every δ is within noise says so. The law's fit is not weighted by these errors (in log space
+a δ near noise has no usable weight); the points keep them, and the notes name the noisy ones.
+
 Intervals come from a residual bootstrap with leverage-corrected residuals (Davison &
 Hinkley 1997, §6.2.3, "modified residuals"), percentile 95%; inside the box they are the
 law's own uncertainty. Fit quality: R² and RMSE in log space, the residual of every point
@@ -47,10 +54,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
-from edgescale.results.schema import HostLatency, Results
+from edgescale.results import nll
+from edgescale.results.nll import Z95, Contrast
+from edgescale.results.schema import HostLatency, LossSplit, Results
 
 N_BOOT = 2000
 COLLINEAR_R = 0.95
@@ -67,6 +77,14 @@ class DegradationPoint:
     d: float  # parent's pre-training tokens
     delta_bpb: float  # validation loss change vs the baseline, bits per byte
     delta_test_bpb: float | None = None
+    se_bpb: float | None = None  # standard error of delta_bpb: paired over windows, else unpaired, else None
+    se_paired: bool | None = None  # whether se_bpb is the paired (per-window) error
+    within_noise: bool | None = None  # |δ| < 1.96·se_bpb: the recipe's effect at this size is not resolved
+
+    def with_se(self, c: Contrast | None) -> DegradationPoint:
+        if c is None or not math.isfinite(c.se_bpb):
+            return self
+        return replace(self, se_bpb=c.se_bpb, se_paired=c.paired, within_noise=abs(self.delta_bpb) < Z95 * c.se_bpb)
 
 
 @dataclass(frozen=True)
@@ -179,10 +197,22 @@ def _box(pts: Sequence[DegradationPoint]) -> tuple[tuple[float, float], tuple[fl
     return (min(ns), max(ns)), (min(rs), max(rs))
 
 
-def degradation_points(results: Results, recipe: str, baseline: str) -> list[DegradationPoint]:
+def delta_se(v: LossSplit, b: LossSplit, root: Path | None) -> Contrast | None:
+    """The error of ``v − b``: paired over the windows both were scored on (their sidecars under
+    ``root``), else unpaired from the records' se_bpb, else None (older runs keep neither)."""
+    c = nll.paired_delta(w, u) if (w := nll.load(root, v.nll_file)) and (u := nll.load(root, b.nll_file)) else None
+    if c is None and v.se_bpb is not None and b.se_bpb is not None:
+        c = nll.unpaired([(1.0, v.bits_per_byte, v.se_bpb), (-1.0, b.bits_per_byte, b.se_bpb)])
+    return c
+
+
+def degradation_points(
+    results: Results, recipe: str, baseline: str, root: Path | None = None
+) -> list[DegradationPoint]:
     """δ of ``recipe`` against ``baseline`` at every ladder size that has both (distilled
     students are left out: their loss comes from another training process, and so are
-    pretrained candidates whose training tokens are unknown: the law is in N and D)."""
+    pretrained candidates whose training tokens are unknown: the law is in N and D), each
+    with its standard error (:func:`delta_se`; paired with the run directory ``root``)."""
     sizes = {s.size: s for s in results.sizes if not s.distilled_from and s.train_tokens > 0}
     by = {(v.size, v.recipe): v for v in results.variants}
     out = []
@@ -195,7 +225,8 @@ def degradation_points(results: Results, recipe: str, baseline: str) -> list[Deg
         if "test" in v.loss and "test" in b.loss:
             test = v.loss["test"].bits_per_byte - b.loss["test"].bits_per_byte
         if math.isfinite(val):
-            out.append(DegradationPoint(name, float(s.params_total), float(s.train_tokens), val, test))
+            p = DegradationPoint(name, float(s.params_total), float(s.train_tokens), val, test)
+            out.append(p.with_se(delta_se(v.loss["validation"], b.loss["validation"], root)))
     return sorted(out, key=lambda p: p.n)
 
 
@@ -251,10 +282,31 @@ def _mean_fit(
     )  # fmt: skip
 
 
+def _noise_notes(pts: Sequence[DegradationPoint]) -> list[str]:
+    """What the points' standard errors say: every δ within noise, or which ones are."""
+    known = [p for p in pts if p.within_noise is not None]
+    noisy = [p for p in known if p.within_noise]
+    if not noisy:
+        return []
+    each = ", ".join(f"{p.size} {p.delta_bpb:+.2g} ± {Z95 * p.se_bpb:.2g}" for p in noisy)
+    if len(noisy) == len(pts):
+        return [f"every δ is within noise (|δ| < 1.96·SE at every size: {each} bpb): no effect is resolved"]
+    return [f"{len(noisy)} of {len(pts)} δ within noise (|δ| < 1.96·SE: {each} bpb)"]
+
+
 def fit_degradation(
     recipe: str, baseline: str, pts: Sequence[DegradationPoint], *, n_boot: int = N_BOOT, seed: int = 0
 ) -> DegradationFit:
-    """Fit one recipe's δ(N, D) to its points (see the module docstring for the forms)."""
+    """Fit one recipe's δ(N, D) to its points (see the module docstring for the forms); the
+    points keep their standard errors and the notes say which δ are within noise."""
+    fit = _fit(recipe, baseline, pts, n_boot=n_boot, seed=seed)
+    noise = _noise_notes(pts)
+    return replace(fit, notes=(*fit.notes, *noise)) if noise else fit
+
+
+def _fit(
+    recipe: str, baseline: str, pts: Sequence[DegradationPoint], *, n_boot: int = N_BOOT, seed: int = 0
+) -> DegradationFit:
     if not pts:
         return DegradationFit(
             recipe, baseline, "none", 0.0, (), notes=("no size has both this recipe and the baseline",)
@@ -305,14 +357,17 @@ def _pad(b: Sequence[float]) -> tuple[float, ...]:
     return tuple(float(x) for x in b) + (0.0,) * (3 - len(b))
 
 
-def fit_recipes(results: Results, *, seed: int = 0) -> dict[str, DegradationFit]:
-    """A degradation fit for every recipe of a run but its baseline (the first recipe)."""
+def fit_recipes(results: Results, root: Path | None = None, *, seed: int = 0) -> dict[str, DegradationFit]:
+    """A degradation fit for every recipe of a run but its baseline (the first recipe); with the
+    run directory ``root``, each δ's error is paired over the per-window NLL sidecars."""
     recipes = list(dict.fromkeys(v.recipe for v in results.variants))
     if not recipes:
         return {}
     base = baseline_recipe(results)
     unknown = sorted(s.size for s in results.sizes if s.train_tokens <= 0)
-    fits = {r: fit_degradation(r, base, degradation_points(results, r, base), seed=seed) for r in recipes if r != base}
+    fits = {
+        r: fit_degradation(r, base, degradation_points(results, r, base, root), seed=seed) for r in recipes if r != base
+    }
     if unknown:  # said, not silently dropped
         note = f"left out (training tokens unknown): {', '.join(unknown)}"
         fits = {r: replace(f, notes=(*f.notes, note)) for r, f in fits.items()}

@@ -18,9 +18,13 @@ limits is trained longer (``plan_for_loss`` with a token cap); if even infinite 
 cannot bring that model to the target, the option is infeasible. The best option is the
 cheapest on the pick's cost axis.
 
-When the run's own fit leaves E, α or β unidentified there is no numeric plan (it would be an
-artefact of the optimiser): ``status: unidentified`` with the sizes and token budgets that
-would identify the law (:func:`edgescale.scaling.plan.data_to_identify`).
+When the run's own fit leaves E, α or β unidentified, its reduced form (``results.scaling.reduced``,
+:mod:`edgescale.scaling.identify`) plans if that is identified, labelled with its form; if neither
+is, there is no numeric plan (it would be an artefact of the optimiser): ``status: unidentified``
+with the sizes and token budgets that would identify the law
+(:func:`edgescale.scaling.identify.data_to_identify`). Every plan's tokens are capped by the run's
+train split (``results.scaling.train_tokens_available``) under the epoch rule of
+:mod:`edgescale.scaling.plan`.
 """
 
 from __future__ import annotations
@@ -36,8 +40,9 @@ from edgescale.bench.devices import get_device
 from edgescale.bench.predict import predict
 from edgescale.report.degradation import baseline_recipe, fit_recipes
 from edgescale.results.schema import Results
+from edgescale.scaling.identify import data_to_identify
 from edgescale.scaling.laws import EPOCH2024, Chinchilla
-from edgescale.scaling.plan import data_to_identify, plan_for_loss, shape_for_total
+from edgescale.scaling.plan import plan_for_loss, shape_for_total
 
 LN2 = math.log(2)
 KV_BITS = 32  # the exported graphs keep the KV cache float32
@@ -73,18 +78,33 @@ def recipe_scales(results: Results) -> dict[str, RecipeScale]:
     return out
 
 
+def _weak(law) -> list[str]:
+    return sorted(k for k in ("E", "alpha", "beta") if k in law.unidentified)
+
+
+def fitted_law(sc):
+    """The run's law a plan may come from: the full form if identified, else an identified reduced
+    form, else the full form (whose ``unidentified`` says so). None when the fit failed."""
+    if sc.status != "fitted":
+        return None
+    if _weak(sc.law) and sc.reduced is not None and not _weak(sc.reduced):
+        return sc.reduced
+    return sc.law
+
+
 def run_law(results: Results):
     """(law, what it is, loss-unit factor: law units per bit per byte)."""
     sc = results.scaling
     if sc.status == "fitted":
-        f = sc.law
+        f = fitted_law(sc)
         ci = {k: (-math.inf if v[0] is None else v[0], math.inf if v[1] is None else v[1]) for k, v in f.ci.items()}
+        form = f.form or "L = E + A/N^α + B/D^β"
         law = Chinchilla(
-            E=f.E, A=f.A, B=f.B, alpha=f.alpha, beta=f.beta, name="fit (this run)",
+            E=f.E, A=f.A, B=f.B, alpha=f.alpha, beta=f.beta, name=f"fit (this run; {form})",
             source="results.scaling: Chinchilla approach 3 on the ladder's cooled checkpoints",
-            n_convention="total", loss_unit="bits/byte", ci=ci,
+            n_convention="total", loss_unit="bits/byte", ci=ci, form=form,
         )  # fmt: skip
-        weak = sorted(k for k in ("E", "alpha", "beta") if k in f.unidentified)
+        weak = _weak(f)
         info = {"law": law.name, "source": law.source, "unit": "bits_per_byte", "reliable": not weak}
         if weak:
             info["caveat"] = f"{', '.join(weak)} not identified by the run's points: no plan from it"
@@ -200,11 +220,12 @@ def _largest_within(device, scale, results, max_latency_ms, cap) -> float | None
     return math.exp(brentq(slack, lo, hi, xtol=1e-6)) if slack(hi) > 0 else math.exp(hi)
 
 
-def _plan(law, target_law: float, fit, unit: float, served: float, max_tokens: float | None = None):
-    """The plan for the target after the recipe's δ (fixed point: δ depends on the plan's N, D)."""
+def _plan(law, target_law: float, fit, unit: float, served: float, max_tokens: float | None = None, unique=None):
+    """The plan for the target after the recipe's δ (fixed point: δ depends on the plan's N, D),
+    with at most the ``unique`` training tokens that exist (None: unknown)."""
     t, delta = target_law, (0.0, 0.0, 0.0)
     for _ in range(20):
-        plan = plan_for_loss(law, t, inference_tokens=served, max_tokens=max_tokens)
+        plan = plan_for_loss(law, t, inference_tokens=served, max_tokens=max_tokens, unique_tokens=unique)
         if plan.status != "ok" or fit is None:
             return plan, delta
         delta = fit.predict(plan.n_params, plan.n_tokens)
@@ -223,7 +244,8 @@ def option(law, info, unit, scale, fit, target, device, results, limits, cap, se
     if scale.recovery_fraction is None:
         why = f"its recovery tokens cannot be scaled: {scale.from_variant}'s parent's training tokens are unknown"
         return out | {"status": "infeasible", "reason": why}
-    plan, delta = _plan(law, target * unit, fit, unit, served)
+    unique = results.scaling.train_tokens_available
+    plan, delta = _plan(law, target * unit, fit, unit, served, unique=unique)
     out["status"] = plan.status
     if plan.status != "ok":
         return out | {"reason": plan.reason}
@@ -240,7 +262,9 @@ def option(law, info, unit, scale, fit, target, device, results, limits, cap, se
         if not math.isfinite(d):
             return out | {"status": "infeasible", "reason": f"the planned model breaks the limits ({broken}) and the "
                           "largest model inside them cannot reach the target even with unlimited tokens"}  # fmt: skip
-        plan, delta = _plan(law, target * unit, fit, unit, served, max_tokens=d * (1 + 1e-9))
+        plan, delta = _plan(law, target * unit, fit, unit, served, max_tokens=d * (1 + 1e-9), unique=unique)
+        if plan.status != "ok":
+            return out | {"status": plan.status, "reason": plan.reason}
         if math.isnan(delta[0]):
             return out | _no_law(fit, plan)
         cost = device_cost(device, plan.n_params * scale.params_ratio, scale.bits_per_weight, results, scale.recipe)
@@ -289,7 +313,7 @@ def new_model(results: Results, target: float, device: str, axis: str, limits, c
     law, info, unit = run_law(results)
     info = info | {"check": law_check(results, law, unit)}
     sc = results.scaling
-    weak = sorted(k for k in ("E", "alpha", "beta") if sc.status == "fitted" and k in sc.law.unidentified)
+    weak = _weak(fitted_law(sc)) if sc.status == "fitted" else []
     if weak:
         add = data_to_identify([p.N for p in sc.points], [p.D for p in sc.points], weak)
         return {

@@ -14,17 +14,24 @@ labelled measured (host) or predicted (device profiles) from the variants' own
 The sweep (Kung, Luccio & Preparata 1975, two-dimensional case): sort by (cost, loss);
 a point is on the front exactly when its loss is below every loss at strictly lower
 cost and is the lowest loss at its own cost. One pass after the sort: O(n log n).
+
+On a measured latency axis, costs within the measurement's A/A noise floor of each other are
+ties (:func:`edgescale.results.pareto.pareto_front` with ``tol``): two graphs of one shape
+timed 0.0398 and 0.0402 ms cannot be told apart, so only the one with the lower loss stays on
+the front, and both say so in ``tie_with``. The floor is ``measurement.aa.noise_floor``
+(decode for decode axes, prefill for prefill axes), which the assembled results also keep
+beside each variant's host numbers; predicted and byte axes compare exactly.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edgescale.results.pareto import pareto_front
-from edgescale.results.schema import Variant
+from edgescale.results.pareto import noise_ties, pareto_front
+from edgescale.results.schema import HostLatency, Variant
 
 
 @dataclass(frozen=True)
@@ -120,42 +127,85 @@ class FrontierPoint:
     cost: float
     loss: float
     on_front: bool
+    tie_with: tuple[str, ...] = ()  # variants its place rests on a within-noise cost tie with (measured axes)
 
 
 def _float(x: Any) -> float:
     return math.nan if x is None else float(x)
 
 
-def frontier(variants: Sequence[Variant], cost: str, loss_split: str = "validation") -> list[FrontierPoint]:
+def measured_noise_floor(variants: Sequence[Variant], axis: str) -> float:
+    """The A/A noise floor of a measured latency axis (prefill axes: the prefill floor, else
+    decode), from the variants' host latency; 0 where none was recorded (an older file)."""
+    phase = "prefill" if "prefill" in axis else "decode"
+    floors = [
+        lat.noise_floor[phase]
+        for v in variants
+        for lat in v.latency.values()
+        if isinstance(lat, HostLatency) and lat.noise_floor and phase in lat.noise_floor
+    ]
+    return max(floors, default=0.0)
+
+
+def axis_noise_floor(variants: Sequence[Variant], cost: str, noise_floor: Mapping[str, float] | None = None) -> float:
+    """The relative tolerance costs on axis ``cost`` are compared with: the A/A floor on a measured
+    latency axis (``noise_floor``: phase → floor, e.g. ``results.measurement.aa.noise_floor``; None:
+    read from the variants), 0 on every other axis (predicted, bytes, FLOPs)."""
+    axis = {**AXES, **axes_for(variants)}.get(cost)
+    if axis is None or axis.source != "measured" or not cost.endswith("_ms"):
+        return 0.0
+    if noise_floor is None:
+        return measured_noise_floor(variants, cost)
+    return float(noise_floor.get("prefill" if "prefill" in cost else "decode", 0.0))
+
+
+def frontier(
+    variants: Sequence[Variant],
+    cost: str,
+    loss_split: str = "validation",
+    noise_floor: Mapping[str, float] | None = None,
+) -> list[FrontierPoint]:
     """Every variant, in input order, with its cost on axis ``cost`` and whether it is on that front.
 
     Loss is bits per byte on ``loss_split``. ``cost`` is a name from :data:`AXES` or a
     device axis of these variants (:func:`axes_for`); raises ValueError for an unknown one.
+    On a measured latency axis costs within the noise floor (:func:`axis_noise_floor`) tie.
     """
     axes = {**AXES, **axes_for(variants)}
     if cost not in axes:
         raise ValueError(f"unknown cost axis {cost!r}; allowed: {', '.join(axes)}")
     get = axes[cost].get
     pts = [(_float(get(v)), _float(v.bpb(loss_split))) for v in variants]
-    front = set(pareto_front(pts))
+    tol = axis_noise_floor(variants, cost, noise_floor)
+    front, ties = set(pareto_front(pts, tol)), noise_ties(pts, tol)
     return [
-        FrontierPoint(v.variant_id, c, loss, i in front)
+        FrontierPoint(v.variant_id, c, loss, i in front, tuple(variants[j].variant_id for j in ties.get(i, ())))
         for i, (v, (c, loss)) in enumerate(zip(variants, pts, strict=True))
     ]
 
 
-def frontiers(variants: Sequence[Variant], loss_split: str = "validation") -> dict[str, dict]:
+def frontiers(
+    variants: Sequence[Variant], loss_split: str = "validation", noise_floor: Mapping[str, float] | None = None
+) -> dict[str, dict]:
     """Every axis of :func:`axes_for` with its label, source and front (variant ids by cost),
-    as plain data for ``results.json``; variants missing an axis are listed as excluded."""
+    as plain data for ``results.json``; variants missing an axis are listed as excluded. A
+    measured axis names its noise floor, and a front entry that won a within-noise tie the
+    variants it beat (``tie_with``)."""
     out = {}
     for name, axis in axes_for(variants).items():
-        points = frontier(variants, name, loss_split)
+        points = frontier(variants, name, loss_split, noise_floor)
         front = sorted((p for p in points if p.on_front), key=lambda p: p.cost)
+        tol = axis_noise_floor(variants, name, noise_floor)
         out[name] = {
             "label": axis.label,
             "source": axis.source,
             "loss_split": loss_split,
-            "front": [{"variant_id": p.variant_id, "cost": p.cost, "loss_bpb": p.loss} for p in front],
+            **({"noise_floor": tol} if tol > 0 else {}),
+            "front": [{"variant_id": p.variant_id, "cost": p.cost, "loss_bpb": p.loss, **_ties(p)} for p in front],
             "excluded": [p.variant_id for p in points if not (math.isfinite(p.cost) and math.isfinite(p.loss))],
         }
     return out
+
+
+def _ties(p: FrontierPoint) -> dict:
+    return {"tie_with": list(p.tie_with)} if p.tie_with else {}

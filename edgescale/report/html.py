@@ -175,7 +175,10 @@ def _plan(plan: PlanForTarget) -> str:
         f"<p><b>Plan for the target {plan.loss_target_bpb:g} bpb</b> (fitted law, minimum training compute): "
         f"N = {plan.n_params:,.0f} total parameters ({sh.n_layer}×{sh.n_embd}, {sh.n_head} heads), "
         f"D = {plan.n_tokens:,.0f} tokens ({plan.tokens_per_param:.1f} per parameter), "
-        f"C = {plan.compute_flops:.3g} FLOPs, predicted {plan.predicted_loss_bpb:.4f} bpb. "
+        f"C = {plan.compute_flops:.3g} FLOPs, predicted {plan.predicted_loss_bpb:.4f} bpb"
+        + (f" from the law {escape(plan.law or '')}" if plan.form else "")
+        + (f"; {plan.epochs:.3g} epochs of the train split ({escape(plan.data_rule or '')})" if plan.epochs else "")
+        + ". "
         "An extrapolation: trust it only as far as the intervals above allow.</p>"
         + (f'<p class="bad">Not reliable: {escape(plan.caveat or "")}</p>' if plan.reliable is False else "")
     )
@@ -201,6 +204,19 @@ def _scaling(results: Results, images: Mapping[str, bytes | None]) -> str:
         interval = f"[{_num(lo)}, {_num(hi)}]"
         rows.append(f"<tr>{_td(k)}{_td(value, '{:.4g}')}{_td(interval)}<td>{status}</td></tr>")
     warn = "".join(f'<p class="flag">{escape(w)}</p>' for w in law.warnings)
+    warn += (  # the bootstrap behind the intervals, dropped refits included (they would narrow them)
+        f"<p>Form {escape(law.form or 'full')}; bootstrap {law.boot_n} refits resampling whole "
+        f"{escape(law.boot_unit or 'point')}s, {law.boot_dropped} dropped.</p>"
+        if law.boot_n
+        else ""
+    )
+    if sc.reduced is not None:
+        r, weak = sc.reduced, ", ".join(sorted(sc.reduced.unidentified)) or "none"
+        warn += (
+            f"<p>Reduced form refitted ({escape(r.form or '')}): α = β = {r.alpha:.3g} "
+            f"[{_num(r.ci['alpha'][0])}, {_num(r.ci['alpha'][1])}], E = {r.E:.4g} bpb; unidentified: {escape(weak)}; "
+            f"bootstrap {r.boot_n} refits, {r.boot_dropped} dropped.</p>"
+        )
     plan = _plan(sc.plan_for_target) if sc.plan_for_target else ""
     return f"""<h3>Scaling law fitted to the family</h3>
 <p class="note">L(N, D) = E + A/N^α + B/D^β fitted (Chinchilla approach 3: Huber δ=1e-3 on log residuals, L-BFGS
@@ -266,8 +282,34 @@ def _distillation(results: Results) -> str:
     return (
         f'<p class="note">Students distilled from {_e(kd.teacher)} '
         f"(val {kd.teacher_val_bpb:.4f} bpb; α = {kd.alpha:g}, T = {kd.temperature:g}) and the same "
-        "shapes trained from scratch for the same tokens; both losses measured on their ONNX files.</p>"
-        + _table(headers, rows)
+        "shapes trained from scratch for the same tokens; both losses measured on their ONNX files (seed "
+        "0; a difference from one seed is not an effect).</p>" + _table(headers, rows) + _distillation_seeds(kd)
+    )
+
+
+def _distillation_seeds(kd) -> str:
+    """distilled − scratch over seeds, per twin and split, with the 95% Welch interval."""
+    rows = [
+        "<tr>"
+        + _td(p.student)
+        + _td(d.twin.replace("_", " "))
+        + _td(d.split)
+        + _td(f"{d.mean:+.4f}" + (f" [{d.lo:+.4f}, {d.hi:+.4f}]" if d.lo is not None else " (no interval)"))
+        + _td(f"{d.n_distilled} / {d.n_scratch}")
+        + _td(p.equal_compute_tokens if d.twin == "equal_compute" else p.tokens, "{:,}")
+        + "</tr>"
+        for p in kd.pairs
+        for d in p.deltas
+    ]
+    if not rows:
+        return ""
+    notes = [f"{_e(p.student)}: {_e(p.equal_compute_note)}" for p in kd.pairs if p.equal_compute_note]
+    scorer = next((p.scorer for p in kd.pairs if p.scorer), "")
+    return (
+        '<p class="note">Distilled − scratch in bits per byte over seeds (negative: distillation helps), '
+        "mean with a 95% Welch interval (mean ± t·SE); the equal-compute twin trains on the KD run's FLOPs "
+        f"(6·N<sub>s</sub>·D + 2·N<sub>t</sub>·D). Scored by the {_e(scorer)}. {'; '.join(notes)}</p>"
+        + _table(["student", "scratch twin", "split", "Δ bpb [95%]", "seeds (KD / scratch)", "twin tokens"], rows)
     )
 
 

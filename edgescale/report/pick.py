@@ -78,7 +78,7 @@ def latency_on(v: Variant, device: str) -> dict | None:
             "decode_ms": lat.decode_ms_p50,
             "decode_ms_low": lat.decode_ms_p50,
             "decode_ms_high": lat.decode_ms_p90,
-            "interval": "p50..p90 of the measured samples",
+            "interval": "spread p50..p90 of the measured samples (not a confidence interval)",
             "prefill_ms": lat.prefill_ms_p50,
             "energy_mj_per_token": None,
         }
@@ -319,8 +319,7 @@ def summary_lines(out: Mapping) -> list[str]:
                 else []
             ),
             f"  loss: validation {loss['validation_bpb']:.4f} (selected on), test {loss['test_bpb']:.4f} ({meets})",
-            f"  decode {_ms(lat.get('decode_ms'))} ms [{_ms(lat.get('decode_ms_low'))}, "
-            f"{_ms(lat.get('decode_ms_high'))}] ({lat.get('source', '?')}), prefill {_ms(lat.get('prefill_ms'))} ms",
+            f"  decode {_decode_text(lat)}, prefill {_ms(lat.get('prefill_ms'))} ms",
             f"  file: {v['onnx_file'] or v['onnx_path']}",
         ]
     lines = [head, f"  no variant qualifies{': ' + out['memory_note'] if out.get('memory_note') else ''}"]
@@ -342,6 +341,15 @@ def summary_lines(out: Mapping) -> list[str]:
     if out["status"] == "unidentified":  # no numbers from the law: what to train to identify it
         lines.append(f"  {out['reason']}")
     return lines
+
+
+def _decode_text(lat: Mapping) -> str:
+    """Decode latency with its range: a predicted interval in brackets; for a measurement the
+    p50..p90 of its samples, named a spread so it is never read as a confidence interval."""
+    ms, lo, hi, source = lat.get("decode_ms"), lat.get("decode_ms_low"), lat.get("decode_ms_high"), lat.get("source")
+    if source == "measured":
+        return f"p50 {_ms(ms)} ms (p50–p90 spread of the samples {_ms(lo)}–{_ms(hi)} ms, measured)"
+    return f"{_ms(ms)} ms [{_ms(lo)}, {_ms(hi)}] ({source or '?'})"
 
 
 def _ms(x: float | None) -> str:

@@ -20,17 +20,25 @@ deployed parameter count, shipped at the same precision (so the same bytes and F
 token, up to the KV cache): the law gives its loss at the variant's training compute, and
 the tokens and compute it needs to reach the target. Structurally pruned variants also
 carry a measured twin: that shape trained from scratch on the same tokens.
+
+The measured answer sits in ``pairs`` (:mod:`edgescale.report.route_pairs`): each compressed
+variant against the fp32 frontier interpolated at its own deployed cost, Δloss with a 95%
+interval. Per device, "train big and compress" must come from a larger model than "train
+small" (a model against its own compression is not a route), and an energy verdict carries the
+predicted decode interval: a ratio interval that contains 1 is a tie.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from edgescale.bench.predict import predict
 from edgescale.report.degradation import baseline_recipe
 from edgescale.report.extrapolate import profile, run_law
 from edgescale.report.frontier import device_axis, frontier
+from edgescale.report.route_pairs import is_compressed, pairs
 from edgescale.results.schema import Results, Size, Variant
 from edgescale.scaling.plan import plan_cost, plan_for_loss
 
@@ -100,17 +108,34 @@ def point(v: Variant, sizes: Mapping[str, Size], law, unit: float, target: float
     }
 
 
+def _parent_n(v: Variant, sizes: Mapping[str, Size]) -> int:
+    """The total parameters of the model trained before compressing (the teacher, for a distilled size)."""
+    size = sizes.get(v.size)
+    if size is None:  # not a ladder size: its parent is unknown, so no route from it
+        return 0
+    return (sizes.get(size.distilled_from or "") or size).params_total
+
+
 def _route(v: Variant, sizes: Mapping[str, Size], device: str, served: float) -> dict:
-    energy = getattr(v.latency.get(device), "energy_mj_per_token", None)  # predicted devices only
-    return {
+    lat = v.latency.get(device)
+    energy = getattr(lat, "energy_mj_per_token", None)  # predicted devices only
+    out = {
         "variant_id": v.variant_id,
         "validation_bpb": v.bpb("validation"),
         **_lifetime(training_flops(v, sizes)["total"], v.params_total, served, energy),
     }
+    ms, lo, hi = (getattr(lat, k, None) for k in ("decode_ms", "decode_ms_low", "decode_ms_high"))
+    if energy is not None and ms and lo is not None and hi is not None:  # energy = power × decode time
+        out["lifetime_kwh_low"] = out["training_kwh"] + out["inference_kwh"] * lo / ms
+        out["lifetime_kwh_high"] = out["training_kwh"] + out["inference_kwh"] * hi / ms
+        out["interval"] = getattr(lat, "interval", None) or "the prediction's decode interval"
+    return out
 
 
 def _law_route(law, info, unit: float, target: float, device: str, served: float) -> dict:
     """The inference-aware plan (Sardana et al. 2024) for the target, shipped at fp32."""
+    if not info.get("reliable", False):  # an unidentified law gives no numeric plan; its reason passes through
+        return {"status": "unreliable", "reason": info.get("caveat") or "the law is not reliable: no plan from it"}
     plan = plan_for_loss(law, target * unit, inference_tokens=served)
     if plan.status != "ok":
         return {"status": plan.status, "reason": plan.reason}
@@ -127,76 +152,117 @@ def _law_route(law, info, unit: float, target: float, device: str, served: float
     }
 
 
-TIE = 0.01  # routes closer than this in lifetime cost are a tie, not a verdict
+TIE = 0.01  # counted FLOPs closer than this are a tie, not a verdict
 
 
-def _verdict(device: str, small: dict | None, big: dict | None, served: float) -> dict:
+def _kwh_verdict(device: str, small: dict, big: dict, served: float) -> dict:
+    """Lifetime energy, with the predictions' decode intervals carried through (taken as
+    independent: conservative, since two predictions on one profile share most of their error)."""
+    ratio = small["lifetime_kwh"] / big["lifetime_kwh"]
+    bounds = all(k in r for r in (small, big) for k in ("lifetime_kwh_low", "lifetime_kwh_high"))
+    low = small["lifetime_kwh_low"] / big["lifetime_kwh_high"] if bounds else None
+    high = small["lifetime_kwh_high"] / big["lifetime_kwh_low"] if bounds else None
+    how = big.get("interval") or "none stated"
+    head = f"{device}, {served:.3g} served tokens, lifetime energy (training + predicted device inference): "
+    pair = f"{small['variant_id']} {small['lifetime_kwh']:.3g} kWh vs {big['variant_id']} {big['lifetime_kwh']:.3g} kWh"
+    out = {"by": "lifetime_kwh", "ratio": ratio, "ratio_low": low, "ratio_high": high, "uncertainty": how}
+    if low is None:
+        return out | {
+            "cheaper": None,
+            "statement": head + f"{pair}; cannot be known: the prediction states no interval",
+        }
+    if low <= 1 <= high:
+        return out | {"cheaper": None, "statement": head + f"a tie within the predictions' uncertainty ({pair}, "
+                      f"small/big {ratio:.2f}× [{low:.2f}, {high:.2f}]; {how})"}  # fmt: skip
+    name = "train small" if ratio < 1 else "train big and compress"
+    return out | {"cheaper": name, "statement": head + f"{name} is cheaper ({pair}, small/big {ratio:.2f}× "
+                  f"[{low:.2f}, {high:.2f}]; {how})"}  # fmt: skip
+
+
+def _flops_verdict(device: str, small: dict, big: dict, served: float) -> dict:
+    """Counted lifetime FLOPs: exact counts, no interval (the 2·N inference rule is the assumption)."""
+    s, b = small["lifetime_flops"], big["lifetime_flops"]
+    ratio = s / b if b > 0 else None
+    head = f"{device}, {served:.3g} served tokens, lifetime FLOPs (counted, 2·N per served token; not a time): "
+    pair = f"{small['variant_id']} {s:.3g}, {big['variant_id']} {b:.3g}"
+    out = {"by": "lifetime_flops", "ratio": ratio, "uncertainty": "counted FLOPs, no measurement noise"}
+    if max(s, b) <= min(s, b) * (1 + TIE):
+        return out | {"cheaper": None, "statement": head + f"a tie within {TIE:.0%} ({pair})"}
+    name = "train small" if s < b else "train big and compress"
+    return out | {"cheaper": name, "statement": head + f"{name} is cheaper ({pair}, {max(s, b) / min(s, b):.2f}×)"}
+
+
+def _verdict(device: str, small: dict | None, big: dict | None, served: float, same: str | None) -> dict:
     if not (small and big):
         missing = "train small (a baseline-recipe ladder size)" if not small else "train big and compress"
+        if small and same:
+            missing += f" variant of a larger model (compressing {small['variant_id']} itself, as {same}, is not a "
+            missing += "route: the same N, so 2·N FLOPs per token either way by construction)"
         return {"cheaper": None, "statement": f"{device}: no {missing} variant meets the target; no comparison"}
-    by = "lifetime_kwh" if "lifetime_kwh" in small and "lifetime_kwh" in big else "lifetime_flops"
-    unit = "kWh" if by == "lifetime_kwh" else "FLOPs"
-    cheaper, dearer = (small, big) if small[by] <= big[by] else (big, small)
-    name = "train small" if cheaper is small else "train big and compress"
-    what = "energy (training on the planner's accelerator + predicted device inference)" if unit == "kWh" else "FLOPs"
-    if dearer[by] <= cheaper[by] * (1 + TIE):
-        return {
-            "cheaper": None,
-            "by": by,
-            "ratio": 1.0,
-            "statement": f"{device}, {served:.3g} served tokens: a tie within {TIE:.0%} in lifetime {what} "
-            f"({small['variant_id']} {small[by]:.3g} {unit}, {big['variant_id']} {big[by]:.3g} {unit})",
-        }
-    return {
-        "cheaper": name,
-        "by": by,
-        "ratio": dearer[by] / cheaper[by] if cheaper[by] > 0 else None,
-        "statement": f"{device}, {served:.3g} served tokens: {name} ({cheaper['variant_id']}, "
-        f"{cheaper[by]:.3g} {unit}) beats {dearer['variant_id']} ({dearer[by]:.3g} {unit}) "
-        f"by {dearer[by] / cheaper[by]:.2f}x in lifetime {what}",
-    }
+    if "lifetime_kwh" in small and "lifetime_kwh" in big:
+        return _kwh_verdict(device, small, big, served)
+    return _flops_verdict(device, small, big, served)
 
 
 def routes(
-    results: Results, devices: Sequence[str], *, served_tokens: float = 1e9, target: float | None = None
+    results: Results,
+    devices: Sequence[str],
+    *,
+    served_tokens: float = 1e9,
+    target: float | None = None,
+    root: Path | None = None,
 ) -> dict:
-    """Per frontier variant its training compute and scratch equivalent; per device the cheaper route."""
+    """Per frontier variant its training compute and scratch equivalent; every compressed variant
+    against the uncompressed frontier at equal cost (``root``: the run directory, for the
+    per-window losses that pair the Δloss intervals); per device the cheaper route."""
     target = results.loss_target_bpb if target is None else target
     variants = results.variants
     sizes = {s.size: s for s in results.sizes}
     law, info, unit = run_law(results)
     axes = [device_axis(d, "decode_ms") for d in devices] + ["bytes_per_decoded_token"]
     on_front = {p.variant_id for a in axes for p in frontier(variants, a) if p.on_front}
+    base = baseline_recipe(results) if variants else ""
     out = {
         "served_tokens": served_tokens,
         "loss_target_bpb": target,
         "law": info,
-        "rules": {
-            "training": "6·N·D (N total params) + teacher 6·N_t·D_t + 2·N_t·D + recovery 6·N_pruned·T + 2·N_parent·T",
-            "inference": "2·N_total FLOPs per served token; device energy = predicted mJ/token × served tokens",
-            "same_inference_cost": "a from-scratch model with the variant's deployed total parameters at its precision",
-            "train_small": "a ladder size shipped as trained (the baseline recipe)",
-            "train_big_and_compress": "a variant made by a compression recipe (pruning, quantization) or distillation",
-        },
+        "rules": RULES,
         "points": [point(v, sizes, law, unit, target) for v in variants if v.variant_id in on_front],
+        "pairs": pairs(results, devices, base, lambda v: training_flops(v, sizes)["total"], root),
         "per_device": {},
     }
     if target is None:
         out["note"] = "no loss target: routes are not compared"
         return out
-    base = baseline_recipe(results)
     meets = [v for v in variants if (v.bpb("validation") or math.inf) <= target]
     for dev in devices:
         rs = [(v, _route(v, sizes, dev, served_tokens)) for v in meets]
         key = "lifetime_kwh" if rs and all("lifetime_kwh" in r for _, r in rs) else "lifetime_flops"
-        scratch = [r for v, r in rs if v.recipe == base and not sizes[v.size].distilled_from]
-        compressed = [r for v, r in rs if v.recipe != base or sizes[v.size].distilled_from]
-        small = min(scratch, key=lambda r: r[key], default=None)
-        big = min(compressed, key=lambda r: r[key], default=None)
+        scratch = [(v, r) for v, r in rs if not is_compressed(v, base, sizes)]
+        small_v, small = min(scratch, key=lambda x: x[1][key], default=(None, None))
+        n_small = small_v.params_total if small_v else math.inf
+        # "big": the model trained before compressing is larger than the small one (else it is the same model)
+        compressed = [(v, r) for v, r in rs if is_compressed(v, base, sizes)]
+        bigger = [r for v, r in compressed if _parent_n(v, sizes) > n_small]
+        same = [v.variant_id for v, _ in compressed if _parent_n(v, sizes) == n_small]
+        big = min(bigger, key=lambda r: r[key], default=None)
         out["per_device"][dev] = {
             "train_small": small,
             "train_big_and_compress": big,
             "law_scratch_plan": _law_route(law, info, unit, target, dev, served_tokens),
-            **_verdict(dev, small, big, served_tokens),
+            **_verdict(dev, small, big, served_tokens, same[0] if same else None),
         }
     return out
+
+
+RULES = {
+    "training": "6·N·D (N total params) + teacher 6·N_t·D_t + 2·N_t·D + recovery 6·N_pruned·T + 2·N_parent·T",
+    "inference": "2·N_total FLOPs per served token; device energy = predicted mJ/token × served tokens",
+    "same_inference_cost": "a from-scratch model with the variant's deployed total parameters at its precision",
+    "train_small": "a ladder size shipped as trained (the baseline recipe)",
+    "train_big_and_compress": "a variant made by a compression recipe (pruning, quantization) or distillation, "
+    "from a larger model than the train-small one",
+    "pairs": "each compressed variant against the baseline frontier interpolated linearly in log cost (loss "
+    "linear, training FLOPs log-linear), no extrapolation; Δloss 95% interval paired over windows where "
+    "per-window losses were recorded",
+}

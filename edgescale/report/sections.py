@@ -222,10 +222,10 @@ def routes(rt: Routes | None) -> str:
             plan = f"N={law.params_total:.3g}, D={law.tokens:.3g}, lifetime {life}"
         rows.append(
             f"<tr>{_td(dev)}{_route_cells(d.train_small)}{_route_cells(d.train_big_and_compress)}"
-            f"<td class='wrap'>{_e(plan)}</td><td>{_e(d.cheaper or '–')}</td></tr>"
+            f"<td class='wrap'>{_e(plan)}</td><td class='wrap'>{_e(d.statement)}</td></tr>"
         )
     head = ["device"] + [f"{w}: {c}" for w in ("small", "big+compress") for c in ("variant", "val bpb", "train FLOPs",
-            "serve FLOPs", "lifetime")] + ["law: scratch model for the target", "cheaper"]  # fmt: skip
+            "serve FLOPs", "lifetime")] + ["law: scratch model for the target", "verdict (uncertainty)"]  # fmt: skip
     points = [
         "<tr>"
         + _td(p.variant_id)
@@ -240,7 +240,34 @@ def routes(rt: Routes | None) -> str:
     p_head = ["frontier variant", "val bpb", "training FLOPs (all parts)", "law: scratch at same N and compute"]
     p_head += ["law: scratch compute to target", "measured scratch twin"]
     return (
-        f'<p class="note">Lifetime = training + serving {_fmt(rt.served_tokens, "{:.3g}")} tokens (2·N FLOPs per '
+        _route_pairs(rt)
+        + f'<p class="note">Lifetime = training + serving {_fmt(rt.served_tokens, "{:.3g}")} tokens (2·N FLOPs per '
         "token; on a device with an energy figure, kWh: training on the planner's accelerator + predicted device "
-        f"energy). {_e(rt.rules.training)}.</p>" + _table(head, rows) + _table(p_head, points)
+        f"energy, its interval from the predicted decode interval). {_e(rt.rules.training)}.</p>"
+        + _table(head, rows)
+        + _table(p_head, points)
+    )
+
+
+def _route_pairs(rt: Routes) -> str:
+    """Every compressed variant against the uncompressed frontier at equal cost, per cost axis."""
+    rows = []
+    for p in rt.pairs or []:
+        matched = "–" if p.status != "ok" else f"{p.weight_lower:.2f}·{p.lower} + {1 - p.weight_lower:.2f}·{p.upper}"
+        delta = "–"  # out of range, or no interval: the statement says why; never a bare point
+        if p.delta_low is not None and p.delta_high is not None:
+            delta = f"{p.delta_bpb:+.4f} [{p.delta_low:+.4f}, {p.delta_high:+.4f}]"
+        rows.append(
+            f"<tr>{_td(p.variant_id)}{_td(matched)}{_td(p.axis_label)}{_td(delta)}"
+            + _td(p.training_flops_ratio, "{:.2f}×")
+            + f"<td>{_e(p.verdict)}</td><td class='wrap'>{_e(p.statement)}</td></tr>"
+        )
+    head = ["compressed variant", "matched uncompressed (w·lower + (1−w)·upper)", "cost axis"]
+    head += ["Δ val bpb [95%]", "Δ training compute (×)", "verdict", "statement"]
+    return (
+        '<p class="note">Train big and compress, against training the smaller model directly: each compressed or '
+        "distilled variant beside the baseline-recipe frontier interpolated linearly in log cost, at its own cost "
+        "(no extrapolation). Δ &lt; 0: the compressed route loses less; a verdict only when the interval excludes "
+        "0. Between a variant and its own parent the FLOPs per token are equal by construction (2·N either way): "
+        "no finding.</p>" + _table(head, rows)
     )

@@ -23,6 +23,9 @@ class FrontEntry(Strict):
     variant_id: str
     cost: Number | None
     loss_bpb: Number | None
+    tie_with: list[str] | None = Field(
+        None, description="variants off the front only because their cost ties with this one's within the noise floor"
+    )
 
 
 class Frontier(Strict):
@@ -31,6 +34,9 @@ class Frontier(Strict):
     label: str
     source: str = Field(description="measured | predicted | estimate | computed")
     loss_split: str
+    noise_floor: Number | None = Field(
+        None, description="measured axes: costs within this relative A/A noise floor of each other are ties"
+    )
     front: list[FrontEntry]
     excluded: list[str] = Field(description="variants without a figure on this axis")
 
@@ -44,6 +50,9 @@ class DegradationPoint(Strict):
     d: Number
     delta_bpb: Number
     delta_test_bpb: Number | None = None
+    se_bpb: Number | None = Field(None, description="standard error of delta_bpb (paired over windows if se_paired)")
+    se_paired: bool | None = None
+    within_noise: bool | None = Field(None, description="|δ| < 1.96·se_bpb")
 
 
 class DegradationCurvePoint(Strict):
@@ -347,6 +356,35 @@ class RouteVariant(Strict):
     training_kwh: Number | None = None
     inference_kwh: Number | None = None
     lifetime_kwh: Number | None = None
+    lifetime_kwh_low: Number | None = Field(None, description="with the predicted decode interval's low end")
+    lifetime_kwh_high: Number | None = None
+    interval: str | None = Field(None, description="where the predicted decode interval comes from")
+
+
+class RoutePair(Strict):
+    """A compressed variant against the baseline frontier interpolated in log cost at its cost
+    (``edgescale.report.route_pairs``); ``status`` out_of_range: no number, nothing extrapolated."""
+
+    variant_id: str
+    axis: str
+    axis_label: str
+    source: str
+    cost: Number | None
+    status: Literal["ok", "out_of_range"]
+    verdict: str = Field(description="better | worse | tie | unknown (no interval) | out_of_range")
+    statement: str
+    lower: str | None = Field(None, description="the cheaper bracketing baseline variant")
+    upper: str | None = None
+    weight_lower: Number | None = Field(None, description="w: the baseline is w·L_lower + (1 − w)·L_upper")
+    baseline_bpb: Number | None = None
+    variant_bpb: Number | None = None
+    delta_bpb: Number | None = Field(None, description="variant − interpolated baseline, validation bits/byte")
+    delta_low: Number | None = None
+    delta_high: Number | None = None
+    interval: str | None = Field(None, description="paired over windows, unpaired from standard errors, or none")
+    training_flops: Number | None = None
+    baseline_training_flops: Number | None = None
+    training_flops_ratio: Number | None = None
 
 
 class LawRoute(Strict):
@@ -373,6 +411,9 @@ class DeviceRoutes(Strict):
     cheaper: str | None
     by: str | None = None
     ratio: Number | None = None
+    ratio_low: Number | None = Field(None, description="small/big lifetime cost ratio, 95% low end")
+    ratio_high: Number | None = None
+    uncertainty: str | None = Field(None, description="what the ratio's interval carries")
     statement: str
 
 
@@ -382,6 +423,7 @@ class RouteRules(Strict):
     same_inference_cost: str
     train_small: str
     train_big_and_compress: str
+    pairs: str | None = None
 
 
 class Routes(Strict):
@@ -390,6 +432,7 @@ class Routes(Strict):
     law: LawInfo
     rules: RouteRules
     points: list[RoutePoint]
+    pairs: list[RoutePair] | None = Field(None, description="every compressed variant at equal cost, per cost axis")
     per_device: dict[str, DeviceRoutes]
     note: str | None = None
 

@@ -14,13 +14,14 @@ from pathlib import Path
 from edgescale.bench.bytes import onnx_weight_bytes, peak_memory_bytes
 from edgescale.bench.devices import get_device
 from edgescale.bench.graph_predict import predict_on_device
-from edgescale.bench.measure import ratio
+from edgescale.bench.measure import per_process_p50, ratio
 from edgescale.bench.nodes import decode_graph
 from edgescale.export.canonical import artifact_bytes
 from edgescale.models.shape import ModelAccounting
 from edgescale.results.pareto import pareto_front
 from edgescale.results.schema import SCHEMA_VERSION, FailedVariant, Results
 from edgescale.scaling.study import fit_study
+from edgescale.train.seed_stats import welch_delta
 
 
 def _variant_shape(v: dict) -> tuple:
@@ -60,15 +61,29 @@ def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) ->
         "prompt_len": measurement.prompt_len,
         "decode_context": measurement.decode_context,
         "threads": measurement.threads,
+        **_per_process(v),
+        **({"noise_floor": _noise_floor(latency)} if latency.get("aa") else {}),
     }
     if baseline and baseline != vid and baseline in latency["variants"]:  # absent: the baseline failed
         base, recipe = latency["variants"][baseline], baseline.split("/")[1]
         # one floor for every size's baseline: it is relative, and the A/A copy is of one of them
         floor = _noise_floor(latency)
         for phase in ("prefill", "decode"):
-            r = ratio(base[f"{phase}_samples_ms"], v[f"{phase}_samples_ms"], latency["spec"]["seed"], floor[phase])
+            b_ms, v_ms, seed = base[f"{phase}_samples_ms"], v[f"{phase}_samples_ms"], latency["spec"]["seed"]
+            r = ratio(b_ms, v_ms, seed, floor[phase], groups=base.get("sample_process") or None)  # two-level
             host[f"{phase}_speedup_vs_{recipe}"] = asdict(r)
     return host
+
+
+def _per_process(v: dict) -> dict:
+    """How many worker processes timed a variant and its p50 in each (absent in older records)."""
+    procs = v.get("sample_process")
+    if not procs:
+        return {}
+    return {
+        "processes": len(set(procs)),
+        **{f"{p}_ms_p50_by_process": per_process_p50(v[f"{p}_samples_ms"], procs) for p in ("decode", "prefill")},
+    }
 
 
 def _measurement_checks(latency: dict) -> dict:
@@ -83,6 +98,8 @@ def _measurement_checks(latency: dict) -> dict:
     if load := latency.get("load"):
         out["loaded"] = load["loaded"]
         out["load"] = {k: v for k, v in load.items() if k != "loaded"}
+    if latency.get("processes"):
+        out["processes"] = latency["processes"]
     return out
 
 
@@ -146,8 +163,33 @@ def variant_flags(variant: dict) -> list[str]:
     return flags
 
 
-def _distillation(sizes: list[dict], variants: list[dict], base_recipe: str, kd) -> dict | None:
-    """Each distilled student next to the same shape trained from scratch for the same tokens."""
+def _seed_deltas(runs: dict | None) -> dict:
+    """A student's seed replicates (:meth:`edgescale.pipeline.Pipeline.distill_seeds`): the losses
+    per arm and seed, and distilled − scratch with a 95% interval for each twin and split."""
+    if not runs:
+        return {}
+    arms = runs["arms"]
+    deltas = [
+        welch_delta(twin, split, arms["distilled"][split], arms[twin][split]).to_dict()
+        for twin in ("equal_tokens", "equal_compute")
+        if twin in arms
+        for split in ("validation", "test")
+    ]
+    return {
+        "seeds": runs["seeds"],
+        "scorer": runs["scorer"],
+        "equal_compute_tokens": runs.get("equal_compute_tokens"),
+        "equal_compute_note": runs.get("equal_compute_note"),
+        "seed_bpb": arms,
+        "deltas": deltas,
+    }
+
+
+def _distillation(
+    sizes: list[dict], variants: list[dict], base_recipe: str, kd, runs: dict | None = None
+) -> dict | None:
+    """Each distilled student next to the same shape trained from scratch for the same tokens (and,
+    with seeds, for the same compute), the difference with an interval over seeds."""
     if kd is None:
         return None
     loss = {v["size"]: v["loss"] for v in variants if v["recipe"] == base_recipe}
@@ -167,6 +209,7 @@ def _distillation(sizes: list[dict], variants: list[dict], base_recipe: str, kd)
                     "val_bpb_scratch": loss[twin]["validation"]["bits_per_byte"],
                     "test_bpb_distilled": loss[s["size"]]["test"]["bits_per_byte"],
                     "test_bpb_scratch": loss[twin]["test"]["bits_per_byte"],
+                    **_seed_deltas((runs or {}).get(twin)),
                 }
             )
     return {
@@ -189,8 +232,21 @@ def _pretrained_points(sizes: list[dict], variants: list[dict], base_recipe: str
     ]
 
 
-def _size(p, trained: dict, at_equal: dict, equal_tokens: int) -> dict:
-    """One ladder rung: its shape, parameter counts and training curve."""
+def _seed_run(rec: dict) -> dict:
+    seconds = round(rec["seconds"], 1)
+    return {"seed": rec["seed"], "train_tokens": rec["tokens"], "train_seconds": seconds, "curve": rec["curve"]}
+
+
+def _fit_runs(sizes: list[dict]) -> list[dict]:
+    """The ladder's runs for the fit: each size's exported run and every other seed of it, each a run
+    of its own (named ``size@seedK``) so a bootstrap over runs resamples seeds too."""
+    ladder = [z for z in sizes if not z["distilled_from"]]
+    extra = [{**z, "size": f"{z['size']}@seed{r['seed']}", "curve": r["curve"]} for z in ladder for r in z["seed_runs"]]
+    return ladder + extra
+
+
+def _size(p, trained: dict, at_equal: dict, equal_tokens: int, replicates: list[dict] = ()) -> dict:
+    """One ladder rung: its shape, parameter counts, training curve, settings and other seeds."""
     return {
         "size": p.name,
         **p.shape,
@@ -203,6 +259,9 @@ def _size(p, trained: dict, at_equal: dict, equal_tokens: int) -> dict:
         "val_bpb_at_equal_tokens": at_equal.get(p.name),
         "distilled_from": p.teacher,
         "equal_tokens": equal_tokens,
+        "seed": trained[p.name].get("seed"),
+        "hparams": trained[p.name].get("hparams"),
+        "seed_runs": [_seed_run(r) for r in replicates],
     }
 
 
@@ -213,6 +272,7 @@ def _loss(losses: dict, context_length: int) -> dict:
             **{k: r[k] for k in ("bits_per_byte", "nats_per_token", "tokens", "bytes")},
             "context_bytes": round(context_length * r["bytes"] / r["tokens"], 1),
             **({"causal_leak": r["causal_leak"]} if r.get("causal_leak") else {}),
+            **{k: r[k] for k in ("se_bpb", "nll_file") if r.get(k) is not None},  # absent in older runs
         }
         for split, r in losses.items()
     }
@@ -319,7 +379,8 @@ def assemble_results(
     equal_tokens, at_equal = _equal_token_losses(trained)
     names = [c.name for c in pipe.chains]
     base_recipe = "fp32" if "fp32" in names else names[0]  # what speed-ups and loss changes are measured against
-    sizes = [_size(p, trained, at_equal, equal_tokens) for p in pipe.plans]
+    reps = getattr(pipe, "replicates", {})
+    sizes = [_size(p, trained, at_equal, equal_tokens, reps.get(p.name, [])) for p in pipe.plans]
     ctx = {"trained": trained, "losses": losses, "latency": latency, "twins": twins, "base_recipe": base_recipe}
     out = [_variant(pipe, vid, v, ctx) for vid, v in variants.items()]
     _mark_frontier(out)
@@ -339,12 +400,13 @@ def assemble_results(
         "variants": out,
         "loss_falls_with_size": _falls_with_size(sizes, out, base_recipe),
         "scaling": fit_study(
-            [z for z in sizes if not z["distilled_from"]],
+            _fit_runs(sizes),
             s.loss_target_bpb,
             seed=s.seed,
             pretrained=_pretrained_points(sizes, out, base_recipe),
+            train_tokens=pipe.corpus["train"].n_bytes,  # byte tokens: the unique tokens that exist
         ),
-        "distillation": _distillation(sizes, out, base_recipe, s.distillation),
+        "distillation": _distillation(sizes, out, base_recipe, s.distillation, getattr(pipe, "distill_runs", {})),
     }
     if failed:
         data["failed_variants"] = [f.data() for f in failed]

@@ -83,3 +83,9 @@ class PlanForTarget(Strict):
     loss_target_bpb: Number | None = None
     unidentified: list[str] | None = None  # status "unidentified": the constants the data cannot pin
     identify_with: dict[str, Any] | None = None  # status "unidentified": the sizes and token budgets to add
+    form: str | None = None  # the law's form (a reduced one says so)
+    unique_tokens: Number | None = None  # the training data that exists; None: unknown, D uncapped
+    epochs: Number | None = None  # D / unique_tokens
+    effective_tokens: Number | None = None  # D' under data_rule (repeats discounted)
+    unique_tokens_needed: Number | None = None  # status "data_limited": unique tokens for D within 4 epochs
+    data_rule: str | None = None  # the epoch rule, with its source

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from edgescale.errors import UserError
 from edgescale.results.io import read_results
-from edgescale.scaling.fit import law_from_points
+from edgescale.scaling.identify import law_from_points
 from edgescale.scaling.plan import Law, preset_law
 from edgescale.scaling.points import Points, from_sizes, read_csv
 

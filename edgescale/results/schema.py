@@ -55,6 +55,10 @@ class LossSplit(Strict):
     bytes: int | None = Field(None, description="text bytes those tokens cover (the same span for every candidate)")
     context_bytes: float | None = Field(None, description="text bytes one evaluation window spans, on average")
     causal_leak: CausalLeak | None = Field(None, description="graphs with dynamic activation scales only")
+    se_bpb: float | None = Field(None, description="standard error of bits_per_byte, clustered by scoring window")
+    nll_file: str | None = Field(
+        None, description="per-window NLL sidecar (.npz, relative to the run directory; edgescale.results.nll)"
+    )
 
 
 class Cost(Strict):
@@ -87,6 +91,12 @@ class HostLatency(BaseModel):
     prompt_len: int | None = None
     decode_context: int | None = None
     threads: int | None = None
+    processes: int | None = Field(None, description="worker processes the samples came from")
+    decode_ms_p50_by_process: list[float] | None = Field(None, description="the decode p50 of each worker process")
+    prefill_ms_p50_by_process: list[float] | None = None
+    noise_floor: dict[Literal["prefill", "decode"], float] | None = Field(
+        None, description="the measurement's A/A noise floor (measurement.aa), beside the numbers it judges"
+    )
 
     @model_validator(mode="after")
     def _only_speedups(self) -> HostLatency:
@@ -226,9 +236,37 @@ class CurvePoint(Strict):
     step: int | None = None
     tokens: int
     lr: float | None = None
-    train_bpb: float | None = None
+    train_bpb: float | None = Field(None, description="training cross-entropy in bits (also for a KD run)")
+    train_objective: float | None = Field(None, description="a KD run's training objective, in bits")
     val_bpb: float
     cooled: bool = False
+    in_fit: bool | None = Field(
+        None, description="a point of the scaling fit (cooled, scored on cooled_eval_tokens); periodic points are not"
+    )
+    eval_tokens: int | None = Field(None, description="validation tokens scored for val_bpb (the split's first)")
+    warmup_steps: int | None = None
+    cooldown_steps: int | None = Field(None, description="decay steps of this branch (WSD), 0 for a periodic point")
+
+
+class TrainHparams(Strict):
+    """The optimisation settings one size trained with (:func:`edgescale.train.trainer.hparams`)."""
+
+    lr_rule: str
+    lr_source: str
+    peak_lr_hidden: float
+    peak_lr_embedding: float
+    beta2: float
+    batch_size: int = Field(description="sequences per optimizer step")
+    warmup_steps: int
+
+
+class SeedRun(Strict):
+    """Another seed of a ladder size: its curve (cooled points enter the fit as a run of their own)."""
+
+    seed: int
+    train_tokens: int
+    train_seconds: float | None = None
+    curve: list[CurvePoint] = Field(default_factory=list)
 
 
 class Size(Strict):
@@ -248,6 +286,9 @@ class Size(Strict):
     val_bpb_at_equal_tokens: float | None = None
     distilled_from: str | None = None
     equal_tokens: int | None = None
+    seed: int | None = Field(None, description="the seed of the run above (the exported one)")
+    hparams: TrainHparams | None = None
+    seed_runs: list[SeedRun] = Field(default_factory=list, description="training.seeds > 1: the other seeds")
 
 
 class Protocol(Strict):
@@ -287,12 +328,21 @@ class AAControl(Strict):
 
 
 class MachineLoad(Strict):
-    """The 1-minute load averages around the measurement and the limit they were held to."""
+    """Runnable tasks beside the worker, counted during the measurement (:func:`edgescale.bench.load.machine_load`),
+    and the 1-minute load averages around it as context (they lag by a minute)."""
 
+    other_runnable_mean: float | None = Field(
+        None, description="mean runnable tasks beside the worker and the sampler during the measurement"
+    )
+    other_runnable_max: int | None = None
+    runnable_samples: int | None = Field(None, description="counts taken (absent: judged from load averages)")
     load_avg_1min_start: float
     load_avg_1min_end: float
     own_share_end: float = Field(description="the worker's own upper-bound share of the end reading")
-    limit: float = Field(description="logical_cpus - threads + 0.5: the cores the worker leaves free")
+    limit: float = Field(
+        description="logical_cpus - threads + 0.5: loaded when other_runnable_mean exceeds it (the cores "
+        "the worker leaves free, and half a task for a daemon waking)"
+    )
     logical_cpus: int
     threads: int
     wall_s: float
@@ -308,9 +358,14 @@ class Measurement(Strict):
     resources: Resources | None = Field(None, description="the interleaved measurement of every variant")
     aa: AAControl | None = Field(None, description="the A/A control (absent: measured without one)")
     loaded: bool | None = Field(
-        None, description="other work competed for the cores: start or end load (less the worker's) above load.limit"
+        None,
+        description="other work competed for the worker's cores: runnable tasks beside it, counted during the "
+        "measurement, above load.limit (None: could not be counted; older files: judged from load averages)",
     )
     load: MachineLoad | None = None
+    processes: int | None = Field(
+        None, description="worker processes the repeats were split over; intervals are two-level over them"
+    )
 
 
 class FallsWithSize(Strict):
@@ -349,6 +404,9 @@ class Law(Strict):
     boot_n: int | None = None  # bootstrap refits drawn
     boot_dropped: int | None = None  # of them, left out of the intervals (blown up, or N or D constant)
     boot_unit: str | None = None  # what was resampled: "point", or "run" (whole trajectories, a cluster bootstrap)
+    form: str | None = Field(
+        None, description="the law fitted, e.g. 'L = E + A/N^α + B/D^β, α = β, E ≤ min observed loss'"
+    )
     unit: str | None = None
 
 
@@ -362,7 +420,27 @@ class Scaling(Strict):
     reason: str | None = None
     law: Law | None = None
     bootstrap: dict[str, Any] | None = None
+    reduced: Law | None = Field(
+        None, description="the reduced form refitted when the full form is not identified (edgescale.scaling.identify)"
+    )
+    train_tokens_available: int | None = Field(
+        None, description="unique training tokens (the train split): plans are capped by them under an epoch rule"
+    )
     plan_for_target: PlanForTarget | None = None
+
+
+class DistillationDelta(Strict):
+    """distilled − scratch in bits per byte over seeds (negative: distillation helps)."""
+
+    twin: Literal["equal_tokens", "equal_compute"]
+    split: str
+    mean: float
+    lo: float | None = Field(description="95% Welch interval: mean − t·SE (None with one seed a side)")
+    hi: float | None
+    se: float | None
+    df: float | None
+    n_distilled: int
+    n_scratch: int
 
 
 class DistillationPair(Strict):
@@ -370,10 +448,18 @@ class DistillationPair(Strict):
     scratch: str
     teacher: str
     tokens: int
-    val_bpb_distilled: float
+    val_bpb_distilled: float = Field(description="the exported seed-0 variant, through onnxruntime")
     val_bpb_scratch: float
     test_bpb_distilled: float
     test_bpb_scratch: float
+    seeds: list[int] | None = Field(None, description="the seeds of every arm below")
+    scorer: str | None = Field(None, description="how the seed losses below were scored")
+    equal_compute_tokens: int | None = Field(None, description="the equal-compute scratch twin's tokens")
+    equal_compute_note: str | None = Field(None, description="set when max_epochs capped the equal-compute twin")
+    seed_bpb: dict[str, dict[str, list[float]]] | None = Field(
+        None, description="arm (distilled, equal_tokens, equal_compute) -> split -> bits per byte per seed"
+    )
+    deltas: list[DistillationDelta] = Field(default_factory=list)
 
 
 class Distillation(Strict):

@@ -32,9 +32,12 @@ import numpy as np
 from scipy.optimize import minimize
 
 from edgescale.scaling.laws import Chinchilla
-from edgescale.scaling.points import Points
 
 DELTA = 1e-3
+FULL_FORM = "L = E + A/N^α + B/D^β"
+TIED = "α = β"  # Hoffmann et al. 2022 approach 3 finds α ≈ β (0.34, 0.28; Epoch's refit 0.348, 0.366)
+E_CAP = "E ≤ min observed loss"  # the fitted terms are positive, so the floor sits below every loss
+REDUCED_FORM = f"{FULL_FORM}, {TIED}, {E_CAP}"
 GRID = {
     "a": np.arange(0, 26, 5.0),
     "b": np.arange(0, 26, 5.0),
@@ -74,8 +77,21 @@ def objective(theta: np.ndarray, log_n: np.ndarray, log_d: np.ndarray, log_l: np
     return float(h.sum()), g
 
 
-def _grid_scores(log_n, log_d, log_l, delta) -> tuple[np.ndarray, np.ndarray]:
-    starts = np.array(list(itertools.product(GRID["a"], GRID["b"], GRID["e"], GRID["alpha"], GRID["beta"])))
+def _objective_tied(theta4: np.ndarray, log_n, log_d, log_l, delta: float = DELTA):
+    """:func:`objective` with one exponent (α = β); theta4 = (a, b, e, alpha)."""
+    f, g = objective(_untie(theta4), log_n, log_d, log_l, delta)
+    return f, np.array([g[0], g[1], g[2], g[3] + g[4]])
+
+
+def _untie(theta: np.ndarray) -> np.ndarray:
+    """(a, b, e, alpha) → (a, b, e, alpha, alpha); a 5-vector is returned as it is."""
+    theta = np.asarray(theta, dtype=float)
+    return np.append(theta, theta[..., 3:4], axis=-1) if theta.shape[-1] == 4 else theta
+
+
+def _grid_scores(log_n, log_d, log_l, delta, tied: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    axes = ("a", "b", "e", "alpha") if tied else ("a", "b", "e", "alpha", "beta")
+    starts = _untie(np.array(list(itertools.product(*(GRID[k] for k in axes)))))
     a, b, e, al, be = (starts[:, i : i + 1] for i in range(5))  # (S, 1) against (n,)
     u = np.stack([a - al * log_n, b - be * log_d, np.broadcast_to(e, (len(starts), log_n.size))])
     lse = np.logaddexp.reduce(u, axis=0)
@@ -83,13 +99,26 @@ def _grid_scores(log_n, log_d, log_l, delta) -> tuple[np.ndarray, np.ndarray]:
     return starts, h.sum(axis=1)
 
 
-def _lbfgs(theta0, log_n, log_d, log_l, delta, method: str = "L-BFGS-B"):
+def _lbfgs(theta0, log_n, log_d, log_l, delta, method: str = "L-BFGS-B", tied: bool = False, e_max=None):
     # BFGS (used by the bootstrap) reaches the same optima here at a small fraction of
     # L-BFGS-B's per-iteration overhead in scipy >= 1.15, which made grid restarts of
-    # every refit take minutes
+    # every refit take minutes; a bound on e needs L-BFGS-B, so BFGS tries first and L-BFGS-B
+    # runs only where BFGS's optimum breaks the bound
+    if e_max is not None and method == "BFGS":
+        theta, fun = _lbfgs(theta0, log_n, log_d, log_l, delta, method, tied)
+        if theta[2] <= e_max:
+            return theta, fun
+    method = "L-BFGS-B" if e_max is not None else method
     options = {"maxiter": 10_000, "gtol": 1e-12} | ({"ftol": 1e-15} if method == "L-BFGS-B" else {})
-    res = minimize(objective, theta0, args=(log_n, log_d, log_l, delta), jac=True, method=method, options=options)
-    return res.x, float(res.fun)
+    fun, x0 = (_objective_tied, np.asarray(theta0)[:4]) if tied else (objective, theta0)
+    bounds = None
+    if e_max is not None:
+        bounds = [(None, None)] * len(x0)
+        bounds[2] = (None, e_max)
+        x0 = np.array(x0, dtype=float)
+        x0[2] = min(x0[2], e_max)
+    res = minimize(fun, x0, args=(log_n, log_d, log_l, delta), jac=True, method=method, options=options, bounds=bounds)
+    return _untie(res.x), float(res.fun)
 
 
 @dataclass(frozen=True)
@@ -106,6 +135,12 @@ class ChinchillaFit:
     boots: np.ndarray = field(default_factory=lambda: np.empty((0, 5)), repr=False, compare=False)  # (a,b,e,α,β)
     boot_dropped: int = 0  # bootstrap draws left out of the intervals (blown up, or N or D constant)
     boot_unit: str = "point"  # what was resampled: "point" or "run" (cluster bootstrap)
+    form: str = FULL_FORM  # the law fitted: the full form, or REDUCED_FORM
+
+    @property
+    def weak(self) -> list[str]:
+        """The constants a plan needs (E, α, β) that the data do not pin."""
+        return sorted(k for k in ("E", "alpha", "beta") if k in self.unidentified)
 
     def to_dict(self) -> dict:
         L = self.law
@@ -129,6 +164,7 @@ class ChinchillaFit:
             "boot_n": int(len(self.boots)) + self.boot_dropped,
             "boot_dropped": self.boot_dropped,
             "boot_unit": self.boot_unit,
+            "form": self.form,
         }
 
 
@@ -149,19 +185,25 @@ def fit_chinchilla(
     n_convention: str = "total",
     groups=None,
     boot_starts: int = 4,
+    reduced: bool = False,
+    unit: tuple[float, str] = (1.0, ""),
 ) -> ChinchillaFit:
     """Fit L = E + A/N^α + B/D^β (approach 3) with bootstrap 95% intervals; ``groups`` labels each
-    point's run (e.g. its size) so the bootstrap resamples whole runs."""
+    point's run (e.g. its size) so the bootstrap resamples whole runs. ``reduced`` fits
+    :data:`REDUCED_FORM` instead (one exponent, E at most the lowest loss: fewer constants for data
+    that cannot separate five). ``unit`` = (factor, name) prints the messages' losses in the
+    caller's unit (the fit itself runs in the loss's own unit)."""
     n, d, loss = (np.asarray(x, dtype=float) for x in (n, d, loss))
     if not (n.size == d.size == loss.size) or n.size < 5:
         raise ValueError(f"need at least 5 (N, D, loss) points of equal length, got {n.size}")
     log_n, log_d, log_l = np.log(n), np.log(d), np.log(loss)
-    optima = _multistart(log_n, log_d, log_l, delta, top_starts)
+    shape = {"tied": reduced, "e_max": float(log_l.min()) if reduced else None}
+    optima = _multistart(log_n, log_d, log_l, delta, top_starts, **shape)
     theta, fun = min(optima, key=lambda o: o[1])
     near = np.array([t for t, f in optima if f <= fun * (1 + 1e-6) + 1e-12])
     spread = dict(zip(("a", "b", "e", "alpha", "beta"), (near.max(0) - near.min(0)).tolist(), strict=True))
 
-    boots = bootstrap(theta, log_n, log_d, log_l, n_boot, seed, delta, groups=groups, top_starts=boot_starts)
+    boots = bootstrap(theta, log_n, log_d, log_l, n_boot, seed, delta, groups=groups, top_starts=boot_starts, **shape)
     kept = _usable(boots)
     dropped = int(len(boots) - len(kept))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -171,11 +213,14 @@ def fit_chinchilla(
         for k, v in derived.items()
     }
 
-    law = _theta_to_law(theta, name="fit", source="fitted (Chinchilla approach 3)", n_convention=n_convention)
+    form = REDUCED_FORM if reduced else FULL_FORM
+    law = _theta_to_law(
+        theta, name="fit", source=f"fitted (Chinchilla approach 3): {form}", n_convention=n_convention, form=form
+    )
     resid = np.log(law.loss(n, d)) - log_l
     ss_tot = float(((log_l - log_l.mean()) ** 2).sum())
     r2 = 1 - float((resid**2).sum()) / ss_tot if ss_tot > 0 else float("nan")
-    unidentified, warnings = _identification(law, ci, log_n, log_d)
+    unidentified, warnings = _identification(law, ci, log_n, log_d, unit, tied=reduced)
     if dropped:
         warnings.append(
             f"{dropped} of {len(boots)} bootstrap refits dropped (ran off to an unbounded law, or their resample "
@@ -183,7 +228,8 @@ def fit_chinchilla(
         )
     e_fit, floor = law.E, 1e-3 * float(loss.min())
     if e_fit < floor:
-        unidentified["E"] = f"collapsed to {e_fit:.2g}: the data show no loss floor, so E is not identified"
+        shown = f"{e_fit * unit[0]:.2g}{' ' + unit[1] if unit[1] else ''}"
+        unidentified["E"] = f"collapsed to {shown}: the data show no loss floor, so E is not identified"
     return ChinchillaFit(
         law=law,
         objective=fun,
@@ -197,17 +243,34 @@ def fit_chinchilla(
         boots=kept,
         boot_dropped=dropped,
         boot_unit="run" if groups is not None and len(set(groups)) > 1 else "point",
+        form=form,
     )
 
 
-def _multistart(log_n, log_d, log_l, delta, top: int, method: str = "L-BFGS-B") -> list[tuple[np.ndarray, float]]:
+def _multistart(
+    log_n, log_d, log_l, delta, top: int, method: str = "L-BFGS-B", tied: bool = False, e_max=None
+) -> list[tuple[np.ndarray, float]]:
     """Local optima from the ``top`` best grid starts."""
-    starts, scores = _grid_scores(log_n, log_d, log_l, delta)
-    return [_lbfgs(starts[i], log_n, log_d, log_l, delta, method) for i in np.argsort(scores)[:top]]
+    starts, scores = _grid_scores(log_n, log_d, log_l, delta, tied)
+    if e_max is not None:  # a start above the bound scores as if at it
+        starts = starts.copy()
+        starts[:, 2] = np.minimum(starts[:, 2], e_max)
+    return [_lbfgs(starts[i], log_n, log_d, log_l, delta, method, tied, e_max) for i in np.argsort(scores)[:top]]
 
 
 def bootstrap(
-    theta, log_n, log_d, log_l, n_boot: int, seed: int = 0, delta: float = DELTA, *, groups=None, top_starts: int = 4
+    theta,
+    log_n,
+    log_d,
+    log_l,
+    n_boot: int,
+    seed: int = 0,
+    delta: float = DELTA,
+    *,
+    groups=None,
+    top_starts: int = 4,
+    tied: bool = False,
+    e_max=None,
 ) -> np.ndarray:
     """Refits to resamples with replacement, each from the grid's ``top_starts`` best starts (``theta``,
     the point fit, is not a start; see the module docstring): (n_boot, 5) rows of (a, b, e, alpha, beta).
@@ -221,7 +284,7 @@ def bootstrap(
         idx = np.concatenate([members[j] for j in rng.integers(0, len(members), len(members))])
         if np.ptp(log_n[idx]) == 0 or np.ptp(log_d[idx]) == 0:
             continue
-        optima = _multistart(log_n[idx], log_d[idx], log_l[idx], delta, top_starts, "BFGS")
+        optima = _multistart(log_n[idx], log_d[idx], log_l[idx], delta, top_starts, "BFGS", tied, e_max)
         boots[i] = min(optima, key=lambda o: o[1])[0]
     return boots
 
@@ -256,19 +319,26 @@ def _derived(boots: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _identification(law: Chinchilla, ci: dict, log_n, log_d) -> tuple[dict[str, str], list[str]]:
+def _identification(
+    law: Chinchilla, ci: dict, log_n, log_d, unit: tuple[float, str] = (1.0, ""), tied: bool = False
+) -> tuple[dict[str, str], list[str]]:
     values = {"E": law.E, "A": law.A, "B": law.B, "alpha": law.alpha, "beta": law.beta, "a": law.a}
     out = {}
     for k, v in values.items():
         lo, hi = ci[k]
+        f, name = unit if k in ("E", "A", "B") else (1.0, "")  # E, A, B carry the loss's unit
+        shown = f" {name}" if name else ""
         if not (math.isfinite(lo) and math.isfinite(hi)):
             out[k] = "no usable bootstrap refit: no interval"
         elif hi - lo > abs(v):
-            out[k] = f"95% interval [{lo:.4g}, {hi:.4g}] is wider than the value {v:.4g}"
+            out[k] = f"95% interval [{lo * f:.4g}, {hi * f:.4g}]{shown} is wider than the value {v * f:.4g}{shown}"
     warnings = []
     if np.std(log_n) > 0 and np.std(log_d) > 0:
         corr = float(np.corrcoef(log_n, log_d)[0, 1])
-        if abs(corr) > 0.99:
+        if abs(corr) > 0.99 and tied:  # one exponent survives collinearity; A and B do not separate
+            out.setdefault("A", "collinear N and D")
+            out.setdefault("B", "collinear N and D")
+        elif abs(corr) > 0.99:
             warnings.append(
                 f"log N and log D are collinear (r = {corr:.3f}): alpha and beta cannot both be identified; "
                 "train several token budgets per size"
@@ -279,100 +349,3 @@ def _identification(law: Chinchilla, ci: dict, log_n, log_d) -> tuple[dict[str, 
         warnings.append("N or D does not vary: the law is not identified")
         out.update({k: "no variation in N or D" for k in ("alpha", "beta", "A", "B")})
     return out, warnings
-
-
-@dataclass(frozen=True)
-class PowerLawFit:
-    """L(X) = (X_c / X)^alpha fitted by least squares in log-log (Kaplan's single-variable laws)."""
-
-    alpha: float
-    x_c: float
-    alpha_se: float
-    r2_log: float
-    n_points: int
-
-    def loss(self, x):
-        return (self.x_c / np.asarray(x, dtype=float)) ** self.alpha
-
-
-def fit_power_law(x, loss) -> PowerLawFit:
-    x, loss = np.asarray(x, dtype=float), np.asarray(loss, dtype=float)
-    if x.size < 3:
-        raise ValueError("need at least 3 points for a power law")
-    lx, ll = np.log(x), np.log(loss)
-    slope, intercept = np.polyfit(lx, ll, 1)
-    resid = ll - (slope * lx + intercept)
-    dof = max(1, x.size - 2)
-    se = math.sqrt((resid**2).sum() / dof / ((lx - lx.mean()) ** 2).sum())
-    ss_tot = ((ll - ll.mean()) ** 2).sum()
-    alpha = -slope
-    return PowerLawFit(
-        alpha=float(alpha),
-        x_c=float(math.exp(intercept / alpha)) if alpha else float("nan"),
-        alpha_se=float(se),
-        r2_log=float(1 - (resid**2).sum() / ss_tot) if ss_tot > 0 else float("nan"),
-        n_points=int(x.size),
-    )
-
-
-@dataclass(frozen=True)
-class CurvePrediction:
-    """Final loss predicted from a partial learning curve L(t) = E + A·t^(−alpha)."""
-
-    predicted: float
-    low: float
-    high: float
-    E: float
-    A: float
-    alpha: float
-
-
-def predict_final_loss(tokens, loss, final_tokens: float, n_boot: int = 200, seed: int = 0) -> CurvePrediction:
-    """Fit L(t) = E + A·t^(−α) to (tokens, loss) of a partial run; predict L(final_tokens) with a 95% interval.
-
-    A schedule that decays the learning rate at the end lowers the final loss below
-    this curve; use it on the stable phase of a warmup-stable-decay run.
-    """
-    t, y = np.asarray(tokens, dtype=float), np.asarray(loss, dtype=float)
-    if t.size < 4:
-        raise ValueError("need at least 4 points of the learning curve")
-    lt = np.log(t / t.max())
-
-    def fit(yy):
-        def f(p):
-            e, la, al = p
-            pred = e + np.exp(la + -al * lt)
-            r = pred - yy
-            return float((r**2).sum())
-
-        best = None
-        for al0 in (0.2, 0.5, 1.0):
-            x0 = [yy.min() * 0.9, math.log(max(yy.max() - yy.min(), 1e-6)), al0]
-            r = minimize(f, x0, method="Nelder-Mead", options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 20_000})
-            if best is None or r.fun < best.fun:
-                best = r
-        return best.x
-
-    p = fit(y)
-
-    def at(params, tt):
-        e, la, al = params
-        return e + math.exp(la - al * math.log(tt / t.max()))
-
-    resid = y - np.array([at(p, tt) for tt in t])
-    rng = np.random.default_rng(seed)
-    preds = []
-    for _ in range(n_boot):
-        yy = y - resid + rng.choice(resid, resid.size)
-        preds.append(at(fit(yy), final_tokens))
-    lo, hi = np.quantile(preds, [0.025, 0.975])
-    e, la, al = p
-    return CurvePrediction(
-        at(p, final_tokens), float(lo), float(hi), float(e), float(math.exp(la) * t.max() ** al), float(al)
-    )
-
-
-def law_from_points(pts: Points, name: str, n_boot: int = 200) -> Chinchilla:
-    """The Chinchilla law fitted to ``pts``, named ``name``, with its bootstrap intervals."""
-    fitted = fit_chinchilla(pts.n, pts.d, pts.loss, n_boot=n_boot, n_convention=pts.n_convention)
-    return fitted.law.with_(name=name, source=f"fitted to {pts.source}", ci=fitted.ci)

@@ -58,6 +58,9 @@ class Chinchilla:
     loss_unit: str = "nats/token"
     corpus: str = ""
     ci: dict[str, tuple[float, float]] = field(default_factory=dict)  # 95% intervals where published
+    form: str = "L = E + A/N^α + B/D^β"  # a fit may reduce it (edgescale.scaling.fit.REDUCED_FORM)
+    unidentified: tuple[str, ...] = ()  # constants (E, alpha, beta) the fit's data do not pin: no plan
+    identify_with: dict | None = None  # then: the sizes and token budgets that would (plan.data_to_identify)
 
     def loss(self, n, d):
         n, d = np.asarray(n, dtype=float), np.asarray(d, dtype=float)

@@ -10,22 +10,27 @@
   check and critical batch size, and the cost of the plan (FLOPs → accelerator-hours →
   kWh) with every assumption stated.
 
+Training tokens are capped by the data that exists (``unique_tokens``, None when unknown) under
+Muennighoff et al. 2023's epoch rule (:data:`DATA_RULE`): a plan within 4 epochs is ``ok`` with its
+epochs; beyond, the law is evaluated at the effective tokens D' and the plan is ``data_limited``
+with the unique tokens it would need (a loss target first tries the smallest N at 4 epochs).
+
 A target at or below the law's irreducible loss E is answered with
 ``status: "infeasible"`` and the reason, never an exception. A law whose E, α or β the
-data cannot pin gives no numbers: :func:`data_to_identify` says which sizes and token
+data cannot pin gives no numbers: :func:`edgescale.scaling.identify.data_to_identify` says which sizes and token
 budgets to train so that it would (``status: "unidentified"``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from scipy.optimize import brentq, minimize_scalar
 
 from edgescale.errors import UserError
 from edgescale.models.shape import Shape, shape_for_params
+from edgescale.scaling.identify import data_to_identify  # noqa: F401  (re-exported: its old home)
 from edgescale.scaling.laws import KAPLAN2020, PF_DAY, PRESETS, Chinchilla, Kaplan
 
 Law = Chinchilla | Kaplan
@@ -35,6 +40,17 @@ Law = Chinchilla | Kaplan
 DEFAULT_PEAK_FLOPS = 312e12
 DEFAULT_MFU = 0.40
 DEFAULT_POWER_W = 400.0
+
+# Muennighoff et al. 2023, "Scaling Data-Constrained Language Models" (arXiv:2305.16264), §3: up to
+# about 4 epochs repeated tokens are worth almost as much as unique ones; their fitted decay of the
+# value of repeats is D' = U + U·R*·(1 − exp(−R/R*)), R = epochs − 1, R*_D ≈ 15.4 (the paper's fit,
+# 15.39; quoted from /work/shared/reference/scaling.md §6).
+MAX_EPOCHS = 4.0
+R_STAR_D = 15.4
+DATA_RULE = (
+    "Muennighoff et al. 2023 (arXiv:2305.16264): up to 4 epochs over the unique training tokens U count as "
+    "unique; beyond, tokens are worth D' = U + U·R*·(1 − exp(−R/R*)), R = epochs − 1, R* = 15.4"
+)
 
 
 @dataclass(frozen=True)
@@ -48,7 +64,7 @@ class Cost:
 
 @dataclass(frozen=True)
 class Plan:
-    status: str  # "ok" | "infeasible"
+    status: str  # "ok" | "infeasible" | "unidentified" | "data_limited"
     objective: str
     law: str
     n_params: float | None = None
@@ -63,6 +79,14 @@ class Plan:
     checks: dict = field(default_factory=dict)
     reason: str = ""
     notes: list[str] = field(default_factory=list)
+    form: str | None = None  # the law's form (a reduced one says so)
+    unique_tokens: float | None = None  # the training data that exists (None: unknown, D uncapped)
+    epochs: float | None = None  # D / unique_tokens
+    effective_tokens: float | None = None  # D' under DATA_RULE
+    unique_tokens_needed: float | None = None  # data_limited: unique tokens for D within MAX_EPOCHS
+    data_rule: str | None = None
+    unidentified: list[str] | None = None
+    identify_with: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -138,16 +162,29 @@ def _finish(
     inference_tokens: float = 0.0,
     notes: list[str] | None = None,
     vocab_size: int = 256,
+    unique_tokens: float | None = None,
     **cost_kw,
 ) -> Plan:
     loss = float(law.loss(n, d))
+    data = _data_terms(d, unique_tokens)
+    status = "ok"
+    if data.get("epochs") is not None and data["epochs"] > MAX_EPOCHS:
+        status, loss_unique = "data_limited", loss
+        loss = float(law.loss(n, data["effective_tokens"]))
+        data["unique_tokens_needed"] = d / MAX_EPOCHS
+        data["reason"] = (
+            f"D = {d:.3g} tokens is {data['epochs']:.3g} epochs of the {unique_tokens:.3g} unique training tokens: "
+            f"past {MAX_EPOCHS:g} epochs repeats are worth D' = {data['effective_tokens']:.3g} tokens, where the law "
+            f"predicts {loss:.4g} (not {loss_unique:.4g}); {d / MAX_EPOCHS:.3g} unique tokens would keep it within "
+            f"{MAX_EPOCHS:g} epochs"
+        )
     c = 6 * n * d
     shape = shape_for_law(law, n, vocab_size)
     built = shape.params_total if law.n_convention == "total" else shape.params_non_embedding
     if built and abs(math.log(built / n)) > math.log(1.25):
         notes = [*(notes or []), f"the nearest buildable shape has N = {built:,} ({law.n_convention}), not {n:,.0f}"]
     return Plan(
-        status="ok",
+        status=status,
         objective=objective,
         law=law.name,
         n_params=n,
@@ -161,6 +198,43 @@ def _finish(
         lifetime_flops=c + 2 * n * inference_tokens,
         checks=_checks(law, n, d, loss),
         notes=[f"N convention of {law.name}: {law.n_convention}", *(notes or [])],
+        form=getattr(law, "form", None),
+        **data,
+    )
+
+
+def effective_tokens(d: float, unique_tokens: float) -> float:
+    """D' of :data:`DATA_RULE`: ``d`` tokens drawn from ``unique_tokens``, repeats discounted."""
+    repeats = max(d / unique_tokens - 1, 0.0)
+    return unique_tokens * (1 + R_STAR_D * (1 - math.exp(-repeats / R_STAR_D)))
+
+
+def _data_terms(d: float, unique_tokens: float | None) -> dict:
+    if unique_tokens is None:
+        return {}
+    return {
+        "unique_tokens": unique_tokens,
+        "epochs": d / unique_tokens,
+        "effective_tokens": effective_tokens(d, unique_tokens),
+        "data_rule": DATA_RULE,
+    }
+
+
+def _unidentified(law: Law, objective: str) -> Plan | None:
+    """No plan from a law whose E, α or β the data do not pin (its numbers would be the optimiser's)."""
+    weak = list(getattr(law, "unidentified", ()))
+    if not weak:
+        return None
+    add = law.identify_with or {}
+    why = add.get("summary") or f"{', '.join(weak)} not identified by the data the law was fitted to"
+    return Plan(
+        status="unidentified",
+        objective=objective,
+        law=law.name,
+        reason=f"no plan: {why}",
+        form=law.form,
+        unidentified=weak,
+        identify_with=add or None,
     )
 
 
@@ -190,48 +264,11 @@ def shape_for_total(n: float, vocab_size: int = 256, block_size: int = 256) -> S
     return shape
 
 
-def data_to_identify(n: Sequence[float], d: Sequence[float], unidentified: Sequence[str]) -> dict:
-    """The sizes and token budgets that would identify a law the points ``(n, d)`` leave
-    unidentified: sizes reaching a decade beyond the largest (and at least 1.5 decades of N in
-    all), and at every size two token budgets outside the tokens-per-parameter range (÷4, ×4)
-    (E needs losses nearer the floor, α a wider N range, β more than one D per N)."""
-    n_arr, d_arr = [float(x) for x in n], [float(x) for x in d]
-    lo, hi = min(n_arr), max(n_arr)
-    span = math.log10(hi / lo)
-    steps = [0.5, 1.0] + ([1.5 - span] if span + 1.0 < 1.5 else [])
-    new_sizes = [_round2(hi * 10**s) for s in steps]
-    ratios = sorted({d_i / n_i for n_i, d_i in zip(n_arr, d_arr, strict=True)})
-    # below one token per parameter a run is mostly warm-up, a transient rather than a point of the
-    # law: then both new budgets go above the range (x4, x16) instead of one below it (/4)
-    below = ratios[0] / 4
-    new_ratios = [_round2(below), _round2(ratios[-1] * 4)] if below >= 1 else [_round2(ratios[-1] * r) for r in (4, 16)]
-    sizes = sorted({*n_arr, *new_sizes})
-    budgets = [{"N": x, "D": [_round2(x * r) for r in new_ratios]} for x in sizes]
-    text = (
-        f"{', '.join(sorted(unidentified))} not identified by {len(n_arr)} points over N {lo:.3g}-{hi:.3g} "
-        f"({span:.2f} decades) and D/N {ratios[0]:.3g}-{ratios[-1]:.3g}: train sizes of about "
-        f"{', '.join(f'{x:.2g}' for x in new_sizes)} parameters (N to {max(new_sizes) / lo:.3g}x the smallest), and at "
-        f"every size token budgets at D/N = {new_ratios[0]:g} and {new_ratios[1]:g} (e.g. N = {sizes[-1]:.2g}: "
-        f"D = {budgets[-1]['D'][0]:.2g} and {budgets[-1]['D'][1]:.2g} tokens), then refit"
-    )
-    return {
-        "current": {"N_range": [lo, hi], "decades_N": span, "tokens_per_param_range": [ratios[0], ratios[-1]]},
-        "add_sizes": new_sizes,
-        "add_tokens_per_param": new_ratios,
-        "token_budgets": budgets,
-        "n_convention": "total",
-        "summary": text,
-    }
-
-
-def _round2(x: float) -> float:
-    """``x`` to two significant figures (a suggestion, not a measurement)."""
-    return float(f"{x:.2g}")
-
-
 def plan_for_compute(law: Law, compute_flops: float, **kw) -> Plan:
     if not compute_flops > 0:
         raise ValueError("compute must be positive")
+    if (none := _unidentified(law, "compute_optimal")) is not None:
+        return none
     n, d = law.compute_optimal(compute_flops)
     return _finish(law, "compute_optimal", n, d, **kw)
 
@@ -246,9 +283,28 @@ def plan_for_loss(
     *,
     inference_tokens: float = 0.0,
     max_tokens: float | None = None,
+    unique_tokens: float | None = None,
     **kw,
 ) -> Plan:
-    """The cheapest (N, D) reaching ``target``; see the module docstring for the objectives."""
+    """The cheapest (N, D) reaching ``target``; see the module docstring for the objectives. With
+    ``unique_tokens``, a plan past :data:`MAX_EPOCHS` falls back to the smallest N reaching the target
+    at that many epochs, or answers ``data_limited``."""
+    if (none := _unidentified(law, "target_loss")) is not None:
+        return none
+    plan = _plan_for_loss(law, target, inference_tokens, max_tokens, unique_tokens=unique_tokens, **kw)
+    if plan.status != "data_limited":
+        return plan
+    cap = MAX_EPOCHS * unique_tokens
+    if max_tokens is not None and max_tokens <= cap:
+        return plan
+    capped = _plan_for_loss(law, target, inference_tokens, cap, unique_tokens=unique_tokens, **kw)
+    if capped.status != "ok":
+        return plan
+    note = f"the cheapest plan needs {plan.epochs:.3g} epochs of the data: the smallest N at {MAX_EPOCHS:g} epochs"
+    return replace(capped, objective="target_loss_data_cap", notes=[*capped.notes, note])
+
+
+def _plan_for_loss(law: Law, target: float, inference_tokens: float, max_tokens: float | None, **kw) -> Plan:
     e_high = law.ci.get("E", (law.E, law.E))[1]
     e_high = e_high if e_high is not None and math.isfinite(e_high) else law.E
     if target <= e_high:
@@ -316,7 +372,7 @@ def smallest_n_under_compute(law: Law, target: float, compute_flops: float) -> f
 def plan_smallest_under_compute(law: Law, target: float, compute_flops: float, **kw) -> Plan:
     """The smallest model that reaches ``target`` within ``compute_flops`` (it trains longest)."""
     infeasible = plan_for_loss(law, target)
-    if infeasible.status != "ok":
+    if infeasible.status in ("infeasible", "unidentified"):
         return infeasible
     try:
         n = smallest_n_under_compute(law, target, compute_flops)

@@ -2,7 +2,11 @@
 
 Losses are in bits per byte in the report; the fit runs in nats per token (byte tokens:
 nats/token = bits/byte · ln 2) with N counted as *total* parameters, the Chinchilla
-convention — embeddings are a large share of these small byte-level models.
+convention — embeddings are a large share of these small byte-level models. When the full form
+is not identified the reduced form is fitted too (:mod:`edgescale.scaling.identify`): ``law`` is
+the full form, ``reduced`` the reduced one, and the plan comes from whichever is identified (its
+``form`` says which), or is ``unidentified``. Plans are capped by the train split's unique tokens
+under the epoch rule of :mod:`edgescale.scaling.plan`.
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ import math
 
 import numpy as np
 
-from edgescale.scaling.fit import fit_chinchilla
-from edgescale.scaling.plan import data_to_identify, plan_for_loss
+from edgescale.scaling.fit import ChinchillaFit
+from edgescale.scaling.identify import data_to_identify, fit_identified
+from edgescale.scaling.plan import plan_for_loss
 
 LN2 = math.log(2)
 
@@ -27,13 +32,24 @@ def cooled_points(sizes: list[dict]) -> list[dict]:
 
 
 def fit_study(
-    sizes: list[dict], loss_target_bpb: float | None, n_boot: int = 200, seed: int = 0, pretrained: list[dict] = ()
+    sizes: list[dict],
+    loss_target_bpb: float | None,
+    n_boot: int = 200,
+    seed: int = 0,
+    pretrained: list[dict] = (),
+    train_tokens: int | None = None,
 ) -> dict:
     """Fit L(N, D) to the cooled checkpoints and the ``pretrained`` candidates' points (known
-    training tokens: ``{size, N, D, bits_per_byte}``); plan the cheapest model reaching the target."""
+    training tokens: ``{size, N, D, bits_per_byte}``); plan the cheapest model reaching the target
+    with at most the ``train_tokens`` unique tokens that exist (None: unknown)."""
     cooled = cooled_points(sizes)
     pts = cooled + list(pretrained)
-    out: dict = {"points": pts, "n_convention": "total", "unit": "bits_per_byte"}
+    out: dict = {
+        "points": pts,
+        "n_convention": "total",
+        "unit": "bits_per_byte",
+        "train_tokens_available": train_tokens,
+    }
     if len(pts) < 5:
         named = f" ({', '.join(p['size'] for p in pretrained)})" if pretrained else ""
         out["status"] = "not_fitted"
@@ -47,30 +63,36 @@ def fit_study(
     loss = np.array([p["bits_per_byte"] for p in pts]) * LN2
     # one size's cooled checkpoints share its run: the bootstrap resamples whole runs
     groups = [p["size"] for p in pts]
-    fit = fit_chinchilla(n, d, loss, n_boot=n_boot, seed=seed, n_convention="total", groups=groups)
-    f = fit.to_dict()
-    in_bpb = {k: f[k] / LN2 for k in ("E", "A", "B")}  # L scales linearly: E, A, B carry the unit
-    ci = {
-        k: [None if v is None else v / LN2 for v in f["ci"][k]] if k in ("E", "A", "B") else f["ci"][k] for k in f["ci"]
-    }
-    out |= {
-        "status": "fitted",
-        "law": {**f, **in_bpb, "ci": ci, "unit": "bits_per_byte"},
-        "bootstrap": _draws_in_bpb(fit.boots),
-    }
+    found = fit_identified(
+        n, d, loss, n_boot=n_boot, seed=seed, n_convention="total", groups=groups, unit=(1 / LN2, "bpb")
+    )
+    out |= {"status": "fitted", "law": _law_in_bpb(found.full), "bootstrap": _draws_in_bpb(found.full.boots)}
+    if found.reduced is not None:
+        out["reduced"] = _law_in_bpb(found.reduced)
     if loss_target_bpb is not None:
-        weak = sorted(k for k in ("E", "alpha", "beta") if k in fit.unidentified)
-        if weak:
-            out["plan_for_target"] = unidentified_plan(n, d, weak, loss_target_bpb)
+        if found.used is None:
+            out["plan_for_target"] = unidentified_plan(n, d, found.weak, loss_target_bpb)
             return out
-        law = fit.law.with_(name="fit (this run)", ci=fit.ci)
-        plan = plan_for_loss(law, loss_target_bpb * LN2).to_dict()
-        if plan["status"] == "ok":
+        fit = found.used
+        law = fit.law.with_(name=f"fit (this run; {fit.form})", ci=fit.ci, form=fit.form)
+        plan = plan_for_loss(law, loss_target_bpb * LN2, unique_tokens=train_tokens).to_dict()
+        if plan["status"] in ("ok", "data_limited"):
             plan["predicted_loss_bpb"] = plan["predicted_loss"] / LN2
         plan["reliable"] = True
         plan["loss_target_bpb"] = loss_target_bpb
         out["plan_for_target"] = plan
     return out
+
+
+def _law_in_bpb(fit: ChinchillaFit) -> dict:
+    """The fit's ``to_dict`` with E, A, B and their intervals in bits per byte (L scales linearly:
+    E, A and B carry the unit)."""
+    f = fit.to_dict()
+    in_bpb = {k: f[k] / LN2 for k in ("E", "A", "B")}
+    ci = {
+        k: [None if v is None else v / LN2 for v in f["ci"][k]] if k in ("E", "A", "B") else f["ci"][k] for k in f["ci"]
+    }
+    return {**f, **in_bpb, "ci": ci, "unit": "bits_per_byte"}
 
 
 def unidentified_plan(n, d, weak: list[str], loss_target_bpb: float, law: str = "fit (this run)") -> dict:

@@ -31,12 +31,24 @@ def kd_loss(
     alpha: float,
     temperature: float,
 ) -> torch.Tensor:
+    return kd_terms(student_logits, teacher_logits, targets, alpha, temperature)[0]
+
+
+def kd_terms(
+    student_logits: torch.Tensor,  # (B, T, V)
+    teacher_logits: torch.Tensor | None,  # (B, T, V)
+    targets: torch.Tensor,  # (B, T)
+    alpha: float,
+    temperature: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The objective and, apart from it, the plain cross-entropy on the targets (what a training
+    curve reports as train bpb, so a KD run's curve compares with its scratch twin's)."""
     vocab = student_logits.shape[-1]
     ce = F.cross_entropy(student_logits.reshape(-1, vocab), targets.reshape(-1))
     if alpha == 0 or teacher_logits is None:
-        return ce
+        return ce, ce
     t = temperature
     log_ps = F.log_softmax(student_logits.reshape(-1, vocab) / t, dim=-1)
     log_pt = F.log_softmax(teacher_logits.reshape(-1, vocab).detach() / t, dim=-1)
     kl = F.kl_div(log_ps, log_pt, log_target=True, reduction="batchmean")  # KL(teacher ‖ student)
-    return (1 - alpha) * ce + alpha * t * t * kl
+    return (1 - alpha) * ce + alpha * t * t * kl, ce

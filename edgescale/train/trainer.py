@@ -1,5 +1,15 @@
-"""Training loop: AdamW, linear warmup then cosine decay, clipping, periodic validation,
-safetensors checkpoints and exact resume.
+"""Training loop: AdamW, linear warmup then cosine decay (or warmup-stable-decay with cooled
+branches), clipping, periodic validation, safetensors checkpoints and exact resume.
+
+Schedules scale with each cooled branch (Hägele et al. 2024, arXiv:2405.18392): a branch's
+cooldown is ``cooldown_fraction`` of that branch's own steps, and the warmup is
+``warmup_fraction`` of the *shortest* branch, so it is at most that share of every branch.
+With ``lr_rule: mup_width`` the hidden matrices' learning rate scales as 1/width (µP for
+Adam: Yang et al. 2022, "Tensor Programs V", arXiv:2203.03466, Table 3): the peak LR is set
+once at ``lr_base_width`` and carried across the ladder rather than held fixed, which
+distorts fitted exponents (Porian et al. 2024, arXiv:2406.19146). Embeddings, the tied head
+and vectors keep the base rate; the µP init and output multipliers are not applied, so this
+is µP's learning-rate rule only. AdamW β2 stays 0.95 for every size.
 
 Batches depend only on (seed, step) and the resume checkpoint holds the model and
 AdamW state, so a run interrupted and resumed follows the same loss curve as an
@@ -13,7 +23,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -25,7 +35,7 @@ from edgescale.config import TrainingConfig
 from edgescale.data.corpus import Corpus, train_batch
 from edgescale.models.checkpoint import build_model, load_weights, save_model, spec_meta, weights
 from edgescale.models.gpt import GPT, GPTConfig
-from edgescale.train.distill import DistillConfig, kd_loss
+from edgescale.train.distill import DistillConfig, kd_terms
 
 ProgressFn = Callable[[int, int, dict], None]  # (tokens_done, tokens_total, info)
 AfterStepFn = Callable[[torch.nn.Module], None]  # called with the model after every optimizer step
@@ -38,11 +48,47 @@ class TrainResult:
     steps: int
     curve: list[dict]
     seconds: float
+    hparams: dict = field(default_factory=dict)  # what :func:`hparams` says this run used
+
+
+BETA2 = 0.95  # AdamW β2, every size (see the module docstring)
+EMBEDDING_PARAMS = ("wte.", "wpe.", "lm_head.")  # the GPT's input/output matrices: base LR under mup_width
+
+
+def hidden_lr_scale(model_cfg, cfg: TrainingConfig) -> float:
+    """Multiplier on the hidden matrices' learning rate: 1 (fixed), or lr_base_width / n_embd
+    (mup_width; a model without an ``n_embd``, a user's module, keeps 1)."""
+    width = getattr(model_cfg, "n_embd", None)
+    if cfg.lr_rule == "fixed" or not width:
+        return 1.0
+    return cfg.lr_base_width / width
+
+
+def warmup_steps(steps: int, cfg: TrainingConfig) -> int:
+    """Linear warmup: ``warmup_fraction`` of the shortest cooled branch (WSD) or of the run (cosine)."""
+    shortest = min(max(2, round(f * steps)) for f in cfg.cooled_fractions) if cfg.schedule == "wsd" else steps
+    return max(1, int(cfg.warmup_fraction * shortest))
+
+
+def hparams(model_cfg, cfg: TrainingConfig, steps: int) -> dict:
+    """The per-size optimisation settings a run used, recorded with its results."""
+    scale = hidden_lr_scale(model_cfg, cfg)
+    return {
+        "lr_rule": cfg.lr_rule,
+        "lr_source": "fixed across sizes"
+        if cfg.lr_rule == "fixed"
+        else f"µP for Adam (Yang et al. 2022): hidden-matrix LR × {cfg.lr_base_width}/n_embd",
+        "peak_lr_hidden": cfg.learning_rate * scale,
+        "peak_lr_embedding": cfg.learning_rate,
+        "beta2": BETA2,
+        "batch_size": cfg.batch_size * cfg.grad_accum,
+        "warmup_steps": warmup_steps(steps, cfg),
+    }
 
 
 def lr_at(step: int, steps: int, cfg: TrainingConfig) -> float:
     """Learning rate of the main run: linear warmup, then cosine decay or (WSD) constant."""
-    warmup = max(1, int(cfg.warmup_fraction * steps))
+    warmup = warmup_steps(steps, cfg)
     if step < warmup:
         return cfg.learning_rate * (step + 1) / warmup
     if cfg.schedule == "wsd":
@@ -76,12 +122,21 @@ def wsd_branches(steps: int, cfg: TrainingConfig) -> dict[int, int]:
     return out
 
 
-def _optimizer(model: GPT, cfg: TrainingConfig) -> torch.optim.AdamW:
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def _optimizer(model: GPT, cfg: TrainingConfig, lr_scale: float = 1.0) -> torch.optim.AdamW:
+    """AdamW over three groups: hidden matrices (decayed, LR × ``lr_scale``), embeddings and head
+    (decayed, base LR), vectors (no decay). Each group's ``lr_scale`` multiplies the schedule's LR."""
+    named = list(model.named_parameters())  # a tied head shares wte's tensor: listed once
+    hidden = [p for n, p in named if p.dim() >= 2 and not n.startswith(EMBEDDING_PARAMS)]
+    embed = [p for n, p in named if p.dim() >= 2 and n.startswith(EMBEDDING_PARAMS)]
+    vectors = [p for _, p in named if p.dim() < 2]
+    groups = [
+        {"params": hidden, "weight_decay": cfg.weight_decay, "lr_scale": lr_scale},
+        {"params": embed, "weight_decay": cfg.weight_decay, "lr_scale": 1.0},
+        {"params": vectors, "weight_decay": 0.0, "lr_scale": 1.0},
+    ]
+    groups = [g for g in groups if g["params"]]
     # fused AdamW runs on CPU too (torch >= 2.4): one kernel per step instead of a Python loop over tensors
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, 0.95), fused=True)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, BETA2), fused=True)
 
 
 def validation_bpb(model: GPT, corpus: Corpus, context: int, max_tokens: int) -> float:
@@ -110,19 +165,21 @@ def _save_resume(model: GPT, opt: torch.optim.Optimizer, step: int, curve: list,
 
 
 def _load_resume(model: GPT, opt: torch.optim.Optimizer, out: Path, key: str) -> tuple[int, list, tuple]:
+    """(step, curve, (objective sum, steps, cross-entropy sum) since the last curve point), or a fresh start."""
     from safetensors import SafetensorError, safe_open
 
     state_file, meta_file = out / "resume.safetensors", out / "resume.json"
     if not (state_file.exists() and meta_file.exists()):
-        return 0, [], (0.0, 0)
+        return 0, [], (0.0, 0, 0.0)
     try:
         meta = json.loads(meta_file.read_text())
         with safe_open(str(state_file), "pt") as f:
             stored = f.metadata() or {}
     except (json.JSONDecodeError, SafetensorError):
-        return 0, [], (0.0, 0)  # unreadable resume state is scratch, never trusted
-    if meta.get("key") != key or stored != {"key": key, "step": str(meta.get("step"))} or "seen" not in meta:
-        return 0, [], (0.0, 0)  # another run's state, or a pair torn by a kill: start over
+        return 0, [], (0.0, 0, 0.0)  # unreadable resume state is scratch, never trusted
+    ours = meta.get("key") == key and stored == {"key": key, "step": str(meta.get("step"))}
+    if not ours or len(meta.get("seen", ())) != 3:
+        return 0, [], (0.0, 0, 0.0)  # another run's state, or a pair torn by a kill: start over
     tensors = load_file(str(state_file))
     load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     for name, p in model.named_parameters():
@@ -130,7 +187,8 @@ def _load_resume(model: GPT, opt: torch.optim.Optimizer, out: Path, key: str) ->
         st = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
         if st:
             opt.state[p] = st
-    return int(meta["step"]), list(meta["curve"]), (float(meta["seen"][0]), int(meta["seen"][1]))
+    seen_loss, seen, seen_ce = meta["seen"]
+    return int(meta["step"]), list(meta["curve"]), (float(seen_loss), int(seen), float(seen_ce))
 
 
 @dataclass
@@ -147,6 +205,8 @@ class _Run:
     teacher: GPT | None = None
     distill: DistillConfig | None = None
     after_step: AfterStepFn | None = None
+    lr_scale: float = 1.0  # hidden matrices' LR multiplier (lr_rule)
+    warmup: int = 1  # warmup steps, recorded on every curve point
     done_steps: int = 0
     t0: float = 0.0
 
@@ -162,12 +222,13 @@ class _Run:
             self.progress(self.done_steps * self.per_step, self.total_steps * self.per_step, info)
 
 
-def _sgd_step(run: _Run, model: GPT, opt, step: int, lr: float) -> float:
-    """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss."""
+def _sgd_step(run: _Run, model: GPT, opt, step: int, lr: float) -> tuple[float, float]:
+    """One optimizer step over ``grad_accum`` micro-batches; returns the mean objective and the
+    mean cross-entropy (the same number unless distilling)."""
     for g in opt.param_groups:
-        g["lr"] = lr
+        g["lr"] = lr * g.get("lr_scale", 1.0)
     opt.zero_grad(set_to_none=True)
-    accum, total = run.cfg.grad_accum, 0.0
+    accum, total, total_ce = run.cfg.grad_accum, 0.0, 0.0
     for micro in range(accum):
         batch = run.batch(step * accum + micro)
         inputs, targets = batch[:, :-1], batch[:, 1:]
@@ -177,31 +238,40 @@ def _sgd_step(run: _Run, model: GPT, opt, step: int, lr: float) -> float:
             with torch.no_grad():
                 teacher_logits = run.teacher.logits(inputs)
         d = run.distill
-        loss = kd_loss(logits, teacher_logits, targets, d.alpha if d else 0.0, d.temperature if d else 1.0)
+        loss, ce = kd_terms(logits, teacher_logits, targets, d.alpha if d else 0.0, d.temperature if d else 1.0)
         (loss / accum).backward()
-        total += loss.item()
+        total, total_ce = total + loss.item(), total_ce + ce.item()
     torch.nn.utils.clip_grad_norm_(model.parameters(), run.cfg.grad_clip)
     opt.step()
     if run.after_step is not None:
         with torch.no_grad():
             run.after_step(model)
-    return total / accum
+    return total / accum, total_ce / accum
+
+
+def _eval_point(run: _Run, model: GPT, cooled: bool) -> dict:
+    """Validation loss and how it was taken: a fit point (cooled) on ``cooled_eval_tokens``, a
+    periodic point on the cheaper ``eval_tokens``, marked as outside the fit. Both read the first
+    tokens of the validation split in windows of the block size, so fit points share their windows."""
+    n = run.cfg.cooled_eval_tokens if cooled else run.cfg.eval_tokens
+    val = validation_bpb(model, run.corpus, run.model_cfg.block_size, n)
+    return {"val_bpb": val, "cooled": cooled, "in_fit": cooled, "eval_tokens": n, "warmup_steps": run.warmup}
 
 
 def _cooled_branch(run: _Run, model: GPT, opt, at: int, k: int, resumed: int) -> tuple[GPT, dict]:
     """Decay a copy of the stable-phase model for ``k`` steps; return it and its curve point."""
     branch = copy.deepcopy(model)
-    bopt = _optimizer(branch, run.cfg)
+    bopt = _optimizer(branch, run.cfg, run.lr_scale)
     bopt.load_state_dict(opt.state_dict())
     for j in range(k):
-        loss = _sgd_step(run, branch, bopt, at + j, cooldown_lr(j, k, run.cfg))
+        loss, _ = _sgd_step(run, branch, bopt, at + j, cooldown_lr(j, k, run.cfg))
         run.tick(loss, resumed)
     point = {
         "step": at + k,
         "tokens": (at + k) * run.per_step,
         "lr": cooldown_lr(k - 1, k, run.cfg),
-        "val_bpb": validation_bpb(branch, run.corpus, run.model_cfg.block_size, run.cfg.cooled_eval_tokens),
-        "cooled": True,
+        **_eval_point(run, branch, cooled=True),
+        "cooldown_steps": k,
     }
     return branch, point
 
@@ -239,8 +309,9 @@ def train(
     main_steps = steps - branches.get(max(branches), 0) if branches else steps
     extra = sum(k for at, k in branches.items() if at + k != steps)
     model = (copy.deepcopy(init) if init is not None else build_model(model_cfg, seed=seed)).train()
-    opt = _optimizer(model, cfg)
-    start, curve, (seen_loss, seen) = _load_resume(model, opt, out_dir, key)
+    lr_scale = hidden_lr_scale(model_cfg, cfg)
+    opt = _optimizer(model, cfg, lr_scale)
+    start, curve, (seen_loss, seen, seen_ce) = _load_resume(model, opt, out_dir, key)
     if teacher is not None:
         teacher = teacher.eval()
     run = _Run(
@@ -254,32 +325,34 @@ def train(
         teacher,
         distill,
         after_step,
+        lr_scale=lr_scale,
+        warmup=warmup_steps(steps, cfg),
         t0=time.perf_counter(),
     )
     run.done_steps = start + sum(k for at, k in branches.items() if at <= start and at + k != steps)
     resumed = run.done_steps
     final = model
     for step in range(start, main_steps):
-        loss = _sgd_step(run, model, opt, step, lr_at(step, steps, cfg))
+        loss, ce = _sgd_step(run, model, opt, step, lr_at(step, steps, cfg))
         run.tick(loss, resumed)
-        seen_loss, seen = seen_loss + loss, seen + 1
+        seen_loss, seen, seen_ce = seen_loss + loss, seen + 1, seen_ce + ce
         if (step + 1) % eval_every == 0 or (step + 1 == steps and not branches):
-            val = validation_bpb(model, corpus, model_cfg.block_size, cfg.eval_tokens)
-            curve.append(
-                {
-                    "step": step + 1,
-                    "tokens": (step + 1) * per_step,
-                    "lr": lr_at(step, steps, cfg),
-                    "train_bpb": seen_loss / seen / math.log(2),
-                    "val_bpb": val,
-                    "cooled": step + 1 == steps,
-                }
-            )
-            seen_loss, seen = 0.0, 0
+            point = {
+                "step": step + 1,
+                "tokens": (step + 1) * per_step,
+                "lr": lr_at(step, steps, cfg),
+                "train_bpb": seen_ce / seen / math.log(2),  # cross-entropy, also for a KD run
+                **_eval_point(run, model, cooled=step + 1 == steps),
+                "cooldown_steps": 0,  # cosine: the schedule decays the whole run, no separate cooldown
+            }
+            if teacher is not None:
+                point["train_objective"] = seen_loss / seen / math.log(2)  # the KD objective, in bits
+            curve.append(point)
+            seen_loss, seen, seen_ce = 0.0, 0, 0.0
         if step + 1 in branches and step + 1 + branches[step + 1] < steps:
             curve.append(_cooled_branch(run, model, opt, step + 1, branches[step + 1], resumed)[1])
         if (step + 1) % cfg.checkpoint_every_steps == 0 and step + 1 < main_steps:
-            _save_resume(model, opt, step + 1, curve, (seen_loss, seen), out_dir, key)
+            _save_resume(model, opt, step + 1, curve, (seen_loss, seen, seen_ce), out_dir, key)
     if branches:
         final, point = _cooled_branch(run, model, opt, main_steps, steps - main_steps, resumed)
         curve.append(point)
@@ -288,4 +361,5 @@ def train(
     write_json(out_dir / "curve.json", curve)
     for f in ("resume.safetensors", "resume.json"):
         (out_dir / f).unlink(missing_ok=True)
-    return TrainResult(ckpt, steps * per_step, steps, curve, time.perf_counter() - run.t0)
+    used = hparams(model_cfg, cfg, steps)
+    return TrainResult(ckpt, steps * per_step, steps, curve, time.perf_counter() - run.t0, used)

@@ -4,11 +4,16 @@ from that pair turns differences between identical graphs into ties."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 
+from edgescale.bench.load import runnable_tasks
 from edgescale.bench.measure import AA_SUFFIX, MeasureSpec, RatioCI, machine_load, measure_variants, noise_floor, ratio
 
 SPEC = MeasureSpec(prompt_len=16, decode_context=32, repeats=12, warmup=2, threads=1)
@@ -56,6 +61,10 @@ def _assert_tie(rep, other: str) -> None:
     # the copy is a control, not a variant
     assert set(rep.variants) == {"a", other} and set(rep.ratios) == {other}
     assert aa.copy_latency.n_samples == SPEC.repeats
+    # timed in 3 worker processes of 4 repeats each, and the intervals are two-level over them
+    assert rep.processes == 3 and aa.copy_latency.processes == 3
+    assert aa.copy_latency.sample_process == [0] * 4 + [1] * 4 + [2] * 4
+    assert all(v.sample_process == aa.copy_latency.sample_process for v in rep.variants.values())
     assert rep.to_dict()["aa"]["noise_floor"].keys() == {"prefill", "decode"}
 
 
@@ -81,14 +90,59 @@ def test_the_a_a_id_is_reserved(tiny_onnx):
         measure_variants({"a": tiny_onnx, "a" + AA_SUFFIX: tiny_onnx}, SPEC)
 
 
-def test_a_loaded_machine_is_flagged():
-    machine = {"logical_cpus": 2, "threads": 2, "load_avg_start": [1.81, 1.0, 1.0], "load_avg_end": [0.3, 0, 0]}
-    got = machine_load(machine, wall_s=30.0)
-    assert got["loaded"] and got["limit"] == 0.5 and got["load_avg_1min_start"] == 1.81
-    quiet = machine_load({**machine, "load_avg_start": [0.2, 0, 0]}, wall_s=30.0)
-    assert not quiet["loaded"]
-    # the end reading holds the worker's own threads: 2 threads for 60 s read as ~1.26, not as other work
-    own = machine_load({**machine, "load_avg_start": [0.2, 0, 0], "load_avg_end": [1.3, 0, 0]}, wall_s=60.0)
-    assert own["own_share_end"] == pytest.approx(2 * (1 - np.exp(-1)), abs=1e-3) and not own["loaded"]
-    busy = machine_load({**machine, "logical_cpus": 16, "load_avg_start": [15.0, 0, 0]}, wall_s=10.0)
-    assert busy["loaded"] and busy["limit"] == 14.5
+def test_load_is_judged_from_runnable_tasks_during_the_measurement_not_the_lagging_average():
+    # the default run's case: 2 cores, 2 worker threads, and a start load average of 1.81 left by
+    # the run's own scoring; during the measurement only the sampler (1) and the worker (2) ran
+    machine = {"logical_cpus": 2, "threads": 2, "load_avg_start": [1.81, 1.0, 1.0], "load_avg_end": [1.3, 0, 0]}
+    quiet = machine_load(machine, wall_s=30.0, runnable=[3, 3, 2, 3, 4, 3, 3, 3])
+    assert quiet["loaded"] is False and quiet["load_avg_1min_start"] == 1.81 and quiet["limit"] == 0.5
+    assert quiet["runnable_samples"] == 8 and quiet["other_runnable_max"] == 1
+    # one busy process beside the worker, most of the time: it takes a core the worker times on
+    busy = machine_load({**machine, "load_avg_start": [0.1, 0, 0]}, wall_s=30.0, runnable=[4, 4, 3, 4, 4])
+    assert busy["loaded"] and busy["other_runnable_mean"] == pytest.approx(0.8)
+    # with 1 worker thread on 2 cores one other process fits in the free core; two do not
+    one = {**machine, "threads": 1}
+    assert not machine_load(one, 10.0, runnable=[3, 3, 3])["loaded"]
+    assert machine_load(one, 10.0, runnable=[4, 4, 4])["loaded"]
+    # no counts: the load averages alone cannot say
+    assert machine_load(machine, wall_s=30.0)["loaded"] is None
+    assert machine_load(machine, 60.0, [3])["own_share_end"] == pytest.approx(2 * (1 - np.exp(-1)), abs=1e-3)
+
+
+LOAD_SPEC = MeasureSpec(prompt_len=16, decode_context=32, repeats=30, warmup=2, threads=1, processes=3)
+
+
+def _others_now(n: int = 10) -> float:
+    """Mean runnable tasks beside the reader, over ``n`` readings 50 ms apart."""
+    got = []
+    for _ in range(n):
+        got.append(runnable_tasks() - 1)
+        time.sleep(0.05)
+    return sum(got) / n
+
+
+needs_proc = pytest.mark.skipif(runnable_tasks() is None, reason="counts runnable tasks from /proc/stat")
+
+
+@needs_proc
+def test_an_idle_measurement_is_not_flagged(tiny_onnx):
+    if _others_now() > 0.5:  # a shared machine (other test runs): then "loaded" is the right answer
+        pytest.skip("the machine is busy with other work; an idle measurement cannot be taken")
+    idle = measure_variants({"a": tiny_onnx}, LOAD_SPEC).load
+    assert idle["runnable_samples"] >= 3 and idle["loaded"] is False, idle
+
+
+@needs_proc
+def test_a_measurement_beside_busy_processes_is_flagged(tiny_onnx):
+    # one spinning process per core (2 on a 2-core machine): more than the cores a 1-thread worker leaves free
+    n = min(os.cpu_count() or 1, 16)
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.3)  # all spinning before the first worker starts
+        busy = measure_variants({"a": tiny_onnx}, LOAD_SPEC).load
+    finally:
+        for p in burners:
+            p.kill()
+            p.wait()
+    assert busy["loaded"] is True and busy["other_runnable_mean"] > busy["limit"], busy
+    assert busy["runnable_samples"] >= 3 and busy["load_avg_1min_end"] >= 0

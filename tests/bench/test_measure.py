@@ -11,6 +11,7 @@ from edgescale.bench.measure import (
     measure_variants,
     ratio,
     run_worker,
+    split_repeats,
 )
 
 SPEC = MeasureSpec(prompt_len=16, decode_context=32, repeats=8, warmup=2, threads=1)
@@ -63,3 +64,35 @@ def test_not_a_causal_lm_is_a_clear_error(relu_onnx):
 def test_unknown_baseline_is_refused(tiny_onnx):
     with pytest.raises(ValueError, match="baseline"):
         measure_variants({"a": tiny_onnx}, SPEC, baseline="zzz")
+
+
+def test_repeats_are_split_over_processes_at_least_three_each():
+    assert split_repeats(30, 3) == [10, 10, 10]
+    assert split_repeats(31, 3) == [11, 10, 10]
+    assert split_repeats(8, 3) == [4, 4]  # two processes rather than fewer than 3 repeats in one
+    assert split_repeats(5, 3) == [5] and split_repeats(30, 1) == [30]
+
+
+def test_one_process_is_the_paired_bootstrap_over_repeats():
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(10, 0.5, 30), rng.normal(10.2, 0.5, 30)
+    assert bootstrap_ratio_ci(a, b, groups=[0] * 30) == bootstrap_ratio_ci(a, b)
+    with pytest.raises(ValueError, match="process index per sample"):
+        bootstrap_ratio_ci(a, b, groups=[0, 1])
+
+
+def test_the_spread_between_processes_widens_the_interval():
+    # each process lands its sessions differently: the variant is 5% slower in one, 5% faster in another
+    rng = np.random.default_rng(2)
+    groups = np.repeat([0, 1, 2], 10)
+    base = rng.normal(10, 0.1, 30)
+    other = base * np.array([1.0, 1.05, 0.95])[groups] * rng.normal(1, 0.005, 30)
+    _, flat_lo, flat_hi = bootstrap_ratio_ci(base, other)
+    point, lo, hi = bootstrap_ratio_ci(base, other, groups=groups)
+    assert lo <= point <= hi and hi - lo > 1.5 * (flat_hi - flat_lo)
+    # a process where it is 5% slower alone can be drawn three times: the interval reaches it
+    assert lo < 1 / 1.04 and hi > 1 / 0.96
+    # the same difference in every process stays tight: only the process spread widens it
+    steady = base * 1.05 * rng.normal(1, 0.005, 30)
+    _, lo2, hi2 = bootstrap_ratio_ci(base, steady, groups=groups)
+    assert hi2 < 1.0 and hi2 - lo2 < 0.03

@@ -23,7 +23,11 @@ def test_analysis_holds_every_part_as_strict_json():
     assert deg.form == "none" and len(deg.points) == 3 and deg.curve is None and "3 sizes" in deg.notes[0]
     assert set(out.picks) == {"host", "rpi5-8gb"} and isinstance(out.picks["host"], VariantPick)
     assert out.picks["host"].status == "ok"
-    assert out.compare.device == "host" and out.routes.per_device["rpi5-8gb"].cheaper
+    assert out.compare.device == "host"
+    # the only fp32 size meeting 2.8 is the largest: its own int4 is no "train big" route (same model)
+    pi = out.routes.per_device["rpi5-8gb"]
+    assert pi.cheaper is None and "not a route" in pi.statement
+    assert {(p.variant_id, p.axis) for p in out.routes.pairs} >= {("s2/int4", "bytes_per_decoded_token")}
     plan = analyse(handmade.typed(res), target=1.9, device="rpi5-8gb").picks["rpi5-8gb"]
     assert isinstance(plan, NewModelPick) and plan.status == "plan" and plan.best.plan.n_params > 0
     # what is written reads back to the same typed section, and the same bytes

@@ -164,3 +164,55 @@ def test_points_from_results_pair_each_size_with_its_baseline_and_skip_students(
     fits = fit_recipes(res)
     assert set(fits) == {"int4"} and fits["int4"].form == "none"  # 3 sizes: no law, the 3 δ kept
     assert len(fits["int4"].points) == 3 and "3 sizes (a law needs ≥ 5)" in fits["int4"].notes[0]
+
+
+# -- the error of every δ ---------------------------------------------------------------------
+
+
+def _with_windows(tmp_path, shift: float, w: int = 300):
+    """The 3-size handmade ladder with an int4 recipe whose every window costs ``shift`` nats
+    more than fp32's (windows of very unequal difficulty), each loss saved as a sidecar."""
+    from edgescale.results import nll
+
+    vs = handmade.ladder({"int4": 0.0})
+    rng = np.random.default_rng(0)
+    hard = {v["size"]: rng.gamma(2.0, 8.0, w) for v in vs}
+    n_bytes = np.full(w, 64, np.int64)
+    for v in vs:
+        extra = shift + rng.normal(0, 0.01, w) if v["recipe"] == "int4" else 0.0
+        win = nll.WindowNLL("sha", 128, 64, hard[v["size"]] + extra, n_bytes)
+        rec = v["loss"]["validation"]
+        rec |= {"bits_per_byte": win.bits_per_byte(), "se_bpb": win.se_bits_per_byte()}
+        rec["nll_file"] = nll.save(tmp_path, v["variant_id"], "validation", win)
+    return handmade.typed(handmade.results(vs))
+
+
+def test_every_delta_gets_its_paired_error_from_the_run_directory(tmp_path):
+    res = _with_windows(tmp_path, shift=0.2)
+    pts = degradation_points(res, "int4", "fp32", tmp_path)
+    assert len(pts) == 3 and all(p.se_paired and p.within_noise is False for p in pts)
+    for p in pts:
+        assert p.delta_bpb == pytest.approx(0.2 / math.log(2) / 64, rel=0.05)
+        assert 0 < p.se_bpb < 0.1 * p.delta_bpb  # the shared window difficulty cancels
+    loose = degradation_points(res, "int4", "fp32")  # no run directory: the records' se_bpb, unpaired
+    assert all(p.se_paired is False and p.se_bpb > 10 * q.se_bpb for p, q in zip(loose, pts, strict=True))
+    assert all(p.within_noise for p in loose)  # unpaired, the same δ is lost in the windows' spread
+    fit = fit_recipes(res, tmp_path)["int4"]
+    assert not any("within noise" in n for n in fit.notes)
+    out = fit.to_dict()["points"][0]
+    assert out["se_bpb"] == pts[0].se_bpb and out["se_paired"] is True
+    json.dumps(fit.to_dict())
+
+
+def test_a_recipe_whose_every_delta_is_noise_says_so(tmp_path):
+    res = _with_windows(tmp_path, shift=0.0)
+    fit = fit_recipes(res, root=tmp_path)["int4"]
+    assert all(p.se_paired and p.within_noise for p in fit.points)
+    assert any(n.startswith("every δ is within noise") and "s0 " in n for n in fit.notes)
+
+
+def test_old_runs_without_errors_keep_their_points_without_one(tmp_path):
+    res = handmade.typed(handmade.results(handmade.ladder({"int4": 2.0})))
+    pts = degradation_points(res, "int4", "fp32", tmp_path)
+    assert pts and all(p.se_bpb is None and p.within_noise is None for p in pts)
+    assert not any("noise" in n for n in fit_recipes(res, tmp_path)["int4"].notes)

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edgescale.report.frontier import AXES, FrontierPoint, axes_for, frontier, frontiers
-from edgescale.results.pareto import pareto_front
+from edgescale.results.pareto import noise_ties, pareto_front
 from edgescale.results.schema import Variant
 
 nan, inf = math.nan, math.inf
@@ -167,3 +167,72 @@ def test_frontiers_as_plain_data():
     assert pi["source"] == "predicted" and [p["variant_id"] for p in pi["front"]] == ["b"]
     assert out["peak_memory_bytes"]["excluded"] == ["a", "b"] and out["peak_memory_bytes"]["front"] == []
     assert [p["variant_id"] for p in out["host_decode_ms"]["front"]] == ["a", "b"]  # sorted by cost
+
+
+def test_costs_within_the_noise_floor_are_ties():
+    # the issue's case: two graphs of one shape timed 0.0402 and 0.0398 ms, the cheaper with the worse loss
+    pts = [(0.0402, 3.00), (0.0398, 3.04)]
+    assert pareto_front(pts) == [1, 0]  # exact: both on the front, a 1% "cheaper" buying a worse loss
+    assert pareto_front(pts, tol=0.02) == [0] and noise_ties(pts, 0.02) == {0: [1], 1: [0]}
+    # the better loss at the lower cost wins either way, with no tie to report
+    assert pareto_front([(0.0398, 3.00), (0.0402, 3.04)], tol=0.02) == [0]
+    assert noise_ties([(0.0398, 3.00), (0.0402, 3.04)], 0.02) == {}
+    # a cost difference beyond the floor is a trade-off: both stay, no tie
+    beyond = [(0.0398, 3.04), (0.0500, 3.00)]
+    assert pareto_front(beyond, tol=0.02) == [0, 1] and noise_ties(beyond, 0.02) == {}
+    assert pareto_front([(1, 2), (1, 2)], tol=0.5) == [0, 1]  # exact duplicates: neither wins
+    with pytest.raises(ValueError, match="tolerance"):
+        pareto_front(pts, tol=-0.1)
+
+
+@given(st.lists(st.tuples(coord, coord), max_size=30), st.sampled_from([0.0, 0.01, 0.1, 1.0]))
+def test_a_noise_floor_only_takes_points_off_the_exact_front(points, tol):
+    points = [(abs(c) if math.isfinite(c) else c, loss) for c, loss in points]  # costs are never negative
+    within, exact = pareto_front(points, tol), pareto_front(points)
+    assert set(within) <= set(exact)
+    assert (within == exact) if tol == 0 else True
+    for i in set(exact) - set(within):  # each point the floor took off rests on a tie
+        assert noise_ties(points, tol)[i]
+
+
+def _shape_twins(floor: dict | None, device: str = "host") -> list[Variant]:
+    """s0/fp32 and s0-kd/fp32: the same shape, timed 0.0402 and 0.0398 ms; s0-kd has the worse loss."""
+    out = []
+    for vid, ms, bpb in (("s0/fp32", 0.0402, 3.00), ("s0-kd/fp32", 0.0398, 3.04), ("s1/fp32", 0.08, 2.5)):
+        v = _variant(vid, 10, 1.0, bpb)
+        if device == "host":
+            host = {"kind": "measured", "latency_source": "measured", "decode_ms_p50": ms, "prefill_ms_p50": 9 * ms}
+            v["latency"] = {"host": host | ({"noise_floor": floor} if floor else {})}
+        else:
+            v["latency"] = {device: {"latency_source": "predicted", "decode_ms": ms, "prefill_ms": 9 * ms}}
+        out.append(v)
+    return _typed(out)
+
+
+def test_the_host_front_ties_costs_within_the_a_a_floor():
+    floor = {"prefill": 0.001, "decode": 0.02}
+    points = frontier(_shape_twins(floor), "host_decode_ms")
+    assert [p.on_front for p in points] == [True, False, True]
+    assert points[0].tie_with == ("s0-kd/fp32",) and points[1].tie_with == ("s0/fp32",) and points[2].tie_with == ()
+    # the prefill floor (0.1%) is below the 1% gap: both stay on the prefill front
+    assert [p.on_front for p in frontier(_shape_twins(floor), "host_prefill_ms")] == [True, True, True]
+    # without a floor (an older file, or no A/A) both sit on the front, as before
+    assert [p.on_front for p in frontier(_shape_twins(None), "host_decode_ms")] == [True, True, True]
+    # the floor can be given explicitly (results.measurement.aa.noise_floor) and wins over the variants'
+    given = frontier(_shape_twins(None), "host_decode_ms", noise_floor=floor)
+    assert [p.on_front for p in given] == [True, False, True]
+    assert [p.on_front for p in frontier(_shape_twins(floor), "host_decode_ms", noise_floor={})] == [True, True, True]
+    # predicted and byte axes compare exactly, whatever the measurement's floor
+    pred = _shape_twins(None, device="galaxy-s24")
+    assert [p.on_front for p in frontier(pred, "galaxy-s24_decode_ms", noise_floor=floor)] == [True, True, True]
+    assert all(p.tie_with == () for p in frontier(_shape_twins(floor), "bytes_per_decoded_token"))
+
+
+def test_frontiers_record_the_floor_and_the_ties():
+    from edgescale.results.analysis_schema import Frontier
+
+    out = frontiers(_shape_twins({"prefill": 0.001, "decode": 0.02}))
+    host = Frontier.model_validate(out["host_decode_ms"])
+    assert host.noise_floor == 0.02 and [e.variant_id for e in host.front] == ["s0/fp32", "s1/fp32"]
+    assert host.front[0].tie_with == ["s0-kd/fp32"] and host.front[1].tie_with is None
+    assert "noise_floor" not in out["bytes_per_decoded_token"]

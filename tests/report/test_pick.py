@@ -111,7 +111,11 @@ def test_target_no_variant_meets_is_answered_by_the_law_after_the_recipe(monkeyp
     _wide_law(monkeypatch)
     res = _run(handmade.ladder({"int4": 2.0}))
     out = pick(res, 1.9, "rpi5-8gb")  # best variant is s2/fp32 at ~2.23
-    assert out["status"] == "plan" and out["law"]["law"] == "fit (this run)" and out["law"]["reliable"]
+    assert (
+        out["status"] == "plan"
+        and out["law"]["law"] == "fit (this run; L = E + A/N^α + B/D^β)"
+        and out["law"]["reliable"]
+    )
     best = out["best"]
     plan = best["plan"]
     assert plan["n_params"] > 0 and plan["cost"]["compute_flops"] == pytest.approx(plan["compute_flops"])
@@ -256,3 +260,14 @@ def test_unreachable_target_on_an_unidentified_law_says_what_to_train_not_a_plan
     from edgescale.report.pick import summary_lines
 
     assert any("train sizes of about" in line for line in summary_lines(out))
+
+
+def test_measured_latency_prints_as_a_spread_and_predicted_as_an_interval():
+    from edgescale.report.pick import summary_lines
+
+    host = summary_lines(pick(_run(FAMILY), 2.2, "host"))
+    line = next(x for x in host if x.strip().startswith("decode"))
+    # m/int8 on the host: p50 1.5 ms, p90 1.8 ms (handmade: p90 = 1.2 x p50)
+    assert "p50 1.5 ms (p50–p90 spread of the samples 1.5–1.8 ms, measured)" in line and "[" not in line
+    pred = summary_lines(pick(_run(FAMILY), 2.2, "rpi5-8gb"))
+    assert "decode 2.5 ms [1.25, 3.75] (predicted)" in next(x for x in pred if x.strip().startswith("decode"))

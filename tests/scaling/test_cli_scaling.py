@@ -63,10 +63,35 @@ def test_plan_with_a_fitted_law_and_a_compute_cap(tmp_path):
     d = np.exp(rng.uniform(np.log(1e9), np.log(1e11), 40))
     csv = tmp_path / "runs.csv"
     csv.write_text("N,D,loss\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(n, d, EPOCH2024.loss(n, d), strict=True)))
-    r = _cli("plan", "--loss-target", "2.3", "--compute", "1e22", "--law", f"fit:{csv}", "--json")
+    r = _cli("plan", "--loss-target", "2.3", "--compute", "1e22", "--law", f"fit:{csv}", "--bootstrap", "40", "--json")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["objective"] == "target_loss_compute_cap" and abs(out["predicted_loss"] - 2.3) < 1e-6
     assert out["compute_flops"] == 1e22 or abs(out["compute_flops"] / 1e22 - 1) < 1e-9
     r = _cli("plan", "--loss-target", "2.0", "--compute", "1e17", "--json")
     assert r.returncode == 3 and json.loads(r.stdout)["status"] == "infeasible"
+
+
+def test_plan_without_json_prints_a_summary_not_a_dict():
+    r = _cli("plan", "--loss-target", "2.4", "--law", "epoch2024", "--unique-tokens", "1e10")
+    assert r.returncode == 0, r.stderr
+    assert "{" not in r.stdout and "status: ok" in r.stdout and "law: epoch2024 (L = E + A/N^α + B/D^β)" in r.stdout
+    assert "N = " in r.stdout and "epochs of 1e+10 unique tokens" in r.stdout and "nats/token" in r.stdout
+    r = _cli("plan", "--compute", "1e21", "--law", "epoch2024", "--unique-tokens", "1e9", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["status"] == "data_limited"
+
+
+def test_plan_from_an_unidentified_fit_answers_unidentified(tmp_path):
+    rng = np.random.default_rng(3)  # no loss floor: E is not identified in either form
+    n = np.exp(rng.uniform(np.log(1e4), np.log(5e5), 12))
+    d = np.exp(rng.uniform(np.log(2e5), np.log(2e6), 12))
+    loss = (40 / n**0.1 + 60 / d**0.2) * np.exp(rng.normal(0, 0.005, 12))
+    csv = tmp_path / "runs.csv"
+    csv.write_text("N,D,loss\n" + "".join(f"{a},{b},{c}\n" for a, b, c in zip(n, d, loss, strict=True)))
+    r = _cli("plan", "--loss-target", "3.0", "--law", f"fit:{csv}", "--bootstrap", "40", "--json")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["status"] == "unidentified" and "E" in out["unidentified"] and out["n_params"] is None
+    assert out["identify_with"]["add_sizes"] and out["identify_with"]["token_budgets"]
+    r = _cli("plan", "--loss-target", "3.0", "--law", f"fit:{csv}", "--bootstrap", "40")
+    assert "status: unidentified" in r.stdout and "train (N total → D tokens)" in r.stdout

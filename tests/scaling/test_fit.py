@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from edgescale.scaling.fit import fit_chinchilla, fit_power_law, objective, predict_final_loss
+from edgescale.scaling.curves import fit_power_law, predict_final_loss
+from edgescale.scaling.fit import fit_chinchilla, objective
 from edgescale.scaling.laws import EPOCH2024
 
 

@@ -115,3 +115,40 @@ def test_data_to_identify_suggests_larger_sizes_and_more_token_ratios():
     # the default ladder's range starts near one token per parameter: no budget below it, two above
     low = data_to_identify([2.5e4, 4.8e5], [2.6e4, 1.9e7], ["beta"])
     assert low["add_tokens_per_param"] == [160.0, 630.0]  # D/N 1.04-39.6 → ×4 and ×16, never below 1
+
+
+def test_epoch_rule_caps_tokens_by_the_data_that_exists():
+    """Muennighoff et al. 2023: within 4 epochs a plan is ok and states its epochs; beyond, the law is
+    evaluated at the effective tokens D' and the answer is data_limited with the unique tokens needed."""
+    from edgescale.scaling.laws import EPOCH2024
+    from edgescale.scaling.plan import MAX_EPOCHS, effective_tokens, plan_for_compute, plan_for_loss
+
+    assert effective_tokens(1e9, 1e9) == 1e9 and effective_tokens(4e9, 1e9) < 4e9
+    assert effective_tokens(1e15, 1e9) < 1e9 * 16.4 + 1  # repeats saturate at U·(1 + R*)
+    free = plan_for_compute(EPOCH2024, 1e21)
+    within = plan_for_compute(EPOCH2024, 1e21, unique_tokens=free.n_tokens / 2)
+    assert within.status == "ok" and within.epochs == pytest.approx(2) and "Muennighoff" in within.data_rule
+    beyond = plan_for_compute(EPOCH2024, 1e21, unique_tokens=free.n_tokens / 10)
+    assert beyond.status == "data_limited" and beyond.epochs == pytest.approx(10)
+    assert beyond.unique_tokens_needed == pytest.approx(free.n_tokens / MAX_EPOCHS)
+    assert beyond.predicted_loss > free.predicted_loss  # the law at D' < D
+    assert beyond.predicted_loss == pytest.approx(float(EPOCH2024.loss(beyond.n_params, beyond.effective_tokens)))
+    assert "unique tokens would keep it within 4 epochs" in beyond.reason
+    # a loss target past 4 epochs falls back to the smallest N reaching it at 4 epochs
+    target = plan_for_loss(EPOCH2024, 2.4)
+    capped = plan_for_loss(EPOCH2024, 2.4, unique_tokens=target.n_tokens / 10)
+    assert capped.status == "ok" and capped.objective == "target_loss_data_cap"
+    assert capped.epochs == pytest.approx(MAX_EPOCHS) and capped.n_params > target.n_params
+    assert capped.predicted_loss == pytest.approx(2.4, rel=1e-6)
+    # ... and when no N reaches it at 4 epochs: data_limited, with the unique tokens to collect
+    starved = plan_for_loss(EPOCH2024, 2.4, unique_tokens=1e6)
+    assert starved.status == "data_limited" and starved.unique_tokens_needed > 1e6
+
+
+def test_unidentified_law_gives_no_plan():
+    from edgescale.scaling.laws import EPOCH2024
+    from edgescale.scaling.plan import plan_for_compute, plan_for_loss, plan_smallest_under_compute
+
+    weak = EPOCH2024.with_(unidentified=("E",), identify_with={"summary": "E not identified: train more"})
+    for p in (plan_for_loss(weak, 2.4), plan_for_compute(weak, 1e21), plan_smallest_under_compute(weak, 2.4, 1e21)):
+        assert p.status == "unidentified" and p.n_params is None and "train more" in p.reason

@@ -61,3 +61,24 @@ def test_an_unidentified_law_gives_no_numeric_plan_but_the_data_to_add():
     assert "train sizes of about" in plan["reason"]
     typed = Scaling.model_validate(sc)  # the schema reads it
     assert typed.plan_for_target.status == "unidentified" and typed.law.boot_dropped == sc["law"]["boot_dropped"]
+
+
+def test_messages_are_in_bits_per_byte_and_the_plan_states_form_and_epochs():
+    """The fit runs in nats; what the report prints beside bpb tables is in bpb. The train split caps
+    the plan's tokens (the epoch rule), and the plan names the law's form."""
+    import math
+
+    sc = fit_study(_sizes(), 1.9, n_boot=20, train_tokens=10**9)
+    law = sc["law"]
+    assert law["form"] and law["boot_n"] == 20 and "boot_dropped" in law
+    for k in ("E", "A", "B"):
+        why = law["unidentified"].get(k, "")
+        if "interval" in why:  # the printed interval is the stored (bpb) one, with its unit
+            assert "bpb" in why and f"{law['ci'][k][0]:.4g}" in why
+    plan = sc["plan_for_target"]
+    assert Scaling.model_validate(sc).plan_for_target.status == plan["status"]
+    if plan["status"] == "unidentified":
+        assert plan["identify_with"]["token_budgets"]
+    else:
+        assert plan["form"] and "fit (this run;" in plan["law"] and plan["epochs"] is not None
+        assert plan["unique_tokens"] == 10**9 and math.isclose(plan["epochs"], plan["n_tokens"] / 1e9)
