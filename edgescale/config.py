@@ -81,7 +81,7 @@ class LadderConfig(Strict):
 
 
 class TrainingConfig(Strict):
-    tokens_per_param: float = Field(20.0, gt=0, description="token rule: D = k·N (Chinchilla's ~20)")
+    tokens_per_param: float = Field(20.0, gt=0, description="token rule: D = k·N, N total params (Chinchilla's ~20)")
     min_tokens: int = Field(1_000_000, ge=1, description="lower clamp on D")
     max_tokens: int = Field(2_000_000, ge=1, description="upper clamp on D (keeps the study in budget)")
     max_epochs: float = Field(1.0, gt=0, description="cap on D in passes over the train split")
@@ -148,6 +148,11 @@ class EvaluationConfig(Strict):
         "which for byte tokens was the same number)",
     )
     batch_size: int = Field(16, ge=1, description="windows per onnxruntime call")
+    degradation_grid: bool = Field(
+        True,
+        description="score every compression recipe at each cooled branch and seed of the ladder sizes "
+        "(several D/N per size for the degradation law); not part of how a loss is scored",
+    )
 
     @model_validator(mode="after")
     def _stride_fits(self) -> EvaluationConfig:
@@ -162,6 +167,13 @@ class MeasurementConfig(Strict):
     repeats: int = Field(30, ge=3, description="timed repeats per variant (interleaved)")
     warmup: int = Field(5, ge=0, description="untimed warm-up runs per variant")
     threads: int = Field(2, ge=1, le=256, description="onnxruntime intra_op_num_threads")
+    processes: int = Field(
+        3,
+        ge=1,
+        le=64,
+        description="worker processes the repeats are split over (at least 3 repeats each); intervals are "
+        "two-level over them, so the spread between processes is in them",
+    )
 
 
 class CustomModelConfig(Strict):

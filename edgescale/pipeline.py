@@ -22,7 +22,7 @@ from edgescale.chain import ChainStart, StepFailed, run_chain
 from edgescale.compress.feasibility import ModelSize, check_study
 from edgescale.compress.recipe import compile_chain, load_recipe
 from edgescale.compress.registry import Chain
-from edgescale.config import Recipe, Study
+from edgescale.config import EvaluationConfig, Recipe, Study
 from edgescale.data.corpus import Corpus, load_corpus
 from edgescale.errors import UserError
 from edgescale.inputs import load_study
@@ -95,10 +95,11 @@ class VariantFailure:
 
 
 def _tokens_for(study: Study, corpus: Corpus, n: int) -> tuple[int, str]:
-    """D = clamp(k·N, min, max), capped at max_epochs passes; and which rule decided."""
+    """D = clamp(k·N, min, max), capped at max_epochs passes; and which rule decided. ``n`` is the
+    model's *total* parameters (embeddings included), the N of the law the ladder's points are fitted to."""
     t = study.training
     epoch_cap = int(t.max_epochs * corpus["train"].n_bytes)
-    tokens, capped_by = int(t.tokens_per_param * n), f"{t.tokens_per_param:g} tokens/param"
+    tokens, capped_by = int(t.tokens_per_param * n), f"{t.tokens_per_param:g} tokens/param (N total)"
     for limit, why in ((t.min_tokens, "min_tokens"), (t.max_tokens, "max_tokens"), (epoch_cap, "max_epochs")):
         if (why == "min_tokens" and tokens < limit) or (why != "min_tokens" and tokens > limit):
             tokens, capped_by = limit, why
@@ -136,6 +137,11 @@ def compressed_names(study: Study, plans: list[SizePlan]) -> list[str]:
         return [p.name for p in plans]
     skipped = set(study.ladder.names()) - {c.ladder for c in study.models if c.ladder}
     return [p.name for p in plans if p.name not in skipped]
+
+
+def scoring(e: EvaluationConfig) -> dict:
+    """What a loss record's key covers of the evaluation settings: how a loss is scored, not which."""
+    return e.model_dump(exclude={"degradation_grid"})
 
 
 def package_versions() -> dict:
@@ -259,7 +265,7 @@ class Pipeline:
         """Bits per byte of a trained checkpoint (a seed replicate's) on ``split``, cached by its hash."""
         e = self.study.evaluation
         sp = self.corpus[split]
-        key = key_of("torch_loss", ckpt=trained["sha256"], split=sp.sha256, protocol=e.model_dump(), v=__version__)
+        key = key_of("torch_loss", ckpt=trained["sha256"], split=sp.sha256, protocol=scoring(e), v=__version__)
         rec = self.rd.cached(key)
         if not rec:
             with self.rep.status(f"torch loss of {trained['checkpoint']} on {split}"):
@@ -334,7 +340,7 @@ class Pipeline:
         e = self.study.evaluation
         backend = self.backends[size]
         sp = backend.corpus[split]
-        key = key_of("loss", onnx=sha, split=sp.sha256, protocol=e.model_dump(), v=__version__)
+        key = key_of("loss", onnx=sha, split=sp.sha256, protocol=scoring(e), v=__version__)
         rec = self.rd.cached(key)
         if rec:
             return rec
@@ -350,13 +356,13 @@ class Pipeline:
         rec["nll_file"] = nll.save(self.rd.root, vid or f"{size}/{sha[:12]}", split, windows) if windows else None
         return self.rd.record(key, rec)
 
-    def losses(self, vid: str, v: dict) -> dict[str, dict]:
-        """A chained variant's loss on every split (strict causality for an exported float graph)."""
-        size, last = vid.split("/")[0], v["steps"][-1] if v.get("steps") else {}
+    def losses(self, vid: str, v: dict, splits: tuple[str, ...] = SPLITS, size: str | None = None) -> dict[str, dict]:
+        """A chained variant's loss on ``splits`` (strict causality for an exported float graph)."""
+        size, last = size or vid.split("/")[0], v["steps"][-1] if v.get("steps") else {}
         strict = v["last_op"] == "export.onnx" or (
             v["last_op"] == "export.genai" and last["metrics"]["precision"] == "fp32"
         )
-        return {s: self.loss(size, v["artifact"], v["sha256"], s, strict, vid) for s in SPLITS}
+        return {s: self.loss(size, v["artifact"], v["sha256"], s, strict, vid) for s in splits}
 
     # -- host latency --------------------------------------------------------------
     def measure(self, variants: dict[str, dict]) -> dict:
@@ -367,6 +373,7 @@ class Pipeline:
             repeats=m.repeats,
             warmup=m.warmup,
             threads=m.threads,
+            processes=m.processes,
             seed=self.study.seed,
         )
         hashes = {vid: v["sha256"] for vid, v in variants.items()}

@@ -23,6 +23,7 @@ from pathlib import Path
 from edgescale import __version__
 from edgescale.atomic import write_json
 from edgescale.bench.measure import machine_info
+from edgescale.degradation_grid import degradation_grid
 from edgescale.executor import check_executor, run_chains
 from edgescale.export.canonical import file_sha256
 from edgescale.pipeline import Pipeline, VariantFailure, attempt, load_inputs, package_versions
@@ -83,7 +84,9 @@ def run_study(
         ]
         for f in failures:
             rep.warn(f.message())
-        results = assemble_results(pipe, trained, variants, losses, latency, twins, [f.record() for f in failures])
+        grid = degradation_grid(pipe, trained, variants, losses)  # recipes at every cooled branch and seed
+        records = [f.record() for f in failures]
+        results = assemble_results(pipe, trained, variants, losses, latency, twins, records, grid)
         with rep.status("report: figures, report.html, summary.md"):
             if not write_outputs(rd, results):
                 rep.reuse("report", "the results did not change")

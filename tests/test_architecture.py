@@ -83,7 +83,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("report", ("edgescale.report",)),
     (
         "pipeline",
-        ("edgescale.pipeline", "edgescale.executor", "edgescale.run", "edgescale.chain", "edgescale.hf.onnx_file"),
+        (
+            "edgescale.pipeline",
+            "edgescale.executor",
+            "edgescale.run",
+            "edgescale.chain",
+            "edgescale.degradation_grid",
+            "edgescale.hf.onnx_file",
+        ),
     ),
     ("cli", ("edgescale.cli",)),
 ]

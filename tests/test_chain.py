@@ -65,4 +65,4 @@ def test_a_ladder_study_gets_the_gpt_backend_and_its_plans(tmp_path):
     assert isinstance(backend, GPTBackend)
     plans = backend.plans(lambda n: (n, "test"))
     assert [p.name for p in plans] == ["a", "b"]
-    assert all(p.shape["model"] == "gpt" and p.tokens == p.acct.params_non_embedding for p in plans)
+    assert all(p.shape["model"] == "gpt" and p.tokens == p.acct.params_total for p in plans)

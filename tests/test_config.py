@@ -146,3 +146,32 @@ def test_the_evaluation_cap_is_in_bytes_and_takes_its_old_name():
 
     assert EvaluationConfig(max_tokens=4096).max_bytes == 4096 == EvaluationConfig(max_bytes=4096).max_bytes
     assert "max_tokens" not in EvaluationConfig().model_dump()  # written (and keyed) by its new name
+
+
+@pytest.mark.parametrize("processes", [None, 2])
+def test_measurement_processes_reach_the_measure_spec(monkeypatch, tmp_path, processes):
+    """``measurement.processes`` (default 3, as MeasureSpec's) is what the timing worker is asked for."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from tiny_study import TINY
+
+    from edgescale import pipeline
+
+    m = {**TINY["measurement"], **({"processes": processes} if processes else {})}
+    study = Study.model_validate({**TINY, "measurement": m})
+    seen = []
+
+    def fake_measure(paths, spec):
+        seen.append(spec)
+        return SimpleNamespace(to_dict=dict)
+
+    monkeypatch.setattr(pipeline, "measure_variants", fake_measure)
+    rd = SimpleNamespace(cached=lambda key: None, root=tmp_path, record=lambda key, rec: rec)
+    fake = SimpleNamespace(study=study, rd=rd, rep=SimpleNamespace(status=lambda text: nullcontext()))
+    pipeline.Pipeline.measure(fake, {"a/fp32": {"sha256": "0" * 64, "artifact": "a.onnx"}})
+    assert seen[0].processes == (processes or 3) == study.measurement.processes
+    bad = tmp_path / "s.yaml"
+    bad.write_text(yaml.safe_dump({**TINY, "measurement": {**TINY["measurement"], "processes": 0}}))
+    with pytest.raises(UserError, match="processes"):
+        load_study(bad)

@@ -111,6 +111,9 @@ def _study(root: Path) -> Path:
     study["ladder"] = {**TINY["ladder"], "sizes": TINY["ladder"]["sizes"][:1]}  # one size: "a"
     study["recipes"] = ["fp32", "int8_dynamic", "boom.yaml", "leak.yaml", "nan.yaml"]
     study["devices"] = ["host"]
+    # the counts below are the variants' own; the degradation grid (which would run each recipe at
+    # the cooled branches too, and retry its failures) has its own test, tests/test_degradation_grid.py
+    study["evaluation"] = {**TINY["evaluation"], "degradation_grid": False}
     path = root / "study.yaml"
     path.write_text(yaml.safe_dump(study))
     return path
@@ -122,6 +125,7 @@ def test_a_failing_variant_is_flagged_and_the_rest_is_written(failing_techniques
     run_study(study, run, Reporter(quiet=True))  # returns: the failures did not stop the study
 
     results = read_results(run)  # validates against the schema
+    assert results.degradation_grid is None  # turned off
     failed = {f.variant_id: f for f in results.failed_variants}
     assert set(failed) == {"a/boom", "a/leak", "a/nan"}
     assert all(f.status == "failed" for f in failed.values())

@@ -29,7 +29,7 @@ class CustomBackend(TorchBackend):
         m = self.study.model
         spec = CustomSpec(m, self.corpus.vocab_size, m.block_size)
         acct = accounting_of(spec)
-        return [SizePlan(m.name, spec, acct, *tokens_for(acct.params_non_embedding), shape=_shape(spec))]
+        return [SizePlan(m.name, spec, acct, *tokens_for(acct.params_total), shape=_shape(spec))]
 
     def plan(self, name: str, spec: CustomSpec, tokens: int, capped_by: str) -> SizePlan:
         return SizePlan(name, spec, accounting_of(spec), tokens, capped_by, shape=_shape(spec))

@@ -25,7 +25,8 @@ class GPTBackend(TorchBackend):
         out = []
         for rung in ladder_sizes(s.ladder, self.corpus.vocab_size):
             cfg = GPTConfig(rung.n_layer, rung.n_head, rung.n_embd, self.corpus.vocab_size, s.block_size)
-            n = accounting(cfg, s.evaluation.context_length).params_non_embedding
+            # total N (embeddings included): the convention of the fitted law the points feed
+            n = accounting(cfg, s.evaluation.context_length).params_total
             out.append(self.plan(rung.name, cfg, *tokens_for(n)))
         return out
 

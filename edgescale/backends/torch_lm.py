@@ -26,6 +26,11 @@ from edgescale.train.distill import DistillConfig
 from edgescale.train.trainer import train
 
 
+def _stored(rd, path: Path) -> dict:
+    rel, sha = rd.store(path)
+    return {"checkpoint": str(rel), "sha256": sha}
+
+
 class TorchBackend:
     """Base of :class:`~edgescale.backends.gpt.GPTBackend` and :class:`~edgescale.backends.custom.CustomBackend`."""
 
@@ -70,6 +75,9 @@ class TorchBackend:
         model, _ = load_model(res.checkpoint)
         check_torch_model(model, f"{plan.name} ({res.checkpoint})")
         rel, sha = rd.store(res.checkpoint)
+        # the non-final cooled branches, content-keyed too; not verified with the record (a lost one
+        # costs its degradation-grid point, never a retrain of the size)
+        branches = [{"tokens": b["tokens"], "fraction": b["fraction"], **_stored(rd, b["path"])} for b in res.branches]
         rec = {
             "checkpoint": str(rel),
             "sha256": sha,
@@ -81,6 +89,7 @@ class TorchBackend:
             "teacher": plan.teacher,
             "seed": seed,
             "hparams": res.hparams,
+            "branches": branches,
         }
         return rd.record(key, rec, {str(rel): sha})
 

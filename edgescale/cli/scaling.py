@@ -123,7 +123,9 @@ def fit(
     from edgescale.scaling.identify import fit_identified
 
     pts = load_points(source)
-    found = fit_identified(pts.n, pts.d, pts.loss, n_boot=bootstrap, seed=seed, n_convention=pts.n_convention)
+    found = fit_identified(
+        pts.n, pts.d, pts.loss, n_boot=bootstrap, seed=seed, n_convention=pts.n_convention, groups=pts.groups
+    )  # a run's points: whole runs resampled, as its own fit
     result = found.full
     out = {**result.to_dict(), "source": pts.source, "loss_unit": pts.loss_unit, "notes": pts.notes}
     if found.reduced is not None:  # the full form is not identified: the reduced form, re-tested

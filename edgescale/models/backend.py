@@ -79,7 +79,7 @@ class ModelBackend(Protocol):
     tokenizer: str  # the tokens its loss is scored in: "bytes", or the tokenizer's class and content hash
 
     def plans(self, tokens_for: Callable[[int], tuple[int, str]]) -> list[SizePlan]:
-        """The candidates; ``tokens_for(N)`` is the study's training budget for N parameters."""
+        """The candidates; ``tokens_for(N)`` is the study's training budget for N total parameters."""
         ...
 
     def plan(self, name: str, spec: ModelSpec, tokens: int, capped_by: str) -> SizePlan:

@@ -36,6 +36,11 @@ N within the sampled sizes, D/N within the sampled ratios — and ``curve`` span
 sampled N: Kumar et al. find PTQ loss growing with D/N, so a law fitted at 4–40 tokens
 per parameter says nothing at 4,000.
 
+The points are the run's degradation grid where it has one (:mod:`edgescale.degradation_grid`:
+every recipe at each cooled branch of each seed, so several D/N per size and replicate δ per
+(N, D/N) cell; the notes give δ by D/N per size and the spread across seeds), else one point
+per size from the variants.
+
 Every δ carries its standard error: paired over the scoring windows both models were scored
 on (their per-window NLL sidecars, :mod:`edgescale.results.nll`), which removes the windows'
 shared difficulty; else unpaired, sqrt(se_recipe² + se_base²), from the loss records; else
@@ -58,9 +63,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgescale.report.degradation_notes import d_over_n_note, seed_spread_note
 from edgescale.results import nll
 from edgescale.results.nll import Z95, Contrast
-from edgescale.results.schema import HostLatency, LossSplit, Results
+from edgescale.results.schema import DegradationGridPoint, HostLatency, LossSplit, Results
 
 N_BOOT = 2000
 COLLINEAR_R = 0.95
@@ -80,6 +86,7 @@ class DegradationPoint:
     se_bpb: float | None = None  # standard error of delta_bpb: paired over windows, else unpaired, else None
     se_paired: bool | None = None  # whether se_bpb is the paired (per-window) error
     within_noise: bool | None = None  # |δ| < 1.96·se_bpb: the recipe's effect at this size is not resolved
+    seed: int | None = None  # the training run's seed (degradation-grid points; None: the exported run)
 
     def with_se(self, c: Contrast | None) -> DegradationPoint:
         if c is None or not math.isfinite(c.se_bpb):
@@ -230,6 +237,35 @@ def degradation_points(
     return sorted(out, key=lambda p: p.n)
 
 
+def grid_points(grid: Sequence[DegradationGridPoint], recipe: str, baseline: str) -> list[DegradationPoint]:
+    """δ of ``recipe`` at every scored point of a degradation grid (each cooled branch of each seed of
+    each ladder size, :mod:`edgescale.degradation_grid`), with the paired error recorded there."""
+    out = []
+    for g in grid:
+        if g.status != "ok" or g.recipe != recipe or g.baseline != baseline or g.delta_bpb is None:
+            continue
+        p = DegradationPoint(g.size, float(g.params_total), float(g.tokens), g.delta_bpb, seed=g.seed)
+        if g.se_bpb is not None:
+            p = replace(p, se_bpb=g.se_bpb, se_paired=g.se_paired, within_noise=g.within_noise)
+        out.append(p)
+    return sorted(out, key=lambda p: (p.n, p.d, p.seed or 0))
+
+
+def _recipe_points(results: Results, recipe: str, base: str, root: Path | None) -> tuple[list, list[str]]:
+    """The grid's points for ``recipe`` where the run has them (several D/N and seeds per size), else
+    one point per size from the variants; and notes on what the grid adds or lacks."""
+    grid = [g for g in results.degradation_grid or () if g.recipe == recipe and g.baseline == base]
+    pts = grid_points(grid, recipe, base)
+    if not pts:
+        return degradation_points(results, recipe, base, root), []
+    failed = [g for g in grid if g.status != "ok"]
+    notes = [n for n in (d_over_n_note(pts), seed_spread_note(pts)) if n]
+    if failed:
+        why = sorted({f"{g.failed_stage}: {g.reason}" for g in failed})
+        notes.append(f"{len(failed)} of {len(grid)} grid points have no δ ({'; '.join(why[:3])})")
+    return pts, notes
+
+
 @dataclass(frozen=True)
 class _Support:
     """What the points can carry: a law at all, and its D term; notes give the numbers."""
@@ -359,15 +395,19 @@ def _pad(b: Sequence[float]) -> tuple[float, ...]:
 
 def fit_recipes(results: Results, root: Path | None = None, *, seed: int = 0) -> dict[str, DegradationFit]:
     """A degradation fit for every recipe of a run but its baseline (the first recipe); with the
-    run directory ``root``, each δ's error is paired over the per-window NLL sidecars."""
+    run directory ``root``, each δ's error is paired over the per-window NLL sidecars. Where the run
+    has a degradation grid, its points (every cooled branch and seed) are the data, else one per size."""
     recipes = list(dict.fromkeys(v.recipe for v in results.variants))
     if not recipes:
         return {}
     base = baseline_recipe(results)
     unknown = sorted(s.size for s in results.sizes if s.train_tokens <= 0)
-    fits = {
-        r: fit_degradation(r, base, degradation_points(results, r, base, root), seed=seed) for r in recipes if r != base
-    }
+    fits = {}
+    for r in recipes:
+        if r != base:
+            pts, notes = _recipe_points(results, r, base, root)
+            fit = fit_degradation(r, base, pts, seed=seed)
+            fits[r] = replace(fit, notes=(*fit.notes, *notes)) if notes else fit
     if unknown:  # said, not silently dropped
         note = f"left out (training tokens unknown): {', '.join(unknown)}"
         fits = {r: replace(f, notes=(*f.notes, note)) for r, f in fits.items()}

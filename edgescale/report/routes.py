@@ -25,7 +25,10 @@ The measured answer sits in ``pairs`` (:mod:`edgescale.report.route_pairs`): eac
 variant against the fp32 frontier interpolated at its own deployed cost, Δloss with a 95%
 interval. Per device, "train big and compress" must come from a larger model than "train
 small" (a model against its own compression is not a route), and an energy verdict carries the
-predicted decode interval: a ratio interval that contains 1 is a tie.
+predicted decode interval: a ratio interval that contains 1 is a tie. On a measured device (the
+host) the counted-FLOP verdict is joined by the measured time verdict
+(:mod:`edgescale.report.route_time`): the decode p50 ratio small/big with its interval, a tie
+when it reaches into the A/A noise band.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ from edgescale.report.degradation import baseline_recipe
 from edgescale.report.extrapolate import profile, run_law
 from edgescale.report.frontier import device_axis, frontier
 from edgescale.report.route_pairs import is_compressed, pairs
+from edgescale.report.route_time import time_verdict
 from edgescale.results.schema import Results, Size, Variant
 from edgescale.scaling.plan import plan_cost, plan_for_loss
 
@@ -243,14 +247,19 @@ def routes(
         n_small = small_v.params_total if small_v else math.inf
         # "big": the model trained before compressing is larger than the small one (else it is the same model)
         compressed = [(v, r) for v, r in rs if is_compressed(v, base, sizes)]
-        bigger = [r for v, r in compressed if _parent_n(v, sizes) > n_small]
+        bigger = [(v, r) for v, r in compressed if _parent_n(v, sizes) > n_small]
         same = [v.variant_id for v, _ in compressed if _parent_n(v, sizes) == n_small]
-        big = min(bigger, key=lambda r: r[key], default=None)
+        big_v, big = min(bigger, key=lambda x: x[1][key], default=(None, None))
+        verdict = _verdict(dev, small, big, served_tokens, same[0] if same else None)
+        time = time_verdict(small_v, big_v, dev, results.measurement) if small_v and big_v else None
+        if time is not None:
+            verdict["statement"] += f". Measured: {time['statement']}"
         out["per_device"][dev] = {
             "train_small": small,
             "train_big_and_compress": big,
             "law_scratch_plan": _law_route(law, info, unit, target, dev, served_tokens),
-            **_verdict(dev, small, big, served_tokens, same[0] if same else None),
+            **verdict,
+            **({"time": time} if time is not None else {}),
         }
     return out
 

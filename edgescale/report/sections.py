@@ -168,7 +168,7 @@ def degradation(fits: Mapping[str, DegradationLaw]) -> str:
         return "<p>No recipe besides the baseline: no degradation law.</p>"
     rows = []
     for recipe, f in fits.items():
-        largest = max(f.points, key=lambda p: p.n) if f.points else None
+        largest = max(f.points, key=lambda p: (p.n, p.d, -(p.seed or 0))) if f.points else None  # its final, seed 0
         rows.append(
             "<tr>"
             + _td(recipe)
@@ -181,13 +181,46 @@ def degradation(fits: Mapping[str, DegradationLaw]) -> str:
             + _td(largest and largest.delta_bpb, "{:+.4f}")
             + f"<td class='wrap'>{_e('; '.join(f.notes))}</td></tr>"
         )
-    headers = ["recipe", "form", "sizes", "γ_N", "γ_D", "R² (log)", "dof", "δ at the largest size", "notes"]
+    headers = ["recipe", "form", "points", "γ_N", "γ_D", "R² (log)", "dof", "δ at the largest size", "notes"]
     return (
         '<p class="note">Per recipe, δ = L<sub>recipe</sub> − L<sub>baseline</sub> (validation bits/byte) across the '
         "family, fitted as δ ≈ C·D<sup>γ_D</sup>/N<sup>γ_N</sup> (after Kumar et al. 2024, “Scaling Laws for "
         "Precision”: larger models lose less, more data loses more), bootstrap 95% band. <code>pick</code> uses it "
         "to extrapolate to sizes that were not trained, inside the sampled N and D/N only; with fewer than 5 sizes "
         "over 1.5 decades no law is fitted (form <code>none</code>: per-size δ only).</p>" + _table(headers, rows)
+    ) + _degradation_grid(fits)
+
+
+def _degradation_grid(fits: Mapping[str, DegradationLaw]) -> str:
+    """The degradation grid (points with a seed): per recipe, size and D/N, δ of each seed with its
+    paired 95% interval, flagged where it is within noise."""
+    rows = []
+    for recipe, f in fits.items():
+        cells: dict[tuple[str, float, float], list] = {}
+        for p in f.points:
+            if p.seed is not None:
+                cells.setdefault((p.size, p.n, p.d), []).append(p)
+        for (size, n, d), pts in sorted(cells.items(), key=lambda c: (c[0][1], c[0][2])):
+            each = [
+                f"seed {p.seed}: {p.delta_bpb:+.4f}"
+                + (f" ± {1.96 * p.se_bpb:.4f}" if p.se_bpb is not None else "")
+                + (" (within noise)" if p.within_noise else "")
+                for p in sorted(pts, key=lambda p: p.seed)
+            ]
+            noisy = sum(bool(p.within_noise) for p in pts)
+            flag = "<td class='flag'>within noise</td>" if noisy == len(pts) else _td(f"{noisy} of {len(pts)}")
+            mean = sum(p.delta_bpb for p in pts) / len(pts)
+            rows.append(
+                f"<tr>{_td(recipe)}{_td(size)}{_td(d / n, '{:.3g}')}{_td(mean, '{:+.4f}')}"
+                f"<td class='wrap'>{_e('; '.join(each))}</td>{flag}</tr>"
+            )
+    if not rows:
+        return ""
+    headers = ["recipe", "size", "D/N", "mean δ val bpb", "δ per seed ± 1.96·SE (paired)", "within noise"]
+    return (
+        '<p class="note">The degradation grid: each recipe at every cooled branch (several D/N per size) and '
+        "every training seed, δ against the baseline scored on the same windows (paired error).</p>"
+        + _table(headers, rows)
     )
 
 

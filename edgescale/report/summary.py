@@ -12,6 +12,7 @@ from typing import Any
 
 from edgescale.atomic import write_bytes
 from edgescale.report.compare import table_lines
+from edgescale.report.summary_checks import distillation_lines, pair_lines, trust_lines
 from edgescale.results.analysis_schema import Analysis, Pick, VariantPick
 from edgescale.results.schema import Results
 
@@ -83,6 +84,11 @@ def summary_text(results: Results, analysis: Analysis, figures: Mapping[str, Pat
     verdicts = [r.statement for r in analysis.routes.per_device.values()] if analysis.routes else []
     if any(verdicts):
         lines += ["", "## Train small, or train big and compress?", "", *(f"- {v}" for v in verdicts if v)]
+    pairs = pair_lines(analysis)
+    if pairs and not any(verdicts):
+        lines += ["", "## Train small, or train big and compress?"]
+    lines += pairs
+    lines += distillation_lines(results.distillation)
     cmp = analysis.compare
     if cmp is not None and cmp.sizes:
         lines += ["", "## Recipes compared on the same model", "", "```", *table_lines(cmp), "```"]
@@ -94,6 +100,7 @@ def summary_text(results: Results, analysis: Analysis, figures: Mapping[str, Pat
             law = f"γ_N = {f.gamma_n:.3f}" if f.gamma_n is not None else f"form {f.form}"
             law += f", γ_D = {f.gamma_d:.3f}" if f.gamma_d is not None else ""
             lines.append(f"- {recipe}: {law} over {len(f.points)} sizes; {'; '.join(f.notes)}")
+    lines += trust_lines(results)
     if figures:
         lines += ["", "## Files", "", "- report.html (everything, self-contained)"]
         lines += [f"- {Path(p).name}" for p in figures.values()]

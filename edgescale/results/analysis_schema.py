@@ -53,6 +53,7 @@ class DegradationPoint(Strict):
     se_bpb: Number | None = Field(None, description="standard error of delta_bpb (paired over windows if se_paired)")
     se_paired: bool | None = None
     within_noise: bool | None = Field(None, description="|δ| < 1.96·se_bpb")
+    seed: int | None = Field(None, description="the training run's seed (degradation-grid points)")
 
 
 class DegradationCurvePoint(Strict):
@@ -404,6 +405,19 @@ class LawRoute(Strict):
     lifetime_kwh: Number | None = None
 
 
+class RouteTime(Strict):
+    """Measured decode p50, train small / train big and compress (``edgescale.report.route_time``)."""
+
+    by: str
+    ratio: Number
+    ratio_low: Number | None = None
+    ratio_high: Number | None = None
+    noise_floor: Number = Field(description="the A/A decode floor: an interval reaching into its band is a tie")
+    faster: str | None = Field(None, description="train small | train big and compress | None (a tie, or unknown)")
+    uncertainty: str
+    statement: str
+
+
 class DeviceRoutes(Strict):
     train_small: RouteVariant | None
     train_big_and_compress: RouteVariant | None
@@ -415,6 +429,7 @@ class DeviceRoutes(Strict):
     ratio_high: Number | None = None
     uncertainty: str | None = Field(None, description="what the ratio's interval carries")
     statement: str
+    time: RouteTime | None = Field(None, description="measured devices: the decode-time verdict")
 
 
 class RouteRules(Strict):

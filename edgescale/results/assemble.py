@@ -368,7 +368,14 @@ def _protocol(pipe) -> dict:
 
 
 def assemble_results(
-    pipe, trained: dict, variants: dict, losses: dict, latency: dict, twins: dict, failed: Sequence[FailedVariant] = ()
+    pipe,
+    trained: dict,
+    variants: dict,
+    losses: dict,
+    latency: dict,
+    twins: dict,
+    failed: Sequence[FailedVariant] = (),
+    grid: Sequence[dict] = (),
 ) -> Results:
     """The typed results of a finished pipeline (without ``analysis``: :func:`edgescale.run.write_outputs` adds it).
 
@@ -410,4 +417,6 @@ def assemble_results(
     }
     if failed:
         data["failed_variants"] = [f.data() for f in failed]
+    if grid:  # edgescale.degradation_grid: absent when off or when no size has a recipe to grid
+        data["degradation_grid"] = list(grid)
     return Results.model_validate(data)

@@ -232,6 +232,39 @@ class FailedVariant(Strict):
     reason: str = Field(description="the exception's message")
 
 
+class GridLoss(Strict):
+    """One model of a degradation-grid point, scored on validation by the variants' scorer."""
+
+    bits_per_byte: float
+    se_bpb: float | None = Field(None, description="standard error, clustered by scoring window")
+    nll_file: str | None = Field(None, description="per-window NLL sidecar (relative to the run directory)")
+    artifact: str | None = Field(None, description="the scored ONNX file (relative to the run directory)")
+
+
+class DegradationGridPoint(Strict):
+    """δ = recipe − baseline on validation at one cooled branch of one seed of a ladder size
+    (edgescale.degradation_grid); a failed point keeps its stage and reason, and no δ."""
+
+    size: str
+    seed: int
+    tokens: int = Field(description="the branch's pre-training tokens (D)")
+    fraction: float = Field(description="share of the size's token budget (1.0: the run's final model)")
+    params_total: int
+    recipe: str
+    baseline: str
+    base: GridLoss | None = None
+    variant: GridLoss | None = None
+    delta_bpb: float | None = Field(None, description="variant − base, validation bits per byte")
+    se_bpb: float | None = Field(None, description="standard error of delta_bpb (paired over windows if se_paired)")
+    se_paired: bool | None = None
+    within_noise: bool | None = Field(None, description="|δ| < 1.96·se_bpb")
+    reused: bool = Field(False, description="the exported run's final model: the variants' own losses")
+    status: Literal["ok", "failed"] = "ok"
+    failed_stage: str | None = Field(None, description="branch, the chain step's op, or loss")
+    error_type: str | None = None
+    reason: str | None = None
+
+
 class CurvePoint(Strict):
     step: int | None = None
     tokens: int
@@ -486,6 +519,9 @@ class Results(Strict):
     distillation: Distillation | None = None
     failed_variants: list[FailedVariant] = Field(
         default_factory=list, description="variants with no results, and why (written only when there are any)"
+    )
+    degradation_grid: list[DegradationGridPoint] | None = Field(
+        None, description="each recipe's δ at every cooled branch and seed of the ladder sizes (optional)"
     )
     analysis: Analysis | None = Field(
         None, description="frontiers, degradation, picks, compare, routes (edgescale.report.analysis.analyse)"

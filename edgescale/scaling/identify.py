@@ -51,7 +51,7 @@ def fit_identified(n, d, loss, **kw) -> Identified:
 def law_from_points(pts: Points, name: str, n_boot: int = 200) -> Chinchilla:
     """The law fitted to ``pts``, named ``name``, with its bootstrap intervals and form; when no form
     is identified it carries ``unidentified`` and ``identify_with``, and plans from it answer so."""
-    found = fit_identified(pts.n, pts.d, pts.loss, n_boot=n_boot, n_convention=pts.n_convention)
+    found = fit_identified(pts.n, pts.d, pts.loss, n_boot=n_boot, n_convention=pts.n_convention, groups=pts.groups)
     fit = found.used or found.reduced or found.full
     law = fit.law.with_(name=name, source=f"fitted to {pts.source} ({fit.form})", ci=fit.ci, form=fit.form)
     if found.weak:

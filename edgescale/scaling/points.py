@@ -26,6 +26,7 @@ class Points:
     n_convention: str = "total"
     loss_unit: str = "as given"
     notes: list[str] = field(default_factory=list)
+    groups: tuple[str, ...] | None = None  # the run of each point: a bootstrap resamples whole runs (None: points)
 
 
 def read_csv(path: Path) -> Points:
@@ -66,29 +67,33 @@ def read_csv(path: Path) -> Points:
     return Points(*(np.array(values[c]) for c in COLUMNS), source=str(path))
 
 
+def _in_fit(c: Any) -> bool:
+    """A point of the run's own scaling fit: ``in_fit`` where recorded, else (older runs) ``cooled``."""
+    return bool(c.in_fit) if c.in_fit is not None else bool(c.cooled)
+
+
 def from_sizes(sizes: Sequence[Any], path: Path) -> Points:
-    """Validation-curve points of a run's ``sizes`` (:class:`edgescale.results.schema.Size`, from its
-    ``results.json`` at ``path``; N total, loss in nats/token): the cooled checkpoints when there
-    are five, else every point of each training curve."""
-    sizes = [s for s in sizes if not s.distilled_from]  # the ladder only
-    cooled = [(s, c) for s in sizes for c in s.curve if c.cooled]
-    uncooled = [(s, c) for s in sizes for c in s.curve]
-    chosen = cooled if len(cooled) >= 5 else uncooled
+    """The points a run's own scaling fit used, from its ``sizes`` (:class:`edgescale.results.schema.Size`,
+    from its ``results.json`` at ``path``; N total, loss in nats/token): every ladder size's curve
+    points marked ``in_fit`` (older runs: ``cooled``), each size's other seeds as runs of their own,
+    keyed ``size@seedK`` as the run's fit keys them (a bootstrap over runs resamples seeds too)."""
+    ladder = [s for s in sizes if not s.distilled_from]  # the ladder only
+    runs = [(s.size, s.params_total, s.curve) for s in ladder]
+    runs += [(f"{s.size}@seed{r.seed}", s.params_total, r.curve) for s in ladder for r in s.seed_runs]
+    chosen = [(run, n, c) for run, n, curve in runs for c in curve if _in_fit(c)]
     if len(chosen) < 5:
-        raise UserError(f"{len(chosen)} (N, D, loss) points in the run; a fit needs at least 5", file=path)
-    notes = (
-        ["cooled checkpoints of warmup-stable-decay runs"]
-        if chosen is cooled
-        else [
-            "no cooled grid in this run: points are validation losses along each size's training curve; "
-            "checkpoints before the end of the schedule are not cooled and overstate the loss at that D"
-        ]
-    )
+        raise UserError(
+            f"{len(chosen)} (N, D, loss) points of the run's scaling fit (cooled checkpoints); a fit needs at least 5: "
+            "train with training.schedule: wsd and several cooled_fractions",
+            file=path,
+        )
+    seeds = len(runs) - len(ladder)
     return Points(
-        np.array([s.params_total for s, _ in chosen], float),
-        np.array([c.tokens for _, c in chosen], float),
-        np.array([c.val_bpb * math.log(2) for _, c in chosen]),  # byte tokens: nats/token = bpb · ln 2
+        np.array([n for _, n, _ in chosen], float),
+        np.array([c.tokens for _, _, c in chosen], float),
+        np.array([c.val_bpb * math.log(2) for _, _, c in chosen]),  # byte tokens: nats/token = bpb · ln 2
         source=str(path),
         loss_unit="nats/token (validation, byte tokens)",
-        notes=notes,
+        notes=[f"cooled checkpoints of warmup-stable-decay runs (the run's own fit points; {seeds} extra seed runs)"],
+        groups=tuple(run for run, _, _ in chosen),
     )

@@ -27,7 +27,8 @@ def cooled_points(sizes: list[dict]) -> list[dict]:
         {"size": s["size"], "N": s["params_total"], "D": c["tokens"], "bits_per_byte": c["val_bpb"]}
         for s in sizes
         for c in s.get("curve", [])
-        if c.get("cooled")
+        # in_fit where recorded (older runs: cooled), the rule edgescale.scaling.points.from_sizes reads back
+        if (c["in_fit"] if c.get("in_fit") is not None else c.get("cooled"))
     ]
 
 

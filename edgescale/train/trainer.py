@@ -14,6 +14,12 @@ is µP's learning-rate rule only. AdamW β2 stays 0.95 for every size.
 Batches depend only on (seed, step) and the resume checkpoint holds the model and
 AdamW state, so a run interrupted and resumed follows the same loss curve as an
 uninterrupted one (to float tolerance).
+
+Each cooled branch other than the final one is saved when it is taken
+(``branch-<tokens>.safetensors`` beside the run, its meta with the run's key, tokens and
+fraction), so post-training compression can be scored at several D/N per size (the
+degradation grid). A resumed run reports the branch files of its key that exist; one lost
+before the resume point is not retrained.
 """
 
 from __future__ import annotations
@@ -49,6 +55,7 @@ class TrainResult:
     curve: list[dict]
     seconds: float
     hparams: dict = field(default_factory=dict)  # what :func:`hparams` says this run used
+    branches: list[dict] = field(default_factory=list)  # non-final cooled branches saved: tokens, fraction, path
 
 
 BETA2 = 0.95  # AdamW β2, every size (see the module docstring)
@@ -258,6 +265,37 @@ def _eval_point(run: _Run, model: GPT, cooled: bool) -> dict:
     return {"val_bpb": val, "cooled": cooled, "in_fit": cooled, "eval_tokens": n, "warmup_steps": run.warmup}
 
 
+def _branch_path(out_dir: Path, tokens: int) -> Path:
+    return out_dir / f"branch-{tokens}.safetensors"
+
+
+def _save_branch(run: _Run, branch: GPT, point: dict, steps: int, out_dir: Path, key: str) -> None:
+    """A non-final cooled branch, written when it is taken (a resume cannot recover it later)."""
+    meta = {**spec_meta(run.model_cfg), "seed": run.seed, "tokens": point["tokens"], "steps": point["step"]}
+    meta |= {"key": key, "branch_fraction": point["step"] / steps}
+    save_model(branch.eval(), _branch_path(out_dir, point["tokens"]), meta)
+
+
+def saved_branches(out_dir: Path, key: str, curve: list[dict], final_tokens: int) -> list[dict]:
+    """The non-final cooled branches of this run (``key``) whose files exist: tokens, fraction, path.
+    A branch taken before a resume whose file is gone is simply absent (never retrained)."""
+    from safetensors import SafetensorError, safe_open
+
+    out = []
+    for c in curve:
+        path = _branch_path(out_dir, c["tokens"])
+        if not c.get("cooled") or c["tokens"] >= final_tokens or not path.is_file():
+            continue
+        try:
+            with safe_open(str(path), "pt") as f:
+                meta = json.loads((f.metadata() or {}).get("edgescale", "{}"))
+        except (SafetensorError, json.JSONDecodeError):
+            continue  # torn or foreign: not this run's branch
+        if meta.get("key") == key and meta.get("tokens") == c["tokens"]:
+            out.append({"tokens": c["tokens"], "fraction": meta["branch_fraction"], "path": path})
+    return out
+
+
 def _cooled_branch(run: _Run, model: GPT, opt, at: int, k: int, resumed: int) -> tuple[GPT, dict]:
     """Decay a copy of the stable-phase model for ``k`` steps; return it and its curve point."""
     branch = copy.deepcopy(model)
@@ -350,7 +388,9 @@ def train(
             curve.append(point)
             seen_loss, seen, seen_ce = 0.0, 0, 0.0
         if step + 1 in branches and step + 1 + branches[step + 1] < steps:
-            curve.append(_cooled_branch(run, model, opt, step + 1, branches[step + 1], resumed)[1])
+            branch, point = _cooled_branch(run, model, opt, step + 1, branches[step + 1], resumed)
+            _save_branch(run, branch, point, steps, out_dir, key)
+            curve.append(point)
         if (step + 1) % cfg.checkpoint_every_steps == 0 and step + 1 < main_steps:
             _save_resume(model, opt, step + 1, curve, (seen_loss, seen, seen_ce), out_dir, key)
     if branches:
@@ -362,4 +402,5 @@ def train(
     for f in ("resume.safetensors", "resume.json"):
         (out_dir / f).unlink(missing_ok=True)
     used = hparams(model_cfg, cfg, steps)
-    return TrainResult(ckpt, steps * per_step, steps, curve, time.perf_counter() - run.t0, used)
+    kept = saved_branches(out_dir, key, curve, steps * per_step)
+    return TrainResult(ckpt, steps * per_step, steps, curve, time.perf_counter() - run.t0, used, kept)

@@ -216,3 +216,54 @@ def test_old_runs_without_errors_keep_their_points_without_one(tmp_path):
     pts = degradation_points(res, "int4", "fp32", tmp_path)
     assert pts and all(p.se_bpb is None and p.within_noise is None for p in pts)
     assert not any("noise" in n for n in fit_recipes(res, tmp_path)["int4"].notes)
+
+
+# -- the degradation grid: every cooled branch and seed of every size ----------------------------
+
+
+def _grid(ns, ratios, seeds=(0, 1), noise=0.03, seed=0) -> list[dict]:
+    """Grid points (results.json's degradation_grid) with δ = C·D^γ_D/N^γ_N, each seed off by its own noise."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, n in enumerate(ns):
+        for r in ratios:
+            for s in seeds:
+                d = n * r
+                delta = C * d**G_D / n**G_N * math.exp(rng.normal(0, noise))
+                out.append(
+                    {"size": f"s{i}", "seed": s, "tokens": int(d), "fraction": r / max(ratios), "recipe": "int4",
+                     "params_total": int(n), "baseline": "fp32", "delta_bpb": delta, "se_bpb": 0.05 * delta,
+                     "se_paired": True, "within_noise": False}
+                )  # fmt: skip
+    return out
+
+
+def _with_grid(grid: list[dict]):
+    data = handmade.results(handmade.ladder({"int4": 2.0}))
+    return handmade.typed(data | {"degradation_grid": grid})
+
+
+def test_grid_points_with_two_ratios_and_two_seeds_recover_known_constants():
+    ns = np.geomspace(1e4, 1e6, 6)  # 6 sizes over 2 decades, D/N 5 and 20 at each, 2 seeds
+    res = _with_grid(_grid(ns, (5.0, 20.0)))
+    fit = fit_recipes(res)["int4"]
+    assert fit.form == "power_law_nd" and len(fit.points) == 6 * 2 * 2 and {p.seed for p in fit.points} == {0, 1}
+    assert fit.gamma_n == pytest.approx(G_N, abs=0.03) and fit.gamma_d == pytest.approx(G_D, abs=0.05)
+    ci = fit.intervals()
+    assert ci["gamma_n_ci"][0] < G_N < ci["gamma_n_ci"][1] and ci["gamma_d_ci"][0] < G_D < ci["gamma_d_ci"][1]
+    assert any(n.startswith("seed spread of δ: SD across up to 2 seeds in 12") for n in fit.notes)
+    assert math.isnan(fit.predict(1e5, 1e5 * 40)[0])  # D/N 40 was never sampled
+    assert fit.to_dict()["points"][0]["seed"] == 0
+
+
+def test_grid_on_the_default_ladder_gives_per_size_delta_by_d_over_n_and_no_law():
+    ns = [2.4e4, 6.1e4, 1.3e5, 4.7e5]  # 4 sizes over 1.29 decades, 3 branches each
+    grid = _grid(ns, (2.5, 5.0, 10.0))
+    grid[0] |= {"status": "failed", "failed_stage": "branch", "reason": "gone", "delta_bpb": None}
+    fit = fit_recipes(_with_grid(grid))["int4"]
+    assert fit.form == "none" and len(fit.points) == 4 * 3 * 2 - 1
+    assert "D/N ratios per size: 3, 3, 3, 3" in fit.notes[0] and "4 sizes (a law needs ≥ 5)" in fit.notes[0]
+    text = " ".join(fit.notes)
+    assert "δ by D/N per size (mean over seeds, bpb): s0 2.5:" in text and "seed spread of δ" in text
+    assert "1 of 24 grid points have no δ (branch: gone)" in text
+    assert math.isnan(fit.predict(1e5, 1e6)[0])

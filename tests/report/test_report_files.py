@@ -295,7 +295,8 @@ def test_summary_answers_first(built):
     files, results, _, _ = built
     lines = files.summary.read_text(encoding="utf-8").splitlines()
     assert lines[0] == f"# edgescale · {results['study']}"
-    table = [line for line in lines if line.startswith("| ")]
+    start = next(i for i, line in enumerate(lines) if line.startswith("| "))
+    table = lines[start : lines.index("", start)]  # the answer table (the matched-cost pairs table follows later)
     assert table[0].startswith("| device | answer") and len(table) == 2 + 2  # header, rule, host, rpi5-8gb
     assert "use s2/int8_dynamic" in table[2] and "measured" in table[2] and "predicted" in table[3]
     text = "\n".join(lines)
@@ -413,3 +414,56 @@ def test_report_command_rebuilds_an_old_run(tmp_path):
 def test_report_command_refuses_a_directory_without_results(tmp_path):
     r = _cli("report", tmp_path)
     assert r.returncode == 2 and "results.json" in r.stderr and str(tmp_path) in r.stderr
+
+
+def _trusted(results: dict) -> dict:
+    """``results`` with what summary.md reports on trust: an A/A control, the load flag, a bootstrap
+    that dropped draws, and a distilled student with seed deltas against both scratch twins."""
+    tie = {"within_noise": True, "slower": False}
+    results["measurement"] |= {
+        "aa": {"variant": "s0/fp32", "prefill": {"speedup": 1.01, "low": 0.97, "high": 1.05, **tie},
+               "decode": {"speedup": 1.012, "low": 0.99, "high": 1.03, **tie},
+               "noise_floor": {"prefill": 0.05, "decode": 0.03}},
+        "loaded": False,
+    }  # fmt: skip
+    results["scaling"]["law"] |= {"boot_n": 200, "boot_dropped": 7, "boot_unit": "run", "form": "L = E + A/N^α + B/D^β"}
+    delta = {"split": "validation", "se": 0.01, "df": 4.0, "n_distilled": 3, "n_scratch": 3}
+    results["distillation"] = {
+        "alpha": 0.5, "temperature": 2.0, "teacher": "s2", "teacher_val_bpb": 2.6,
+        "pairs": [{"student": "s0-kd", "scratch": "s0", "teacher": "s2", "tokens": 1000, "val_bpb_distilled": 3.0,
+                   "val_bpb_scratch": 3.04, "test_bpb_distilled": 3.1, "test_bpb_scratch": 3.12, "seeds": [0, 1, 2],
+                   "deltas": [{"twin": "equal_tokens", "mean": -0.041, "lo": -0.069, "hi": -0.013, **delta},
+                              {"twin": "equal_compute", "mean": 0.012, "lo": -0.016, "hi": 0.04, **delta}]}],
+    }  # fmt: skip
+    return results
+
+
+def test_summary_says_pairs_distillation_fit_and_timing():
+    _, summary = _page(_trusted(full_results(target=2.6)))
+    lines = summary.splitlines()
+    # the matched-cost pairs at equal bytes per token: every compressed variant, matched baseline, Δ with its interval
+    head = lines.index("| variant | matched baseline | Δ bpb [low, high] | verdict |")
+    rows = [line for line in lines[head + 2 :] if line.startswith("| ")]
+    assert rows and all(re.search(r"\| [+-]\d\.\d{4} \[[+-]\d\.\d{4}, [+-]\d\.\d{4}\] \| (better|worse|tie) \|$", r)
+                        or "(no interval) | unknown |" in r for r in rows)  # fmt: skip
+    assert any(re.match(r"\| s\d/\w+ \| [01]\.\d\d·s\d/fp32 \+ [01]\.\d\d·s\d/fp32 \|", r) for r in rows)
+    # the distillation deltas per twin, with the 95% interval and the seed counts
+    assert "- s0-kd − s0 (equal tokens), n = 3 KD vs 3 scratch seeds: validation -0.0410 [-0.0690, -0.0130]" in lines
+    assert "- s0-kd − s0 (equal compute), n = 3 KD vs 3 scratch seeds: validation +0.0120 [-0.0160, +0.0400]" in lines
+    fit = next(line for line in lines if line.startswith("- Scaling fit:"))
+    assert "form L = E + A/N^α + B/D^β; identified; bootstrap 200 refits over whole runs, 7 dropped" in fit
+    timing = next(line for line in lines if line.startswith("- Timing:"))
+    assert "A/A (s0/fp32 timed twice) decode 1.012× [0.990, 1.030], noise floor decode ±3.0%" in timing
+    assert timing.endswith("machine not loaded")
+
+
+def test_summary_says_an_unidentified_fit_and_a_loaded_machine():
+    results = _trusted(full_results(target=2.6))
+    results["scaling"]["law"]["unidentified"] = {"E": "collapsed to 1e-10"}
+    results["measurement"]["loaded"] = True
+    del results["distillation"]["pairs"][0]["deltas"]  # an older run: one seed
+    _, summary = _page(results)
+    fit = next(line for line in summary.splitlines() if line.startswith("- Scaling fit:"))
+    assert "unidentified (E not identified by" in fit and "train sizes of about" in fit
+    assert "timings are suspect" in summary
+    assert "- s0-kd − s0: validation -0.0400, one seed: no interval" in summary

@@ -5,6 +5,7 @@ import handmade_results as handmade
 import pytest
 
 from edgescale.report.routes import routes, training_flops
+from edgescale.results.analysis_schema import Routes
 
 V = handmade.variant
 RECOVER = [{"op": "prune.heads", "metrics": {}}, {"op": "distill.recover", "metrics": {"tokens": 100_000}}]
@@ -115,3 +116,56 @@ def test_no_target_no_verdict():
     res["loss_target_bpb"] = None
     out = routes(handmade.typed(res), ["host"])
     assert out["per_device"] == {} and "no loss target" in out["note"]
+
+
+TIE = {"within_noise": True, "slower": False}
+AA = {
+    "variant": "s/fp32",
+    "prefill": {"speedup": 1.0, "low": 0.99, "high": 1.01, **TIE},
+    "decode": {"speedup": 1.0, "low": 0.98, "high": 1.02, **TIE},
+    "noise_floor": {"prefill": 0.01, "decode": 0.0204},
+}
+
+
+def _timed(small_by_process: list[float], big_by_process: list[float], aa: bool = True) -> dict:
+    """The host route pair m/fp32 vs l/prune with per-process decode p50s (and the run's A/A control)."""
+    res = _run()
+    for v in res["variants"]:
+        host, by = v["latency"]["host"], {"m/fp32": small_by_process, "l/prune": big_by_process}.get(v["variant_id"])
+        if by:
+            host |= {"decode_ms_p50": sorted(by)[len(by) // 2], "decode_ms_p50_by_process": by, "processes": len(by)}
+    if aa:
+        res["measurement"]["aa"] = AA
+    out = routes(handmade.typed(res), ["host"], served_tokens=1e9)
+    Routes.model_validate(out)  # the schema takes the time verdict
+    return out["per_device"]["host"]
+
+
+def test_host_time_verdict_from_per_process_p50s():
+    host = _timed([2.0, 2.1, 1.9], [2.5, 2.6, 2.4])
+    t = host["time"]
+    assert t["ratio"] == pytest.approx(2.0 / 2.5)
+    # the interval holds the per-process ratios and the A/A width carried to this ratio, and lies below the band
+    assert t["ratio_low"] <= min(2.0 / 2.5 * 0.98, 1.9 / 2.4) and t["ratio_high"] >= 2.0 / 2.5 * 1.02
+    assert t["ratio_high"] < 1 / 1.0204 and t["faster"] == "train small" and t["noise_floor"] == 0.0204
+    assert "train small decodes faster" in host["statement"] and host["cheaper"] == "train small"  # FLOPs agree
+
+
+def test_host_time_verdict_inside_the_noise_floor_is_a_tie():
+    # 1% apart in every process: clear of 1 by resampling alone, but inside the A/A floor of ±2%
+    host = _timed([2.0, 2.0, 2.0], [1.98, 1.98, 1.98])
+    t = host["time"]
+    assert t["ratio"] > 1 and t["faster"] is None
+    assert "a tie in measured decode time" in host["statement"]
+    # the big route clearly faster in every process
+    host = _timed([2.0, 2.1, 1.9], [1.0, 1.1, 0.9])
+    assert host["time"]["ratio_low"] > 1.0204 and host["time"]["faster"] == "train big and compress"
+
+
+def test_host_time_verdict_without_an_interval_cannot_be_known():
+    host = _timed([2.0], [2.5], aa=False)  # one process, no A/A control: nothing to build an interval from
+    assert host["time"]["ratio_low"] is None and host["time"]["faster"] is None
+    assert "cannot be known" in host["time"]["statement"]
+    # a predicted device gets no measured time verdict
+    pi = routes(handmade.typed(_run()), ["rpi5-8gb"], served_tokens=1e9)["per_device"]["rpi5-8gb"]
+    assert "time" not in pi

@@ -6,7 +6,7 @@ import torch
 from edgescale.config import TrainingConfig
 from edgescale.models.checkpoint import load_model
 from edgescale.models.gpt import GPTConfig
-from edgescale.train.trainer import lr_at, train
+from edgescale.train.trainer import lr_at, saved_branches, train, validation_bpb
 
 CFG = GPTConfig(n_layer=1, n_head=2, n_embd=16, block_size=32)
 TRAIN = TrainingConfig(
@@ -127,3 +127,35 @@ def test_bad_checkpoints_are_clear_errors_and_untouched(corpus, tmp_path):
     with pytest.raises(UserError, match="differs from the expected"):
         load_model(res.checkpoint, expect=other)
     assert res.checkpoint.read_bytes() == data
+
+
+def test_wsd_saves_each_non_final_branch_when_taken(corpus, tmp_path):
+    res = train(CFG, WSD, corpus, TOKENS, 0, tmp_path, "w")
+    assert [(b["tokens"], b["fraction"]) for b in res.branches] == [(5 * 256, 0.25), (10 * 256, 0.5)]
+    cooled = {c["tokens"]: c["val_bpb"] for c in res.curve if c["cooled"]}
+    for b in res.branches:
+        model, meta = load_model(b["path"])
+        assert b["path"] == tmp_path / f"branch-{b['tokens']}.safetensors"
+        assert meta["tokens"] == b["tokens"] and meta["key"] == "w" and meta["branch_fraction"] == b["fraction"]
+        assert validation_bpb(model, corpus, CFG.block_size, WSD.cooled_eval_tokens) == pytest.approx(
+            cooled[b["tokens"]], rel=1e-5
+        )  # the saved file is the branch the curve scored
+
+
+def test_resume_keeps_branches_taken_before_it_and_never_retrains_a_lost_one(corpus, tmp_path):
+    def stop(done, total, info):
+        if done >= 12 * 256:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, WSD, corpus, TOKENS, 0, tmp_path / "cut", "w", stop)
+    assert (tmp_path / "cut" / "branch-1280.safetensors").exists()  # written when taken, before the kill
+    resumed = train(CFG, WSD, corpus, TOKENS, 0, tmp_path / "cut", "w")
+    assert [b["tokens"] for b in resumed.branches] == [1280, 2560]
+
+    with pytest.raises(KeyboardInterrupt):
+        train(CFG, WSD, corpus, TOKENS, 0, tmp_path / "lost", "w", stop)
+    (tmp_path / "lost" / "branch-1280.safetensors").unlink()
+    again = train(CFG, WSD, corpus, TOKENS, 0, tmp_path / "lost", "w")
+    assert [b["tokens"] for b in again.branches] == [2560]  # absent, not retrained
+    assert saved_branches(tmp_path / "lost", "another-key", again.curve, TOKENS) == []  # only its own run's files
