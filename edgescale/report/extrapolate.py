@@ -315,7 +315,7 @@ def new_model(results: Results, target: float, device: str, axis: str, limits, c
     sc = results.scaling
     weak = _weak(fitted_law(sc)) if sc.status == "fitted" else []
     if weak:
-        add = data_to_identify([p.N for p in sc.points], [p.D for p in sc.points], weak)
+        add = data_to_identify([p.N for p in sc.points], [p.D for p in sc.points], weak, sc.train_tokens_available)
         return {
             "status": "unidentified",
             "law": info,

@@ -99,7 +99,8 @@ def summary_text(results: Results, analysis: Analysis, figures: Mapping[str, Pat
         for recipe, f in fits.items():
             law = f"γ_N = {f.gamma_n:.3f}" if f.gamma_n is not None else f"form {f.form}"
             law += f", γ_D = {f.gamma_d:.3f}" if f.gamma_d is not None else ""
-            lines.append(f"- {recipe}: {law} over {len(f.points)} sizes; {'; '.join(f.notes)}")
+            n_sizes = len({pt.size for pt in f.points})
+            lines.append(f"- {recipe}: {law} over {len(f.points)} points of {n_sizes} sizes; {'; '.join(f.notes)}")
     lines += trust_lines(results)
     if figures:
         lines += ["", "## Files", "", "- report.html (everything, self-contained)"]

@@ -65,7 +65,10 @@ def _what_to_add(sc: Scaling, weak: list[str]) -> str:
     plan = sc.plan_for_target
     if plan is not None and plan.identify_with and plan.identify_with.get("summary"):
         return plan.identify_with["summary"]
-    return data_to_identify([p.N for p in sc.points], [p.D for p in sc.points], weak)["summary"] if sc.points else ""
+    if not sc.points:
+        return ""
+    add = data_to_identify([p.N for p in sc.points], [p.D for p in sc.points], weak, sc.train_tokens_available)
+    return add["summary"]
 
 
 def scaling_line(sc: Scaling) -> str:

@@ -21,6 +21,9 @@ from edgescale.scaling.fit import ChinchillaFit, fit_chinchilla
 from edgescale.scaling.laws import Chinchilla
 from edgescale.scaling.points import Points
 
+# the epoch rule of every plan (Muennighoff et al. 2023, arXiv:2305.16264; see scaling.plan)
+MAX_EPOCHS = 4.0
+
 
 @dataclass(frozen=True)
 class Identified:
@@ -59,11 +62,16 @@ def law_from_points(pts: Points, name: str, n_boot: int = 200) -> Chinchilla:
     return law
 
 
-def data_to_identify(n: Sequence[float], d: Sequence[float], unidentified: Sequence[str]) -> dict:
+def data_to_identify(
+    n: Sequence[float], d: Sequence[float], unidentified: Sequence[str], unique_tokens: float | None = None
+) -> dict:
     """The sizes and token budgets that would identify a law the points ``(n, d)`` leave
     unidentified: sizes reaching a decade beyond the largest (and at least 1.5 decades of N in
     all), and at every size two token budgets outside the tokens-per-parameter range (÷4, ×4)
-    (E needs losses nearer the floor, α a wider N range, β more than one D per N)."""
+    (E needs losses nearer the floor, α a wider N range, β more than one D per N). With the
+    ``unique_tokens`` that exist, it also says how many unique tokens the largest budget needs
+    under the plans' epoch rule (at most 4 passes, Muennighoff et al. 2023), and when that is
+    more than there is."""
     n_arr, d_arr = [float(x) for x in n], [float(x) for x in d]
     lo, hi = min(n_arr), max(n_arr)
     span = math.log10(hi / lo)
@@ -83,7 +91,15 @@ def data_to_identify(n: Sequence[float], d: Sequence[float], unidentified: Seque
         f"every size token budgets at D/N = {new_ratios[0]:g} and {new_ratios[1]:g} (e.g. N = {sizes[-1]:.2g}: "
         f"D = {budgets[-1]['D'][0]:.2g} and {budgets[-1]['D'][1]:.2g} tokens), then refit"
     )
+    need = max(budgets[-1]["D"]) / MAX_EPOCHS
+    if unique_tokens is not None and need > unique_tokens:
+        text += (
+            f"; the largest budget needs about {need:.2g} unique tokens at {MAX_EPOCHS:g} epochs at most, "
+            f"{need / unique_tokens:.3g}x the {unique_tokens:.3g} this corpus has: a larger corpus, or fewer of "
+            "the largest budgets"
+        )
     return {
+        "unique_tokens_needed": need,
         "current": {"N_range": [lo, hi], "decades_N": span, "tokens_per_param_range": [ratios[0], ratios[-1]]},
         "add_sizes": new_sizes,
         "add_tokens_per_param": new_ratios,

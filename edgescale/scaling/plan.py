@@ -30,7 +30,10 @@ from scipy.optimize import brentq, minimize_scalar
 
 from edgescale.errors import UserError
 from edgescale.models.shape import Shape, shape_for_params
-from edgescale.scaling.identify import data_to_identify  # noqa: F401  (re-exported: its old home)
+from edgescale.scaling.identify import (
+    MAX_EPOCHS,
+    data_to_identify,  # noqa: F401  (re-exported: its old home)
+)
 from edgescale.scaling.laws import KAPLAN2020, PF_DAY, PRESETS, Chinchilla, Kaplan
 
 Law = Chinchilla | Kaplan
@@ -44,8 +47,8 @@ DEFAULT_POWER_W = 400.0
 # Muennighoff et al. 2023, "Scaling Data-Constrained Language Models" (arXiv:2305.16264), §3: up to
 # about 4 epochs repeated tokens are worth almost as much as unique ones; their fitted decay of the
 # value of repeats is D' = U + U·R*·(1 − exp(−R/R*)), R = epochs − 1, R*_D ≈ 15.4 (the paper's fit,
-# 15.39; quoted from /work/shared/reference/scaling.md §6).
-MAX_EPOCHS = 4.0
+# 15.39; quoted from /work/shared/reference/scaling.md §6). MAX_EPOCHS (4) lives in scaling.identify,
+# whose suggestions of data to add keep to the same rule.
 R_STAR_D = 15.4
 DATA_RULE = (
     "Muennighoff et al. 2023 (arXiv:2305.16264): up to 4 epochs over the unique training tokens U count as "

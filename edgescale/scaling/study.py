@@ -72,7 +72,7 @@ def fit_study(
         out["reduced"] = _law_in_bpb(found.reduced)
     if loss_target_bpb is not None:
         if found.used is None:
-            out["plan_for_target"] = unidentified_plan(n, d, found.weak, loss_target_bpb)
+            out["plan_for_target"] = unidentified_plan(n, d, found.weak, loss_target_bpb, unique_tokens=train_tokens)
             return out
         fit = found.used
         law = fit.law.with_(name=f"fit (this run; {fit.form})", ci=fit.ci, form=fit.form)
@@ -96,10 +96,12 @@ def _law_in_bpb(fit: ChinchillaFit) -> dict:
     return {**f, **in_bpb, "ci": ci, "unit": "bits_per_byte"}
 
 
-def unidentified_plan(n, d, weak: list[str], loss_target_bpb: float, law: str = "fit (this run)") -> dict:
+def unidentified_plan(
+    n, d, weak: list[str], loss_target_bpb: float, law: str = "fit (this run)", unique_tokens: float | None = None
+) -> dict:
     """No numbers from a law the data cannot pin (its plan would be an artefact of the optimiser):
     ``status: unidentified``, with the sizes and token budgets that would identify it."""
-    add = data_to_identify(n, d, weak)
+    add = data_to_identify(n, d, weak, unique_tokens)
     return {
         "status": "unidentified",
         "objective": "target_loss",

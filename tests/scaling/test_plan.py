@@ -115,6 +115,11 @@ def test_data_to_identify_suggests_larger_sizes_and_more_token_ratios():
     # the default ladder's range starts near one token per parameter: no budget below it, two above
     low = data_to_identify([2.5e4, 4.8e5], [2.6e4, 1.9e7], ["beta"])
     assert low["add_tokens_per_param"] == [160.0, 630.0]  # D/N 1.04-39.6 → ×4 and ×16, never below 1
+    # the largest budget (3.2e6 x 400 = 1.3e9 tokens, two figures) at 4 epochs needs 3.25e8 unique tokens
+    assert add["unique_tokens_needed"] == pytest.approx(1.3e9 / 4)
+    short = data_to_identify([2e4, 2e4, 8e4, 3.2e5], [1e6, 2e6, 1.5e6, 4e6], ["E"], unique_tokens=4.19e6)
+    assert "3.2e+08 unique tokens" in short["summary"] and "77.6x the 4.19e+06 this corpus has" in short["summary"]
+    assert "this corpus has" not in data_to_identify([2e4, 8e4], [1e6, 2e6], ["E"], unique_tokens=1e12)["summary"]
 
 
 def test_epoch_rule_caps_tokens_by_the_data_that_exists():
