@@ -20,7 +20,69 @@ from edgescale.errors import UserError
 RENAMED_KEYS = "renamed_keys"
 
 # libyaml's safe loader when PyYAML was built with it (about 10x faster), else the Python one
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+# Bounds on every user-facing YAML file, checked before anything is built from it: a study, recipe,
+# profile or calibration is a few KB, so these leave orders of magnitude of room. libyaml's composer
+# recurses in C (30,000 nested levels end in a segfault, not an error), so depth is counted on the
+# parser's event stream, which is iterative; so is the size the document has once its aliases are
+# followed (a 700-byte "billion laughs" file loads as shared references, then expands to 10^9 nodes
+# in anything that walks it, e.g. validation of model.kwargs).
+MAX_BYTES = 1 << 20
+MAX_DEPTH = 64
+MAX_NODES = 1_000_000
+
+
+class _SafeLoader(_BaseLoader):
+    """The safe loader, refusing a mapping that repeats a key (YAML says keys are unique; PyYAML keeps
+    the last silently, so a study could say two things and mean one)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:  # the mapping's own keys; keys merged in by "<<" may be overridden
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = (key_node.tag, key_node.value)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key_node.value!r} (first on line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def check_bounds(text: str, path: Path | str) -> None:
+    """Refuse a YAML text that is too large, nested too deep, or that expands (aliases followed) to
+    more than :data:`MAX_NODES` nodes, before anything is built from it."""
+    if len(text.encode("utf-8")) > MAX_BYTES:
+        raise UserError(f"file is larger than {MAX_BYTES:,} bytes; a config file is a few KB", file=path)
+    sizes: dict[str, int] = {}  # anchor -> the number of nodes it stands for, expanded
+    stack: list[list] = [[None, 0]]  # per open collection: [its anchor, nodes inside it so far]
+    for event in yaml.parse(text, Loader=_BaseLoader):
+        if isinstance(event, yaml.CollectionStartEvent):
+            stack.append([event.anchor, 0])
+            if len(stack) - 1 > MAX_DEPTH:
+                line = event.start_mark.line + 1 if event.start_mark else "?"
+                raise UserError(f"nested deeper than {MAX_DEPTH} levels (line {line})", file=path)
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            anchor, inside = stack.pop()
+            count = inside + 1
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, count = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, count = None, sizes.get(event.anchor, 1)
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = count
+        stack[-1][1] += count
+        if stack[-1][1] > MAX_NODES:
+            raise UserError(
+                f"expands to more than {MAX_NODES:,} values once its aliases (*name) are followed: refused "
+                "(an alias bomb, or far more than any config needs)",
+                file=path,
+            )
 
 
 def _format_loc(loc: tuple) -> str:
@@ -112,12 +174,15 @@ def _rename_deprecated(model: type[BaseModel], data: Any, file: Path | str, loc:
 def read_yaml(path: Path) -> dict:
     path = Path(path)
     try:
+        if path.stat().st_size > MAX_BYTES:  # before reading a 54 MB list into memory
+            raise UserError(f"file is larger than {MAX_BYTES:,} bytes; a config file is a few KB", file=path)
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise UserError("file not found", file=path) from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read: {e}", file=path) from None
     try:
+        check_bounds(text, path)
         data = yaml.load(text, Loader=_SafeLoader)  # safe: _SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

@@ -12,6 +12,7 @@ every run; ``pytest --hypothesis-show-statistics`` prints how many ran.
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import onnx
@@ -133,6 +134,41 @@ def test_damaged_config_text_gives_a_result_or_one_user_error(scratch, data):
     src = data.draw(st.sampled_from(SHIPPED))
     path = scratch / src.name
     path.write_text(data.draw(mutated_text(src.read_text())), encoding="utf-8", errors="surrogatepass")
+    _check_yaml(path)
+
+
+def _alias_chain(levels: int, fanout: int) -> str:
+    """A flow list whose level k repeats level k-1 ``fanout`` times by alias: fanout**levels values."""
+    parts = [f"&l0 [{', '.join(['lol'] * fanout)}]"]
+    parts += [f"&l{k} [{', '.join([f'*l{k - 1}'] * fanout)}]" for k in range(1, levels)]
+    return "[" + ", ".join(parts) + "]"
+
+
+HOSTILE = st.one_of(
+    st.integers(40, 5000).map(lambda n: "[" * n + "]" * n),  # deep nesting (libyaml segfaulted at ~30k)
+    st.integers(40, 2000).map(lambda n: "{a: " * n + "1" + "}" * n),
+    st.tuples(st.integers(2, 9), st.integers(2, 12)).map(lambda t: _alias_chain(*t)),  # up to 12^9 values
+    st.sampled_from([".inf", "-.inf", ".nan", "1e400", "-1e400", "1e308", "1e30", "-1e30", "1e-320", "-0.0"]),
+    st.sampled_from(["123456789012345678901234567890", "true", "'1'", "0x7fffffffffffffff", "~"]),
+)
+KEY_LINE = re.compile(r"^(\s*)([A-Za-z_]\w*):(\s*)([^#\n]*)$", re.M)
+
+
+@fuzz(80)
+@given(data=st.data())
+def test_hostile_values_and_duplicate_keys_give_a_result_or_one_user_error(scratch, data):
+    """Deep nesting, alias chains, non-finite, huge and mistyped numbers put in place of a value of a
+    shipped file, or a key line repeated (a duplicate key)."""
+    src = data.draw(st.sampled_from(SHIPPED))
+    text = src.read_text()
+    lines = [m for m in KEY_LINE.finditer(text) if m.group(4).strip()]
+    m = data.draw(st.sampled_from(lines))
+    if data.draw(st.booleans()):
+        text = text[: m.start(4)] + data.draw(HOSTILE) + text[m.end(4) :]
+    else:
+        text = text[: m.end()] + "\n" + m.group(0) + text[m.end() :]
+    path = scratch / src.name
+    path.write_text(text)
     _check_yaml(path)
 
 
