@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
-from typing import ClassVar
+import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import typer
 from rich.console import Console
@@ -54,10 +56,28 @@ def renamed_flags(renamed: dict[str, str]) -> type[TyperCommand]:
     return type("RenamedFlags", (RenamedFlags,), {"renamed": dict(renamed)})
 
 
+def _finite(x: Any) -> Any:
+    """``x`` with every non-finite float as None, containers rebuilt (JSON has no NaN or Infinity)."""
+    if isinstance(x, Mapping):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_finite(v) for v in x]
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    return x
+
+
+def _number(o: Any) -> Any:
+    """What ``json`` cannot write itself: numpy arrays and scalars, as finite numbers or None."""
+    if hasattr(o, "tolist"):
+        return _finite(o.tolist())
+    return _finite(float(o))
+
+
 def emit(obj: dict, as_json: bool) -> None:
     """Print a command's result: one JSON object, or pretty-printed for a person."""
-    if as_json:
-        typer.echo(json.dumps(obj, indent=2, default=float))
+    if as_json:  # strict JSON: NaN and infinities (e.g. a fit's undefined interval) are null
+        typer.echo(json.dumps(_finite(obj), indent=2, default=_number, allow_nan=False))
         return
     pprint(obj, expand_all=True)
 

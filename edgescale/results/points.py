@@ -25,10 +25,17 @@ def load_points(source: Path) -> Points:
     """Points from an edgescale run directory or a CSV file with columns N, D and loss."""
     source = Path(source)
     if source.is_dir():
-        return scaling_points(source)
-    if not source.exists():
+        pts = scaling_points(source)
+    elif not source.exists():
         raise UserError("file not found", file=source)
-    return read_csv(source)
+    else:
+        pts = read_csv(source)
+    if len(pts.loss) and float(max(pts.loss)) == float(min(pts.loss)):
+        # every exponent fits 0: a flat "law" with undefined allocation exponents, not a scaling law
+        raise UserError(
+            f"every loss is {float(pts.loss[0]):g}: a law needs losses that change with N and D", file=source
+        )
+    return pts
 
 
 def resolve_law(spec: str, *, n_boot: int = 200) -> Law:

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 from cli_runner import run_cli
 
 from edgescale.scaling.laws import EPOCH2024
@@ -95,3 +96,18 @@ def test_plan_from_an_unidentified_fit_answers_unidentified(tmp_path):
     assert out["identify_with"]["add_sizes"] and out["identify_with"]["token_budgets"]
     r = _cli("plan", "--loss-target", "3.0", "--law", f"fit:{csv}", "--bootstrap", "40")
     assert "status: unidentified" in r.stdout and "train (N total → D tokens)" in r.stdout
+
+
+def test_flat_losses_are_one_error_not_a_traceback(tmp_path):
+    flat = tmp_path / "flat.csv"
+    flat.write_text("N,D,loss\n" + "".join(f"{n:g},{10 * n:g},3.0\n" for n in (1e6, 2e6, 4e6, 8e6, 1.6e7, 3.2e7)))
+    r = _cli("fit", flat, "--json", "--bootstrap", "20")
+    assert r.returncode == 2 and "every loss is 3" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_emit_writes_null_for_non_finite_numbers(capsys):
+    from edgescale.cli.common import emit
+
+    emit({"a": float("nan"), "b": [float("inf"), 1.0], "c": np.array([np.nan, 2.0]), "d": np.float64("-inf")}, True)
+    out = json.loads(capsys.readouterr().out, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))
+    assert out == {"a": None, "b": [None, 1.0], "c": [None, 2.0], "d": None}
