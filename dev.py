@@ -2,7 +2,7 @@
 """Set up edgescale in a local virtual environment, then run it or its tests.
 
     python3 dev.py run [ARGS...]    # setup, then `edgescale run ARGS...` (the default study)
-    python3 dev.py test [ARGS...]   # setup (+ Debian chromium for the browser test), then `pytest ARGS...`
+    python3 dev.py test [ARGS...]   # setup (+ Debian chromium and strace for the tests), then `pytest ARGS...`
     python3 dev.py setup            # setup only
 
 Setup is idempotent: it creates `.venv/` (or $EDGESCALE_VENV), installs the package
@@ -129,21 +129,24 @@ def setup_genai() -> None:
     print(f"onnxruntime-genai's model builder is set up in {GENAI_VENV}", flush=True)
 
 
-def browser() -> None:
-    """Install Debian's chromium and chromium-driver for the report's browser test when either
-    is missing (browser tools' own downloads cannot reach the network here). A failure is
-    printed and the tests go on: the browser test then skips, or fails in CI."""
-    if shutil.which("chromium") and shutil.which("chromedriver"):
+def debian_tools() -> None:
+    """Install Debian's chromium and chromium-driver (the report's browser test) and strace (the
+    no-network test traces the tiny study's native code) when one is missing: browser tools' own
+    downloads cannot reach the network here. A failure is printed and the tests go on: the
+    browser test then skips, or fails in CI; the no-network test watches Python's sockets only."""
+    tools = {"chromium": "chromium", "chromedriver": "chromium-driver", "strace": "strace"}
+    missing = sorted({pkg for exe, pkg in tools.items() if not shutil.which(exe)})
+    if not missing:
         return
     if not shutil.which("apt-get"):
-        print("chromium/chromedriver missing and no apt-get: the browser test will skip (fail in CI)", flush=True)
+        print(f"{', '.join(missing)} missing and no apt-get: the tests that need them skip", flush=True)
         return
     sudo = [] if os.geteuid() == 0 else ["sudo"]
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for cmd in ([*sudo, "apt-get", "update"], [*sudo, "apt-get", "install", "-y", "chromium", "chromium-driver"]):
+    for cmd in ([*sudo, "apt-get", "update"], [*sudo, "apt-get", "install", "-y", *missing]):
         print("+", " ".join(cmd), flush=True)
         if subprocess.call(cmd, cwd=ROOT, env=env) != 0:
-            print(f"{' '.join(cmd)} failed: the browser test will report it", flush=True)
+            print(f"{' '.join(cmd)} failed: the tests that need {', '.join(missing)} will report it", flush=True)
             return
 
 
@@ -161,7 +164,7 @@ def main(argv: list[str]) -> int:
     if argv[0] == "run":
         cmd = [str(_bin("edgescale")), "run", *argv[1:]]
     else:
-        browser()
+        debian_tools()
         cmd = [str(_bin("python")), "-m", "pytest", *argv[1:]]
     return subprocess.call(cmd, cwd=ROOT)
 

@@ -9,18 +9,29 @@ torch-stage to ONNX-stage steps: :mod:`edgescale.compress.recipe`), then cross-r
 from __future__ import annotations
 
 import importlib.util
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+
+# Strict (the base: unknown keys refused, floats finite), Name, the numeric bounds and the schemas of the
+# models a study compares live in config_models (this module was over ~400 lines); re-exported here, so
+# every ``from edgescale.config import ...`` works.
+from edgescale.config_models import (
+    MAX_BATCH_TOKENS,
+    MAX_CONTEXT,
+    MAX_EVAL_TOKENS,
+    MAX_PARAMS_NON_EMBEDDING,
+    MAX_TOKENS,
+    CandidateConfig,
+    CustomModelConfig,
+    DistillationConfig,
+    HFModelConfig,
+    Name,
+    Strict,
+)
 
 SCHEMA_VERSION = 1
-Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]*$", max_length=64)]
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # --------------------------------------------------------------------------- study
@@ -39,9 +50,9 @@ class CorpusConfig(Strict):
 
 class SizeConfig(Strict):
     name: Name = Field(description="label of this rung of the ladder, e.g. 's0'")
-    n_layer: int = Field(ge=1, le=64, description="transformer blocks")
-    n_head: int = Field(ge=1, le=64, description="attention heads")
-    n_embd: int = Field(ge=8, le=4096, description="model width; divisible by n_head")
+    n_layer: StrictInt = Field(ge=1, le=64, description="transformer blocks")
+    n_head: StrictInt = Field(ge=1, le=64, description="attention heads")
+    n_embd: StrictInt = Field(ge=8, le=4096, description="model width; divisible by n_head")
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> SizeConfig:
@@ -51,12 +62,13 @@ class SizeConfig(Strict):
 
 
 class LadderConfig(Strict):
-    block_size: int = Field(128, ge=8, le=4096, description="training context length (tokens)")
+    block_size: StrictInt = Field(128, ge=8, le=4096, description="training context length (tokens)")
     sizes: list[SizeConfig] | None = Field(None, min_length=1, description="explicit model shapes, smallest first")
-    params_non_embedding: list[float] | None = Field(
+    params_non_embedding: list[Annotated[float, Field(ge=1000, le=MAX_PARAMS_NON_EMBEDDING)]] | None = Field(
         None,
         min_length=1,
-        description="target non-embedding parameter counts; shapes come from the planner "
+        description="target non-embedding parameter counts, each in [1000, 5e8] (5e8: days of CPU training, and "
+        "the largest the planner fits in 64 layers); shapes come from the planner "
         "(edgescale.models.shape.shape_for_params), named s0, s1, ...",
     )
 
@@ -64,8 +76,6 @@ class LadderConfig(Strict):
     def _one_ladder(self) -> LadderConfig:
         if (self.sizes is None) == (self.params_non_embedding is None):
             raise ValueError("give exactly one of sizes or params_non_embedding")
-        if self.params_non_embedding is not None and any(n < 1000 for n in self.params_non_embedding):
-            raise ValueError("params_non_embedding values must be >= 1000")
         names = [s.name for s in self.sizes or []]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -81,33 +91,56 @@ class LadderConfig(Strict):
 
 
 class TrainingConfig(Strict):
-    tokens_per_param: float = Field(20.0, gt=0, description="token rule: D = k·N, N total params (Chinchilla's ~20)")
-    min_tokens: int = Field(1_000_000, ge=1, description="lower clamp on D")
-    max_tokens: int = Field(2_000_000, ge=1, description="upper clamp on D (keeps the study in budget)")
-    max_epochs: float = Field(1.0, gt=0, description="cap on D in passes over the train split")
-    batch_size: int = Field(32, ge=1, description="sequences per micro-batch")
-    grad_accum: int = Field(1, ge=1, le=1024, description="micro-batches accumulated per optimizer step")
+    tokens_per_param: float = Field(
+        20.0,
+        gt=0,
+        le=100_000,
+        description="token rule: D = k·N, N total params (Chinchilla's ~20; at most 1e5, 50x Llama 3's ~1,900)",
+    )
+    min_tokens: StrictInt = Field(1_000_000, ge=1, le=MAX_TOKENS, description="lower clamp on D (at most 1e12)")
+    max_tokens: StrictInt = Field(
+        2_000_000, ge=1, le=MAX_TOKENS, description="upper clamp on D (keeps the study in budget; at most 1e12)"
+    )
+    max_epochs: float = Field(1.0, gt=0, le=1000, description="cap on D in passes over the train split (at most 1000)")
+    batch_size: StrictInt = Field(
+        32,
+        ge=1,
+        le=4096,
+        description="sequences per micro-batch (at most 4096, and batch_size x block_size at most 2^20 tokens: "
+        "the micro-batch's logits must fit in memory)",
+    )
+    grad_accum: StrictInt = Field(1, ge=1, le=1024, description="micro-batches accumulated per optimizer step")
     batch_rule: Literal["fixed", "critical"] = Field(
         "fixed",
         description="fixed batch_size, or Kaplan's critical batch at the loss target, clamped to "
-        "[1 sequence, D/100 tokens] (the estimate is calibrated on WebText2, hence the clamp)",
+        "[1 sequence, D/100 tokens] and to 2^20 tokens (the estimate is calibrated on WebText2, hence the clamp)",
     )
-    learning_rate: float = Field(3e-3, gt=0, description="peak AdamW learning rate (at lr_base_width under mup_width)")
+    learning_rate: float = Field(
+        3e-3,
+        gt=0,
+        le=1,
+        description="peak AdamW learning rate (at lr_base_width under mup_width); at most 1: Adam moves each weight "
+        "by about the learning rate per step, so a rate above 1 outruns the weights' own scale and diverges",
+    )
     lr_rule: Literal["fixed", "mup_width"] = Field(
         "fixed",
         description="fixed: every size trains at learning_rate; mup_width: hidden matrices at "
         "learning_rate·lr_base_width/n_embd (µP for Adam, Yang et al. 2022), embeddings and vectors at learning_rate",
     )
-    lr_base_width: int = Field(32, ge=1, description="mup_width: the width at which learning_rate was set")
-    seeds: int = Field(
+    lr_base_width: StrictInt = Field(
+        32, ge=1, le=4096, description="mup_width: the width at which learning_rate was set"
+    )
+    seeds: StrictInt = Field(
         1, ge=1, le=16, description="training runs per ladder size (seed, seed+1, ...); the scaling fit uses all"
     )
     min_lr_ratio: float = Field(0.1, ge=0, le=1, description="final LR as a share of the peak")
     warmup_fraction: float = Field(
         0.05, ge=0, lt=1, description="linear warmup as a share of the shortest cooled branch (WSD) or of the run"
     )
-    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay on matrices")
-    grad_clip: float = Field(1.0, gt=0, description="max global gradient norm")
+    weight_decay: float = Field(
+        0.1, ge=0, le=1, description="AdamW weight decay on matrices (decoupled: at most 1, a full pull to 0 at lr 1)"
+    )
+    grad_clip: float = Field(1.0, gt=0, le=1e4, description="max global gradient norm (at most 1e4)")
     schedule: Literal["cosine", "wsd"] = Field(
         "cosine", description="cosine decay, or warmup-stable-decay with cooled checkpoints"
     )
@@ -117,11 +150,17 @@ class TrainingConfig(Strict):
         min_length=1,
         description="WSD: token budgets (fractions of D) that get a cooled checkpoint; must include 1.0",
     )
-    cooled_eval_tokens: int = Field(65_536, ge=1, description="validation tokens per cooled checkpoint")
-    eval_every_tokens: int = Field(250_000, ge=1, description="validation interval")
-    eval_tokens: int = Field(16_384, ge=1, description="validation tokens per interval evaluation")
-    checkpoint_every_steps: int = Field(200, ge=1, description="resume checkpoint interval")
-    threads: int = Field(2, ge=1, le=256, description="torch intra-op threads")
+    cooled_eval_tokens: StrictInt = Field(
+        65_536, ge=1, le=MAX_EVAL_TOKENS, description="validation tokens per cooled checkpoint (at most 1e8)"
+    )
+    eval_every_tokens: StrictInt = Field(
+        250_000, ge=1, le=MAX_TOKENS, description="validation interval (at least max_tokens: only at the end)"
+    )
+    eval_tokens: StrictInt = Field(
+        16_384, ge=1, le=MAX_EVAL_TOKENS, description="validation tokens per interval evaluation (at most 1e8)"
+    )
+    checkpoint_every_steps: StrictInt = Field(200, ge=1, le=10**9, description="resume checkpoint interval")
+    threads: StrictInt = Field(2, ge=1, le=256, description="torch intra-op threads")
 
     @model_validator(mode="after")
     def _clamps_ordered(self) -> TrainingConfig:
@@ -134,21 +173,36 @@ class TrainingConfig(Strict):
 
 
 class EvaluationConfig(Strict):
-    """How held-out loss is scored. The cap is in text bytes, so every candidate, whatever its
-    tokenizer, scores the same bytes from the start of the split (to a token boundary); the
-    window is in each model's own tokens (the bytes it spans are recorded with each loss)."""
+    """How held-out loss is scored. The cap is in text bytes, chosen in byte space (segments spread
+    over every work of the split, or its head), so every candidate, whatever its tokenizer, scores
+    the same bytes (to a token boundary); the window is in each model's own tokens (the bytes it
+    spans are recorded with each loss)."""
 
-    context_length: int = Field(128, ge=2, description="tokens per evaluation window (each model's own tokens)")
-    stride: int = Field(128, ge=1, description="window step; tokens scored per window after the first")
-    max_bytes: int = Field(
-        65_536,
+    context_length: StrictInt = Field(
+        128, ge=2, le=MAX_CONTEXT, description="tokens per evaluation window (each model's own tokens)"
+    )
+    stride: StrictInt = Field(
+        128, ge=1, le=MAX_CONTEXT, description="window step; tokens scored per window after the first"
+    )
+    max_bytes: StrictInt = Field(
+        131_072,  # 2 x the 65,536 of before, spread over the works: a standard error of about 0.006-0.008 bpb
         ge=2,
+        le=1 << 31,  # 2 GiB of text: more than any split holds
         validation_alias=AliasChoices("max_bytes", "max_tokens"),
         description="text bytes scored per split, the same span for every candidate (max_tokens: its old name, "
         "which for byte tokens was the same number)",
     )
-    batch_size: int = Field(16, ge=1, description="windows per onnxruntime call")
-    degradation_grid: bool = Field(
+    batch_size: StrictInt = Field(16, ge=1, le=1024, description="windows per onnxruntime call (at most 1024)")
+    sampling: Literal["spread", "head"] = Field(
+        "spread",
+        description="which text is scored: 'spread', `segments` equal byte segments shared among the split's works "
+        "in proportion to their size and equally spaced inside each; 'head', the split's first max_bytes bytes "
+        "(the scheme before; it reads only the first work)",
+    )
+    segments: StrictInt = Field(
+        32, ge=1, le=4096, description="spread: byte segments per split (at least one per work); part of the key"
+    )
+    degradation_grid: StrictBool = Field(
         True,
         description="score every compression recipe at each cooled branch and seed of the ladder sizes "
         "(several D/N per size for the degradation law); not part of how a loss is scored",
@@ -162,12 +216,14 @@ class EvaluationConfig(Strict):
 
 
 class MeasurementConfig(Strict):
-    prompt_len: int = Field(64, ge=1, description="prefill prompt length (tokens)")
-    decode_context: int = Field(128, ge=2, description="context at which one decode step is timed")
-    repeats: int = Field(30, ge=3, description="timed repeats per variant (interleaved)")
-    warmup: int = Field(5, ge=0, description="untimed warm-up runs per variant")
-    threads: int = Field(2, ge=1, le=256, description="onnxruntime intra_op_num_threads")
-    processes: int = Field(
+    prompt_len: StrictInt = Field(64, ge=1, le=MAX_CONTEXT, description="prefill prompt length (tokens)")
+    decode_context: StrictInt = Field(
+        128, ge=2, le=MAX_CONTEXT, description="context at which one decode step is timed"
+    )
+    repeats: StrictInt = Field(30, ge=3, le=10_000, description="timed repeats per variant (interleaved)")
+    warmup: StrictInt = Field(5, ge=0, le=1000, description="untimed warm-up runs per variant")
+    threads: StrictInt = Field(2, ge=1, le=256, description="onnxruntime intra_op_num_threads")
+    processes: StrictInt = Field(
         3,
         ge=1,
         le=64,
@@ -176,100 +232,15 @@ class MeasurementConfig(Strict):
     )
 
 
-class CustomModelConfig(Strict):
-    factory: str = Field(
-        pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", description="'package.module:function' returning an nn.Module"
-    )
-    kwargs: dict[str, Any] = Field(default_factory=dict, description="keyword arguments for the factory")
-    name: Name = Field("custom", description="label of this model in variant ids")
-    input: Literal["ids", "embeddings"] = Field("ids", description="token ids, or float features (embeddings added)")
-    embed_dim: int | None = Field(None, ge=1, description="feature width when input is embeddings")
-    layout: Literal["batch_first", "seq_first"] = Field("batch_first", description="(B, T, C) or (T, B, C)")
-    causal: Literal["builtin", "mask_arg"] = Field("builtin", description="module masks itself, or takes a mask")
-    mask_kwarg: str = Field("mask", description="name of the mask argument when causal is mask_arg")
-    vocab_size: int = Field(ge=2, description="the module's output size (>= the corpus vocabulary)")
-    block_size: int = Field(128, ge=8, le=4096, description="training context length (tokens)")
-
-    @model_validator(mode="after")
-    def _embed_dim_when_needed(self) -> CustomModelConfig:
-        if self.input == "embeddings" and self.embed_dim is None:
-            raise ValueError("input: embeddings needs embed_dim (the module's feature width)")
-        return self
-
-
-class HFModelConfig(Strict):
-    """A pretrained Hugging Face causal LM in a local folder (never downloaded); see :mod:`edgescale.hf`."""
-
-    path: str = Field(description="folder with config.json and model.safetensors (relative to the study file)")
-    name: Name = Field("hf", description="label of this model in variant ids")
-    tokenizer: Literal["auto", "bytes"] = Field(
-        "auto", description="auto: the folder's own tokenizer if it has one, else bytes; bytes: byte ids (vocab >= 256)"
-    )
-    block_size: int = Field(128, ge=8, le=32768, description="context for evaluation, measurement and recovery")
-    train_tokens: int | None = Field(
-        None, ge=1, description="tokens the checkpoint was trained on, if known (caps distill.recover's budget)"
-    )
-
-
-class CandidateConfig(Strict):
-    """One entry of a study's ``models:``: a Hugging Face folder, an ONNX causal-LM file with its
-    tokenizer, or a size of the study's ladder. Every candidate is scored in its own tokens on the
-    same text bytes, so candidates of different families and tokenizers share one frontier."""
-
-    hf: str | None = Field(None, description="a local Hugging Face model folder (relative to the study file)")
-    onnx: str | None = Field(None, description="an ONNX causal-LM file (relative to the study file)")
-    ladder: Name | None = Field(None, description="a size of the study's ladder")
-    name: Name | None = Field(None, description="label in variant ids (default: the folder or file name)")
-    tokenizer: str = Field(
-        "auto",
-        description="auto: the folder's own tokenizer (an ONNX file's: the tokenizer files beside it), else "
-        "bytes; bytes: byte ids (vocab >= 256); or a folder with tokenizer files (onnx candidates)",
-    )
-    block_size: int = Field(128, ge=8, le=32768, description="context for evaluation, measurement and recovery")
-    train_tokens: int | None = Field(
-        None, ge=1, description="tokens the checkpoint was trained on, if known (scaling fit, recovery budgets)"
-    )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> CandidateConfig:
-        given = [k for k in ("hf", "onnx", "ladder") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"give exactly one of hf (a folder), onnx (a file) or ladder (a size); got {given or 'none'}"
-            )
-        if self.ladder is not None and (self.name, self.train_tokens, self.tokenizer) != (None, None, "auto"):
-            raise ValueError("a ladder candidate takes its name, tokens and tokenizer from the ladder")
-        if self.hf is not None and self.tokenizer not in ("auto", "bytes"):
-            raise ValueError("an hf candidate's tokenizer is auto (the folder's own) or bytes")
-        return self
-
-    @property
-    def label(self) -> str:
-        """The candidate's name: given, else derived from its folder or file (lower case, safe characters)."""
-        if self.name or self.ladder:
-            return self.name or self.ladder
-        stem = Path(self.hf or self.onnx).name
-        stem = stem.removesuffix(".onnx") if self.onnx else stem
-        return re.sub(r"[^a-z0-9_.-]+", "-", stem.lower()).strip("-._")[:64] or "model"
-
-
-class DistillationConfig(Strict):
-    teacher: Name = Field(description="ladder size whose trained model teaches (usually the largest)")
-    students: list[Name] = Field(min_length=1, description="ladder sizes trained again, by distillation")
-    alpha: float = Field(0.5, ge=0, le=1, description="weight of KL(teacher ‖ student); 0 = cross-entropy only")
-    temperature: float = Field(2.0, gt=0, description="softmax temperature")
-    seeds: int = Field(
-        1, ge=1, le=16, description="seeds per student and per scratch twin (seed 0 is the ladder's, and is exported)"
-    )
-    equal_compute: bool = Field(
-        True, description="also train each student's equal-compute scratch twin (the KD run's FLOPs, teacher included)"
-    )
-
-
 class Study(Strict):
     schema_version: Literal[1] = Field(1, description="study schema version")
     name: Name = Field(description="study name; the run directory is runs/<name>/")
-    seed: int = Field(0, ge=0, description="seed for init, data order and measurement")
+    seed: StrictInt = Field(
+        0,
+        ge=0,
+        le=2**32 - 1,
+        description="seed for init, data order and measurement (at most 2^32-1, what numpy and every seeding accept)",
+    )
     corpus: CorpusConfig = Field(default_factory=CorpusConfig)
     ladder: LadderConfig | None = Field(None, description="the GPT family to train (or give model:)")
     model: CustomModelConfig | None = Field(None, description="bring your own module instead of the GPT ladder")
@@ -284,7 +255,14 @@ class Study(Strict):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     measurement: MeasurementConfig = Field(default_factory=MeasurementConfig)
-    loss_target_bpb: float | None = Field(None, gt=0, description="loss target, bits per byte")
+    loss_target_bpb: float | None = Field(
+        None,
+        ge=0.01,
+        lt=8,
+        description="loss target, bits per byte, in [0.01, 8): 8 bits per byte is a uniform guess over bytes, "
+        "met with no training at all; English text's entropy is near 1, so below 0.01 is no target (and "
+        "Kaplan's critical batch at it overflows)",
+    )
     recipes: list[str] = Field(
         default_factory=lambda: ["fp32", "int8_dynamic"],
         min_length=1,
@@ -355,6 +333,17 @@ class Study(Strict):
         ):
             if value > bs:
                 raise ValueError(f"{fld} ({value}) exceeds the block size ({bs})")
+        return self
+
+    @model_validator(mode="after")
+    def _batch_fits(self) -> Study:
+        trained = [s.block_size for s in (self.ladder, self.model) if s is not None]
+        tokens = self.training.batch_size * max(trained, default=0)
+        if tokens > MAX_BATCH_TOKENS:
+            raise ValueError(
+                f"training.batch_size x block size is {tokens:,} tokens per micro-batch, over {MAX_BATCH_TOKENS:,} "
+                "(its logits alone would not fit in memory); lower training.batch_size and raise grad_accum"
+            )
         return self
 
 

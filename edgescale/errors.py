@@ -22,3 +22,9 @@ class UserError(Exception):
 
 class CausalityError(UserError):
     """A model whose outputs at position t depend on tokens after t."""
+
+
+class EnvironmentFailure(UserError):
+    """The machine, not the input: a read-only or full disk, a permission, a link out of the run
+    directory. One line and exit 2 like any UserError, but it stops a study: it is never one
+    variant's failure (see edgescale.pipeline.is_variant_failure)."""

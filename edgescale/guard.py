@@ -60,6 +60,7 @@ import numpy as np
 
 from edgescale.bench.ort_model import OrtCausalLM
 from edgescale.errors import CausalityError, UserError
+from edgescale.ortenv import child_env
 
 LogitsFn = Callable[[np.ndarray], np.ndarray]
 
@@ -358,6 +359,8 @@ try:
 except Exception as e:
     print(json.dumps({"unreadable": first_line(e)})); sys.exit(0)
 out = {"opset": max((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), default=None)}
+if not m.graph.node:
+    print(json.dumps({"no_nodes": True})); sys.exit(0)
 try:
     import onnxruntime as ort
     opts = ort.SessionOptions()
@@ -384,14 +387,17 @@ class OnnxProbe:
 def probe_onnx(path: Path, timeout_s: float = 120.0, *, need_session: bool = True) -> OnnxProbe:
     """Open ``path`` with onnx and onnxruntime in a child process before this process does.
 
-    A crash (a signal), a hang past ``timeout_s``, or a file that is not ONNX becomes a
-    :class:`UserError` naming the file; so does a model onnxruntime cannot build a session
-    for, unless ``need_session`` is false (``validate`` reports which ops the CPU lacks).
+    A crash (a signal), a hang past ``timeout_s``, or a file that is not ONNX (an empty
+    file, a graph with no nodes) becomes a :class:`UserError` naming the file; so does a
+    model onnxruntime cannot build a session for, unless ``need_session`` is false
+    (``validate`` reports which ops the CPU lacks).
     """
     path = Path(path)
     if not path.is_file():
         raise UserError("file not found", file=path)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    if path.stat().st_size == 0:
+        raise UserError("empty file (0 bytes): not an ONNX model", file=path)
+    env = child_env({**os.environ, "OMP_NUM_THREADS": "1"})  # its onnxruntime without telemetry
     try:
         proc = subprocess.run(
             [sys.executable, "-c", _PROBE_SCRIPT, str(path.resolve())],
@@ -414,6 +420,8 @@ def probe_onnx(path: Path, timeout_s: float = 120.0, *, need_session: bool = Tru
         raise UserError(f"onnxruntime failed opening this model: {err}", file=path) from None
     if "unreadable" in got:
         raise UserError(f"not a readable ONNX file: {got['unreadable']}", file=path)
+    if "no_nodes" in got:
+        raise UserError("the graph has no nodes: an ONNX model with nothing to run", file=path)
     if "session_error" in got and need_session:
         raise UserError(f"onnxruntime cannot load this model: {got['session_error']}", file=path)
     return OnnxProbe(got.get("inputs", {}), got.get("outputs", {}), got.get("session_error"))

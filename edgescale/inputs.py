@@ -13,6 +13,7 @@ from pathlib import Path
 from edgescale.compress.recipe import load_recipe, load_recipe_file
 from edgescale.config import Study, builtin_dir
 from edgescale.errors import UserError
+from edgescale.models.trust import CodeTrust, trust_line
 from edgescale.profiles import load_device_file, load_devices
 from edgescale.yamlfile import parse, read_yaml
 
@@ -40,8 +41,10 @@ def known_devices() -> set[str]:
     return {"host", *load_devices()}
 
 
-def validate_file(path: Path) -> str:
-    """Validate one study, recipe or device file; return what it was."""
+def validate_file(path: Path, trust_code: tuple[str, ...] = ()) -> str:
+    """Validate one study, recipe or device file; return what it was, and for a study with a
+    ``model.factory`` the code it would run (refused unless trusted: :mod:`edgescale.models.trust`).
+    Nothing is imported or run."""
     data = read_yaml(path)
     if "steps" in data:
         load_recipe_file(path)
@@ -50,7 +53,9 @@ def validate_file(path: Path) -> str:
         load_device_file(path)
         return "device"
     if any(k in data for k in ("ladder", "models", "model", "hf_model")):
-        load_study(path)
+        study, _ = load_study(path)
+        if study.model is not None:
+            return f"study; runs code: {trust_line(study.model.factory, CodeTrust.of(path, trust_code))}"
         return "study"
     raise UserError(
         "not a study (needs 'ladder', 'models', 'model' or 'hf_model'), a recipe (needs 'steps') or a device "

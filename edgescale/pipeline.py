@@ -22,11 +22,12 @@ from edgescale.chain import ChainStart, StepFailed, run_chain
 from edgescale.compress.feasibility import ModelSize, check_study
 from edgescale.compress.recipe import compile_chain, load_recipe
 from edgescale.compress.registry import Chain
-from edgescale.config import EvaluationConfig, Recipe, Study
-from edgescale.data.corpus import Corpus, load_corpus
-from edgescale.errors import UserError
+from edgescale.config import MAX_BATCH_TOKENS, EvaluationConfig, Recipe, Study
+from edgescale.data.corpus import Corpus, eval_spans, load_corpus
+from edgescale.errors import EnvironmentFailure, UserError
 from edgescale.inputs import load_study
 from edgescale.models.backend import ModelBackend, SizePlan
+from edgescale.models.trust import CodeTrust
 from edgescale.progress import Reporter
 from edgescale.resources import metered
 from edgescale.results import nll
@@ -58,7 +59,8 @@ VARIANT_FAILURES: tuple[type[Exception], ...] = (UserError, RuntimeError, Floati
 def is_variant_failure(e: BaseException) -> bool:
     """True for an exception that fails only the variant it came from (see VARIANT_FAILURES)."""
     ort = type(e).__module__.startswith("onnxruntime.")  # onnxruntime's pybind errors derive from Exception only
-    return isinstance(e, Exception) and not isinstance(e, MemoryError) and (isinstance(e, VARIANT_FAILURES) or ort)
+    machine = isinstance(e, MemoryError | EnvironmentFailure)  # a full disk, a link out: every variant's, the run's
+    return isinstance(e, Exception) and not machine and (isinstance(e, VARIANT_FAILURES) or ort)
 
 
 @dataclass(frozen=True)
@@ -114,7 +116,7 @@ def critical_batch(study: Study, tokens: int) -> int:
     and the clamp keeps at least 100 optimizer steps.
     """
     loss = study.loss_target_bpb * math.log(2) if study.loss_target_bpb else math.log(256)
-    b_tokens = min(float(KAPLAN2020.critical_batch_tokens(loss)), tokens / 100)
+    b_tokens = min(float(KAPLAN2020.critical_batch_tokens(loss)), tokens / 100, MAX_BATCH_TOKENS)  # memory
     return max(1, round(b_tokens / study.block_size))
 
 
@@ -180,11 +182,13 @@ class Inputs:
     backends: dict[str, ModelBackend]  # size name -> the backend that made it
 
 
-def load_inputs(study_path: Path | None) -> Inputs:
+def load_inputs(study_path: Path | None, trust_code: tuple[str, ...] = ()) -> Inputs:
+    """``trust_code``: the ``--trust-code`` modules a ``model.factory`` may come from (see edgescale.models.trust)."""
     study, path = load_study(study_path)
     corpus = load_corpus(study.corpus, path.parent)
     chains = [load_recipe(r, path.parent) for r in study.recipes]
-    planned = plan_sizes(study, corpus, backends_for(study, path, corpus, chains))
+    trust = CodeTrust.of(path, trust_code)
+    planned = plan_sizes(study, corpus, backends_for(study, path, corpus, chains, trust))
     plans = [p for p, _ in planned.values()]
     # Before any work: a recipe a study device cannot run or hold stops the run here.
     sizes = {p.name: ModelSize.of(p.acct, study.block_size) for p in plans if p.name in compressed_names(study, plans)}
@@ -269,9 +273,9 @@ class Pipeline:
         rec = self.rd.cached(key)
         if not rec:
             with self.rep.status(f"torch loss of {trained['checkpoint']} on {split}"):
-                bpb = torch_bpb(
-                    self.rd.root / trained["checkpoint"], sp, e.context_length, e.stride, e.max_bytes, e.batch_size
-                )
+                spans = eval_spans(sp, e.max_bytes, e.segments, e.sampling)  # the protocol's segments
+                ckpt = self.rd.inside(trained["checkpoint"])
+                bpb = torch_bpb(ckpt, sp, e.context_length, e.stride, e.max_bytes, e.batch_size, spans)
             rec = self.rd.record(key, {"bits_per_byte": bpb})
         return rec["bits_per_byte"]
 
@@ -292,7 +296,7 @@ class Pipeline:
         start = ChainStart(trained["checkpoint"], trained["sha256"], trained["tokens"])
         backend = self.backends[plan.name]
         run = run_chain(backend, chain, start, self.rd, self.rep, plan.name, self.study.seed, name_failed_step=True)
-        shipped = backend.account(self.rd.root / run.checkpoint, self.study.measurement.decode_context)
+        shipped = backend.account(self.rd.inside(run.checkpoint), self.study.measurement.decode_context)
         return {
             "artifact": run.artifact,
             "sha256": run.sha256,
@@ -345,7 +349,7 @@ class Pipeline:
         if rec:
             return rec
         with metered() as use, self.rep.status(f"{size}: held-out loss on {split}"):
-            rec = backend.score(self.rd.root / rel, split, e, strict)
+            rec = backend.score(self.rd.inside(rel), split, e, strict)
         rec |= {"tokenizer": backend.tokenizer, "resources": use.to_dict()}
         if not math.isfinite(rec["bits_per_byte"]):  # checked before recording: a rerun scores it again
             raise NumericsError(f"held-out loss on {split} is {rec['bits_per_byte']} (non-finite logits)")
@@ -382,7 +386,7 @@ class Pipeline:
         if rec:
             self.rep.reuse("host latency", f"{len(variants)} variants")
             return rec
-        paths = {vid: self.rd.root / v["artifact"] for vid, v in variants.items()}
+        paths = {vid: self.rd.inside(v["artifact"]) for vid, v in variants.items()}
         with metered() as use, self.rep.status(f"measuring {len(paths)} variants interleaved ({m.repeats} repeats)"):
             report = measure_variants(paths, spec)
         return self.rd.record(key, {**report.to_dict(), "resources": use.to_dict()})

@@ -44,11 +44,13 @@ def run_study(
     rep: Reporter | None = None,
     executor: str = "local",
     address: str | None = None,
+    trust_code: tuple[str, ...] = (),
 ) -> Path:
-    """Run a study end to end; return the run directory. ``executor``: see :mod:`edgescale.executor`."""
+    """Run a study end to end; return the run directory. ``executor``: see :mod:`edgescale.executor`;
+    ``trust_code``: modules a ``model.factory`` may run from (``--trust-code``)."""
     check_executor(executor)
 
-    inputs = load_inputs(study_path)
+    inputs = load_inputs(study_path, trust_code)
     study, path = inputs.study, inputs.study_path
     rep = rep or Reporter()
     run_dir = Path(out) if out else Path("runs") / study.name
@@ -93,6 +95,8 @@ def run_study(
         artifacts = {v["artifact"]: v["sha256"] for v in variants.values()}
         artifacts |= {t["onnx_path"]: t["onnx_sha256"] for t in twins.values()}
         artifacts |= {t["checkpoint"]: t["sha256"] for t in trained.values()}
+        # The finished marker, written last in the run directory: `report` and `pick` require it, and
+        # results_sha256 ties it to the results.json it finished (one rewritten after it is detected).
         write_json(
             rd.path("manifest.json"),
             {
@@ -100,6 +104,7 @@ def run_study(
                 "status": "finished",
                 "seconds": round(time.perf_counter() - t0, 1),
                 "artifacts": dict(sorted(artifacts.items())),
+                "results_sha256": file_sha256(rd.path("results.json")),
             },
         )
         record_in_store(run_dir, rep)  # still under the run-directory lock: what it reads cannot change

@@ -17,6 +17,13 @@ with the recorded hash; an artifact that fails its hash is quarantined, never us
 A run killed at any point leaves at most temp files (removed by the next run, which
 holds the lock) and unrecorded work, which is redone.
 
+Confinement: nothing is read or written outside the run directory. A symbolic link in it
+that resolves outside (``train/<size>``, ``work``, ``artifacts``, ``cache``, a record) is
+refused when the lock is taken, and again by :meth:`RunDir.inside` on every path; ``.lock``
+is opened without following a link. A cache record whose path fields (``artifact``,
+``checkpoint``, ``onnx_path``, ``nll_file``, ``files``) leave the directory is set aside and
+its work redone. A read-only or full disk is one :class:`~edgescale.errors.EnvironmentFailure`.
+
 Kill-test hook: with ``EDGESCALE_KILL_AT=store:<file name>`` set, the process SIGKILLs
 itself when a finished step hands that output file (e.g. ``model.int8_dynamic.onnx``) to
 :meth:`RunDir.store`, before it is moved into ``artifacts/`` and recorded: the exact
@@ -25,6 +32,7 @@ point a crash costs most. tests/test_kill.py uses it; unset, it does nothing.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -34,11 +42,13 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from edgescale.atomic import write_json
-from edgescale.errors import UserError
+from edgescale.atomic import environment, write_json
+from edgescale.errors import EnvironmentFailure, UserError
 from edgescale.export.canonical import artifact_sha256, external_data_files, move_onnx
 
 KILL_ENV = "EDGESCALE_KILL_AT"
+# the fields of a cache record that name a file in the run directory (``source`` is the user's input)
+PATH_FIELDS = frozenset({"artifact", "checkpoint", "onnx_path", "nll_file", "files"})
 
 
 def kill_point(name: str) -> None:
@@ -60,6 +70,21 @@ def _remove_with_data(src: Path) -> None:
     src.unlink()
 
 
+def _path_values(obj: object) -> list:
+    """The values of a record's path fields (see PATH_FIELDS), at any depth but the user's ``source``."""
+    if isinstance(obj, list):
+        return [v for item in obj for v in _path_values(item)]
+    if not isinstance(obj, dict):
+        return []
+    out: list = []
+    for k, v in obj.items():
+        if k in PATH_FIELDS and v is not None:
+            out += v if isinstance(v, list) else [v]
+        elif k not in ("source", "_artifacts"):
+            out += _path_values(v)
+    return out
+
+
 def _stat_key(p: Path) -> tuple:
     """What changes when a file (or the data file beside a graph) is rewritten, replaced or truncated."""
     data = p.with_name(p.name + ".data")
@@ -77,8 +102,17 @@ class RunDir:
 
     # -- locking ---------------------------------------------------------------
     def __enter__(self) -> RunDir:
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        lock = self.root / ".lock"
+        with environment(lock):
+            self.root.mkdir(parents=True, exist_ok=True)
+            try:  # O_NOFOLLOW: a .lock linked elsewhere is never opened (nor created) through the link
+                fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            except OSError as e:
+                if e.errno != errno.ELOOP:
+                    raise
+                raise EnvironmentFailure(
+                    "is a symbolic link; remove it (edgescale creates its own lock file) or pass --out DIR", file=lock
+                ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -88,13 +122,41 @@ class RunDir:
                 file=self.root,
             ) from None
         self._lock_fd = fd
-        # Temp files of writes that a killed run never finished (see edgescale.atomic);
-        # with the lock held, nothing else is writing them.
-        for tmp in self.root.rglob(".*.tmp"):
-            if tmp.is_file():
-                tmp.unlink()
-        shutil.rmtree(self.root / "work", ignore_errors=True)  # scratch of steps a killed run left
+        try:
+            self._refuse_links_out()
+            with environment(self.root):
+                self._remove_leftovers()
+        except BaseException:
+            self.__exit__()
+            raise
         return self
+
+    def _refuse_links_out(self) -> None:
+        """Refuse the run directory if any link in it resolves outside (links are not followed)."""
+        root = self.root.resolve()
+        for folder, dirs, files in os.walk(self.root):
+            for name in dirs + files:
+                p = Path(folder) / name
+                if p.is_symlink() and not p.resolve().is_relative_to(root):
+                    raise EnvironmentFailure(
+                        f"is a symbolic link to {p.resolve()}: leaves the run directory {self.root}, "
+                        "and edgescale writes only inside it; remove the link or pass --out DIR",
+                        file=p,
+                    )
+
+    def _remove_leftovers(self) -> None:
+        """With the lock held, nothing else writes these: temp files of writes a killed run never
+        finished (see edgescale.atomic), a quantizer's shape-inference copy (``*-inferred.onnx``,
+        which onnxruntime writes beside its input) and the scratch of steps a killed run left."""
+        for folder, _, files in os.walk(self.root):
+            for name in files:
+                p = Path(folder) / name
+                tmp = name.startswith(".") and name.endswith(".tmp")
+                if tmp or (p.parent.name == "artifacts" and "-inferred.onnx" in name):
+                    p.unlink()
+        work = self.root / "work"
+        if work.is_dir() and not work.is_symlink():
+            shutil.rmtree(work)
 
     def __exit__(self, *exc) -> None:
         if self._lock_fd is not None:
@@ -106,21 +168,31 @@ class RunDir:
     def inside(self, rel: str | Path) -> Path:
         """``root/rel``, refusing a path that leaves the run directory (``..``, absolute, a link out)."""
         p = self.root / rel
-        if not p.resolve().is_relative_to(self.root.resolve()):
-            raise UserError(f"path {str(rel)!r} leaves the run directory; refused", file=self.root)
-        return p
+        if p.resolve().is_relative_to(self.root.resolve()):
+            return p
+        below = [q for q in (p, *p.parents) if q.is_relative_to(self.root) and q != self.root]
+        link = next((q for q in below if q.is_symlink()), None)
+        if link is not None and not Path(rel).is_absolute() and ".." not in Path(rel).parts:
+            raise EnvironmentFailure(
+                f"is a symbolic link to {link.resolve()}: leaves the run directory {self.root}; "
+                "remove the link or pass --out DIR",
+                file=link,
+            )
+        raise UserError(f"path {str(rel)!r} leaves the run directory; refused", file=self.root)
 
     def path(self, *parts: str) -> Path:
         p = self.inside(Path(*parts))
-        p.parent.mkdir(parents=True, exist_ok=True)
+        with environment(p.parent):
+            p.parent.mkdir(parents=True, exist_ok=True)
         return p
 
     def work_dir(self, key: str) -> Path:
         """Scratch space of one step in this process (Ray tasks may run the same step at once)."""
-        d = self.root / "work" / f"{key[:20]}-{os.getpid()}"
-        if d.exists():
-            shutil.rmtree(d)  # left by an interrupted step: never trusted
-        d.mkdir(parents=True)
+        d = self.path("work", f"{key[:20]}-{os.getpid()}")
+        with environment(d):
+            if d.exists():
+                shutil.rmtree(d)  # left by an interrupted step: never trusted
+            d.mkdir()
         return d
 
     # -- artifacts -------------------------------------------------------------
@@ -133,12 +205,13 @@ class RunDir:
         sha = artifact_sha256(src)
         rel = Path("artifacts") / f"{sha[:20]}{src.suffix}"
         dst = self.path(str(rel))
-        if dst.exists() and self.verify(str(rel), sha):  # a corrupt one is quarantined, then replaced
-            _remove_with_data(src)
-        elif src.suffix == ".onnx":
-            move_onnx(src, dst)
-        else:
-            os.replace(src, dst)
+        with environment(dst):
+            if dst.exists() and self.verify(str(rel), sha):  # a corrupt one is quarantined, then replaced
+                _remove_with_data(src)
+            elif src.suffix == ".onnx":
+                move_onnx(src, dst)
+            else:
+                os.replace(src, dst)
         return rel, sha
 
     def verify(self, rel: str, sha: str) -> bool:
@@ -155,16 +228,17 @@ class RunDir:
             pass
         quarantine = self.path("quarantine", p.name)
         data = p.with_name(p.name + ".data")
-        if data.exists():
-            os.replace(data, quarantine.with_name(data.name))
-        os.replace(p, quarantine)
+        with environment(quarantine):
+            if data.exists():
+                os.replace(data, quarantine.with_name(data.name))
+            os.replace(p, quarantine)
         self.log(f"{rel} failed its hash check: moved to {quarantine}, rebuilding")
         return False
 
     # -- cache records -----------------------------------------------------------
     def cached(self, key: str) -> dict | None:
         """The finished record for ``key`` if all the artifacts it names verify."""
-        p = self.root / "cache" / f"{key}.json"
+        p = self.inside(Path("cache") / f"{key}.json")
         if not p.exists():
             return None
         try:
@@ -174,15 +248,30 @@ class RunDir:
                 if not isinstance(sha, str):
                     raise TypeError(f"hash of {rel} is not a string")
                 self.inside(rel)  # a record may only name files in this run directory
+            self._check_paths(rec, arts)
         except (ValueError, KeyError, TypeError, AttributeError, UserError) as e:
             quarantine = self.path("quarantine", p.name)
-            os.replace(p, quarantine)
+            with environment(quarantine):
+                os.replace(p, quarantine)
             self.log(f"cache record {p.name} is not a valid record ({e}): moved to {quarantine}, redoing its work")
             return None
         for rel, sha in arts.items():
             if not self.verify(rel, sha):
                 return None
         return rec
+
+    def _check_paths(self, rec: dict, arts: dict) -> None:
+        """Every file a record hands back lies in this run directory; its artifact is one it hashes.
+
+        A forged record naming ``/elsewhere`` or ``../x`` would otherwise reach results.json, the
+        manifest and ``pick`` (which trust what a reused record says)."""
+        for field in ("artifact", "checkpoint"):
+            if field in rec and rec[field] not in arts:
+                raise KeyError(f"{field} {rec[field]!r} is not among the record's hashed artifacts")
+        for rel in _path_values(rec):
+            if not isinstance(rel, str):
+                raise TypeError(f"path {rel!r} is not a string")
+            self.inside(rel)
 
     def record(self, key: str, rec: dict, artifacts: dict[str, str] | None = None) -> dict:
         rec = {**rec, "_artifacts": artifacts or {}}

@@ -96,8 +96,31 @@ def _raise_validation(err: ValidationError, file: Path | str, model: type[BaseMo
     if e["type"] == "extra_forbidden":
         allowed = _allowed_fields(model, e["loc"][:-1])
         msg = f"unknown field; allowed: {', '.join(allowed)}" if allowed else "unknown field"
+    elif e["type"] in NUMBER_ERRORS:
+        msg += _number_hint(model, e)
     more = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     raise UserError(msg + more, file=file, field=loc) from None
+
+
+# Errors of a number out of range or of the wrong kind: the message adds the value given and the
+# field's description, which says the bound's reason (e.g. what memory a larger batch would take).
+NUMBER_ERRORS = frozenset(
+    {"less_than", "less_than_equal", "greater_than", "greater_than_equal", "finite_number", "int_type"}
+    | {"int_parsing", "int_from_float", "bool_type", "bool_parsing", "float_parsing", "float_type"}
+)
+
+
+def _number_hint(model: type[BaseModel], e: dict) -> str:
+    value = e.get("input")
+    got = f", got {value!r}"[:60] if isinstance(value, int | float | str) else ""
+    current: type[BaseModel] | None = model
+    field = None
+    for part in (p for p in e["loc"] if isinstance(p, str)):
+        field = current.model_fields.get(part) if current else None
+        if field is None:
+            break
+        current = _model_in(field.annotation)
+    return got + (f"; {field.description}" if field is not None and field.description else "")
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

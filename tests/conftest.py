@@ -62,19 +62,24 @@ def results_store(tmp_path_factory):
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """``tests/tiny_study.py``'s study, run once for every test that reads a finished run:
-    (study file, run directory, the results store it recorded into, holding only this run)."""
-    import yaml
-    from tiny_study import TINY
+    (study file, run directory, the results store it recorded into, holding only this run).
+    It runs as a user runs it, ``edgescale run`` in a subprocess, watched for network use
+    (``tests/net_watch.py``: ``net.jsonl`` and, where strace traces, ``strace.txt`` beside the
+    run directory), so one run also serves ``tests/test_no_network.py``."""
+    import subprocess
+    import sys
 
-    from edgescale.progress import Reporter
-    from edgescale.run import run_study
+    import yaml
+    from net_watch import traced, watched_env
+    from tiny_study import TINY
 
     root = tmp_path_factory.mktemp("tiny")
     study, db = root / "tiny.yaml", root / "edgescale.db"
     study.write_text(yaml.safe_dump(TINY))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("EDGESCALE_DB", str(db))
-        run_study(study, root / "run", Reporter(quiet=True))
+    env = watched_env(root / "hooks", root / "net.jsonl", REPO) | {"EDGESCALE_DB": str(db)}
+    cmd = [sys.executable, "-m", "edgescale.cli", "run", str(study), "--out", str(root / "run"), "-q"]
+    r = subprocess.run(traced(cmd, root / "strace.txt"), env=env, cwd=root, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-3000:]
     return study, root / "run", db
 
 

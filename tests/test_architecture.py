@@ -41,9 +41,13 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "edgescale.progress",
             "edgescale.resources",
             "edgescale.export.canonical",
+            "edgescale.ortenv",
         ),
     ),
-    ("config", ("edgescale.config", "edgescale.yamlfile", "edgescale.profiles", "edgescale.data")),
+    (
+        "config",
+        ("edgescale.config", "edgescale.config_models", "edgescale.yamlfile", "edgescale.profiles", "edgescale.data"),
+    ),
     # backends, and what runs and scores a model of any kind: the onnxruntime session and the
     # bits-per-byte scorer (training curves, export checks and recovery steps all score);
     # guard's causality checks run a model through them

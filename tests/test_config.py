@@ -167,7 +167,7 @@ def test_measurement_processes_reach_the_measure_spec(monkeypatch, tmp_path, pro
         return SimpleNamespace(to_dict=dict)
 
     monkeypatch.setattr(pipeline, "measure_variants", fake_measure)
-    rd = SimpleNamespace(cached=lambda key: None, root=tmp_path, record=lambda key, rec: rec)
+    rd = SimpleNamespace(cached=lambda key: None, root=tmp_path, inside=tmp_path.joinpath, record=lambda key, rec: rec)
     fake = SimpleNamespace(study=study, rd=rd, rep=SimpleNamespace(status=lambda text: nullcontext()))
     pipeline.Pipeline.measure(fake, {"a/fp32": {"sha256": "0" * 64, "artifact": "a.onnx"}})
     assert seen[0].processes == (processes or 3) == study.measurement.processes

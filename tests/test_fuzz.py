@@ -109,7 +109,7 @@ def _check_yaml(path: Path) -> None:
     except UserError as e:
         assert str(path) in str(e)
         return
-    assert kind in ("study", "recipe", "device")
+    assert kind.partition(";")[0] in ("study", "recipe", "device")  # a study may add "; runs code: ..."
 
 
 # ----------------------------------------------------------------------------- YAML
@@ -170,6 +170,65 @@ def test_hostile_values_and_duplicate_keys_give_a_result_or_one_user_error(scrat
     path = scratch / src.name
     path.write_text(text)
     _check_yaml(path)
+
+
+# A number replaced by a hostile one: non-finite, huge, negative, mistyped (issue 17 cases 2, 3, 14).
+HOSTILE_NUMBERS = st.one_of(
+    st.sampled_from([".inf", "-.inf", ".nan", "[.inf]", "[.nan]", "[1e12]", "1e12", "1.0e+12", "1e30", "1.0e+30"]),
+    st.sampled_from(["1000000000000", "4294967296", "true", "false", "'1'", "1.5", "0", "-1", "~", "1e-320"]),
+    st.floats(allow_nan=True, allow_infinity=True).map(lambda x: yaml.safe_dump(x).removesuffix("\n...\n")),
+    st.integers(-(10**30), 10**30).map(str),
+)
+NUMBER_LINE = re.compile(
+    r"^(\s*-?\s*)([A-Za-z_]\w*):([ \t]*)([-+]?[.\d][-+.\deE_]*|\[[-+.\deE, _]+\])[ \t]*(#.*)?$", re.M
+)
+WITH_NUMBERS = [f for f in SHIPPED if NUMBER_LINE.search(f.read_text())]
+STUDIES = [f for f in WITH_NUMBERS if f.parent.name == "studies"]  # half the draws: run crashed on these
+
+
+def _runnable(study) -> None:
+    """What a study that validates must be for ``run``: every number finite, a ladder the planner can
+    build, a micro-batch that fits in memory (each was a crash once: issue 17 case 2)."""
+    from edgescale.config import MAX_BATCH_TOKENS
+    from edgescale.models.shape import ladder_sizes
+
+    def numbers(x):
+        if isinstance(x, dict):
+            return [n for v in x.values() for n in numbers(v)]
+        if isinstance(x, list):
+            return [n for v in x for n in numbers(v)]
+        return [x] if isinstance(x, float) else []
+
+    assert all(math.isfinite(x) for x in numbers(study.model_dump()))
+    if study.ladder is not None:
+        assert ladder_sizes(study.ladder)
+    assert study.training.batch_size * study.block_size <= MAX_BATCH_TOKENS
+
+
+@fuzz(300)
+@given(data=st.data())
+def test_hostile_numbers_in_numeric_fields_are_refused_or_runnable(scratch, data):
+    """300 inputs (about 5 s): one number of a shipped study, recipe or device file replaced by a hostile one;
+    validate refuses it with one UserError, or what it accepts is runnable (:func:`_runnable`)."""
+    from edgescale.inputs import load_study
+
+    src = data.draw(st.sampled_from(STUDIES if data.draw(st.booleans()) else WITH_NUMBERS))
+    text = src.read_text()
+    m = data.draw(st.sampled_from(list(NUMBER_LINE.finditer(text))))
+    value = data.draw(HOSTILE_NUMBERS)
+    if m.group(4).startswith("["):  # one element of the list (the others keep the study's sizes consistent)
+        items = m.group(4).strip("[]").split(",")
+        items[data.draw(st.integers(0, len(items) - 1))] = value
+        value = "[" + ", ".join(items) + "]"
+    path = scratch / src.name
+    path.write_text(text[: m.start(4)] + value + text[m.end(4) :])
+    try:
+        kind = validate_file(path)
+    except UserError as e:
+        assert str(path) in str(e) and "\n" not in str(e)
+        return
+    if kind.startswith("study"):
+        _runnable(load_study(path)[0])
 
 
 @fuzz(40)

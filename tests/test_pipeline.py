@@ -11,7 +11,7 @@ from tiny_study import TINY
 
 from edgescale.bench.loss import onnx_loss
 from edgescale.config import CorpusConfig
-from edgescale.data.corpus import load_corpus
+from edgescale.data.corpus import eval_spans, load_corpus
 from edgescale.progress import Reporter
 from edgescale.run import run_study
 
@@ -56,6 +56,8 @@ def test_reported_loss_is_reproduced_by_an_independent_onnx_evaluation(tiny_run)
     p = results["protocol"]
     corpus = load_corpus(CorpusConfig())
     assert corpus["validation"].sha256 == p["split_sha256"]
+    sampling = p["sampling"]  # the protocol says which text was scored: enough to score it again
+    spans = eval_spans(corpus["validation"], p["max_bytes"], sampling["segments"], sampling["scheme"])
     for v in results["variants"]:
         got = onnx_loss(
             out / v["onnx_path"],
@@ -64,6 +66,7 @@ def test_reported_loss_is_reproduced_by_an_independent_onnx_evaluation(tiny_run)
             p["stride"],
             p["max_bytes"],
             p["batch_size"],
+            spans,
         )
         assert got.bits_per_byte == pytest.approx(v["loss"]["validation"]["bits_per_byte"], rel=1e-3)
 

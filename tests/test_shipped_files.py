@@ -12,7 +12,7 @@ SHIPPED = sorted([*REPO.glob("studies/*.yaml"), *REPO.glob("recipes/*.yaml"), *R
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))
 def test_shipped_yaml_validates(path):
-    assert validate_file(path) in {"study", "recipe", "device"}
+    assert validate_file(path).partition(";")[0] in {"study", "recipe", "device"}
 
 
 def test_something_is_shipped():

@@ -12,25 +12,29 @@ from edgescale.data.corpus import Corpus
 from edgescale.hf.backend import HFBackend, HFSource  # transformers and optimum load inside its methods
 from edgescale.hf.onnx_candidate import OnnxCandidateBackend
 from edgescale.models.backend import ModelBackend
-from edgescale.models.custom import resolve_factory
+from edgescale.models.trust import CodeTrust
 
 
-def backend_for(study: Study, study_path: Path, corpus: Corpus, chains: list[Chain]) -> ModelBackend:
+def backend_for(
+    study: Study, study_path: Path, corpus: Corpus, chains: list[Chain], trust: CodeTrust | None = None
+) -> ModelBackend:
     """A single-model study's backend: a Hugging Face folder (``hf_model``), a user's module
-    (``model``), else the GPT ladder."""
+    (``model``: its factory runs only if ``trust`` allows it; default: modules beside the study
+    file), else the GPT ladder."""
     if study.hf_model is not None:
         return HFBackend(study, study_path, corpus, chains)
     if study.model is not None:
-        resolve_factory(study.model.factory, base=study_path.parent)  # a factory module beside the study file
-        return CustomBackend(study, corpus)
+        return CustomBackend(study, corpus, trust or CodeTrust.of(study_path))
     return GPTBackend(study, corpus)
 
 
-def backends_for(study: Study, study_path: Path, corpus: Corpus, chains: list[Chain]) -> list[ModelBackend]:
+def backends_for(
+    study: Study, study_path: Path, corpus: Corpus, chains: list[Chain], trust: CodeTrust | None = None
+) -> list[ModelBackend]:
     """Every backend of a study: one per ``models:`` entry that is a folder or a file, plus the
     ladder's (which trains every size; ladder entries choose the sizes that are compressed)."""
     if study.models is None:
-        return [backend_for(study, study_path, corpus, chains)]
+        return [backend_for(study, study_path, corpus, chains, trust)]
     out: list[ModelBackend] = [GPTBackend(study, corpus)] if study.ladder is not None else []
     for i, c in enumerate(study.models):
         if c.hf is not None:

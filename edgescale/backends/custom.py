@@ -13,9 +13,12 @@ from pathlib import Path
 import edgescale.export.steps  # noqa: F401  (registers export.onnx for custom modules)
 import edgescale.train.recover  # noqa: F401  (registers distill.recover for custom modules)
 from edgescale.backends.torch_lm import TorchBackend
+from edgescale.config import Study
+from edgescale.data.corpus import Corpus
 from edgescale.models.backend import Shipped, SizePlan, StepFn
 from edgescale.models.checkpoint import read_spec
-from edgescale.models.custom import CustomSpec, accounting_of
+from edgescale.models.custom import CustomSpec, accounting_of, resolve_factory
+from edgescale.models.trust import CodeTrust
 
 
 def _shape(spec: CustomSpec) -> dict:
@@ -24,6 +27,22 @@ def _shape(spec: CustomSpec) -> dict:
 
 class CustomBackend(TorchBackend):
     name = "custom"
+
+    def __init__(self, study: Study, corpus: Corpus, trust: CodeTrust | None = None) -> None:
+        super().__init__(study, corpus)
+        self.trust = trust
+        self._vet()
+
+    def _vet(self) -> None:
+        """Import the factory under the user's trust decision, so later builds in this process may run it."""
+        if self.trust is not None and self.study is not None:
+            resolve_factory(self.study.model.factory, self.trust)
+
+    def __setstate__(self, state: dict) -> None:
+        # Unpickled in a worker process (a Ray task): the trust decision came with the backend,
+        # so the worker applies the same rule before it builds anything.
+        self.__dict__.update(state)
+        self._vet()
 
     def plans(self, tokens_for: Callable[[int], tuple[int, str]]) -> list[SizePlan]:
         m = self.study.model

@@ -16,14 +16,14 @@ from edgescale import __version__
 from edgescale.bench.leak import causal_leak
 from edgescale.bench.loss import onnx_loss
 from edgescale.config import Study
-from edgescale.data.corpus import Corpus
+from edgescale.data.corpus import Corpus, eval_spans
 from edgescale.guard import check_onnx_graph, check_torch_model
 from edgescale.models.backend import SizePlan
 from edgescale.models.checkpoint import load_model, save_model, spec_meta, spec_of
 from edgescale.resources import metered
 from edgescale.rundir import key_of
 from edgescale.train.distill import DistillConfig
-from edgescale.train.trainer import train
+from edgescale.train.trainer import EVAL_SAMPLING, train
 
 
 def _stored(rd, path: Path) -> dict:
@@ -56,6 +56,7 @@ class TorchBackend:
             seed=seed,
             train_sha=self.corpus["train"].sha256,
             val_sha=self.corpus["validation"].sha256,
+            val_sampling=EVAL_SAMPLING,  # how the curve's validation points were taken
             teacher=teacher["sha256"] if teacher else None,
             distill=kd.model_dump(include={"alpha", "temperature"}) if kd else None,
             v=__version__,
@@ -64,8 +65,8 @@ class TorchBackend:
         if rec:
             rep.reuse(f"train {plan.name}", rec["checkpoint"])
             return rec
-        out = rd.root / "train" / (plan.name if seed == s.seed else f"{plan.name}-seed{seed}")
-        teacher_model = load_model(rd.root / teacher["checkpoint"])[0] if teacher else None
+        out = rd.path("train", plan.name if seed == s.seed else f"{plan.name}-seed{seed}")
+        teacher_model = load_model(rd.inside(teacher["checkpoint"]))[0] if teacher else None
         what = f"train {plan.name} ({plan.acct.params_non_embedding:,} N)" + (f" ← {plan.teacher}" if kd else "")
         what += f" seed {seed}" if seed != s.seed else ""
         with metered() as use, rep.task(what, plan.tokens) as tick:
@@ -112,8 +113,9 @@ class TorchBackend:
         length = min(24, self.study.block_size)
         influence = check_onnx_graph(path, strict=strict, length=length)
         e = protocol
-        # byte tokens: the cap in bytes is the cap in tokens
-        res = onnx_loss(path, self.corpus[split], e.context_length, e.stride, e.max_bytes, e.batch_size)
+        # byte tokens: the segments in bytes are the spans in tokens
+        spans = eval_spans(self.corpus[split], e.max_bytes, e.segments, e.sampling)
+        res = onnx_loss(path, self.corpus[split], e.context_length, e.stride, e.max_bytes, e.batch_size, spans)
         # a graph with dynamic activation scales: what later tokens do to its loss (edgescale.bench.leak)
         scoring = (e.context_length, e.stride, e.max_bytes, e.batch_size, self.study.seed)
         leak = None if strict else causal_leak(path, self.corpus[split].tokens, *scoring)

@@ -39,6 +39,7 @@ from edgescale.bench.probes import (
     write_probes,
 )
 from edgescale.errors import UserError
+from edgescale.ortenv import import_onnxruntime
 from edgescale.yamlfile import read_yaml
 
 # Op types → the probe class that prices them. View ops copy nothing (half an Add's
@@ -180,7 +181,7 @@ def calibrate(
     Returns the calibration, or ``(calibration, report)`` when ``variants`` are given, the
     report holding the variants' latencies from the same run.
     """
-    import onnxruntime as ort
+    ort = import_onnxruntime()  # telemetry off (edgescale.ortenv)
 
     spec = spec or ProbeSpec()
     mspec = measure_spec or MeasureSpec(threads=threads, repeats=repeats, warmup=2, prompt_len=16, timeout_s=3600)

@@ -5,6 +5,10 @@ number. The scorer takes any ``logits_fn(ids) -> logits`` so the same code score
 ONNX file through onnxruntime (what the frontier uses) and a torch model (training
 curves, and the test that the two agree).
 
+Which text is scored is chosen in byte space (:func:`edgescale.data.corpus.eval_segments`):
+by default segments spread over every work of the split, each mapped to a model's own tokens
+as spans (first input token, targets), so every tokenizer scores the same bytes.
+
 Every number carries its standard error. The scoring windows are the independent units
 (tokens inside a window share a context and are correlated), so the error is clustered by
 window: bits per byte is the ratio estimator R = Σ y_w / Σ b_w over windows w (y_w the
@@ -41,6 +45,7 @@ class WindowNLL:
     nats: np.ndarray  # (W,) float64
     bytes: np.ndarray  # (W,) int64
     tokens: np.ndarray | None = None  # (W,) int64 scored tokens per window; None where not kept
+    starts: np.ndarray | None = None  # (W,) int64 index of each window's first target; None where not kept
 
     def bits_per_byte(self) -> float:
         return float(self.nats.sum() / math.log(2) / self.bytes.sum())
@@ -91,40 +96,65 @@ def _tail_window(
 ) -> tuple[int, int, int] | None:
     """The window after the whole ones, scoring only the ``remaining`` positions of the cap, as
     (start, first scored, end): the scored span then ends exactly at the cap, so candidates with
-    different tokenizers score the same bytes to within one token."""
-    start, first = windows[-1][0] + stride, context - stride
+    different tokenizers score the same bytes to within one token. With no whole window (a span
+    shorter than the context) it is the one short window over the span."""
+    start, first = (windows[-1][0] + stride, context - stride) if windows else (0, 0)
     if remaining <= 0 or start + first + remaining + 1 > n_tokens:
         return None
-    return start, first, first + min(remaining, stride)
+    return start, first, first + min(remaining, stride if windows else remaining)
+
+
+def span_windows(
+    n_tokens: int, context: int, stride: int, spans: list[tuple[int, int]], short: bool = True
+) -> list[tuple[int, int, int]]:
+    """Every window of every span as (start, first scored, end), in order: a span (s, m) feeds
+    tokens from ``s`` and scores the ``m`` targets after it, with :func:`eval_windows`' windows
+    and a tail window for what is left. ``short``: a span shorter than one window gets one short
+    window (False: none, as for the single head span)."""
+    out = []
+    for s, m in spans:
+        sub = min(n_tokens - s, m + 1)
+        whole = eval_windows(sub, context, stride, m)
+        out += [(s + a, first, context) for a, first in whole]
+        tail = _tail_window(whole, sub, context, stride, m - sum(context - f for _, f in whole))
+        if tail is not None and (whole or short):
+            out.append((s + tail[0], tail[1], tail[2]))
+    return out
 
 
 def score(
-    logits_fn: LogitsFn, split: Split, context_length: int, stride: int, max_tokens: int, batch_size: int = 16
+    logits_fn: LogitsFn,
+    split: Split,
+    context_length: int,
+    stride: int,
+    max_tokens: int,
+    batch_size: int = 16,
+    spans: list[tuple[int, int]] | None = None,
 ) -> LossResult:
+    """Loss over the first ``max_tokens`` targets, or (``spans`` given) over each span's targets,
+    as (first input token, targets) from :func:`edgescale.data.corpus.eval_spans`."""
     tokens = split.tokens.astype(np.int64)
-    windows = eval_windows(tokens.size, context_length, stride, max_tokens)
+    windows = span_windows(tokens.size, context_length, stride, spans or [(0, max_tokens)], short=spans is not None)
     if not windows:
         raise ValueError(f"split {split.name} has {tokens.size} tokens, fewer than one window of {context_length}")
-    nats: list[float] = []  # per scored window
-    counts: list[int] = []
-    for i in range(0, len(windows), batch_size):  # streamed: one batch of logits in memory at a time
-        chunk = windows[i : i + batch_size]
-        ids = np.stack([tokens[s : s + context_length] for s, _ in chunk])
-        tgt = np.stack([tokens[s + 1 : s + context_length + 1] for s, _ in chunk])
+    nats = np.zeros(len(windows), np.float64)  # per scored window, in span order
+    counts = np.array([stop - first for _, first, stop in windows], np.int64)
+    whole = [i for i, w in enumerate(windows) if w[2] == context_length]
+    for i in range(0, len(whole), batch_size):  # streamed: one batch of logits in memory at a time
+        chunk = whole[i : i + batch_size]
+        ids = np.stack([tokens[windows[k][0] : windows[k][0] + context_length] for k in chunk])
+        tgt = np.stack([tokens[windows[k][0] + 1 : windows[k][0] + context_length + 1] for k in chunk])
         nll = _window_nll(logits_fn(ids), tgt)
-        for row, (_, first) in enumerate(chunk):
-            nats.append(float(nll[row, first:].sum()))
-            counts.append(context_length - first)
-        advance(i + len(chunk), len(windows))
-    tail = _tail_window(windows, tokens.size, context_length, stride, max_tokens - sum(counts))
-    if tail is not None:
-        start, first, stop = tail  # the input ends at the last scored target: nothing later is fed
+        for row, k in enumerate(chunk):
+            nats[k] = float(nll[row, windows[k][1] :].sum())
+        advance(i + len(chunk), len(whole))
+    for k in (k for k, w in enumerate(windows) if w[2] < context_length):  # the input ends at the last target
+        start, first, stop = windows[k]
         nll = _window_nll(logits_fn(tokens[None, start : start + stop]), tokens[None, start + 1 : start + stop + 1])
-        nats.append(float(nll[0, first:].sum()))
-        counts.append(stop - first)
-    per = np.array(counts, dtype=np.int64)
-    w = WindowNLL(split.sha256, context_length, stride, np.array(nats, dtype=np.float64), per, per.copy())
-    total, count = sum(nats), int(per.sum())  # summed in order, as before windows were kept
+        nats[k] = float(nll[0, first:].sum())
+    starts = np.array([start + first + 1 for start, first, _ in windows], np.int64)  # first target of each
+    w = WindowNLL(split.sha256, context_length, stride, nats, counts, counts.copy(), starts)
+    total, count = sum(nats.tolist()), int(counts.sum())  # summed in order, as before windows were kept
     return LossResult(
         split=split.name,
         split_sha256=split.sha256,
@@ -139,7 +169,15 @@ def score(
     )
 
 
-def onnx_loss(path: Path, split: Split, context_length: int, stride: int, max_tokens: int, batch_size: int = 16):
+def onnx_loss(
+    path: Path,
+    split: Split,
+    context_length: int,
+    stride: int,
+    max_tokens: int,
+    batch_size: int = 16,
+    spans: list[tuple[int, int]] | None = None,
+):
     """Loss of an ONNX causal LM through onnxruntime (the number a frontier point carries)."""
     lm = OrtCausalLM(path)
-    return score(lm.logits, split, context_length, stride, max_tokens, batch_size)
+    return score(lm.logits, split, context_length, stride, max_tokens, batch_size, spans)

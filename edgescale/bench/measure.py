@@ -39,6 +39,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgescale.bench.load import RunnableSampler, machine_load
+from edgescale.ortenv import child_env
 
 __all__ = ["machine_load"]  # re-exported: callers and old tests import it from here
 
@@ -291,7 +292,7 @@ def _summarise(samples: dict[str, list[float]], decode: str, sample_process: Seq
 
 def run_worker(request: dict, timeout_s: float) -> dict:
     """Run the timing worker in a fresh interpreter; raise MeasurementError on any failure."""
-    env = {**os.environ, "OMP_NUM_THREADS": str(request["threads"])}
+    env = child_env({**os.environ, "OMP_NUM_THREADS": str(request["threads"])})  # its onnxruntime: no telemetry
     try:
         proc = subprocess.run(
             [sys.executable, str(WORKER)],

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from edgescale.bench.bytes import tensor_bytes
+from edgescale.ortenv import import_onnxruntime
 
 GEMV_OPS = {"MatMul", "Gemm", "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat"}
 _CONST_PASS = {"Transpose", "DequantizeLinear", "Cast", "Reshape", "Identity"}
@@ -70,7 +71,7 @@ class DecodeGraph:
 
 
 def _optimized(path: Path, out: Path) -> None:
-    import onnxruntime as ort
+    ort = import_onnxruntime()  # telemetry off (edgescale.ortenv)
 
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -100,7 +101,8 @@ def _decode_feeds(session, context: int) -> tuple[dict[str, np.ndarray], bool]:
 def _tensor_sizes(model, context: int) -> tuple[dict[str, int], bool, float]:
     """Elements of every value at the decode state, whether the graph has a KV cache, KV bytes."""
     import onnx
-    import onnxruntime as ort
+
+    ort = import_onnxruntime()  # telemetry off (edgescale.ortenv)
 
     g = model.graph
     have = {o.name for o in g.output}

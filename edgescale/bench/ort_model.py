@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from edgescale.errors import UserError
+from edgescale.ortenv import import_onnxruntime
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -113,7 +114,7 @@ class OrtCausalLM:
     """Run a causal-LM ONNX file: batched prefill logits and greedy KV-cache decoding."""
 
     def __init__(self, path: Path, threads: int = 0) -> None:
-        import onnxruntime as ort
+        ort = import_onnxruntime()  # telemetry off (edgescale.ortenv)
 
         self.path = Path(path)
         opts = ort.SessionOptions()

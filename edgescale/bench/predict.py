@@ -28,6 +28,9 @@ RUNTIME_OVERHEAD = 0.10  # memory beyond weights + KV (activations, runtime), an
 # 1 µs a node on this project's x86 host (s0 fp32 decode: 0.071 ms for 69 nodes, runs/default);
 # 2 µs is assumed for the slower phone and board cores. Small models are dominated by it.
 DEFAULT_NODE_OVERHEAD_US = 2.0
+# The largest parameter count predicted: the planner's shapes (shape_for_params) stop near 8e11
+# (160 layers at 128 x depth wide), and no edge device holds a model within orders of magnitude of it.
+MAX_PARAMS = 5e11
 
 
 @dataclass(frozen=True)

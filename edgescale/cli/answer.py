@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated
 
@@ -10,6 +11,17 @@ from rich.table import Table
 
 from edgescale.cli.common import EXIT_INFEASIBLE, app, emit, err, renamed_flags, table_console
 from edgescale.errors import UserError
+
+# read a run directory whose manifest does not say "finished" (see docs/pick.md): loudly, never silently
+ALLOW_UNFINISHED = typer.Option(
+    "--allow-unfinished", help="read a run that was killed or is unfinished anyway (with a warning)"
+)
+
+
+def warn_about(warnings: Iterable[str]) -> None:
+    """Print what the run-directory checks found (unfinished run, no manifest) on stderr."""
+    for w in warnings:
+        err.print(f"warning: {w}", soft_wrap=True, markup=False)
 
 
 @app.command("pick", cls=renamed_flags({"--target-loss": "--loss-target-bpb"}))
@@ -36,6 +48,7 @@ def pick_cmd(
         float, typer.Option("--served-tokens", help="lifetime served tokens for the inference-aware plan")
     ] = 1e9,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    allow_unfinished: Annotated[bool, ALLOW_UNFINISHED] = False,
 ) -> None:
     """The smallest variant meeting a loss target on a device; or, if none, what to train."""
     from edgescale.report.pick import (
@@ -52,7 +65,9 @@ def pick_cmd(
     for name, value in (("--max-latency-ms", max_latency_ms), ("--max-memory-mb", max_memory_mb)):
         if value is not None and not value > 0:
             raise UserError(f"must be positive, got {value:g}", field=name)
-    runs = [load_run_dir(p) for p in ([run_dir] if run_dir else []) + list(more or [])]
+    runs = [
+        load_run_dir(p, allow_unfinished=allow_unfinished) for p in ([run_dir] if run_dir else []) + list(more or [])
+    ]
     if all_runs:
         known = {r.label for r in runs}
         runs += [r for r in load_store_runs(db) if r.label not in known]
@@ -60,6 +75,7 @@ def pick_cmd(
         raise UserError("give a run directory, --run DIR or --all-runs", field="RUN_DIR")
     result = pick(runs, loss_target_bpb, device, cost=cost, limits=Limits(max_latency_ms, max_memory_mb),
                   served_tokens=served_tokens)  # fmt: skip
+    warn_about(w for r in runs for w in r.warnings)
     if as_json:
         emit(clean(result), True)
     else:
@@ -76,12 +92,15 @@ def compare_cmd(
     size: Annotated[str | None, typer.Option("--size", help="one size of the ladder (default: every size)")] = None,
     device: Annotated[str, typer.Option("--device", help="device for latency and the frontier")] = "host",
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    allow_unfinished: Annotated[bool, ALLOW_UNFINISHED] = False,
 ) -> None:
     """Recipes side by side on the same model: loss change, speed-ups with CIs, size, frontier."""
     from edgescale.report.compare import compare, table_lines
     from edgescale.report.pick import load_run_dir
 
-    result = compare(load_run_dir(run_dir).results, size, device)
+    run = load_run_dir(run_dir, allow_unfinished=allow_unfinished)
+    result = compare(run.results, size, device)
+    warn_about(run.warnings)
     if as_json:
         emit(result.data(), True)
         return

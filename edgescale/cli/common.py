@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -12,7 +13,9 @@ from rich.console import Console
 from rich.pretty import pprint
 from typer.core import TyperCommand
 
+from edgescale.atomic import environment_failure
 from edgescale.errors import UserError
+from edgescale.ortenv import TELEMETRY_VAR
 
 app = typer.Typer(
     add_completion=False,
@@ -88,8 +91,17 @@ def table_console(width: int) -> Console:
 
 
 def main() -> None:
+    # edgescale makes no network calls: onnxruntime's telemetry is off in this process and every
+    # child it starts, whichever library imports onnxruntime first (see edgescale.ortenv).
+    os.environ[TELEMETRY_VAR] = "1"
     try:
         app()
     except UserError as e:
         err.print(f"error: {e}", markup=False, soft_wrap=True)
+        raise SystemExit(2) from None
+    except OSError as e:  # a write edgescale does not route through edgescale.atomic: read-only, full, forbidden
+        failure = environment_failure(e, e.filename)
+        if failure is None:
+            raise
+        err.print(f"error: {failure}", markup=False, soft_wrap=True)
         raise SystemExit(2) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +43,7 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="print one JSON
 
 
 DEFAULT_CALIBRATION = Path("runs/host-calibration.yaml")
+MAX_TOKENS = 1 << 20  # a context or prompt longer than any edge model's, before a model's own maximum applies
 
 
 @app.command(cls=renamed_flags({"--context": "--decode-context", "--prompt-tokens": "--prompt-len"}))
@@ -52,9 +54,15 @@ def predict(
     bits: Annotated[
         float | None, typer.Option("--bits", help="analytic mode: stored bits per weight (4.5 = Q4_0)")
     ] = None,
-    decode_context: Annotated[int, typer.Option("--decode-context", help="tokens in context when decoding")] = 512,
+    decode_context: Annotated[
+        int | None,
+        typer.Option("--decode-context", help="tokens in context when decoding (default 512, or the model's maximum)"),
+    ] = None,
     kv_bits: Annotated[float, typer.Option("--kv-bits", help="analytic mode: bits per KV-cache element")] = 16,
-    prompt_len: Annotated[int, typer.Option("--prompt-len", help="prefill prompt length (tokens)")] = 128,
+    prompt_len: Annotated[
+        int | None,
+        typer.Option("--prompt-len", help="prefill prompt length (tokens; default 128, or the model's maximum)"),
+    ] = None,
     calibration: Annotated[
         Path, typer.Option("--calibration", help="host calibration (edgescale calibrate) for --device host")
     ] = DEFAULT_CALIBRATION,
@@ -62,31 +70,37 @@ def predict(
 ) -> None:
     """Predict decode (and prefill) latency: of an ONNX model node by node, or analytically
     from a parameter count and bits per weight."""
-    for name, value in (("--decode-context", decode_context), ("--kv-bits", kv_bits), ("--prompt-len", prompt_len)):
-        if not value > 0:
-            raise UserError(f"must be positive, got {value:g}", field=name)
+    for name, value in (("--decode-context", decode_context), ("--prompt-len", prompt_len)):
+        if value is not None and not 1 <= value <= MAX_TOKENS:
+            raise UserError(f"must be in [1, {MAX_TOKENS}] tokens, got {value}", field=name)
+    if not 0 < kv_bits <= 64:
+        raise UserError(f"must be positive and at most 64, got {kv_bits:g}", field="--kv-bits")
     if model is not None:
         emit(_predict_graph(model, device, decode_context, prompt_len, calibration), as_json)
         return
     from edgescale.bench.devices import get_device
+    from edgescale.bench.predict import MAX_PARAMS
     from edgescale.bench.predict import predict as run_predict
 
     if params is None or bits is None:
         raise UserError("give MODEL.onnx, or --params and --bits for the analytic mode", field="predict")
-    for name, value in (("--params", params), ("--bits", bits)):
-        if not value > 0:
-            raise UserError(f"must be positive, got {value:g}", field=name)
+    for name, value, high in (("--params", params, MAX_PARAMS), ("--bits", bits, 64)):
+        if not (0 < value <= high):
+            raise UserError(f"must be positive and at most {high:g}, got {value:g}", field=name)
     if device == "host":
         raise UserError("the analytic mode needs a device profile; allowed: edgescale devices", field="--device")
-    emit(run_predict(get_device(device), params, bits, decode_context, kv_bits, prompt_len).to_dict(), as_json)
+    result = run_predict(get_device(device), params, bits, decode_context or 512, kv_bits, prompt_len or 128)
+    emit(result.to_dict(), as_json)
 
 
-def _predict_graph(model: Path, device: str, decode_context: int, prompt_len: int, calibration: Path) -> dict:
-    from edgescale.bench.ort_model import OrtCausalLM
-    from edgescale.guard import probe_onnx
+def _predict_graph(
+    model: Path, device: str, decode_context: int | None, prompt_len: int | None, calibration: Path
+) -> dict:
+    from edgescale.bench.lm_file import check_lm_file, within_context
 
-    probe_onnx(model)  # a native crash or hang in a child, not here
-    OrtCausalLM(model)  # one message naming the file when it is not a causal LM
+    lm = check_lm_file(model)  # in a child first; one message naming the file when it is not a causal LM
+    decode_context = within_context(lm, "--decode-context", decode_context, 512)
+    prompt_len = within_context(lm, "--prompt-len", prompt_len, 128)
     if device == "host":
         from edgescale.bench.calibrate import load_calibration
         from edgescale.bench.host import predict_host
@@ -116,6 +130,7 @@ def calibrate(
 
     if threads < 1 or repeats < 3:
         raise UserError("--threads must be >= 1 and --repeats >= 3", field="calibrate")
+    _check_writable(out)  # before minutes of measuring, not after
     from edgescale.bench.host import host_profile
 
     cal, _, _ = calibrate_host(threads, quick, repeats, progress=lambda m: err.print(f"  {m}"))
@@ -126,3 +141,16 @@ def calibrate(
         f = cal.fits[name]
         err.print(f"  {name}: fitted on {f['n_points']} reference models, residual SD {f['residual_rel_sd']:.1%}")
     err.print(f"wrote {out} and the host's device profile {profile}")
+
+
+def _check_writable(out: Path) -> None:
+    """Refuse an --out whose folder is missing or read-only, or that is a folder itself."""
+    folder = out.parent
+    if out.is_dir():
+        raise UserError("is a folder; give a file path such as host-calibration.yaml", file=out, field="--out")
+    if out == DEFAULT_CALIBRATION and not folder.exists():
+        return  # the default's folder (runs/) is made on writing
+    if not folder.is_dir():
+        raise UserError(f"folder {folder} does not exist; create it or give another path", file=out, field="--out")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UserError(f"folder {folder} is not writable; give another path", file=out, field="--out")

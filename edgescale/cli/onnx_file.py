@@ -24,10 +24,17 @@ def bench(
             help="Hugging Face tokenizer folder, or bytes (default: the model's folder if it holds one, else bytes)",
         ),
     ] = None,
-    prompt_len: Annotated[int, typer.Option("--prompt-len", help="prefill prompt length (tokens)")] = 64,
+    prompt_len: Annotated[
+        int | None,
+        typer.Option("--prompt-len", help="prefill prompt length (tokens; default 64, or the model's maximum context)"),
+    ] = None,
     decode_context: Annotated[
-        int, typer.Option("--decode-context", help="context at which one decode step is timed")
-    ] = 128,
+        int | None,
+        typer.Option(
+            "--decode-context",
+            help="context at which one decode step is timed (default 128, or the model's maximum context)",
+        ),
+    ] = None,
     repeats: Annotated[int, typer.Option(help="timed repeats")] = 30,
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads")] = 2,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="scored tokens (default: the study's)")] = None,
@@ -35,18 +42,21 @@ def bench(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
     """Measure a user's ONNX causal LM: prefill and decode latency here, and held-out loss in bits per byte."""
-    from edgescale.guard import probe_onnx
+    from edgescale.bench.lm_file import check_lm_file, within_context
     from edgescale.hf.onnx_file import bench as run_bench
 
-    probe_onnx(model)  # an untrusted file: opened in a child process first
-
-    for name, value in (("--prompt-len", prompt_len), ("--repeats", repeats - 2), ("--threads", threads)):
+    for name, value in (("--prompt-len", 1 if prompt_len is None else prompt_len), ("--repeats", repeats - 2),
+                        ("--threads", threads)):  # fmt: skip
         if not value > 0:
             raise UserError(f"must be positive (repeats >= 3), got {value:g}", field=name)
-    if decode_context < 2:
+    if decode_context is not None and decode_context < 2:
         raise UserError("must be >= 2", field="--decode-context")
+    lm = check_lm_file(model)  # an untrusted file: opened in a child process first
+    prompt_len = within_context(lm, "--prompt-len", prompt_len, 64)
+    decode_context = within_context(lm, "--decode-context", decode_context, 128)
     result = run_bench(model, study, tokenizer, prompt_len=prompt_len, decode_context=decode_context, repeats=repeats,
-                       threads=threads, max_tokens=max_tokens, loss=not no_loss)  # fmt: skip
+                       threads=threads, max_tokens=max_tokens, loss=not no_loss,
+                       max_context=lm.max_context)  # fmt: skip
     emit(result, as_json)
 
 
@@ -61,10 +71,10 @@ def quantize(
     ),
 ) -> None:
     """Apply a recipe's ONNX-stage steps (quantize.*, optimize.*) to an ONNX causal LM."""
-    from edgescale.guard import probe_onnx
+    from edgescale.bench.lm_file import check_lm_file
     from edgescale.hf.onnx_file import quantize as run_quantize
 
-    probe_onnx(model)  # an untrusted file: opened in a child process first
+    check_lm_file(model)  # an untrusted file: opened in a child process first; the causal-LM signature bench needs
 
     path, records = run_quantize(model, recipe, out, study, tokenizer)
     for r in records:

@@ -44,12 +44,7 @@ def plan(
             "give --compute, --loss-target, or both (the smallest model reaching the target within the compute)",
             field="plan",
         )
-    given = (("--compute", compute), ("--loss-target", loss_target), ("--max-tokens", max_tokens))
-    for name, value in (*given, ("--unique-tokens", unique_tokens)):
-        if value is not None and not value > 0:
-            raise UserError(f"must be positive, got {value:g}", field=name)
-    if inference_tokens < 0:
-        raise UserError("must be >= 0", field="--inference-tokens")
+    _check_ranges(compute, loss_target, max_tokens, unique_tokens, inference_tokens, peak_flops, utilisation, power_w)
     if bootstrap < 20:
         raise UserError(f"must be at least 20 for a 95% interval, got {bootstrap}", field="--bootstrap")
     the_law = resolve_law(law, n_boot=bootstrap)
@@ -68,6 +63,28 @@ def plan(
         if not as_json:
             err.print(f"infeasible: {result.reason}", soft_wrap=True)
         raise typer.Exit(EXIT_INFEASIBLE)
+
+
+def _check_ranges(compute, loss_target, max_tokens, unique_tokens, inference_tokens, peak_flops, mfu, power_w):
+    """Every number in its range (:mod:`edgescale.scaling.plan`'s limits): none overflows the plan's arithmetic."""
+    from edgescale.scaling.plan import MAX_COMPUTE_FLOPS, MAX_LOSS_TARGET, MAX_TOKENS
+
+    ranges = (  # (flag, value, largest allowed, unit)
+        ("--compute", compute, MAX_COMPUTE_FLOPS, " FLOPs"),
+        ("--loss-target", loss_target, MAX_LOSS_TARGET, " (the law's units)"),
+        ("--max-tokens", max_tokens, MAX_TOKENS, " tokens"),
+        ("--unique-tokens", unique_tokens, MAX_TOKENS, " tokens"),
+        ("--peak-flops", peak_flops, MAX_COMPUTE_FLOPS, " FLOP/s"),
+        ("--utilisation", mfu, 1.0, ""),
+        ("--power-w", power_w, 1e9, " W"),
+    )
+    for name, value, high, unit in ranges:
+        if value is not None and not 0 < value <= high:  # NaN and inf fail too
+            raise UserError(f"must be positive and at most {high:g}{unit}, got {value:g}", field=name)
+    if not 0 <= inference_tokens <= MAX_TOKENS:
+        raise UserError(
+            f"must be a number in [0, {MAX_TOKENS:g}] tokens, got {inference_tokens:g}", field="--inference-tokens"
+        )
 
 
 def plan_text(plan, law) -> str:

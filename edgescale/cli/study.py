@@ -11,6 +11,17 @@ from rich.table import Table
 from edgescale.cli.common import app, emit, err, table_console
 from edgescale.errors import UserError
 
+# A study's model.factory is code: it runs only from a module beside the study file or one named here.
+TrustCode = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--trust-code",
+        metavar="MODULE",
+        help="run model.factory code from this installed module or package (repeatable); modules beside "
+        "the study file are trusted, the standard library never is",
+    ),
+]
+
 
 @app.command()
 def run(
@@ -23,6 +34,7 @@ def run(
     address: Annotated[
         str | None, typer.Option("--address", help="with --executor ray: an existing cluster (default: start one here)")
     ] = None,
+    trust_code: TrustCode = None,
 ) -> None:
     """Run a study end to end: train, export, compress, measure, report."""
     from edgescale.executor import check_executor
@@ -32,7 +44,7 @@ def run(
     check_executor(executor)
     if address and executor != "ray":
         raise UserError("only with --executor ray", field="--address")
-    run_dir = run_study(study, out, Reporter(quiet=quiet), executor, address)
+    run_dir = run_study(study, out, Reporter(quiet=quiet), executor, address, tuple(trust_code or ()))
     err.print(f"wrote {run_dir}/results.json, report.html, summary.md and the figures")
 
 
@@ -47,8 +59,10 @@ def validate(
             "xnnpack warns about nodes left to the CPU EP, the others refuse them)",
         ),
     ] = "cpu",
+    trust_code: TrustCode = None,
 ) -> None:
-    """Validate files without running anything; for ONNX models, check op coverage on a target."""
+    """Validate files without running anything; for ONNX models, check op coverage on a target.
+    A study whose model.factory would run code says so, and is refused unless that code is trusted."""
     from edgescale.inputs import validate_file
 
     for f in files:
@@ -64,8 +78,8 @@ def validate(
                 raise UserError(cov.message(), file=f, field=f"--target {target}")
             err.print(f"ok  {f}  ({cov.message()})", soft_wrap=True)
             continue
-        kind = validate_file(f)
-        err.print(f"ok  {f}  ({kind})")
+        kind = validate_file(f, tuple(trust_code or ()))
+        err.print(f"ok  {f}  ({kind})", soft_wrap=True)
 
 
 @app.command()
@@ -89,11 +103,16 @@ def export(
 def report(
     run_dir: Annotated[Path, typer.Argument(help="a finished run directory (results.json)")],
     out: Annotated[Path | None, typer.Option("--out", help="where to write (default: the run directory)")] = None,
+    allow_unfinished: Annotated[
+        bool, typer.Option("--allow-unfinished", help="report a run that was killed or is unfinished (with a warning)")
+    ] = False,
 ) -> None:
     """(Re)write a run's report: report.html (self-contained), summary.md and the PNG figures."""
+    from edgescale.cli.answer import warn_about
     from edgescale.report.build import report_run
 
-    files = report_run(run_dir, out)
+    files = report_run(run_dir, out, allow_unfinished=allow_unfinished)
+    warn_about(files.warnings)
     err.print(f"wrote {files.html}, {files.summary.name} and {len(files.figures)} figures", soft_wrap=True)
 
 

@@ -36,6 +36,7 @@ import numpy as np
 
 from edgescale.errors import UserError
 from edgescale.export.mobile import ep_takes  # the lists edgescale validate --target uses
+from edgescale.ortenv import import_onnxruntime
 from edgescale.profiles import find_device
 
 CPU_EP = "CPUExecutionProvider"
@@ -119,7 +120,7 @@ def device_target(profile: Any) -> Target:
 
 def host_target(cpuinfo: Path = Path("/proc/cpuinfo"), meminfo: Path = Path("/proc/meminfo")) -> Target:
     """This machine: its CPU flags, available memory and the installed onnxruntime's EPs."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()  # telemetry off (edgescale.ortenv)
 
     flags: set[str] = set()
     for line in cpuinfo.read_text().splitlines():

@@ -39,7 +39,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgescale.compress.calibration import LMCalibrationReader, calibration_windows, window_tokens
-from edgescale.compress.onnx_graph import activation_matmuls, check_io_unchanged, load, op_counts, quiet_onnxruntime
+from edgescale.compress.onnx_graph import (
+    activation_matmuls,
+    check_io_unchanged,
+    disk_full_as_failure,
+    load,
+    op_counts,
+    quantizer_input,
+    quiet_onnxruntime,
+)
 from edgescale.compress.quantize import INT8_FLOAT_INPUTS
 from edgescale.compress.registry import StepConfig, StepContext, StepFacts, register
 
@@ -148,10 +156,16 @@ def int8_static(path: Path, cfg: Int8StaticConfig, ctx: StepContext) -> Path:
         "OpTypesToExcludeOutputQuantization": ["MatMul", "Gemm"] if cfg.format == "qdq" else [],
     }
     out = ctx.work_dir / "model.int8_static.onnx"
-    with tempfile.TemporaryDirectory(prefix="edgescale-calib-") as tmp, quiet_onnxruntime():
-        cache, method = _calibrate(path, LMCalibrationReader(path, windows, CALIBRATION_BATCH), cfg, Path(tmp))
+    # the quantizer's temp files go beside its input: into work/, or removed when it ends; never left in artifacts/
+    with (
+        quantizer_input(path, ctx.work_dir) as src,
+        disk_full_as_failure(src, ctx.work_dir),
+        tempfile.TemporaryDirectory(prefix="edgescale-calib-") as tmp,
+        quiet_onnxruntime(),
+    ):
+        cache, method = _calibrate(src, LMCalibrationReader(src, windows, CALIBRATION_BATCH), cfg, Path(tmp))
         quantize_static(
-            str(path),
+            str(src),
             str(out),
             None,
             quant_format=QuantFormat.QOperator if cfg.format == "qoperator" else QuantFormat.QDQ,

@@ -13,12 +13,17 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import os
+import shutil
 import warnings
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from google.protobuf.message import DecodeError
+
+from edgescale.errors import EnvironmentFailure
 from edgescale.export.canonical import external_data_files
 
 _LOGGERS = ("onnxruntime", "neural_compressor", "onnx_ir")
@@ -59,6 +64,48 @@ def load_graph(path: Path) -> Any:
     import onnx
 
     return onnx.load(str(path), load_external_data=False)
+
+
+@contextlib.contextmanager
+def quantizer_input(path: Path, work_dir: Path) -> Iterator[Path]:
+    """The path to hand onnxruntime's quantizers for ``path``. They write a shape-inference copy
+    beside their input (``<name>-inferred.onnx``), and a failed or killed step must not leave it in
+    the run's ``artifacts/``: a graph without external data is hard-linked (copied where a link
+    cannot be made) into ``work_dir/input/``, the step's scratch space, which the next run removes.
+    onnx refuses external data reached through a hard or symbolic link (a "hardlink attack"), and
+    copying gigabytes of weights costs more than it saves, so a graph with external data is used
+    where it is and the copy beside it is removed when the step ends, however it ends (a killed
+    step's copy: by the next run, under the run directory's lock, see edgescale.rundir)."""
+    path = Path(path)
+    if external_data_files(path):
+        try:
+            yield path
+        finally:
+            path.with_name(path.stem + "-inferred.onnx").unlink(missing_ok=True)
+        return
+    folder = Path(work_dir) / "input"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(path, folder / path.name)
+    except OSError:  # another file system, or links not allowed: a copy costs only disk
+        shutil.copyfile(path, folder / path.name)
+    yield folder / path.name
+
+
+@contextlib.contextmanager
+def disk_full_as_failure(src: Path, work_dir: Path) -> Iterator[None]:
+    """onnx's C++ shape inference writes its copy without checking the write: on a full disk the
+    quantizer then fails to parse the truncated copy (a protobuf DecodeError). Said as what it is
+    when the disk holding ``work_dir`` has less room left than a copy of ``src`` needs."""
+    try:
+        yield
+    except DecodeError:
+        if shutil.disk_usage(work_dir).free >= Path(src).stat().st_size:
+            raise
+        raise EnvironmentFailure(
+            "no space left on the device; free space on the disk holding it or pass --out DIR on another disk",
+            file=work_dir,
+        ) from None
 
 
 def has_external_data(path: Path) -> bool:

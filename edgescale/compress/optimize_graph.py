@@ -32,6 +32,7 @@ from pydantic import Field, model_validator
 from edgescale.atomic import atomic_path
 from edgescale.compress.onnx_graph import check_io_unchanged, load, op_counts, quiet_onnxruntime
 from edgescale.compress.registry import StepConfig, StepContext, StepFacts, register
+from edgescale.ortenv import import_onnxruntime
 
 OP = "optimize.graph"
 
@@ -101,7 +102,7 @@ def _transformer_pass(src: Path, out: Path) -> tuple[Path, dict[str, int]]:
 
 
 def _session_pass(src: Path, out: Path, level: str) -> Path:
-    import onnxruntime as ort
+    ort = import_onnxruntime()  # telemetry off (edgescale.ortenv)
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3

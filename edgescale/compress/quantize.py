@@ -14,7 +14,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from edgescale.compress.onnx_graph import check_io_unchanged, has_external_data, op_counts, quiet_onnxruntime
+from edgescale.compress.onnx_graph import (
+    check_io_unchanged,
+    disk_full_as_failure,
+    has_external_data,
+    op_counts,
+    quantizer_input,
+    quiet_onnxruntime,
+)
 from edgescale.compress.registry import FloatInputs, StepConfig, StepContext, StepFacts, register
 
 # onnxruntime's int8 quantizers write float32-only (Dynamic)QuantizeLinear: a float16 graph
@@ -53,9 +60,11 @@ def int8_dynamic(path: Path, cfg: Int8DynamicConfig, ctx: StepContext) -> Path:
     # onnxruntime logs "consider pre-processing" on the root logger; its symbolic shape
     # inference fails on dynamo graphs, which already carry full shape information.
     external = has_external_data(path)
-    with quiet_onnxruntime(), _lean_shape_inference() if external else contextlib.nullcontext():
+    lean = _lean_shape_inference() if external else contextlib.nullcontext()
+    # the quantizer's temp files go beside its input: into work/, or removed when it ends; never left in artifacts/
+    with quantizer_input(path, ctx.work_dir) as src, quiet_onnxruntime(), lean, disk_full_as_failure(src, ctx.work_dir):
         quantize_dynamic(
-            str(path),
+            str(src),
             str(out),
             weight_type=QuantType.QInt8 if cfg.weight_type == "qint8" else QuantType.QUInt8,
             per_channel=cfg.per_channel,

@@ -44,9 +44,10 @@ EXPORT_OP = "export.onnx"
 
 
 class StepConfig(BaseModel):
-    """Base of every step config: unknown fields are errors, values are immutable."""
+    """Base of every step config: unknown fields are errors, values are immutable, floats finite
+    (a recipe's ``.inf`` or ``.nan`` is refused at validate, not met mid-run)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 @dataclass(frozen=True)

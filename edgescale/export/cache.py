@@ -36,8 +36,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 import torch
+from google.protobuf.message import DecodeError
 
 from edgescale.atomic import write_bytes, write_json
+from edgescale.errors import EnvironmentFailure
 from edgescale.models import gpt, shape
 
 log = logging.getLogger(__name__)
@@ -157,10 +159,14 @@ def load(key: str) -> Entry | None | bool:
     meta, graph = folder / f"{key}.json", folder / f"{key}.onnx"
     if not meta.exists():  # written last: its presence means the entry is complete
         return None
-    record = json.loads(meta.read_text())
-    slots = tuple(Slot(s["index"], s["param"], tuple(s["perm"]) if s["perm"] else None) for s in record["slots"])
-    graph_proto = onnx.ModelProto.FromString(graph.read_bytes())
-    return Entry(graph_proto, slots, record["proven"], tuple(record["digests"]))
+    try:
+        record = json.loads(meta.read_text())
+        slots = tuple(Slot(s["index"], s["param"], tuple(s["perm"]) if s["perm"] else None) for s in record["slots"])
+        graph_proto = onnx.ModelProto.FromString(graph.read_bytes())
+        return Entry(graph_proto, slots, record["proven"], tuple(record["digests"]))
+    except (OSError, ValueError, KeyError, TypeError, DecodeError) as e:  # damaged (a full disk, an edit): unknown
+        log.warning("export cache entry %s is unreadable (%s): exporting afresh", meta, e)
+        return None
 
 
 def fill(entry: Entry, model: torch.nn.Module) -> bytes:
@@ -199,7 +205,7 @@ def _save(key: str, entry: Entry | None) -> None:
         slots = [{"index": s.index, "param": s.param, "perm": list(s.perm) if s.perm else None} for s in entry.slots]
         record = {"format": FORMAT, "proven": entry.proven, "digests": list(entry.digests), "slots": slots}
         write_json(folder / f"{key}.json", record)
-    except OSError as e:  # a read-only home: exports stay fresh, and correct
+    except (OSError, EnvironmentFailure) as e:  # a read-only or full home: exports stay fresh, and correct
         log.warning("export cache not written in %s: %s", folder, e)
 
 

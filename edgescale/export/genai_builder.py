@@ -43,6 +43,7 @@ from edgescale.bench.ort_model import OrtCausalLM
 from edgescale.compress.registry import StepConfig, StepContext, StepFacts, implement, register
 from edgescale.errors import UserError
 from edgescale.export.verify import verify_export
+from edgescale.ortenv import child_env
 
 OP = "export.genai"
 PYTHON_ENV = "EDGESCALE_GENAI_PYTHON"
@@ -110,7 +111,7 @@ def run_builder(
     out.mkdir(parents=True, exist_ok=True)
     cmd = [str(python), "-m", "onnxruntime_genai.models.builder", "-i", str(src), "-o", str(out)]
     cmd += ["-p", cfg.precision, "-e", "cpu", "-c", str(out / ".cache"), "--extra_options", *options]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    env = child_env({**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONUNBUFFERED": "1"})
     env.pop("PYTHONPATH", None)  # edgescale's own packages must not shadow the builder's
     tail: collections.deque[str] = collections.deque(maxlen=12)
     t0 = last = time.perf_counter()

@@ -33,6 +33,7 @@ from pathlib import Path
 
 from edgescale.errors import UserError
 from edgescale.export import ep_ops
+from edgescale.ortenv import import_onnxruntime
 
 TARGETS = {
     "cpu": "CPUExecutionProvider",
@@ -72,6 +73,7 @@ def ep_takes(execution_provider: str, op: str) -> bool:
 
 
 def _supported(target: str) -> set[str]:
+    import_onnxruntime()  # the package first, with its telemetry off
     import onnxruntime.tools.mobile_helpers as helpers
 
     ops: set[str] = set()
@@ -211,7 +213,7 @@ def _ep_unsupported(model, nodes: list, target: str) -> tuple[dict[str, int], di
 
 def _cpu_unsupported(path: Path) -> dict[str, int]:
     """The CPU EP has every standard and contrib kernel: a session that builds is coverage."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()  # telemetry off (edgescale.ortenv)
 
     try:
         ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -223,7 +225,7 @@ def _cpu_unsupported(path: Path) -> dict[str, int]:
 
 def to_ort_format(path: Path, out: Path) -> Path:
     """Convert ``path`` to ``out`` (``.ort``) and check that onnxruntime loads it."""
-    import onnxruntime as ort
+    ort = import_onnxruntime()  # telemetry off (edgescale.ortenv)
     from onnxruntime.tools.convert_onnx_models_to_ort import OptimizationStyle, convert_onnx_models_to_ort
 
     logging.getLogger("ort_format_model").setLevel(logging.WARNING)  # the converter logs INFO lines

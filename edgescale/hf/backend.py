@@ -26,6 +26,7 @@ import edgescale.hf.recover  # noqa: F401  (registers distill.recover for hf)
 from edgescale import __version__
 from edgescale.bench.leak import causal_leak
 from edgescale.compress.registry import EXPORT_OP, Chain, StepContext, implement
+from edgescale.data.corpus import eval_spans
 from edgescale.errors import UserError
 from edgescale.export.steps import ExportConfig
 from edgescale.guard import check_onnx_graph
@@ -240,8 +241,9 @@ def score_in_tokens(path: Path, tc, split: str, protocol, strict: bool, seed: in
     activation scales, what later tokens do to its loss (:mod:`edgescale.bench.leak`)."""
     e = protocol
     influence = check_onnx_graph(path, strict=strict, length=min(24, block_size))
-    cap = tc.targets_within(split, e.max_bytes)  # the same text bytes as every other candidate
-    res = hf_onnx_loss(path, tc, split, e.context_length, e.stride, cap, e.batch_size)
+    cap = tc.targets_within(split, e.max_bytes)  # the leak check's span: the first bytes
+    spans = eval_spans(tc[split], e.max_bytes, e.segments, e.sampling, tc.byte_ends[split])  # every candidate's bytes
+    res = hf_onnx_loss(path, tc, split, e.context_length, e.stride, cap, e.batch_size, spans)
     token_bytes = np.diff(tc.byte_ends[split], prepend=0)
     scoring = (e.context_length, e.stride, cap, e.batch_size, seed)
     leak = None if strict else causal_leak(path, tc[split].tokens, *scoring, token_bytes=token_bytes)

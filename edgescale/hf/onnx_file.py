@@ -25,7 +25,7 @@ from edgescale.chain import ChainStart, ScratchStore, run_chain
 from edgescale.compress.recipe import load_recipe
 from edgescale.compress.registry import EXPORT_OP
 from edgescale.compress.rules import needs_calibration
-from edgescale.data.corpus import load_corpus
+from edgescale.data.corpus import eval_spans, load_corpus
 from edgescale.errors import UserError
 from edgescale.export.canonical import file_sha256
 from edgescale.hf.tokens import (
@@ -57,6 +57,7 @@ def bench(
     threads: int = 2,
     max_tokens: int | None = None,
     loss: bool = True,
+    max_context: int | None = None,
 ) -> dict:
     """Prefill and decode latency on this host and held-out loss (bits per byte) of an ONNX causal LM."""
     lm = check_causal_lm(model)
@@ -85,11 +86,13 @@ def bench(
         "machine": report.machine,
     }
     if loss:
-        out["loss"] = _loss(lm, vocab, study, tokenizer, max_tokens)
+        out["loss"] = _loss(lm, vocab, study, tokenizer, max_tokens, max_context)
     return out
 
 
-def _loss(lm, vocab: int, study: Path | None, tokenizer: str | None, max_tokens: int | None) -> dict:
+def _loss(
+    lm, vocab: int, study: Path | None, tokenizer: str | None, max_tokens: int | None, max_context: int | None = None
+) -> dict:
     st, path = load_study(study)
     tok, described = resolve_tokenizer(lm.path, tokenizer)
     if tok is None and vocab < 256:
@@ -97,12 +100,15 @@ def _loss(lm, vocab: int, study: Path | None, tokenizer: str | None, max_tokens:
     corpus = load_corpus(st.corpus, path.parent)
     split, ends = tokenize_split(corpus["validation"], tok, vocab)
     e = st.evaluation
+    if max_context and e.context_length > max_context:  # windows no longer than the model's position table
+        e = e.model_copy(update={"context_length": max_context, "stride": min(e.stride, max_context)})
     tc = TokenizedCorpus(corpus, {"validation": ends}, described)
-    n = max_tokens or tc.targets_within("validation", e.max_bytes)  # the study's cap is in text bytes
-    res = score(lm.logits, split, e.context_length, e.stride, n, e.batch_size)
+    # the study's segments, in text bytes; --max-tokens: the first tokens instead
+    spans = None if max_tokens else eval_spans(split, e.max_bytes, e.segments, e.sampling, ends)
+    res = score(lm.logits, split, e.context_length, e.stride, max_tokens or 0, e.batch_size, spans)
     res = to_bits_per_byte(res, tc, "validation")
     return {
-        **{k: getattr(res, k) for k in ("bits_per_byte", "nats_per_token", "tokens", "bytes")},
+        **{k: getattr(res, k) for k in ("bits_per_byte", "se_bpb", "nats_per_token", "tokens", "bytes")},
         "split": "validation",
         "split_sha256": corpus["validation"].sha256,
         "tokenizer": described,

@@ -82,7 +82,7 @@ def tokenize_split(split: Split, tokenizer, vocab_size: int) -> tuple[Split, np.
     byte_ends = np.maximum.accumulate(_char_byte_starts(text)[char_ends]) if ids.size else np.zeros(0, np.int64)
     h = hashlib.sha256(split.sha256.encode())
     h.update(ids.astype("<i4").tobytes())
-    return Split(split.name, split.works, ids.astype(np.int32), h.hexdigest()), byte_ends
+    return Split(split.name, split.works, ids.astype(np.int32), h.hexdigest(), split.work_bounds), byte_ends
 
 
 def tokenize_corpus(corpus: Corpus, tokenizer, vocab_size: int) -> TokenizedCorpus:
@@ -94,26 +94,37 @@ def tokenize_corpus(corpus: Corpus, tokenizer, vocab_size: int) -> TokenizedCorp
 
 
 def hf_onnx_loss(
-    path: Path, tc: TokenizedCorpus, split: str, context_length: int, stride: int, max_tokens: int, batch_size: int
+    path: Path,
+    tc: TokenizedCorpus,
+    split: str,
+    context_length: int,
+    stride: int,
+    max_tokens: int,
+    batch_size: int,
+    spans: list[tuple[int, int]] | None = None,
 ) -> LossResult:
-    """Loss of an ONNX causal LM through onnxruntime on ``split`` in its own tokens, in bits per byte."""
+    """Loss of an ONNX causal LM through onnxruntime on ``split`` in its own tokens, in bits per byte
+    (on ``spans``, :func:`edgescale.data.corpus.eval_spans`, or the first ``max_tokens`` targets)."""
     lm = OrtCausalLM(path)
-    res = score(lm.logits, tc[split], context_length, stride, max_tokens, batch_size)
+    res = score(lm.logits, tc[split], context_length, stride, max_tokens, batch_size, spans)
     return to_bits_per_byte(res, tc, split)
 
 
 def to_bits_per_byte(res: LossResult, tc: TokenizedCorpus, split: str) -> LossResult:
-    """Re-express a token-level score in bits per text byte. The scored targets are the
-    contiguous tokens[1 : 1 + res.tokens] (every window scores its targets once, in order)."""
-    n_bytes = tc.bytes_covered(split, 1, res.tokens)
-    res = replace(res, bytes=n_bytes, bits_per_byte=res.nats_per_token * res.tokens / math.log(2) / n_bytes)
+    """Re-express a token-level score in bits per text byte. Window k scores the targets
+    tokens[s_k : s_k + t_k] (``starts`` and ``tokens`` of its windows; without starts, the
+    windows run contiguously from tokens[1]): its bytes are the byte ends' difference."""
     w = res.windows
-    if w is None or w.tokens is None:
-        return replace(res, se_bpb=math.nan, windows=None)  # no per-window tokens: no clustered error
-    # window k scores targets tokens[1 + Σ_{j<k} t_j : 1 + Σ_{j≤k} t_j]: its bytes are the ends' difference
-    ends = tc.byte_ends[split][np.concatenate([[0], np.cumsum(w.tokens)])]
-    w = replace(w, bytes=np.diff(ends).astype(np.int64))
-    return replace(res, se_bpb=w.se_bits_per_byte(), windows=w)
+    if w is None or w.tokens is None:  # no per-window tokens: no clustered error
+        n_bytes = tc.bytes_covered(split, 1, res.tokens)
+        bpb = res.nats_per_token * res.tokens / math.log(2) / n_bytes
+        return replace(res, bytes=n_bytes, bits_per_byte=bpb, se_bpb=math.nan, windows=None)
+    ends = np.concatenate([[0], tc.byte_ends[split]])  # ends[i]: text bytes before token i
+    starts = w.starts if w.starts is not None else 1 + np.concatenate([[0], np.cumsum(w.tokens)[:-1]])
+    w = replace(w, bytes=(ends[starts + w.tokens] - ends[starts]).astype(np.int64))
+    n_bytes = int(w.bytes.sum())
+    bpb = res.nats_per_token * res.tokens / math.log(2) / n_bytes
+    return replace(res, bytes=n_bytes, bits_per_byte=bpb, se_bpb=w.se_bits_per_byte(), windows=w)
 
 
 def check_causal_lm(path: Path):

@@ -23,6 +23,7 @@ import contextlib
 import importlib
 import inspect
 import sys
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,7 @@ import torch.nn as nn
 from edgescale.config import CustomModelConfig
 from edgescale.errors import UserError
 from edgescale.models.shape import ModelAccounting
+from edgescale.models.trust import CodeTrust, beside_study, is_stdlib, trust_line
 
 
 @dataclass(frozen=True)
@@ -75,26 +77,51 @@ def _importable_from(folder: Path | None) -> Iterator[None]:
             sys.path.remove(entry)
 
 
-def resolve_factory(spec: str, field: str = "model.factory", base: Path | None = None):
-    """``package.module:function`` → the callable, with a clear error for each way it can fail.
+# Modules vetted by :func:`resolve_factory` in this process. A model rebuilt later from its spec
+# (a checkpoint's metadata, which a file can forge) runs only a factory vetted here first.
+_VETTED: set[str] = set()
 
-    ``base`` is the study file's folder: paths in a study are relative to it, so a factory
-    module beside the study imports without PYTHONPATH. The folder is on the import path
-    for this call only; the imported module stays in ``sys.modules``, which is how every
-    later build of the model in this process (training, loading checkpoints) finds it.
+
+def resolve_factory(spec: str, trust: CodeTrust, field: str = "model.factory"):
+    """``package.module:function`` → the callable, if ``trust`` allows it (:mod:`edgescale.models.trust`),
+    with a clear error for each way it can fail.
+
+    ``trust.study_dir`` is the study file's folder: paths in a study are relative to it, so a
+    factory module beside the study imports without PYTHONPATH. The folder is on the import path
+    for this call only; the imported module stays in ``sys.modules``, which is how every later
+    build of the model in this process (training, loading checkpoints) finds it.
     """
+    trust_line(spec, trust, field)  # refuses the standard library and untrusted modules before any import
     module_name, _, attr = spec.partition(":")
-    if not module_name or not attr:
-        raise UserError(f"{spec!r} is not 'package.module:function'", field=field)
     try:
-        with _importable_from(base):
+        with _importable_from(trust.study_dir):
             module = importlib.import_module(module_name)
     except ImportError as e:
-        raise UserError(f"cannot import {module_name!r}: {e}", field=field) from None
+        raise UserError(f"cannot import {module_name!r}: {e}", file=trust.study_file, field=field) from None
+    found = beside_study(module_name, trust.study_dir)
+    origin = Path(getattr(module, "__file__", None) or "").resolve()
+    if found is not None and not origin.is_relative_to(trust.study_dir):
+        raise UserError(
+            f"{module_name!r} is already imported from {origin}, not from {found}", file=trust.study_file, field=field
+        )
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise UserError(f"{module_name!r} has no callable {attr!r}", field=field)
+        raise UserError(f"{module_name!r} has no callable {attr!r}", file=trust.study_file, field=field)
+    plain = isinstance(fn, (types.FunctionType, types.BuiltinFunctionType, type))
+    if plain and is_stdlib(fn.__module__ or "builtins"):  # e.g. ``from os import system`` in a trusted module
+        raise UserError(
+            f"{spec!r} is the standard library's {fn.__module__}.{attr}, never a model factory",
+            file=trust.study_file,
+            field=field,
+        )
+    _VETTED.add(module_name)
     return fn
+
+
+def vetted_factory(spec: str, field: str = "model.factory"):
+    """The factory of a spec being rebuilt: one :func:`resolve_factory` vetted in this process,
+    or a shipped example; anything else (a forged checkpoint, say) is refused."""
+    return resolve_factory(spec, CodeTrust(modules=tuple(sorted(_VETTED))), field)
 
 
 class AdaptedLM(nn.Module):
@@ -105,7 +132,7 @@ class AdaptedLM(nn.Module):
         m = spec.model
         self.spec = spec
         torch.manual_seed(seed)  # the user's module initialises from the global generator
-        self.inner = resolve_factory(m.factory)(**m.kwargs)
+        self.inner = vetted_factory(m.factory)(**m.kwargs)
         if not isinstance(self.inner, nn.Module):
             raise UserError(
                 f"{m.factory} returned {type(self.inner).__name__}, not an nn.Module", field="model.factory"

@@ -37,6 +37,7 @@ def analyse(
     the host) and routes, for ``target`` (default: the study's ``loss_target_bpb``). ``root``: the
     run directory, whose per-window losses pair the loss intervals (None: unpaired or none)."""
     variants = results.variants
+    field = "loss_target_bpb" if target is None else "--loss-target-bpb"  # named if the target is invalid
     target = results.loss_target_bpb if target is None else target
     out: dict[str, Any] = {"schema_version": SCHEMA_VERSION, "loss_target_bpb": target, "served_tokens": served_tokens}
     if not variants:
@@ -48,7 +49,9 @@ def analyse(
         "devices": devices,
         "frontiers": frontiers(variants),
         "degradation": {r: f.to_dict() for r, f in fit_recipes(results, root=root).items()},
-        "picks": {d: pick([run], target, d, served_tokens=served_tokens) for d in devices} if target else {},
+        "picks": {d: pick([run], target, d, served_tokens=served_tokens, target_field=field) for d in devices}
+        if target
+        else {},
         "compare": compare(results, device=device),
         "routes": routes(results, devices, served_tokens=served_tokens, target=target, root=root),
     }

@@ -9,7 +9,7 @@ rebuilt for old runs, into the run directory or elsewhere (``--out``).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from edgescale.atomic import write_bytes
@@ -18,9 +18,9 @@ from edgescale.report import charts, plots
 from edgescale.report.analysis import analyse
 from edgescale.report.html import render
 from edgescale.report.summary import write_summary
-from edgescale.results import read_results
 from edgescale.results.analysis_schema import Analysis
 from edgescale.results.schema import Results
+from edgescale.results.snapshot import locked, read_snapshot
 
 
 def _figures() -> dict[str, tuple[str, Callable[[Results, Analysis, Path], Path | None]]]:
@@ -42,6 +42,7 @@ class ReportFiles:
     html: Path
     summary: Path
     figures: dict[str, Path]  # figure name → PNG written (figures with nothing to draw are left out)
+    warnings: tuple[str, ...] = ()  # about the run read (unfinished, no manifest): for the terminal
 
 
 def analysis_of(results: Results, root: Path | None = None) -> Analysis:
@@ -80,9 +81,17 @@ def build_report(results: Results, out_dir: Path, root: Path | None = None) -> R
     return ReportFiles(html, summary, figures)
 
 
-def report_run(run_dir: Path, out: Path | None = None) -> ReportFiles:
-    """(Re)write the report of a finished run directory, into ``out`` (default: the run directory)."""
+def report_run(run_dir: Path, out: Path | None = None, *, allow_unfinished: bool = False) -> ReportFiles:
+    """(Re)write the report of a finished run directory, into ``out`` (default: the run directory).
 
-    if not Path(run_dir).is_dir():
+    Under the run directory's lock (exclusive when the report goes into it), from results that
+    passed the checks of :mod:`edgescale.results.snapshot`; its warnings come back in ``warnings``."""
+    root = Path(run_dir)
+    if not root.is_dir():
         raise UserError("not a directory", file=run_dir, field="RUN_DIR")
-    return build_report(read_results(Path(run_dir)), Path(out) if out is not None else Path(run_dir), Path(run_dir))
+    out_dir = Path(out) if out is not None else root
+    into_run = out_dir.resolve() == root.resolve()
+    with locked(root, exclusive=into_run):
+        snap = read_snapshot(root, allow_unfinished=allow_unfinished)
+        files = build_report(snap.results, out_dir, root)
+    return replace(files, warnings=snap.warnings)

@@ -22,8 +22,8 @@ from pathlib import Path
 from edgescale.errors import UserError
 from edgescale.report.extrapolate import new_model, profile
 from edgescale.report.frontier import axes_for, device_axis
-from edgescale.results import read_results
 from edgescale.results.schema import HostLatency, Results, Variant
+from edgescale.results.snapshot import check_artifacts, locked, read_locked
 from edgescale.store.read import list_runs, load_run
 from edgescale.store.schema import db_path
 
@@ -38,6 +38,7 @@ class Run:
     label: str
     results: Results
     root: str | None = None  # the run directory, to resolve ONNX paths
+    warnings: tuple[str, ...] = ()  # about the run read (unfinished, no manifest): for the terminal
 
 
 @dataclass(frozen=True)
@@ -195,13 +196,15 @@ def pick(
     cost: str | None = None,
     limits: Limits = Limits(),
     served_tokens: float = 1e9,
+    target_field: str = "--loss-target-bpb",
 ) -> dict:
     """The cheapest variant meeting ``target`` (bits per byte, validation) within ``limits`` on
-    ``device``, or, when none does, what to train (see the module docstring)."""
+    ``device``, or, when none does, what to train (see the module docstring). ``target_field``:
+    where the target came from (the flag, or the study's ``loss_target_bpb``), named if it is invalid."""
     if not runs:
         raise UserError("no run to pick from", field="RUN_DIR")
     if not (target > 0 and math.isfinite(target)):
-        raise UserError(f"must be a positive number of bits per byte, got {target:g}", field="--loss-target-bpb")
+        raise UserError(f"must be a positive number of bits per byte, got {target:g}", field=target_field)
     check_comparable(runs)
     allowed = devices_of(runs)
     if device not in allowed:
@@ -283,19 +286,26 @@ def _memory_excluded(reason: str) -> bool:
     return reason.startswith(("needs ", "no memory estimate"))
 
 
-def load_run_dir(run_dir: Path) -> Run:
-    """A finished run directory's ``results.json``."""
-    return Run(str(run_dir), read_results(run_dir), str(run_dir))
+def load_run_dir(run_dir: Path, *, allow_unfinished: bool = False) -> Run:
+    """A finished run directory's ``results.json``, read under its lock with the finished marker
+    and every variant's artifact hash checked (:mod:`edgescale.results.snapshot`)."""
+    snap = read_locked(run_dir, allow_unfinished=allow_unfinished)
+    return Run(str(run_dir), snap.results, str(run_dir), snap.warnings)
 
 
 def load_store_runs(db: Path | None) -> list[Run]:
-    """Every run recorded in the results store (:mod:`edgescale.store`) whose results.json is still there."""
+    """Every run recorded in the results store (:mod:`edgescale.store`) whose results.json is still there;
+    the artifacts of each are checked against the recorded hashes, as for a run directory."""
 
     path = db_path(db)
     listed = [r for r in list_runs(path) if r.present]
     if not listed:
         raise UserError("no finished runs recorded in the store (edgescale runs --add RUN_DIR)", file=path)
-    return [Run(r.run_id, load_run(path, r.run_id), r.run_id) for r in listed]
+    runs = [Run(r.run_id, load_run(path, r.run_id), r.run_id) for r in listed]
+    for run in runs:
+        with locked(Path(run.label), exclusive=False):
+            check_artifacts(Path(run.label), run.results)
+    return runs
 
 
 def summary_lines(out: Mapping) -> list[str]:

@@ -16,6 +16,7 @@ from edgescale.bench.devices import get_device
 from edgescale.bench.graph_predict import predict_on_device
 from edgescale.bench.measure import per_process_p50, ratio
 from edgescale.bench.nodes import decode_graph
+from edgescale.data.corpus import eval_segments, works_covered
 from edgescale.export.canonical import artifact_bytes
 from edgescale.models.shape import ModelAccounting
 from edgescale.results.pareto import pareto_front
@@ -364,7 +365,18 @@ def _protocol(pipe) -> dict:
         if len(tokenizers := {b.tokenizer for b in pipe.backends.values()}) == 1
         else None,
         "runtime": "onnxruntime CPUExecutionProvider",
+        "sampling": sampling(pipe.corpus, e),
     }
+
+
+def sampling(corpus, e) -> dict:
+    """The protocol's record of which text each split's loss scores (segments in byte space)."""
+    out = {}
+    for name in ("validation", "test"):
+        segs = eval_segments(corpus[name], corpus[name].n_bytes, e.max_bytes, e.segments, e.sampling)
+        works = list(works_covered(corpus[name], segs))
+        out[name] = {"segments": len(segs), "bytes": sum(s.length for s in segs), "works": works}
+    return {"scheme": e.sampling, "segments": e.segments if e.sampling == "spread" else None, "splits": out}
 
 
 def assemble_results(

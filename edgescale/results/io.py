@@ -13,6 +13,7 @@ A version newer than this edgescale knows is refused with one message.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,11 @@ def _rename(d: dict | None, old: str, new: str) -> None:
         d[new] = d.pop(old)  # the new name goes last; v1 files are not rewritten, so order is free
 
 
+def _dict(x: Any) -> dict:
+    """``x`` if it is a dict, else an empty one (that the caller may change without effect)."""
+    return x if isinstance(x, dict) else {}
+
+
 def migrate(data: dict[str, Any], source: Path | str = "results.json") -> dict[str, Any]:
     """``data`` (a parsed results.json of any known version) in the current version's names."""
     version = data.get("schema_version", 1)
@@ -42,16 +48,18 @@ def migrate(data: dict[str, Any], source: Path | str = "results.json") -> dict[s
         )
     out = json.loads(json.dumps(data))  # a deep copy: the caller's dict stays as read
     out["schema_version"] = SCHEMA_VERSION
-    analysis = out.get("analysis") or {}
+    # Only the dicts are renamed: a section of the wrong shape is left for the schema to name.
+    analysis = _dict(out.get("analysis"))
     _rename(analysis, "target_bpb", "loss_target_bpb")
-    for answer in (analysis.get("picks") or {}).values():
+    for answer in _dict(analysis.get("picks")).values():
         _rename(answer, "target_bpb", "loss_target_bpb")
     _rename(analysis.get("routes"), "target_bpb", "loss_target_bpb")
-    plan = (out.get("scaling") or {}).get("plan_for_target")
+    plan = _dict(out.get("scaling")).get("plan_for_target")
     _rename(plan, "target_bpb", "loss_target_bpb")
-    _rename((plan or {}).get("shape"), "d_model", "n_embd")
-    for v in out.get("variants", []):
-        cost = v.get("cost", {})
+    _rename(_dict(plan).get("shape"), "d_model", "n_embd")
+    variants = out.get("variants")
+    for v in variants if isinstance(variants, list) else []:
+        cost = _dict(_dict(v).get("cost"))
         if "flops_context" in cost and cost["flops_context"] != cost.get("decode_context"):
             raise UserError(
                 f"variant {v.get('variant_id')}: cost.flops_context {cost['flops_context']} differs from "
@@ -75,16 +83,25 @@ def parse_results(data: dict[str, Any], source: Path | str = "results.json") -> 
 
 def read_results(run_dir: Path) -> Results:
     """A finished run directory's ``results.json``; a missing, corrupt or unknown one is a UserError."""
+    return read_results_sha(run_dir)[0]
+
+
+def read_results_sha(run_dir: Path) -> tuple[Results, str]:
+    """``read_results`` and the sha256 of the very bytes it parsed (to match the run's finished manifest)."""
     path = Path(run_dir) / "results.json"
     try:
-        data = json.loads(path.read_text())
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise UserError("no results.json: not a finished edgescale run directory", file=run_dir) from None
-    except json.JSONDecodeError as e:
+    except IsADirectoryError:
+        raise UserError("results.json is a directory: not an edgescale results file", file=path) from None
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"corrupt results.json: {e}", file=path) from None
     if not isinstance(data, dict):
         raise UserError("results.json is not a JSON object: not an edgescale results file", file=path)
-    return parse_results(data, path)
+    return parse_results(data, path), hashlib.sha256(raw).hexdigest()
 
 
 def write_results(path: Path, results: Results) -> Path:

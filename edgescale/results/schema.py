@@ -284,7 +284,7 @@ class CurvePoint(Strict):
     in_fit: bool | None = Field(
         None, description="a point of the scaling fit (cooled, scored on cooled_eval_tokens); periodic points are not"
     )
-    eval_tokens: int | None = Field(None, description="validation tokens scored for val_bpb (the split's first)")
+    eval_tokens: int | None = Field(None, description="validation tokens scored for val_bpb (spread over its works)")
     warmup_steps: int | None = None
     cooldown_steps: int | None = Field(None, description="decay steps of this branch (WSD), 0 for a periodic point")
 
@@ -332,6 +332,22 @@ class Size(Strict):
     seed_runs: list[SeedRun] = Field(default_factory=list, description="training.seeds > 1: the other seeds")
 
 
+class SampledSplit(Strict):
+    """Which text of one split a loss scores (in bytes: every candidate scores the same)."""
+
+    segments: int = Field(description="byte segments scored")
+    bytes: int = Field(description="text bytes scored, all segments together (a byte-level model's targets)")
+    works: list[str] = Field(description="the works of the split a segment reads from")
+
+
+class Sampling(Strict):
+    """How evaluation text is chosen (edgescale.data.corpus.eval_segments)."""
+
+    scheme: str = Field(description="'spread': segments over every work in proportion to size; 'head': first bytes")
+    segments: int | None = Field(None, description="spread: segments asked for per split (at least one per work)")
+    splits: dict[str, SampledSplit] = Field(default_factory=dict)
+
+
 class Protocol(Strict):
     split: str | None = None
     final_split: str | None = None
@@ -345,6 +361,7 @@ class Protocol(Strict):
     unit: str
     tokenizer: str | None = Field(None, description="the tokens every loss was scored in; None when candidates differ")
     runtime: str | None = None
+    sampling: Sampling | None = Field(None, description="which text is scored; None in runs before it was recorded")
 
     @model_validator(mode="after")
     def _cap_in_bytes(self) -> Protocol:

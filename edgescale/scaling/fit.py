@@ -6,9 +6,10 @@ residuals, with the law written as
 
     log L̂ = LSE(a − α·log N, b − β·log D, e),   A = exp(a), B = exp(b), E = exp(e),
 
-by L-BFGS from a grid of initialisations (α, β ∈ {0, 0.5, …, 2}, e ∈ {−1, −0.5, …, 1},
-a, b ∈ {0, 5, …, 25}). The whole grid is scored at once and L-BFGS runs from the best
-starts. Every bootstrap refit restarts from the grid too: a warm start at the point fit
+by BFGS from a grid of initialisations (α, β ∈ {0, 0.5, …, 2}, e ∈ {−1, −0.5, …, 1},
+a, b ∈ {0, 5, …, 25}). The whole grid is scored at once and BFGS runs from the best
+starts, every start of every resample in one batch (:mod:`edgescale.scaling.batch_bfgs`).
+Every bootstrap refit restarts from the grid too: a warm start at the point fit
 stays where the point fit is when its gradient is flat (a collapsed E at e ≈ −21 has a
 gradient near 1e-10, so every refit returned the same E and the "interval" was a point).
 When the points carry a label of the run they come from (one size's trajectory), whole
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import minimize
 
+from edgescale.scaling.batch_bfgs import bfgs_batch, huber_lse_batch
 from edgescale.scaling.laws import Chinchilla
 
 DELTA = 1e-3
@@ -89,35 +91,29 @@ def _untie(theta: np.ndarray) -> np.ndarray:
     return np.append(theta, theta[..., 3:4], axis=-1) if theta.shape[-1] == 4 else theta
 
 
-def _grid_scores(log_n, log_d, log_l, delta, tied: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def _grid(log_n, log_d, log_l, delta, tied: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Every grid start (S, 5) and its Huber loss at each point (S, n): a start's score on any
+    resample is this matrix times the resample's weights."""
     axes = ("a", "b", "e", "alpha") if tied else ("a", "b", "e", "alpha", "beta")
     starts = _untie(np.array(list(itertools.product(*(GRID[k] for k in axes)))))
     a, b, e, al, be = (starts[:, i : i + 1] for i in range(5))  # (S, 1) against (n,)
     u = np.stack([a - al * log_n, b - be * log_d, np.broadcast_to(e, (len(starts), log_n.size))])
     lse = np.logaddexp.reduce(u, axis=0)
     h, _ = _huber(lse - log_l, delta)
-    return starts, h.sum(axis=1)
+    return starts, h
 
 
-def _lbfgs(theta0, log_n, log_d, log_l, delta, method: str = "L-BFGS-B", tied: bool = False, e_max=None):
-    # BFGS (used by the bootstrap) reaches the same optima here at a small fraction of
-    # L-BFGS-B's per-iteration overhead in scipy >= 1.15, which made grid restarts of
-    # every refit take minutes; a bound on e needs L-BFGS-B, so BFGS tries first and L-BFGS-B
-    # runs only where BFGS's optimum breaks the bound
-    if e_max is not None and method == "BFGS":
-        theta, fun = _lbfgs(theta0, log_n, log_d, log_l, delta, method, tied)
-        if theta[2] <= e_max:
-            return theta, fun
-    method = "L-BFGS-B" if e_max is not None else method
-    options = {"maxiter": 10_000, "gtol": 1e-12} | ({"ftol": 1e-15} if method == "L-BFGS-B" else {})
-    fun, x0 = (_objective_tied, np.asarray(theta0)[:4]) if tied else (objective, theta0)
-    bounds = None
-    if e_max is not None:
-        bounds = [(None, None)] * len(x0)
-        bounds[2] = (None, e_max)
-        x0 = np.array(x0, dtype=float)
-        x0[2] = min(x0[2], e_max)
-    res = minimize(fun, x0, args=(log_n, log_d, log_l, delta), jac=True, method=method, options=options, bounds=bounds)
+def _bounded(theta0, log_n, log_d, log_l, delta, tied: bool, e_max: float) -> tuple[np.ndarray, float]:
+    """The optimum with e ≤ ``e_max``, by L-BFGS-B (bounds need it; it runs only where the batch's
+    unbounded optimum breaks the bound, as its per-iteration overhead in scipy >= 1.15 is large)."""
+    x0 = np.array(theta0[:4] if tied else theta0, dtype=float)
+    fun = _objective_tied if tied else objective
+    x0[2] = min(x0[2], e_max)
+    bounds = [(None, None)] * len(x0)
+    bounds[2] = (None, e_max)
+    options = {"maxiter": 10_000, "gtol": 1e-12, "ftol": 1e-15}
+    args = (log_n, log_d, log_l, delta)
+    res = minimize(fun, x0, args=args, jac=True, method="L-BFGS-B", options=options, bounds=bounds)
     return _untie(res.x), float(res.fun)
 
 
@@ -247,15 +243,34 @@ def fit_chinchilla(
     )
 
 
-def _multistart(
-    log_n, log_d, log_l, delta, top: int, method: str = "L-BFGS-B", tied: bool = False, e_max=None
-) -> list[tuple[np.ndarray, float]]:
+def _multistart(log_n, log_d, log_l, delta, top: int, tied: bool = False, e_max=None) -> list[tuple[np.ndarray, float]]:
     """Local optima from the ``top`` best grid starts."""
-    starts, scores = _grid_scores(log_n, log_d, log_l, delta, tied)
-    if e_max is not None:  # a start above the bound scores as if at it
-        starts = starts.copy()
-        starts[:, 2] = np.minimum(starts[:, 2], e_max)
-    return [_lbfgs(starts[i], log_n, log_d, log_l, delta, method, tied, e_max) for i in np.argsort(scores)[:top]]
+    thetas, funs = _refits(np.ones((1, log_n.size)), log_n, log_d, log_l, delta, top, tied, e_max)
+    return list(zip(thetas[0], funs[0], strict=True))
+
+
+def _refits(weights: np.ndarray, log_n, log_d, log_l, delta, top: int, tied: bool, e_max):
+    """For each row of point weights (a resample: how often each point was drawn), the optima from
+    its ``top`` best grid starts, all solved in one batch (:mod:`edgescale.scaling.batch_bfgs`):
+    (thetas (m, top, 5), objectives (m, top)). A start above ``e_max`` scores as if at it; an optimum
+    that breaks the bound is refitted under it by L-BFGS-B."""
+    starts, h = _grid(log_n, log_d, log_l, delta, tied)
+    best = np.argsort(h @ weights.T, axis=0)[:top].T  # (m, top) start indices per resample
+    x0 = starts[best].reshape(-1, 5)
+    if e_max is not None:
+        x0[:, 2] = np.minimum(x0[:, 2], e_max)
+    w = np.repeat(weights, top, axis=0)  # one weight row per problem
+
+    def fg(theta, idx):
+        f, g = huber_lse_batch(_untie(theta), w[idx], log_n, log_d, log_l, delta)
+        return (f, np.column_stack([g[:, :3], g[:, 3] + g[:, 4]])) if tied else (f, g)
+
+    x, f = bfgs_batch(fg, x0[:, :4] if tied else x0)
+    x = _untie(x)
+    for i in np.flatnonzero(x[:, 2] > e_max) if e_max is not None else ():
+        rows = np.repeat(np.arange(log_n.size), w[i].astype(int))
+        x[i], f[i] = _bounded(x0[i], log_n[rows], log_d[rows], log_l[rows], delta, tied, e_max)
+    return x.reshape(len(weights), top, 5), f.reshape(len(weights), top)
 
 
 def bootstrap(
@@ -279,13 +294,16 @@ def bootstrap(
     rng = np.random.default_rng(seed)
     log_n, log_d, log_l = (np.asarray(x, dtype=float) for x in (log_n, log_d, log_l))
     members = _clusters(groups, log_n.size)
-    boots = np.full((n_boot, 5), np.nan)
+    weights = np.zeros((n_boot, log_n.size))
     for i in range(n_boot):
         idx = np.concatenate([members[j] for j in rng.integers(0, len(members), len(members))])
-        if np.ptp(log_n[idx]) == 0 or np.ptp(log_d[idx]) == 0:
-            continue
-        optima = _multistart(log_n[idx], log_d[idx], log_l[idx], delta, top_starts, "BFGS", tied, e_max)
-        boots[i] = min(optima, key=lambda o: o[1])[0]
+        weights[i] = np.bincount(idx, minlength=log_n.size)
+    drawn = weights > 0
+    varies = np.array([np.ptp(log_n[m]) > 0 and np.ptp(log_d[m]) > 0 for m in drawn], dtype=bool)
+    boots = np.full((n_boot, 5), np.nan)
+    if varies.any():
+        thetas, funs = _refits(weights[varies], log_n, log_d, log_l, delta, top_starts, tied, e_max)
+        boots[varies] = thetas[np.arange(len(thetas)), funs.argmin(axis=1)]
     return boots
 
 

@@ -43,6 +43,12 @@ Law = Chinchilla | Kaplan
 DEFAULT_PEAK_FLOPS = 312e12
 DEFAULT_MFU = 0.40
 DEFAULT_POWER_W = 400.0
+# The inputs the planner answers for. A law is fitted on runs of 1e15-1e25 FLOPs; far past these its numbers
+# say nothing, and much further the arithmetic (N^alpha, 6·N·D) leaves float range. A loss above 100 (nats
+# per token: uniform over e^100 tokens) is no model's.
+MAX_COMPUTE_FLOPS = 1e40
+MAX_TOKENS = 1e30
+MAX_LOSS_TARGET = 100.0
 
 # Muennighoff et al. 2023, "Scaling Data-Constrained Language Models" (arXiv:2305.16264), §3: up to
 # about 4 epochs repeated tokens are worth almost as much as unique ones; their fitted decay of the
@@ -182,8 +188,12 @@ def _finish(
             f"{MAX_EPOCHS:g} epochs"
         )
     c = 6 * n * d
-    shape = shape_for_law(law, n, vocab_size)
-    built = shape.params_total if law.n_convention == "total" else shape.params_non_embedding
+    try:
+        shape = shape_for_law(law, n, vocab_size)
+    except ValueError:  # past the largest GPT shape the planner builds: the law's N and D still stand
+        shape = None
+        notes = [*(notes or []), f"no GPT shape (up to 160 layers, width 16-128 x depth) has N = {n:.3g}"]
+    built = shape and (shape.params_total if law.n_convention == "total" else shape.params_non_embedding)
     if built and abs(math.log(built / n)) > math.log(1.25):
         notes = [*(notes or []), f"the nearest buildable shape has N = {built:,} ({law.n_convention}), not {n:,.0f}"]
     return Plan(
@@ -335,7 +345,7 @@ def _plan_for_loss(law: Law, target: float, inference_tokens: float, max_tokens:
             notes=["smallest N reaching the target with the token cap"],
             **kw,
         )
-    n_min = law.n_min_for_loss(target)  # reaches the target only with infinite data
+    n_min = max(law.n_min_for_loss(target), 1.0)  # reaches the target only with infinite data; >= 1 parameter
 
     def lifetime(log_n: float) -> float:
         n = math.exp(log_n)

@@ -20,7 +20,7 @@ import torch
 from pydantic import Field
 
 from edgescale.compress.registry import StepConfig, StepContext, StepFacts, implement, register
-from edgescale.config import TrainingConfig
+from edgescale.config import MAX_TOKENS, TrainingConfig
 from edgescale.errors import UserError
 from edgescale.models.checkpoint import load_model, spec_of
 from edgescale.train.distill import DistillConfig
@@ -31,9 +31,11 @@ class RecoverConfig(StepConfig):
     tokens: int | None = Field(None, ge=1, description="fine-tuning tokens (default: max_fraction of the parent's)")
     max_fraction: float = Field(0.1, gt=0, le=1, description="cap on tokens as a share of the parent's training tokens")
     alpha: float = Field(0.5, ge=0, le=1, description="weight of KL(parent ‖ pruned model)")
-    temperature: float = Field(2.0, gt=0, description="softmax temperature")
-    learning_rate: float = Field(1e-3, gt=0, description="peak learning rate (warmup, cosine decay)")
-    batch_size: int = Field(16, ge=1, description="sequences per step")
+    temperature: float = Field(2.0, gt=0, le=100, description="softmax temperature (at most 100)")
+    learning_rate: float = Field(
+        1e-3, gt=0, le=1, description="peak learning rate (warmup, cosine decay); at most 1, as training.learning_rate"
+    )
+    batch_size: int = Field(16, ge=1, le=4096, description="sequences per step (at most 4096, as training.batch_size)")
     keep_zeros: bool = Field(
         True,
         description="masked fine-tuning: re-apply the input's zero pattern in its Linear weights after every "
@@ -75,6 +77,8 @@ def recover(model, cfg: RecoverConfig, ctx: StepContext):
             "(recovery must not quietly become retraining); lower tokens or raise max_fraction",
             field="tokens",
         )
+    if tokens > MAX_TOKENS:  # a budget TrainingConfig refuses (e.g. a tenth of an HF model's 10^13 tokens)
+        raise UserError(f"{tokens:,} recovery tokens exceed {MAX_TOKENS:,}; give tokens", field="tokens")
     spec = spec_of(model)
     masks = zero_masks(model) if cfg.keep_zeros else {}
     tc = TrainingConfig(
@@ -98,6 +102,7 @@ def recover(model, cfg: RecoverConfig, ctx: StepContext):
         DistillConfig(alpha=cfg.alpha, temperature=cfg.temperature),
         init=model,
         after_step=_reapply(masks) if masks else None,
+        lr_field="distill.recover learning_rate",
     )
     out = load_model(res.checkpoint)[0]
     # val_bpb_torch: the torch model on the first eval_tokens of validation, a progress check; the

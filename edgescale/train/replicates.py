@@ -20,11 +20,26 @@ from edgescale.models.checkpoint import load_model
 TORCH_SCORER = "torch model through edgescale.bench.loss.score (the evaluation protocol's windows)"
 
 
-def torch_bpb(checkpoint: Path, split: Split, context: int, stride: int, max_tokens: int, batch_size: int) -> float:
-    """Bits per byte of a trained checkpoint on ``split``, scored as the ONNX loss is (byte tokens)."""
+def torch_bpb(
+    checkpoint: Path,
+    split: Split,
+    context: int,
+    stride: int,
+    max_tokens: int,
+    batch_size: int,
+    spans: list[tuple[int, int]] | None = None,
+) -> float:
+    """Bits per byte of a trained checkpoint on ``split``, scored as the ONNX loss is (byte tokens,
+    the protocol's ``spans``: :func:`edgescale.data.corpus.eval_spans`)."""
     model = load_model(checkpoint)[0].eval()
     with torch.no_grad():
         res = score(
-            lambda ids: model.logits(torch.from_numpy(ids)).numpy(), split, context, stride, max_tokens, batch_size
+            lambda ids: model.logits(torch.from_numpy(ids)).numpy(),
+            split,
+            context,
+            stride,
+            max_tokens,
+            batch_size,
+            spans,
         )
     return res.bits_per_byte

@@ -38,7 +38,8 @@ from safetensors.torch import load_file, save_file
 from edgescale.atomic import atomic_path, write_json
 from edgescale.bench.loss import score
 from edgescale.config import TrainingConfig
-from edgescale.data.corpus import Corpus, train_batch
+from edgescale.data.corpus import Corpus, eval_spans, train_batch
+from edgescale.errors import UserError
 from edgescale.models.checkpoint import build_model, load_weights, save_model, spec_meta, weights
 from edgescale.models.gpt import GPT, GPTConfig
 from edgescale.train.distill import DistillConfig, kd_terms
@@ -56,6 +57,12 @@ class TrainResult:
     seconds: float
     hparams: dict = field(default_factory=dict)  # what :func:`hparams` says this run used
     branches: list[dict] = field(default_factory=list)  # non-final cooled branches saved: tokens, fraction, path
+
+
+class TrainingDiverged(UserError):
+    """The training loss (or the weights) of a run became NaN or infinite. Raised before anything of
+    the run is saved, so no non-finite checkpoint is ever cached; a user error (exit 2, or the failed
+    variant of a ``distill.recover`` step) whose fix is a lower learning rate."""
 
 
 BETA2 = 0.95  # AdamW β2, every size (see the module docstring)
@@ -146,11 +153,19 @@ def _optimizer(model: GPT, cfg: TrainingConfig, lr_scale: float = 1.0) -> torch.
     return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, BETA2), fused=True)
 
 
+# Training-time validation samples as the evaluation protocol's default does (spread over every
+# work); part of the training key (edgescale.backends.torch_lm), so curves scored otherwise are not reused.
+EVAL_SAMPLING = ("spread", 32)
+
+
 def validation_bpb(model: GPT, corpus: Corpus, context: int, max_tokens: int) -> float:
+    """Bits per byte on ``max_tokens`` validation bytes in segments spread over its works."""
+    split = corpus["validation"]
+    spans = eval_spans(split, max_tokens, EVAL_SAMPLING[1], EVAL_SAMPLING[0])
     model.eval()
     with torch.no_grad():
         result = score(
-            lambda ids: model.logits(torch.from_numpy(ids)).numpy(), corpus["validation"], context, context, max_tokens
+            lambda ids: model.logits(torch.from_numpy(ids)).numpy(), split, context, context, max_tokens, spans=spans
         )
     model.train()
     return result.bits_per_byte
@@ -214,6 +229,8 @@ class _Run:
     after_step: AfterStepFn | None = None
     lr_scale: float = 1.0  # hidden matrices' LR multiplier (lr_rule)
     warmup: int = 1  # warmup steps, recorded on every curve point
+    label: str = ""  # the run's name in errors (its directory: the size, or the step)
+    lr_field: str = "training.learning_rate"  # the setting that lowers its learning rate
     done_steps: int = 0
     t0: float = 0.0
 
@@ -227,6 +244,28 @@ class _Run:
             rate = (self.done_steps - resumed_steps) * self.per_step / max(1e-9, time.perf_counter() - self.t0)
             info = {"bpb": loss / math.log(2), "tok_s": rate}
             self.progress(self.done_steps * self.per_step, self.total_steps * self.per_step, info)
+
+
+def _diverged(run: _Run, what: str, step: int, steps: int) -> TrainingDiverged:
+    lr = run.cfg.learning_rate
+    return TrainingDiverged(
+        f"training {run.label} diverged: {what} at step {step} of {steps}; nothing of this run was cached. "
+        f"Lower {run.lr_field} (now {lr:g}; try {lr / 10:g}) and rerun",
+        field=run.lr_field,
+    )
+
+
+def _finite_loss(run: _Run, loss: float, step: int, steps: int) -> float:
+    """``loss``, or :class:`TrainingDiverged` when it is NaN or infinite (an update too large)."""
+    if not math.isfinite(loss):
+        raise _diverged(run, f"the training loss is {loss}", step, steps)
+    return loss
+
+
+def _finite_weights(run: _Run, model: torch.nn.Module, step: int, steps: int) -> None:
+    """Checked before every save: a non-finite weight must never reach a checkpoint or the cache."""
+    if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+        raise _diverged(run, "the weights are not finite", step, steps)
 
 
 def _sgd_step(run: _Run, model: GPT, opt, step: int, lr: float) -> tuple[float, float]:
@@ -258,8 +297,8 @@ def _sgd_step(run: _Run, model: GPT, opt, step: int, lr: float) -> tuple[float, 
 
 def _eval_point(run: _Run, model: GPT, cooled: bool) -> dict:
     """Validation loss and how it was taken: a fit point (cooled) on ``cooled_eval_tokens``, a
-    periodic point on the cheaper ``eval_tokens``, marked as outside the fit. Both read the first
-    tokens of the validation split in windows of the block size, so fit points share their windows."""
+    periodic point on the cheaper ``eval_tokens``, marked as outside the fit. Both read segments
+    spread over the validation split's works in windows of the block size, so fit points share their windows."""
     n = run.cfg.cooled_eval_tokens if cooled else run.cfg.eval_tokens
     val = validation_bpb(model, run.corpus, run.model_cfg.block_size, n)
     return {"val_bpb": val, "cooled": cooled, "in_fit": cooled, "eval_tokens": n, "warmup_steps": run.warmup}
@@ -303,7 +342,8 @@ def _cooled_branch(run: _Run, model: GPT, opt, at: int, k: int, resumed: int) ->
     bopt.load_state_dict(opt.state_dict())
     for j in range(k):
         loss, _ = _sgd_step(run, branch, bopt, at + j, cooldown_lr(j, k, run.cfg))
-        run.tick(loss, resumed)
+        run.tick(_finite_loss(run, loss, at + j + 1, run.total_steps), resumed)
+    _finite_weights(run, branch, at + k, run.total_steps)
     point = {
         "step": at + k,
         "tokens": (at + k) * run.per_step,
@@ -327,6 +367,7 @@ def train(
     distill: DistillConfig | None = None,
     init: torch.nn.Module | None = None,
     after_step: AfterStepFn | None = None,
+    lr_field: str = "training.learning_rate",
 ) -> TrainResult:
     """Train a fresh ``GPT(model_cfg, seed)`` for ``tokens`` tokens; resumes from ``out_dir`` when it can.
 
@@ -334,6 +375,9 @@ def train(
     with ``init`` training continues from a copy of that model (fine-tuning) instead.
     ``after_step(model)`` runs under ``no_grad`` after every optimizer step (masked
     fine-tuning re-applies a sparsity pattern there).
+
+    A loss or weight that becomes NaN or infinite stops the run with :class:`TrainingDiverged`
+    (naming the run, the step and ``lr_field``, the setting to lower) before anything is saved.
 
     With ``schedule: wsd`` the run also leaves cooled checkpoints at ``cooled_fractions``
     of the budget (curve points with ``cooled: true``), the (N, D) grid a scaling fit needs.
@@ -365,6 +409,8 @@ def train(
         after_step,
         lr_scale=lr_scale,
         warmup=warmup_steps(steps, cfg),
+        label=out_dir.name,
+        lr_field=lr_field,
         t0=time.perf_counter(),
     )
     run.done_steps = start + sum(k for at, k in branches.items() if at <= start and at + k != steps)
@@ -372,7 +418,7 @@ def train(
     final = model
     for step in range(start, main_steps):
         loss, ce = _sgd_step(run, model, opt, step, lr_at(step, steps, cfg))
-        run.tick(loss, resumed)
+        run.tick(_finite_loss(run, loss, step + 1, steps), resumed)
         seen_loss, seen, seen_ce = seen_loss + loss, seen + 1, seen_ce + ce
         if (step + 1) % eval_every == 0 or (step + 1 == steps and not branches):
             point = {
@@ -392,10 +438,12 @@ def train(
             _save_branch(run, branch, point, steps, out_dir, key)
             curve.append(point)
         if (step + 1) % cfg.checkpoint_every_steps == 0 and step + 1 < main_steps:
+            _finite_weights(run, model, step + 1, steps)
             _save_resume(model, opt, step + 1, curve, (seen_loss, seen, seen_ce), out_dir, key)
     if branches:
         final, point = _cooled_branch(run, model, opt, main_steps, steps - main_steps, resumed)
         curve.append(point)
+    _finite_weights(run, final, steps, steps)
     meta = {**spec_meta(model_cfg), "seed": seed, "tokens": steps * per_step, "steps": steps, "key": key}
     ckpt = save_model(final.eval(), out_dir / "model.safetensors", meta)
     write_json(out_dir / "curve.json", curve)

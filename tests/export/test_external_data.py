@@ -6,6 +6,8 @@ onnxruntime's quantizers write above 2 GB), so every test runs in seconds.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -180,3 +182,22 @@ def test_sizes_count_external_data_without_loading_it(ext_onnx, tiny_onnx):
     assert artifact_bytes(ext_onnx) == ext_onnx.stat().st_size + data.stat().st_size > ext_onnx.stat().st_size
     assert artifact_bytes(tiny_onnx) == tiny_onnx.stat().st_size
     assert onnx_weight_bytes(ext_onnx) == onnx_weight_bytes(tiny_onnx) > 0  # streamed bytes: the same weights
+
+
+def test_a_failing_quantizer_leaves_no_inference_copy_beside_an_external_data_graph(ext_onnx, tmp_path, monkeypatch):
+    """onnx refuses external data through a link, so such a graph is quantized where it is; the
+    shape-inference copy onnxruntime writes beside it is gone when the step ends, even when it fails."""
+    import onnx.shape_inference
+
+    from edgescale.compress.quantize import Int8DynamicConfig, int8_dynamic
+
+    def fail_after_writing(model_path, output_path="", *args, **kwargs):
+        Path(output_path).write_bytes(b"truncated")
+        raise RuntimeError("killed mid-write")
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes_path", fail_after_writing)
+    before = sorted(p.name for p in ext_onnx.parent.iterdir())
+    (tmp_path / "work").mkdir()
+    with pytest.raises(RuntimeError, match="killed mid-write"):
+        int8_dynamic(ext_onnx, Int8DynamicConfig(), StepContext(tmp_path / "work", log=lambda m: None))
+    assert sorted(p.name for p in ext_onnx.parent.iterdir()) == before

@@ -11,7 +11,8 @@ import yaml
 from edgescale.config import CustomModelConfig
 from edgescale.errors import CausalityError, UserError
 from edgescale.guard import check_causal_torch
-from edgescale.models.custom import AdaptedLM, CustomSpec
+from edgescale.models.custom import AdaptedLM, CustomSpec, resolve_factory
+from edgescale.models.trust import CodeTrust
 
 REPO = Path(__file__).resolve().parents[2]
 TINY_KW = {"vocab_size": 1000, "d_model": 32, "nhead": 4, "dim_feedforward": 64, "num_layers": 2}
@@ -44,8 +45,10 @@ def test_the_same_module_without_its_mask_is_refused():
 
 
 def test_adapter_errors_are_clear():
+    with pytest.raises(UserError, match="not trusted: .* --trust-code no_such_pkg"):
+        AdaptedLM(_spec(factory="no_such_pkg.mod:fn"))  # a spec (a checkpoint's, say) vetted by nobody
     with pytest.raises(UserError, match="cannot import"):
-        AdaptedLM(_spec(factory="no_such_pkg.mod:fn"))
+        resolve_factory("no_such_pkg.mod:fn", CodeTrust(modules=("no_such_pkg",)))
     with pytest.raises(UserError, match="has no callable"):
         AdaptedLM(_spec(factory="edgescale.examples.encoder:nothing"))
     with pytest.raises(UserError, match="predicts 100 ids but the corpus has 256"):
@@ -101,7 +104,6 @@ def test_a_custom_module_gets_only_the_steps_registered_for_it():
 
 def test_a_factory_module_beside_the_study_file_imports_without_pythonpath(tmp_path, monkeypatch):
     """Paths in a study are relative to the study file: so is its factory module, for that import only."""
-    from edgescale.models.custom import resolve_factory
     from edgescale.pipeline import load_inputs
 
     monkeypatch.delenv("PYTHONPATH", raising=False)
@@ -118,7 +120,7 @@ def test_a_factory_module_beside_the_study_file_imports_without_pythonpath(tmp_p
     path_before = list(sys.path)
     try:
         with pytest.raises(UserError, match=f"cannot import '{module}'"):
-            resolve_factory(f"{module}:make")  # not on the import path by itself
+            resolve_factory(f"{module}:make", CodeTrust(modules=(module,)))  # not on the import path by itself
         assert sys.path == path_before
         inputs = load_inputs(path)
         assert sys.path == path_before  # the folder was on the path for that import only

@@ -37,4 +37,13 @@ def full_results(target: float | None = 2.7, recipes: dict[str, float] | None = 
     if res["scaling"]["status"] == "fitted":
         res["scaling"]["points"] = points
         res["scaling"]["law"] |= {"n_points": len(points), "rmse_log": 0.001, "r2_log": 0.999, "warnings": []}
+        res["scaling"]["bootstrap"] = _draws(res["scaling"]["law"])
     return res
+
+
+def _draws(law: dict) -> dict:
+    """Stored bootstrap refits around the law, as a run writes them, so the scaling figure draws its
+    band without refitting (the refit of a run that stored none: tests/scaling/test_study_fit.py)."""
+    cols = ["E", "A", "B", "alpha", "beta"]
+    rows = [[law[c] * (1 + k * (0.01 if c in ("alpha", "beta") else 0.05)) for c in cols] for k in range(-3, 4)]
+    return {"columns": cols, "unit": "bits_per_byte", "rows": rows}

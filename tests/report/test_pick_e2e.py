@@ -12,7 +12,7 @@ from tiny_study import TINY
 
 from edgescale.bench.loss import onnx_loss
 from edgescale.config import CorpusConfig
-from edgescale.data.corpus import load_corpus
+from edgescale.data.corpus import eval_spans, load_corpus
 
 TARGET = TINY["loss_target_bpb"]  # bits per byte: the tiny models reach about 4.9 on validation
 
@@ -44,7 +44,9 @@ def test_picked_onnx_file_reproduces_its_reported_test_loss(run_dir):
     p = results["protocol"]
     corpus = load_corpus(CorpusConfig())
     assert corpus["test"].sha256 == p["test_split_sha256"]
-    got = onnx_loss(v["onnx_file"], corpus["test"], p["context_length"], p["stride"], p["max_bytes"], p["batch_size"])
+    spans = eval_spans(corpus["test"], p["max_bytes"], p["sampling"]["segments"], p["sampling"]["scheme"])
+    scoring = (p["context_length"], p["stride"], p["max_bytes"], p["batch_size"])
+    got = onnx_loss(v["onnx_file"], corpus["test"], *scoring, spans)
     assert got.bits_per_byte == pytest.approx(v["loss"]["test_bpb"], rel=1e-3)
     assert (got.bits_per_byte <= TARGET) == v["loss"]["test_meets_target"]
     # results.json carries the same answer for the study's target on every study device
