@@ -27,8 +27,10 @@ _READ_ONLY = {
     errno.EPERM: "operation not permitted; fix its permissions or pass --out DIR (a writable run directory)",
 }
 _FULL = {errno.ENOSPC, errno.EDQUOT}
-# safetensors (Rust) reports an I/O failure as text: "IoError(Os { code: 28, kind: StorageFull, ... })"
-_RUST_ERRNO = re.compile(r"Os \{ code: (\d+)")
+# safetensors (Rust) reports an I/O failure as text, with the errno only in it: "Error while serializing:
+# I/O error: No space left on device (os error 28)" (safetensors 0.7 on a full tmpfs), or in Rust's
+# Debug form "IoError(Os { code: 28, kind: StorageFull, ... })"
+_RUST_ERRNO = re.compile(r"\(os error (\d+)\)|Os \{ code: (\d+)")
 
 
 def os_errno(e: BaseException) -> int | None:
@@ -36,7 +38,7 @@ def os_errno(e: BaseException) -> int | None:
     if isinstance(e, OSError):
         return e.errno
     if type(e).__name__ == "SafetensorError" and (m := _RUST_ERRNO.search(str(e))):
-        return int(m.group(1))
+        return int(m.group(1) or m.group(2))
     return None
 
 

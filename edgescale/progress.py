@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from pathlib import Path
@@ -12,6 +13,17 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 _ADVANCE: ContextVar[Callable[[int, int], None] | None] = ContextVar("edgescale_advance", default=None)
+
+
+NO_SE = "—"  # a loss from a results file written before standard errors were recorded
+
+
+def loss_text(bpb: float | None, se: float | None) -> str:
+    """A held-out loss as every view shows it, "3.0239 ± 0.0078" (bits per byte ± its standard
+    error), so a difference is never read without its noise; "–" with no loss, "± —" with no SE."""
+    if bpb is None:
+        return "–"
+    return f"{bpb:.4f} ± {NO_SE if se is None or not math.isfinite(se) else f'{se:.4f}'}"
 
 
 def advance(done: int, total: int) -> None:
@@ -113,7 +125,7 @@ class Reporter:
             "shape (L×d, heads)",
             "N (non-emb.)",
             "train tokens",
-            "val bpb (ONNX)",
+            "val bpb ± SE (ONNX)",
             f"val bpb @ {eq:,} tok",
         ):
             table.add_column(col, justify="left" if col.startswith("s") else "right")
@@ -125,7 +137,7 @@ class Reporter:
                 f"{s['n_layer']}×{s['n_embd']}, {s['n_head']}" if s.get("n_layer") else str(s.get("model")),
                 f"{s['params_non_embedding']:,}",
                 f"{s['train_tokens']:,}",
-                f"{v['loss']['validation']['bits_per_byte']:.4f}" if v else "",
+                _split_loss(v, "validation") if v else "",
                 f"{at_eq:.4f}" if at_eq is not None else "",
             )
         return table
@@ -138,8 +150,8 @@ class Reporter:
             "tokens",
             "file KB",
             "bytes/tok",
-            "val bpb",
-            "test bpb",
+            "val bpb ± SE",
+            "test bpb ± SE",
             "prefill ms",
             "decode ms",
             "decode speed-up",
@@ -159,8 +171,8 @@ class Reporter:
                 f"{v['train_tokens']:,}",
                 f"{v['file_bytes'] / 1024:.0f}",
                 f"{v['cost']['bytes_per_decoded_token']:,}",
-                f"{v['loss']['validation']['bits_per_byte']:.4f}",
-                f"{v['loss']['test']['bits_per_byte']:.4f}",
+                _split_loss(v, "validation"),
+                _split_loss(v, "test"),
                 f"{host.get('prefill_ms_p50', float('nan')):.3f}",
                 f"{host.get('decode_ms_p50', float('nan')):.3f}"
                 + (" (full recompute)" if host.get("decode") == "full-recompute" else ""),
@@ -176,4 +188,11 @@ class Reporter:
         )
         out.print(table)
         out.print("decode speed-up: fp32 p50 / variant p50, 95% paired bootstrap CI; ~ = within noise (CI includes 1)")
+        out.print(f"bpb ± SE: held-out loss ± its standard error, clustered by scoring window ({NO_SE}: not recorded)")
         out.print(f"run directory: {run_dir}  (results.json, report.html, summary.md, figures)")
+
+
+def _split_loss(variant: dict, split: str) -> str:
+    """``loss_text`` of one split of a results.json variant record (a split may be missing)."""
+    rec = variant.get("loss", {}).get(split) or {}
+    return loss_text(rec.get("bits_per_byte"), rec.get("se_bpb"))

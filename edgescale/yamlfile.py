@@ -4,6 +4,8 @@ calibrations)."""
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -27,10 +29,13 @@ _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # recurses in C (30,000 nested levels end in a segfault, not an error), so depth is counted on the
 # parser's event stream, which is iterative; so is the size the document has once its aliases are
 # followed (a 700-byte "billion laughs" file loads as shared references, then expands to 10^9 nodes
-# in anything that walks it, e.g. validation of model.kwargs).
+# in anything that walks it, e.g. validation of model.kwargs), in nodes and in bytes of scalar text.
 MAX_BYTES = 1 << 20
 MAX_DEPTH = 64
 MAX_NODES = 1_000_000
+# The same for bytes: 20,000 aliases of one 900 KB string are 40 nodes' worth of events but 18 GB of text
+# to anything that copies or hashes the values (16 MiB: 16x the largest file itself).
+MAX_EXPANDED_BYTES = 16 << 20
 
 
 class _SafeLoader(_BaseLoader):
@@ -53,36 +58,48 @@ class _SafeLoader(_BaseLoader):
 
 def check_bounds(text: str, path: Path | str) -> None:
     """Refuse a YAML text that is too large, nested too deep, or that expands (aliases followed) to
-    more than :data:`MAX_NODES` nodes, before anything is built from it."""
+    more than :data:`MAX_NODES` nodes or :data:`MAX_EXPANDED_BYTES` bytes of scalars, before anything
+    is built from it."""
     if len(text.encode("utf-8")) > MAX_BYTES:
         raise UserError(f"file is larger than {MAX_BYTES:,} bytes; a config file is a few KB", file=path)
-    sizes: dict[str, int] = {}  # anchor -> the number of nodes it stands for, expanded
-    stack: list[list] = [[None, 0]]  # per open collection: [its anchor, nodes inside it so far]
+    sizes: dict[str, tuple[int, int]] = {}  # anchor -> (nodes, scalar bytes) it stands for, expanded
+    stack: list[list] = [[None, 0, 0]]  # per open collection: [its anchor, nodes inside so far, bytes so far]
     for event in yaml.parse(text, Loader=_BaseLoader):
         if isinstance(event, yaml.CollectionStartEvent):
-            stack.append([event.anchor, 0])
+            stack.append([event.anchor, 0, 0])
             if len(stack) - 1 > MAX_DEPTH:
                 line = event.start_mark.line + 1 if event.start_mark else "?"
                 raise UserError(f"nested deeper than {MAX_DEPTH} levels (line {line})", file=path)
             continue
         if isinstance(event, yaml.CollectionEndEvent):
-            anchor, inside = stack.pop()
+            anchor, inside, nbytes = stack.pop()
             count = inside + 1
         elif isinstance(event, yaml.ScalarEvent):
-            anchor, count = event.anchor, 1
+            anchor, count, nbytes = event.anchor, 1, len(event.value.encode("utf-8", "surrogatepass"))
         elif isinstance(event, yaml.AliasEvent):
-            anchor, count = None, sizes.get(event.anchor, 1)
+            anchor, (count, nbytes) = None, sizes.get(event.anchor, (1, 0))
         else:
             continue
         if anchor is not None:
-            sizes[anchor] = count
+            sizes[anchor] = (count, nbytes)
         stack[-1][1] += count
-        if stack[-1][1] > MAX_NODES:
-            raise UserError(
-                f"expands to more than {MAX_NODES:,} values once its aliases (*name) are followed: refused "
-                "(an alias bomb, or far more than any config needs)",
-                file=path,
-            )
+        stack[-1][2] += nbytes
+        _check_expanded(stack[-1][1], stack[-1][2], path)
+
+
+def _check_expanded(nodes: int, nbytes: int, path: Path | str) -> None:
+    if nodes > MAX_NODES:
+        raise UserError(
+            f"expands to more than {MAX_NODES:,} values once its aliases (*name) are followed: refused "
+            "(an alias bomb, or far more than any config needs)",
+            file=path,
+        )
+    if nbytes > MAX_EXPANDED_BYTES:
+        raise UserError(
+            f"expands to more than {MAX_EXPANDED_BYTES:,} bytes of text once its aliases (*name) are followed: "
+            "refused (an alias bomb, or far more than any config needs)",
+            file=path,
+        )
 
 
 def _format_loc(loc: tuple) -> str:
@@ -194,25 +211,54 @@ def _rename_deprecated(model: type[BaseModel], data: Any, file: Path | str, loc:
     return out
 
 
-def read_yaml(path: Path) -> dict:
-    path = Path(path)
+def _read_text(path: Path) -> str:
+    """The file's text, at most :data:`MAX_BYTES` of it: only a regular file is opened (a FIFO blocks in
+    open(), /dev/zero never ends), and the read stops one byte past the cap, so a file that grows after
+    the check cannot pass it."""
     try:
-        if path.stat().st_size > MAX_BYTES:  # before reading a 54 MB list into memory
+        if not stat.S_ISREG(path.stat().st_mode):  # before open(): opening a FIFO with no writer hangs
+            raise UserError("not a regular file (a device, pipe or folder); give a config file on disk", file=path)
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))  # swapped for a FIFO since: no hang
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise UserError("not a regular file (a device, pipe or folder); give a config file on disk", file=path)
+            data = f.read(MAX_BYTES + 1)
+        if len(data) > MAX_BYTES:  # before reading a 54 MB list into memory
             raise UserError(f"file is larger than {MAX_BYTES:,} bytes; a config file is a few KB", file=path)
-        text = path.read_text(encoding="utf-8")
+        return data.decode("utf-8")
     except FileNotFoundError:
         raise UserError("file not found", file=path) from None
     except (OSError, UnicodeDecodeError) as e:
         raise UserError(f"cannot read: {e}", file=path) from None
+
+
+def _yaml_error(e: yaml.YAMLError, text: str) -> str:
+    """The parser's error as one line with its line and column (a reader error, e.g. a NUL byte, gives a
+    character position and a second 'in "<unicode string>"' line)."""
+    mark = getattr(e, "problem_mark", None)
+    if mark is not None:
+        where = f"line {mark.line + 1}, column {mark.column + 1}: "
+        what = getattr(e, "problem", None) or str(e)
+    elif isinstance(e, yaml.reader.ReaderError):
+        pos = min(max(e.position, 0), len(text))
+        line, column = text.count("\n", 0, pos) + 1, pos - (text.rfind("\n", 0, pos) + 1) + 1
+        char = e.character if isinstance(e.character, int) else ord(e.character or "?")
+        where, what = f"line {line}, column {column}: ", f"unacceptable character #x{char:04x}: {e.reason}"
+    else:
+        where, what = "", str(e)
+    return "invalid YAML: " + where + " ".join(str(what).split())
+
+
+def read_yaml(path: Path) -> dict:
+    path = Path(path)
+    text = _read_text(path)
     try:
         check_bounds(text, path)
         data = yaml.load(text, Loader=_SafeLoader)  # safe: _SafeLoader
     except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise UserError(f"invalid YAML: {where}{getattr(e, 'problem', None) or e}", file=path) from None
+        raise UserError(_yaml_error(e, text), file=path) from None
     except (ValueError, OverflowError, RecursionError) as e:  # e.g. the date 2001-02-30; nesting too deep
-        raise UserError(f"invalid YAML: {type(e).__name__}: {e}", file=path) from None
+        raise UserError(" ".join(f"invalid YAML: {type(e).__name__}: {e}".split()), file=path) from None
     if not isinstance(data, dict):
         raise UserError(f"expected a mapping at the top level, got {type(data).__name__}", file=path)
     return data

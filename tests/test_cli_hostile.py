@@ -148,3 +148,58 @@ def test_every_command_on_a_model_refuses_a_fake_identity_graph_alike(onnx_files
 def test_validate_an_empty_model_says_so(onnx_files, tmp_path, name, why):
     line = _refused(_cli("validate", onnx_files[name], cwd=tmp_path), f"{name}.onnx", why)
     assert "cannot run" not in line
+
+
+OK_CSV = "N,D,loss\n1e6,2e7,3.0\n2e6,4e7,2.8\n4e6,8e7,2.6\n8e6,1.6e8,2.5\n1.6e7,3.2e8,2.4\n3.2e7,6.4e8,2.35\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "allowed"),
+    [
+        (["--bootstrap", "-5"], "--bootstrap", "[0, 10,000]"),
+        (["--bootstrap", "1000000000"], "--bootstrap", "[0, 10,000]"),  # allocated 44.7 GiB
+        (["--seed", "-1"], "--seed", "[0, 4,294,967,295]"),
+        (["--seed", "100000000000000000000000"], "--seed", "[0, 4,294,967,295]"),
+    ],
+)
+def test_fit_numbers_out_of_range_are_one_error_naming_the_range(tmp_path, argv, flag, allowed):
+    (tmp_path / "ok.csv").write_text(OK_CSV)
+    line = _refused(_cli("fit", tmp_path / "ok.csv", *argv, cwd=tmp_path), f"{flag}: ", allowed)
+    assert f"got {int(argv[1]):,}" in line
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "allowed"),
+    [
+        (["--max-tokens", "-5"], "--max-tokens", "[1, "),
+        (["--threads", "100000"], "--threads", "[1, "),  # hung creating the threads
+        (["--threads", "-1"], "--threads", "[1, "),  # the message talked about repeats
+        (["--repeats", "100000000000"], "--repeats", "[3, 10,000]"),  # hung over 60 s
+        (["--repeats", "-1"], "--repeats", "got -1"),  # reported "got -3"
+        (["--prompt-len", "0"], "--prompt-len", "[1, "),
+        (["--decode-context", "1"], "--decode-context", "[2, "),
+    ],
+)
+def test_bench_numbers_out_of_range_are_one_error_naming_the_flag(onnx_files, tmp_path, argv, flag, allowed):
+    line = _refused(_cli("bench", onnx_files["bs32"], "--no-loss", *argv, cwd=tmp_path), f"{flag}: must be in", allowed)
+    assert "repeats" not in line or flag == "--repeats", line
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag", "allowed"),
+    [
+        (["plan", "--compute", "1e-30"], "--compute", "[1e+09, 1e+40] FLOPs"),  # planned 2e-17 parameters
+        (["plan", "--loss-target", "3", "--law", "fit:x.csv", "--bootstrap", "1000000000"], "--bootstrap", "10,000"),
+        (["plan", "--compute", "1e20", "--bootstrap", "5"], "--bootstrap", "[20, 10,000]"),
+        (["pick", ".", "--loss-target-bpb", "2", "--served-tokens", "-1"], "--served-tokens", "[0, 1e+30]"),
+        (["pick", ".", "--loss-target-bpb", "2", "--served-tokens", "nan"], "--served-tokens", "[0, 1e+30]"),
+    ],
+)
+def test_plan_and_pick_lower_bounds_are_one_error(tmp_path, argv, flag, allowed):
+    _refused(_cli(*argv, cwd=tmp_path), f"{flag}: must be in", allowed)
+
+
+def test_the_smallest_allowed_budget_still_plans(tmp_path):
+    r = _cli("plan", "--compute", "1e9", "--json", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert json.loads(r.stdout)["n_params"] > 100

@@ -191,7 +191,14 @@ def test_a_full_disk_at_the_first_write_is_one_line(tmp_path, study, monkeypatch
     assert not [p for p in run.rglob("*.tmp")]  # the temp file of the failed write is gone
 
 
-def test_a_full_disk_under_safetensors_is_one_error(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Error while serializing: I/O error: No space left on device (os error 28)",  # safetensors 0.7, a full disk
+        'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })',
+    ],
+)
+def test_a_full_disk_under_safetensors_is_one_error(tmp_path, monkeypatch, text):
     """safetensors reports ENOSPC as its own error type, with the errno only in its text."""
     import torch
     from safetensors import SafetensorError
@@ -199,14 +206,29 @@ def test_a_full_disk_under_safetensors_is_one_error(tmp_path, monkeypatch):
     from edgescale.models import checkpoint
 
     def full(*args, **kwargs):
-        raise SafetensorError(
-            'Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })'
-        )
+        raise SafetensorError(text)
 
     monkeypatch.setattr(checkpoint, "save_file", full)
     with pytest.raises(EnvironmentFailure, match="no space left"):
         checkpoint.save_model(torch.nn.Linear(2, 2), tmp_path / "m.safetensors", {})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_run_on_a_really_full_disk_is_one_error(tmp_path):
+    """The audit's case: ``edgescale run`` into a 20 KB tmpfs (where mounting is allowed: root here)."""
+    import subprocess
+
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20k", "tmpfs", str(mnt)], capture_output=True).returncode:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        study = tmp_path / "tiny.yaml"
+        study.write_text(yaml.safe_dump(TINY))
+        res = run_cli("run", str(study), "--out", str(mnt / "run"), "-q")
+        _one_error_line(res, "no space left", "free space")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_an_oserror_of_another_kind_is_not_hidden(tmp_path):

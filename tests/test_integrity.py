@@ -232,3 +232,30 @@ def test_results_without_a_manifest_are_read_with_a_warning(tiny_run, tmp_path):
     r = run_cli("report", run, "--out", tmp_path / "out")
     assert r.returncode == 0, r.stderr
     assert "warning:" in r.stderr and "no manifest.json" in r.stderr
+
+
+def test_deleting_the_manifest_does_not_get_a_damaged_or_outside_file_picked(tiny_run, tmp_path):
+    """The audit's bypass: with manifest.json removed, pick refused (nothing proves the run finished);
+    with --allow-unfinished the files are still hashed, and a path out of the run directory is refused
+    by every reader, manifest or not."""
+    run = _copy(tiny_run, tmp_path)
+    (run / "manifest.json").unlink()
+    _one_error(_pick(run), "manifest.json", "--allow-unfinished")
+    _one_error(run_cli("compare", run, "--json"), "manifest.json", "--allow-unfinished")
+    v, path = _int8(run)
+    path.write_bytes(path.read_bytes()[:1000])
+    _one_error(_pick(run, "--allow-unfinished"), str(path), "fails its hash check")
+    results = json.loads((run / "results.json").read_text())
+    results["variants"][1]["onnx_path"] = "/etc/passwd"
+    (run / "results.json").write_text(json.dumps(results))
+    for r in (_pick(run, "--allow-unfinished"), run_cli("report", run, "--out", tmp_path / "out")):
+        _one_error(r, "onnx_path", "outside the run directory")
+
+
+def test_a_results_file_linked_from_outside_is_refused(tiny_run, tmp_path):
+    run = _copy(tiny_run, tmp_path)
+    outside = tmp_path / "elsewhere.json"
+    (run / "results.json").rename(outside)
+    (run / "results.json").symlink_to(outside)
+    for r in (_pick(run), run_cli("report", run, "--out", tmp_path / "out")):
+        _one_error(r, "results.json", "outside the run directory")

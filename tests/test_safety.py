@@ -119,6 +119,7 @@ def test_a_yaml_alias_bomb_is_refused_quickly(tmp_path, monkeypatch):
     with pytest.raises(UserError, match="alias bomb"):  # the reader's bound, before anything is built
         validate_file(bomb)
     monkeypatch.setattr(yamlfile, "MAX_NODES", 10**12)  # past the bound, validation still never expands it
+    monkeypatch.setattr(yamlfile, "MAX_EXPANDED_BYTES", 10**15)  # (its bound in bytes, too)
     with pytest.raises(UserError, match="steps"):
         validate_file(bomb)
 
@@ -180,6 +181,7 @@ def test_a_yaml_alias_bomb_in_a_file_with_renamed_keys_is_refused_quickly(tmp_pa
     from edgescale.inputs import validate_file
 
     monkeypatch.setattr(yamlfile, "MAX_NODES", 10**12)
+    monkeypatch.setattr(yamlfile, "MAX_EXPANDED_BYTES", 10**15)
 
     lines = ['a0: &a0 [{"prompt_tokens": 1}, {"prompt_tokens": 2}, 3, 4, 5, 6, 7, 8, 9]']
     lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 9)]

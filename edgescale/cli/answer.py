@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from edgescale.cli.common import EXIT_INFEASIBLE, app, emit, err, renamed_flags, table_console
+from edgescale.cli.common import EXIT_INFEASIBLE, app, check_range, emit, err, renamed_flags, table_console
 from edgescale.errors import UserError
+
+MAX_SERVED_TOKENS = 1e30  # what plan's --inference-tokens allows: no lifetime serves more, and the sums stay finite
 
 # read a run directory whose manifest does not say "finished" (see docs/pick.md): loudly, never silently
 ALLOW_UNFINISHED = typer.Option(
@@ -65,6 +67,7 @@ def pick_cmd(
     for name, value in (("--max-latency-ms", max_latency_ms), ("--max-memory-mb", max_memory_mb)):
         if value is not None and not value > 0:
             raise UserError(f"must be positive, got {value:g}", field=name)
+    check_range("--served-tokens", served_tokens, 0, MAX_SERVED_TOKENS, " tokens")
     runs = [
         load_run_dir(p, allow_unfinished=allow_unfinished) for p in ([run_dir] if run_dir else []) + list(more or [])
     ]

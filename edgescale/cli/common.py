@@ -59,6 +59,19 @@ def renamed_flags(renamed: dict[str, str]) -> type[TyperCommand]:
     return type("RenamedFlags", (RenamedFlags,), {"renamed": dict(renamed)})
 
 
+def check_range(flag: str, value: float | None, low: float, high: float, unit: str = "", *, above: bool = False):
+    """Refuse a command-line number outside ``[low, high]`` (``(low, high]`` with ``above``), NaN and
+    infinities included, in one line naming the flag and the range; None (not given) passes."""
+    if value is None or ((low < value if above else low <= value) and value <= high):
+        return
+
+    def show(x: float) -> str:
+        return f"{x:,}" if isinstance(x, int) else f"{x:g}"
+
+    where = f"{'(' if above else '['}{show(low)}, {show(high)}]{unit}"
+    raise UserError(f"must be in {where}, got {show(value)}", field=flag)
+
+
 def _finite(x: Any) -> Any:
     """``x`` with every non-finite float as None, containers rebuilt (JSON has no NaN or Infinity)."""
     if isinstance(x, Mapping):

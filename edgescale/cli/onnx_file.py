@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from edgescale.cli.common import app, emit, err, renamed_flags
-from edgescale.errors import UserError
+from edgescale.cli.common import app, check_range, emit, err, renamed_flags
+from edgescale.config_models import MAX_EVAL_TOKENS
+
+MAX_LENGTH = 1 << 20  # a prompt or context longer than any model's, before the model's own maximum applies
+MAX_REPEATS = 10_000  # timed repeats: at 30 (the default) the median's CI is already tight; 1e11 hung for hours
+# onnxruntime intra-op threads: past a few per core they only contend (100,000 hung creating them)
+MAX_THREADS = max(256, 8 * (os.cpu_count() or 1))
 
 
 @app.command(cls=renamed_flags({"--context": "--decode-context"}))
@@ -45,12 +51,7 @@ def bench(
     from edgescale.bench.lm_file import check_lm_file, within_context
     from edgescale.hf.onnx_file import bench as run_bench
 
-    for name, value in (("--prompt-len", 1 if prompt_len is None else prompt_len), ("--repeats", repeats - 2),
-                        ("--threads", threads)):  # fmt: skip
-        if not value > 0:
-            raise UserError(f"must be positive (repeats >= 3), got {value:g}", field=name)
-    if decode_context is not None and decode_context < 2:
-        raise UserError("must be >= 2", field="--decode-context")
+    _check_bench_numbers(prompt_len, decode_context, repeats, threads, max_tokens)
     lm = check_lm_file(model)  # an untrusted file: opened in a child process first
     prompt_len = within_context(lm, "--prompt-len", prompt_len, 64)
     decode_context = within_context(lm, "--decode-context", decode_context, 128)
@@ -58,6 +59,16 @@ def bench(
                        threads=threads, max_tokens=max_tokens, loss=not no_loss,
                        max_context=lm.max_context)  # fmt: skip
     emit(result, as_json)
+
+
+def _check_bench_numbers(prompt_len, decode_context, repeats, threads, max_tokens) -> None:
+    """Every number of ``bench`` in its range, one line naming the flag before any model is opened (the
+    model's own maximum context bounds the lengths further, in ``within_context``)."""
+    check_range("--prompt-len", prompt_len, 1, MAX_LENGTH, " tokens")
+    check_range("--decode-context", decode_context, 2, MAX_LENGTH, " tokens")
+    check_range("--repeats", repeats, 3, MAX_REPEATS, " timed repeats")
+    check_range("--threads", threads, 1, MAX_THREADS, " threads")
+    check_range("--max-tokens", max_tokens, 1, MAX_EVAL_TOKENS, " scored tokens")
 
 
 @app.command()

@@ -132,7 +132,14 @@ class AdaptedLM(nn.Module):
         m = spec.model
         self.spec = spec
         torch.manual_seed(seed)  # the user's module initialises from the global generator
-        self.inner = vetted_factory(m.factory)(**m.kwargs)
+        factory = vetted_factory(m.factory)
+        try:  # a misspelt or missing argument: one line naming the field, not the factory's TypeError
+            inspect.signature(factory).bind(**m.kwargs)
+        except TypeError as e:
+            raise UserError(f"{m.factory} cannot take these arguments: {e}", field="model.kwargs") from None
+        except ValueError:  # no signature to check against (a builtin): the call itself says
+            pass
+        self.inner = factory(**m.kwargs)
         if not isinstance(self.inner, nn.Module):
             raise UserError(
                 f"{m.factory} returned {type(self.inner).__name__}, not an nn.Module", field="model.factory"

@@ -15,9 +15,10 @@ from __future__ import annotations
 import math
 
 from edgescale.errors import UserError
+from edgescale.progress import loss_text
 from edgescale.report.degradation import baseline_recipe
 from edgescale.report.frontier import axes_for, device_axis, frontier
-from edgescale.report.pick import latency_on
+from edgescale.report.pick import latency_on, se_of
 from edgescale.results.analysis_schema import Comparison
 from edgescale.results.base import clean
 from edgescale.results.schema import HostLatency, Results, Variant
@@ -70,6 +71,8 @@ def _row(v: Variant, base: Variant, base_recipe: str, device: str, on_front: boo
         "params_total": v.params_total,
         "validation_bpb": v.bpb("validation"),
         "test_bpb": v.bpb("test"),
+        "validation_se_bpb": se_of(v, "validation"),
+        "test_se_bpb": se_of(v, "test"),
         "delta_validation_bpb": _delta(v, base, "validation"),
         "delta_test_bpb": _delta(v, base, "test"),
         "host_decode_speedup": _speedup(v, "decode", base_recipe),
@@ -125,16 +128,15 @@ def compare(results: Results, size: str | None = None, device: str = "host") -> 
 def table_lines(cmp: Comparison) -> list[str]:
     """The comparison as fixed-width text lines for a terminal."""
     dev = cmp.device
-    head = (
-        f"{'variant':<28}{'Δval':>9}{'Δtest':>9}{'decode×':>9}{'95% CI':>15}{dev + ' ms':>14}{'file×':>7}{'front':>6}"
-    )
+    head = f"{'variant':<28}{'val bpb ± SE':>18}{'Δval':>9}{'Δtest':>9}{'decode×':>9}{'95% CI':>15}"
+    head += f"{dev + ' ms':>14}{'file×':>7}{'front':>6}"
     out = [f"vs {cmp.baseline}; decode× measured on host; front: {cmp.frontier_label}", head + "  flags"]
     for t in cmp.sizes:
         for r in t.rows:
             s, lat = r.host_decode_speedup, r.device_latency
             ci = "" if s is None else f"[{s.low:.2f}, {s.high:.2f}]{'~' if s.within_noise else ''}"
             cells = (
-                f"{r.variant_id:<28}",
+                f"{r.variant_id:<28}{loss_text(r.validation_bpb, r.validation_se_bpb):>18}",
                 f"{_num(r.delta_validation_bpb, '+.4f'):>9}{_num(r.delta_test_bpb, '+.4f'):>9}",
                 f"{_num(s and s.speedup, '.2f'):>9}{ci:>15}{_num(lat and lat.decode_ms, '.4g'):>14}",
                 f"{_num(r.file_ratio, '.2f'):>7}{'✓' if r.on_frontier else '':>6}  {'; '.join(r.flags)}",

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
+from edgescale.progress import loss_text
 from edgescale.report import sections
 from edgescale.report.frontier import frontier
 from edgescale.report.html_parts import _e, _fmt, _table, _td
@@ -79,7 +80,7 @@ def _or_q(x: Any) -> Any:
 def _sizes(results: Results) -> str:
     sizes, variants = results.sizes, results.variants
     base = _baseline(variants) or (variants[0].recipe if variants else None)
-    own = {v.size: v.bpb("validation") for v in variants if v.recipe == base}
+    own = {v.size: _loss(v, "validation") for v in variants if v.recipe == base}
     eq = next((s.equal_tokens for s in sizes if s.equal_tokens), None)
     rows = [
         "<tr>"
@@ -89,13 +90,13 @@ def _sizes(results: Results) -> str:
         + _td(s.params_total, "{:,}")
         + _td(s.train_tokens, "{:,}")
         + _td(s.tokens_rule)
-        + _td(own.get(s.size), "{:.4f}")
+        + _td(own.get(s.size))
         + _td(s.val_bpb_at_equal_tokens, "{:.4f}")
         + "</tr>"
         for s in sizes
     ]
     headers = ["size", "layers × width (heads)", "N (non-emb.)", "params total", "train tokens", "token rule"]
-    headers += [f"val bpb, own budget ({base})", f"val bpb @ {eq:,} tokens" if eq else "val bpb @ equal tokens"]
+    headers += [f"val bpb ± SE, own budget ({base})", f"val bpb @ {eq:,} tokens" if eq else "val bpb @ equal tokens"]
     falls = results.loss_falls_with_size
     verdict = (
         f"<p>Loss falls strictly with size at each size's own training budget: {_yes_no(falls.at_own_budget)}; "
@@ -111,6 +112,12 @@ def _sizes(results: Results) -> str:
     return note + _table(headers, rows) + verdict
 
 
+def _loss(v: Variant, split: str) -> str:
+    """``split``'s loss with its standard error, "–" where the split was not scored."""
+    s = v.loss.get(split)
+    return loss_text(None, None) if s is None else loss_text(s.bits_per_byte, s.se_bpb)
+
+
 def _variant_row(v: Variant, on_front: bool) -> str:
     host, cost = _host(v), v.cost
     cells = [
@@ -121,8 +128,8 @@ def _variant_row(v: Variant, on_front: bool) -> str:
         _td(cost.weight_bytes, "{:,}"),
         _td(cost.bytes_per_decoded_token, "{:,}"),
         _td(cost.flops_per_token, "{:,.0f}"),
-        _td(v.bpb("validation"), "{:.4f}"),
-        _td(v.bpb("test"), "{:.4f}"),
+        _td(_loss(v, "validation")),
+        _td(_loss(v, "test")),
         *(_td(getattr(host, f"{k}_ms_{q}", None), "{:.3f}") for k in ("prefill", "decode") for q in ("p50", "p90")),
         _speedup(host),
         '<td class="ok">✓</td>' if on_front else "<td></td>",
@@ -135,7 +142,7 @@ def _variants(results: Results) -> str:
     on_bytes = [p.on_front for p in frontier(variants, "bytes_per_decoded_token")]
     ctx = next((v.cost.decode_context for v in variants if v.cost.decode_context), "?")
     headers = ["variant", "recipe", "N (non-emb.)", "file KiB", "weight bytes", f"bytes/decoded tok @ ctx {ctx}"]
-    headers += ["FLOPs/tok", "val bpb", "test bpb", "prefill p50 ms", "p90", "decode p50 ms", "p90"]
+    headers += ["FLOPs/tok", "val bpb ± SE", "test bpb ± SE", "prefill p50 ms", "p90", "decode p50 ms", "p90"]
     headers += [f"decode speed-up vs {_baseline(variants) or 'baseline'} (95% CI)", "front"]
     return _table(headers, (_variant_row(v, f) for v, f in zip(variants, on_bytes, strict=True)))
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgescale.errors import UserError
+from edgescale.progress import loss_text
 from edgescale.report.extrapolate import new_model, profile
 from edgescale.report.frontier import axes_for, device_axis
 from edgescale.results.schema import HostLatency, Results, Variant
@@ -158,6 +159,8 @@ def describe(run: Run, v: Variant, target: float, device: str, axis: str, label:
             "validation_bpb": v.bpb("validation"),
             "test_bpb": test,
             "test_meets_target": None if test is None else test <= target,
+            "validation_se_bpb": se_of(v, "validation"),
+            "test_se_bpb": se_of(v, "test"),
         },
         "cost": {"axis": axis, "label": label, "value": axes_for([v])[axis].get(v) if axis in axes_for([v]) else None},
         "latency": latency_on(v, device),
@@ -169,6 +172,12 @@ def describe(run: Run, v: Variant, target: float, device: str, axis: str, label:
         "flags": list(v.flags),
         "warnings": [f.reason for f in v.feasibility if f.device in (device, "host")],
     }
+
+
+def se_of(v: Variant, split: str) -> float | None:
+    """The standard error of ``v``'s loss on ``split``; None where it was not recorded (older runs)."""
+    s = v.loss.get(split)
+    return None if s is None else s.se_bpb
 
 
 def check_comparable(runs: Sequence[Run]) -> None:
@@ -279,6 +288,7 @@ def nearest_miss(pool: list, target: float, several: bool) -> dict | None:
         "run": r.label if several else None,
         "validation_bpb": loss,
         "miss_bpb": loss - target,
+        "validation_se_bpb": se_of(v, "validation"),
     }
 
 
@@ -322,20 +332,21 @@ def summary_lines(out: Mapping) -> list[str]:
             f"  pick: {v['variant_id']} ({v['run']})  {v['params_total']:,} params  file {v['file_bytes']:,} bytes",
             *(
                 [
-                    f"  cheaper but missing: {miss['variant_id']} at {miss['validation_bpb']:.4f} "
+                    f"  cheaper but missing: {miss['variant_id']} at {_loss(miss, 'validation')} "
                     f"(misses the target by {miss['miss_bpb']:.4f})"
                 ]
                 if miss
                 else []
             ),
-            f"  loss: validation {loss['validation_bpb']:.4f} (selected on), test {loss['test_bpb']:.4f} ({meets})",
+            f"  loss (bits/byte ± SE): validation {_loss(loss, 'validation')} (selected on), "
+            f"test {_loss(loss, 'test')} ({meets})",
             f"  decode {_decode_text(lat)}, prefill {_ms(lat.get('prefill_ms'))} ms",
             f"  file: {v['onnx_file'] or v['onnx_path']}",
         ]
     lines = [head, f"  no variant qualifies{': ' + out['memory_note'] if out.get('memory_note') else ''}"]
     if out.get("nearest_miss"):
         m = out["nearest_miss"]
-        lines.append(f"  nearest miss: {m['variant_id']} at {m['validation_bpb']:.4f} (misses by {m['miss_bpb']:.4f})")
+        lines.append(f"  nearest miss: {m['variant_id']} at {_loss(m, 'validation')} (misses by {m['miss_bpb']:.4f})")
     if out["status"] == "plan":
         b, plan = out["best"], out["best"]["plan"]
         dev = b["device"]
@@ -360,6 +371,11 @@ def _decode_text(lat: Mapping) -> str:
     if source == "measured":
         return f"p50 {_ms(ms)} ms (p50–p90 spread of the samples {_ms(lo)}–{_ms(hi)} ms, measured)"
     return f"{_ms(ms)} ms [{_ms(lo)}, {_ms(hi)}] ({source or '?'})"
+
+
+def _loss(rec: Mapping, split: str) -> str:
+    """``split``'s loss in a pick record with its standard error (:func:`edgescale.progress.loss_text`)."""
+    return loss_text(rec.get(f"{split}_bpb"), rec.get(f"{split}_se_bpb"))
 
 
 def _ms(x: float | None) -> str:

@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from html import escape
 from typing import Any
 
+from edgescale.progress import loss_text
 from edgescale.report.html_parts import _e, _fmt, _table, _td
 from edgescale.results.analysis_schema import (
     Analysis,
@@ -52,8 +53,8 @@ def _answer_row(device: str, p: Pick) -> str:
             f"<tr>{_td(device)}<td class='ok'><b>use {_e(v.variant_id)}</b></td>"
             + _td(v.params_total, "{:,}")
             + _td(None if v.file_bytes is None else v.file_bytes / 1024, "{:,.1f}")
-            + _td(loss.validation_bpb, "{:.4f}")
-            + f"<td>{_fmt(loss.test_bpb, '{:.4f}')}{_meets(loss.test_meets_target)}</td>"
+            + _td(loss_text(loss.validation_bpb, loss.validation_se_bpb))
+            + f"<td>{_e(loss_text(loss.test_bpb, loss.test_se_bpb))}{_meets(loss.test_meets_target)}</td>"
             + f"<td>{escape(_ms(lat and lat.decode_ms) + _interval(lat))}</td><td>{_source(lat and lat.source)}</td>"
             + "</tr>"
         )
@@ -92,7 +93,7 @@ def answer(results: Results, analysis: Analysis) -> str:
         )
     picks = analysis.picks or {}
     rows = [_answer_row(d, p) for d, p in picks.items()]
-    headers = ["device", "answer", "params", "file KiB", "val bpb", "test bpb", "decode ms/token", "latency"]
+    headers = ["device", "answer", "params", "file KiB", "val bpb ± SE", "test bpb ± SE", "decode ms/token", "latency"]
     notes = [p.memory_note for p in picks.values() if not isinstance(p, VariantPick) and p.memory_note]
     memory = "".join(f'<p class="flag">{_e(n)}</p>' for n in notes)
     axes = sorted({p.cost_label for p in picks.values() if p.cost_label})

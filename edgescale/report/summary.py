@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgescale.atomic import write_bytes
+from edgescale.progress import loss_text
 from edgescale.report.compare import table_lines
 from edgescale.report.summary_checks import distillation_lines, pair_lines, trust_lines
 from edgescale.results.analysis_schema import Analysis, Pick, VariantPick
@@ -37,8 +38,8 @@ def _pick_row(device: str, p: Pick) -> str:
             f"**use {v.variant_id}**",
             _f(v.params_total, ","),
             _f(None if v.file_bytes is None else v.file_bytes / 1024, ",.1f"),
-            _f(loss.validation_bpb, ".4f"),
-            _f(loss.test_bpb, ".4f") + meets,
+            loss_text(loss.validation_bpb, loss.validation_se_bpb),
+            loss_text(loss.test_bpb, loss.test_se_bpb) + meets,
             _f(lat and lat.decode_ms, ".3g") + interval,
             "?" if lat is None else lat.source,
         ]
@@ -67,7 +68,7 @@ def summary_text(results: Results, analysis: Analysis, figures: Mapping[str, Pat
             f"**The smallest model that meets {target:g} bits/byte, per device** (chosen on validation, "
             "reported on test; latency measured on this host, predicted elsewhere):",
             "",
-            "| device | answer | params | file KiB | val bpb | test bpb | decode ms/token | latency |",
+            "| device | answer | params | file KiB | val bpb ± SE | test bpb ± SE | decode ms/token | latency |",
             "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |",
             *(_pick_row(d, p) for d, p in picks.items()),
         ]

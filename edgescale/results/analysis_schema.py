@@ -114,6 +114,8 @@ class PickLoss(Strict):
     validation_bpb: Number | None
     test_bpb: Number | None
     test_meets_target: bool | None
+    validation_se_bpb: Number | None = Field(None, description="standard error of validation_bpb (older runs: none)")
+    test_se_bpb: Number | None = Field(None, description="standard error of test_bpb (older runs: none)")
 
 
 class PickCost(Strict):
@@ -233,6 +235,7 @@ class NearestMiss(Strict):
     run: str | None
     validation_bpb: Number
     miss_bpb: Number
+    validation_se_bpb: Number | None = Field(None, description="standard error of validation_bpb (older runs: none)")
 
 
 class NewModelPick(Strict):
@@ -280,6 +283,8 @@ class CompareRow(Strict):
     params_total: Number
     validation_bpb: Number | None
     test_bpb: Number | None
+    validation_se_bpb: Number | None = Field(None, description="standard error of validation_bpb (older runs: none)")
+    test_se_bpb: Number | None = Field(None, description="standard error of test_bpb (older runs: none)")
     delta_validation_bpb: Number | None
     delta_test_bpb: Number | None
     host_decode_speedup: Speedup | None

@@ -100,19 +100,44 @@ def _open_lock(root: Path, exclusive: bool) -> int | None:
         ) from None
 
 
-def read_snapshot(run_dir: Path, *, allow_unfinished: bool = False) -> Snapshot:
-    """``run_dir``'s results, checked as the module docstring says; call it with the lock held (:func:`locked`)."""
+def read_snapshot(run_dir: Path, *, allow_unfinished: bool = False, names_artifacts: bool = False) -> Snapshot:
+    """``run_dir``'s results, checked as the module docstring says; call it with the lock held (:func:`locked`).
+    ``names_artifacts``: the reader answers with a variant's file (``pick``, ``compare``), so a results.json
+    without the manifest that proves the run finished is refused like an unfinished run, and with
+    ``--allow-unfinished`` its files are still hashed against results.json."""
     root = Path(run_dir)
     if not root.is_dir():
         raise UserError("not a directory", file=root, field="RUN_DIR")
+    for name in ("results.json", "manifest.json"):
+        _confined(root, root / name, name)
     results, results_sha = read_results_sha(root)
+    for v in results.variants:  # whatever else holds: no answer points outside the run directory
+        _confined(root, root / v.onnx_path, f"variants[{v.variant_id}].onnx_path")
     manifest = _read_manifest(root)
     if manifest is None:
-        note = "no manifest.json beside results.json: not checked for a finished run or for its artifacts' hashes"
-        return Snapshot(root, results, (f"{root}: {note}",))
+        note = "no manifest.json beside results.json: nothing proves the run finished"
+        if names_artifacts and not allow_unfinished:
+            raise UserError(
+                f"{note}, so its files are not named as an answer; rerun `edgescale run STUDY --out {root}`, or pass "
+                f"{ALLOW_FLAG} to read it anyway",
+                file=root / "manifest.json",
+            )
+        if names_artifacts:  # the files that are there must be the ones results.json records
+            missing = check_artifacts(root, results, missing_ok=True)
+            gone = (
+                f"; {len(missing)} of its variants' files are not there ({', '.join(missing[:3])})" if missing else ""
+            )
+            return Snapshot(root, results, (f"{root}: UNFINISHED RUN, read because of {ALLOW_FLAG}: {note}{gone}",))
+        return Snapshot(root, results, (f"{root}: {note}, and its artifacts' hashes were not checked",))
     warnings = _check_finished(root, manifest, results_sha, allow_unfinished)
     check_artifacts(root, results, manifest)
     return Snapshot(root, results, tuple(warnings))
+
+
+def _confined(root: Path, path: Path, what: str) -> None:
+    """Refuse ``path`` (a file a reader would open, or name as an answer) when it resolves outside ``root``."""
+    if not path.resolve().is_relative_to(root.resolve()):
+        raise UserError(f"{what} leads outside the run directory (a link, an absolute path or ..); refused", file=path)
 
 
 def _read_manifest(root: Path) -> dict | None:
@@ -154,17 +179,20 @@ def _check_finished(root: Path, manifest: dict, results_sha: str, allow: bool) -
     return [f"{path}: UNFINISHED RUN, read because of {ALLOW_FLAG}: {problem}; its numbers may be partial or stale"]
 
 
-def check_artifacts(root: Path, results: Results, manifest: dict | None = None) -> None:
-    """Every variant's ONNX file is in ``root`` and hashes to what results.json (and the manifest) record."""
+def check_artifacts(
+    root: Path, results: Results, manifest: dict | None = None, *, missing_ok: bool = False
+) -> list[str]:
+    """Every variant's ONNX file is in ``root`` and hashes to what results.json (and the manifest) record;
+    with ``missing_ok`` a missing file is listed (returned) instead of refused."""
     listed = (manifest or {}).get("artifacts")
     listed = listed if isinstance(listed, dict) else {}
     hint = rerun_hint(root, manifest or {})
+    missing: list[str] = []
     for v in results.variants:
         rel, sha = v.onnx_path, v.onnx_sha256
         field = f"variants[{v.variant_id}].onnx_path"
         p = root / rel
-        if not p.resolve().is_relative_to(root.resolve()):
-            raise UserError(f"{rel!r} leaves the run directory; refused", file=root / "results.json", field=field)
+        _confined(root, p, field)
         if rel in listed and listed[rel] != sha:
             raise UserError(
                 f"results.json and manifest.json record different hashes for {rel}: one was changed after the run; "
@@ -173,6 +201,9 @@ def check_artifacts(root: Path, results: Results, manifest: dict | None = None) 
                 field=field,
             )
         if not p.is_file():
+            if missing_ok:
+                missing.append(rel)
+                continue
             raise UserError(f"the artifact of variant {v.variant_id} is missing; rebuild it with {hint}", file=p)
         if _sha256(p) != sha:
             raise UserError(
@@ -180,6 +211,7 @@ def check_artifacts(root: Path, results: Results, manifest: dict | None = None) 
                 f"{p.stat().st_size:,} bytes, recorded {v.file_bytes:,}); rebuild it with {hint}",
                 file=p,
             )
+    return missing
 
 
 def _stat_key(p: Path) -> tuple:
@@ -208,4 +240,4 @@ def read_locked(run_dir: Path, *, allow_unfinished: bool = False) -> Snapshot:
     if not root.is_dir():
         raise UserError("not a directory", file=root, field="RUN_DIR")
     with locked(root, exclusive=False):
-        return read_snapshot(root, allow_unfinished=allow_unfinished)
+        return read_snapshot(root, allow_unfinished=allow_unfinished, names_artifacts=True)

@@ -57,6 +57,11 @@ def test_adapter_errors_are_clear():
         AdaptedLM(_spec(mask_kwarg="attn_mask"))
     with pytest.raises(ValueError, match="needs embed_dim"):
         CustomModelConfig(factory="a.b:c", vocab_size=256, input="embeddings")
+    typo = {**TINY_KW, "num_layerz": TINY_KW["num_layers"]}  # the audit's misspelt argument (issue 17)
+    del typo["num_layers"]
+    with pytest.raises(UserError, match="model.kwargs: .*cannot take these arguments: .*num_layerz") as e:
+        AdaptedLM(_spec(kwargs=typo))
+    assert "\n" not in str(e.value)
 
 
 @pytest.mark.slow

@@ -37,6 +37,8 @@ def test_cheapest_variant_meeting_the_target_with_its_test_loss():
         "validation_bpb": 2.15,
         "test_bpb": 2.2,
         "test_meets_target": True,
+        "validation_se_bpb": None,  # the hand-made file records no standard errors
+        "test_se_bpb": None,
     }
     assert v["latency"]["source"] == "predicted" and v["latency"]["decode_ms"] == 2.5
     assert out["considered"]["s/fp32"].startswith("validation 2.5000 bits/byte misses")
@@ -211,13 +213,16 @@ def _cli(*args):
 
 def test_cli_json_and_exit_codes(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps(handmade.results(handmade.ladder({"int4": 2.0}))))
-    ok = _cli("pick", tmp_path, "--target-loss", 2.6, "--device", "rpi5-8gb", "--json")
+    alone = _cli("pick", tmp_path, "--target-loss", 2.6, "--device", "rpi5-8gb", "--json")
+    assert alone.returncode == 2 and "no manifest.json" in alone.stderr  # nothing proves such a run finished
+    ok = _cli("pick", tmp_path, "--target-loss", 2.6, "--device", "rpi5-8gb", "--json", "--allow-unfinished")
     assert ok.returncode == 0, ok.stderr
+    assert "UNFINISHED RUN" in ok.stderr and "files are not there" in ok.stderr
     body = json.loads(ok.stdout)
     assert body["status"] == "ok" and body["variant"]["onnx_file"] == str(tmp_path / body["variant"]["onnx_path"])
-    bad = _cli("pick", tmp_path, "--target-loss", 0.5, "--device", "rpi5-8gb", "--json")
+    bad = _cli("pick", tmp_path, "--target-loss", 0.5, "--device", "rpi5-8gb", "--json", "--allow-unfinished")
     assert bad.returncode == 3 and json.loads(bad.stdout)["status"] == "infeasible"  # as edgescale plan
-    wrong = _cli("pick", tmp_path, "--target-loss", 2.0, "--device", "nope")
+    wrong = _cli("pick", tmp_path, "--target-loss", 2.0, "--device", "nope", "--allow-unfinished")
     assert wrong.returncode == 2 and "allowed: host, rpi5-8gb" in wrong.stderr and "Traceback" not in wrong.stderr
 
 
