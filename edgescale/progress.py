@@ -187,7 +187,10 @@ class Reporter:
             f"at equal training tokens ({falls.get('equal_tokens', 0):,}): {falls.get('at_equal_tokens')}"
         )
         out.print(table)
-        out.print("decode speed-up: fp32 p50 / variant p50, 95% paired bootstrap CI; ~ = within noise (CI includes 1)")
+        out.print(
+            "decode speed-up: fp32 p50 / variant p50, 95% paired bootstrap CI; ~ = within noise (CI holds 1, "
+            "or lies within the A/A noise floor)"
+        )
         out.print(f"bpb ± SE: held-out loss ± its standard error, clustered by scoring window ({NO_SE}: not recorded)")
         out.print(f"run directory: {run_dir}  (results.json, report.html, summary.md, figures)")
 

@@ -93,7 +93,7 @@ def summary_text(results: Results, analysis: Analysis, figures: Mapping[str, Pat
     cmp = analysis.compare
     if cmp is not None and cmp.sizes:
         lines += ["", "## Recipes compared on the same model", "", "```", *table_lines(cmp), "```"]
-        lines += ["", "`~` after a CI: the interval holds 1× (within noise)."]
+        lines += ["", "`~` after a CI: within noise (the interval holds 1×, or lies within the run's A/A noise floor)."]
     fits = analysis.degradation or {}
     if fits:
         lines += ["", "## Degradation law (loss change vs size, per recipe)", ""]
