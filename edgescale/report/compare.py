@@ -18,7 +18,7 @@ from edgescale.errors import UserError
 from edgescale.progress import loss_text
 from edgescale.report.degradation import baseline_recipe
 from edgescale.report.frontier import axes_for, device_axis, frontier
-from edgescale.report.pick import latency_on, se_of
+from edgescale.report.pick import latency_on
 from edgescale.results.analysis_schema import Comparison
 from edgescale.results.base import clean
 from edgescale.results.schema import HostLatency, Results, Variant
@@ -71,8 +71,8 @@ def _row(v: Variant, base: Variant, base_recipe: str, device: str, on_front: boo
         "params_total": v.params_total,
         "validation_bpb": v.bpb("validation"),
         "test_bpb": v.bpb("test"),
-        "validation_se_bpb": se_of(v, "validation"),
-        "test_se_bpb": se_of(v, "test"),
+        "validation_se_bpb": v.se("validation"),
+        "test_se_bpb": v.se("test"),
         "delta_validation_bpb": _delta(v, base, "validation"),
         "delta_test_bpb": _delta(v, base, "test"),
         "host_decode_speedup": _speedup(v, "decode", base_recipe),

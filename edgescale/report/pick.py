@@ -159,8 +159,8 @@ def describe(run: Run, v: Variant, target: float, device: str, axis: str, label:
             "validation_bpb": v.bpb("validation"),
             "test_bpb": test,
             "test_meets_target": None if test is None else test <= target,
-            "validation_se_bpb": se_of(v, "validation"),
-            "test_se_bpb": se_of(v, "test"),
+            "validation_se_bpb": v.se("validation"),
+            "test_se_bpb": v.se("test"),
         },
         "cost": {"axis": axis, "label": label, "value": axes_for([v])[axis].get(v) if axis in axes_for([v]) else None},
         "latency": latency_on(v, device),
@@ -172,12 +172,6 @@ def describe(run: Run, v: Variant, target: float, device: str, axis: str, label:
         "flags": list(v.flags),
         "warnings": [f.reason for f in v.feasibility if f.device in (device, "host")],
     }
-
-
-def se_of(v: Variant, split: str) -> float | None:
-    """The standard error of ``v``'s loss on ``split``; None where it was not recorded (older runs)."""
-    s = v.loss.get(split)
-    return None if s is None else s.se_bpb
 
 
 def check_comparable(runs: Sequence[Run]) -> None:
@@ -288,7 +282,7 @@ def nearest_miss(pool: list, target: float, several: bool) -> dict | None:
         "run": r.label if several else None,
         "validation_bpb": loss,
         "miss_bpb": loss - target,
-        "validation_se_bpb": se_of(v, "validation"),
+        "validation_se_bpb": v.se("validation"),
     }
 
 

@@ -100,6 +100,7 @@ def point(v: Variant, sizes: Mapping[str, Size], law, unit: float, target: float
     return {
         "variant_id": v.variant_id,
         "validation_bpb": v.bpb("validation"),
+        "validation_se_bpb": v.se("validation"),
         "params_total": v.params_total,
         "training_flops": train,
         "scratch_same_inference_cost": _scratch_equivalent(law, unit, v.params_total, train["total"], target),
@@ -107,6 +108,7 @@ def point(v: Variant, sizes: Mapping[str, Size], law, unit: float, target: float
         if not twin
         else {
             "validation_bpb": twin.bpb("validation"),
+            "validation_se_bpb": twin.se("validation"),
             "training_flops": 6.0 * v.params_total * twin.train_tokens,
         },
     }
@@ -126,6 +128,7 @@ def _route(v: Variant, sizes: Mapping[str, Size], device: str, served: float) ->
     out = {
         "variant_id": v.variant_id,
         "validation_bpb": v.bpb("validation"),
+        "validation_se_bpb": v.se("validation"),
         **_lifetime(training_flops(v, sizes)["total"], v.params_total, served, energy),
     }
     ms, lo, hi = (getattr(lat, k, None) for k in ("decode_ms", "decode_ms_low", "decode_ms_high"))

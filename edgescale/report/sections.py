@@ -225,12 +225,16 @@ def _degradation_grid(fits: Mapping[str, DegradationLaw]) -> str:
     )
 
 
+def _twin_loss(t) -> str:
+    return "–" if t is None else loss_text(t.validation_bpb, t.validation_se_bpb)
+
+
 def _route_cells(r: RouteVariant | None) -> str:
     if r is None:
         return "<td>–</td>" * 5
     return (
         _td(r.variant_id)
-        + _td(r.validation_bpb, "{:.4f}")
+        + _td(loss_text(r.validation_bpb, r.validation_se_bpb))
         + _td(r.training_flops, "{:.3g}")
         + _td(r.inference_flops, "{:.3g}")
         + (
@@ -258,21 +262,22 @@ def routes(rt: Routes | None) -> str:
             f"<tr>{_td(dev)}{_route_cells(d.train_small)}{_route_cells(d.train_big_and_compress)}"
             f"<td class='wrap'>{_e(plan)}</td><td class='wrap'>{_e(d.statement)}</td></tr>"
         )
-    head = ["device"] + [f"{w}: {c}" for w in ("small", "big+compress") for c in ("variant", "val bpb", "train FLOPs",
-            "serve FLOPs", "lifetime")] + ["law: scratch model for the target", "verdict (uncertainty)"]  # fmt: skip
+    cols = ("variant", "val bpb ± SE", "train FLOPs", "serve FLOPs", "lifetime")
+    head = ["device", *(f"{w}: {c}" for w in ("small", "big+compress") for c in cols)]
+    head += ["law: scratch model for the target", "verdict (uncertainty)"]
     points = [
         "<tr>"
         + _td(p.variant_id)
-        + _td(p.validation_bpb, "{:.4f}")
+        + _td(loss_text(p.validation_bpb, p.validation_se_bpb))
         + _td(p.training_flops.total, "{:.3g}")
         + _td(p.scratch_same_inference_cost.loss_bpb_at_same_compute, "{:.4f}")
         + _td(p.scratch_same_inference_cost.compute_to_target, "{:.3g}")
-        + _td(p.scratch_twin_measured and p.scratch_twin_measured.validation_bpb, "{:.4f}")
+        + _td(_twin_loss(p.scratch_twin_measured))
         + "</tr>"
         for p in rt.points
     ]
-    p_head = ["frontier variant", "val bpb", "training FLOPs (all parts)", "law: scratch at same N and compute"]
-    p_head += ["law: scratch compute to target", "measured scratch twin"]
+    p_head = ["frontier variant", "val bpb ± SE", "training FLOPs (all parts)", "law: scratch at same N and compute"]
+    p_head += ["law: scratch compute to target", "measured scratch twin (val bpb ± SE)"]
     return (
         _route_pairs(rt)
         + f'<p class="note">Lifetime = training + serving {_fmt(rt.served_tokens, "{:.3g}")} tokens (2·N FLOPs per '

@@ -339,6 +339,7 @@ class ScratchEquivalent(Strict):
 
 class ScratchTwinMeasured(Strict):
     validation_bpb: Number | None
+    validation_se_bpb: Number | None = None
     training_flops: Number
 
 
@@ -347,6 +348,7 @@ class RoutePoint(Strict):
 
     variant_id: str
     validation_bpb: Number | None
+    validation_se_bpb: Number | None = None
     params_total: Number
     training_flops: TrainingFlops
     scratch_same_inference_cost: ScratchEquivalent
@@ -356,6 +358,7 @@ class RoutePoint(Strict):
 class RouteVariant(Strict):
     variant_id: str
     validation_bpb: Number | None
+    validation_se_bpb: Number | None = None
     training_flops: Number
     inference_flops: Number
     lifetime_flops: Number

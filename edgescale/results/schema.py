@@ -195,6 +195,11 @@ class ScratchTwin(Strict):
         s = self.loss.get(split)
         return None if s is None else s.bits_per_byte
 
+    def se(self, split: str = "validation") -> float | None:
+        """The standard error of :meth:`bpb`; None where it was not recorded (older runs)."""
+        s = self.loss.get(split)
+        return None if s is None else s.se_bpb
+
 
 class Variant(Strict):
     variant_id: str
@@ -225,6 +230,11 @@ class Variant(Strict):
         """Bits per byte on ``split``; None where the split was not scored."""
         s = self.loss.get(split)
         return None if s is None else s.bits_per_byte
+
+    def se(self, split: str = "validation") -> float | None:
+        """The standard error of :meth:`bpb`; None where it was not recorded (older runs)."""
+        s = self.loss.get(split)
+        return None if s is None else s.se_bpb
 
 
 class FailedVariant(Strict):

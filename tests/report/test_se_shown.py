@@ -137,3 +137,14 @@ def test_pick_and_compare_cli_on_a_real_run_show_se(tiny_run):
         val = v["loss"]["validation"]
         se = val.get("se_bpb")
         assert f"{val['bits_per_byte']:.4f} ± {'—' if se is None else f'{se:.4f}'}" in c.stdout, v["variant_id"]
+
+
+def test_report_html_routes_tables_show_se():
+    """The train-small vs big+compress tables: each route's variant and each frontier point."""
+    data = _with_se(full_results())
+    page, _ = _page(data)
+    routes = page[page.index("small: val bpb ± SE") :]
+    assert "<th>val bpb ± SE</th>" in routes  # the frontier points' table
+    assert len(re.findall(rf"<td>\d+\.\d{{4}} ± {VAL_SE:.4f}</td>", routes)) >= 2
+    # a held-out loss follows a variant id, never bare (the law's predicted losses have no SE: not held out)
+    assert not re.search(r"<td>s\d[^<]*</td><td>\d+\.\d{4}</td>", routes)
