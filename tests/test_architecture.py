@@ -60,6 +60,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
             "edgescale.bench.loss",
             "edgescale.bench.leak",
             "edgescale.guard",
+            "edgescale.onnx_probe",
             "edgescale.hf.source",
             "edgescale.hf.checks",
             "edgescale.hf.spm",
@@ -89,6 +90,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
         "pipeline",
         (
             "edgescale.pipeline",
+            "edgescale.failures",
             "edgescale.executor",
             "edgescale.run",
             "edgescale.chain",

@@ -4,7 +4,7 @@ Property: a loader either returns a valid result or raises one :class:`UserError
 naming the file — never another exception, never a hang. Covered: study, recipe and
 device-profile YAML (``edgescale validate``; a study's is also the first thing ``run``
 does), the ``edgescale fit FILE.csv`` loader and fit, and ONNX bytes, which are opened
-first in a child process with a timeout (:func:`edgescale.guard.probe_onnx`) and only
+first in a child process with a timeout (:func:`edgescale.onnx_probe.probe_onnx`) and only
 then in this one. Examples are bounded and derandomized, so CI sees the same inputs on
 every run; ``pytest --hypothesis-show-statistics`` prints how many ran.
 """
@@ -330,7 +330,7 @@ def _open_untrusted(path: Path) -> None:
     """What ``predict`` and ``validate`` do with a user's ONNX file."""
     from edgescale.bench.ort_model import OrtCausalLM
     from edgescale.export.mobile import op_coverage
-    from edgescale.guard import probe_onnx
+    from edgescale.onnx_probe import probe_onnx
 
     probe = probe_onnx(path, timeout_s=120, need_session=False)  # a crash or hang stays in the child
     assert isinstance(probe.inputs, dict)
@@ -352,18 +352,18 @@ def test_damaged_onnx_bytes_give_a_result_or_one_user_error(scratch, onnx_bases,
 
 def test_a_native_crash_or_hang_while_opening_is_one_user_error(monkeypatch, relu_onnx):
     """The child really dies (SIGSEGV) or really hangs; this process reports it and goes on."""
-    from edgescale import guard
+    from edgescale import onnx_probe
 
-    monkeypatch.setattr(guard, "_PROBE_SCRIPT", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    monkeypatch.setattr(onnx_probe, "_PROBE_SCRIPT", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
     with pytest.raises(UserError, match=f"{relu_onnx}: onnxruntime crashed opening this model \\(SIGSEGV\\)"):
-        guard.probe_onnx(relu_onnx)
-    monkeypatch.setattr(guard, "_PROBE_SCRIPT", "import time; time.sleep(60)")
+        onnx_probe.probe_onnx(relu_onnx)
+    monkeypatch.setattr(onnx_probe, "_PROBE_SCRIPT", "import time; time.sleep(60)")
     with pytest.raises(UserError, match="did not finish opening this model within 0.5 s"):
-        guard.probe_onnx(relu_onnx, timeout_s=0.5)
+        onnx_probe.probe_onnx(relu_onnx, timeout_s=0.5)
 
 
 def test_probe_reads_a_real_model(tiny_onnx):
-    from edgescale.guard import probe_onnx
+    from edgescale.onnx_probe import probe_onnx
 
     probe = probe_onnx(tiny_onnx)
     assert "input_ids" in probe.inputs and "logits" in probe.outputs and probe.session_error is None

@@ -1,6 +1,6 @@
 """A user's ONNX causal LM at the door: one check that ``bench``, ``predict`` and ``quantize`` share.
 
-Each of them opens the file in a child process first (:func:`edgescale.guard.probe_onnx`),
+Each of them opens the file in a child process first (:func:`edgescale.onnx_probe.probe_onnx`),
 then requires the causal-LM signature (``input_ids`` → ``logits`` of shape (batch, seq,
 vocab), float, with a fixed vocabulary), so a graph that merely has those names (an
 ``Identity`` from ``input_ids`` to ``logits``) is refused alike by all three, naming the file.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgescale.errors import UserError
-from edgescale.guard import probe_onnx
+from edgescale.onnx_probe import probe_onnx
 
 _INT_IDS = ("INT64", "INT32")  # onnx.TensorProto element types
 _FLOAT_LOGITS = ("FLOAT", "FLOAT16", "DOUBLE", "BFLOAT16")

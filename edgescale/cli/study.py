@@ -68,7 +68,7 @@ def validate(
     for f in files:
         if f.suffix == ".onnx":
             from edgescale.export.mobile import TARGETS, op_coverage
-            from edgescale.guard import probe_onnx
+            from edgescale.onnx_probe import probe_onnx
 
             if target not in TARGETS:
                 raise UserError(f"unknown target {target!r}; allowed: {', '.join(TARGETS)}", field="--target")
@@ -93,7 +93,7 @@ def export(
 
     if fmt != "ort":
         raise UserError(f"unknown format {fmt!r}; allowed: ort", field="--format")
-    from edgescale.guard import probe_onnx
+    from edgescale.onnx_probe import probe_onnx
 
     probe_onnx(model)  # file exists, is ONNX, and onnxruntime opens it without crashing
     err.print(f"wrote {to_ort_format(model, out)}")

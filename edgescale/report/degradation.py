@@ -63,10 +63,15 @@ from pathlib import Path
 
 import numpy as np
 
-from edgescale.report.degradation_notes import d_over_n_note, seed_spread_note
-from edgescale.results import nll
-from edgescale.results.nll import Z95, Contrast
-from edgescale.results.schema import DegradationGridPoint, HostLatency, LossSplit, Results
+from edgescale.report.degradation_points import (  # noqa: F401 -- re-exported: they were defined here first
+    DegradationPoint,
+    degradation_points,
+    delta_se,
+    grid_points,
+    recipe_points,
+)
+from edgescale.results.nll import Z95
+from edgescale.results.schema import HostLatency, Results
 
 N_BOOT = 2000
 COLLINEAR_R = 0.95
@@ -74,24 +79,6 @@ MIN_SIZES = 5  # sizes a law needs ...
 MIN_DECADES = 1.5  # ... spanning this many decades of N
 MIN_RATIOS = 2  # D/N ratios at every size for the D term
 BOX_RTOL = 1e-9  # the box's edges are sampled points: float noise must not refuse them
-
-
-@dataclass(frozen=True)
-class DegradationPoint:
-    size: str
-    n: float  # parent's total parameters
-    d: float  # parent's pre-training tokens
-    delta_bpb: float  # validation loss change vs the baseline, bits per byte
-    delta_test_bpb: float | None = None
-    se_bpb: float | None = None  # standard error of delta_bpb: paired over windows, else unpaired, else None
-    se_paired: bool | None = None  # whether se_bpb is the paired (per-window) error
-    within_noise: bool | None = None  # |δ| < 1.96·se_bpb: the recipe's effect at this size is not resolved
-    seed: int | None = None  # the training run's seed (degradation-grid points; None: the exported run)
-
-    def with_se(self, c: Contrast | None) -> DegradationPoint:
-        if c is None or not math.isfinite(c.se_bpb):
-            return self
-        return replace(self, se_bpb=c.se_bpb, se_paired=c.paired, within_noise=abs(self.delta_bpb) < Z95 * c.se_bpb)
 
 
 @dataclass(frozen=True)
@@ -202,68 +189,6 @@ def _box(pts: Sequence[DegradationPoint]) -> tuple[tuple[float, float], tuple[fl
     ns = [p.n for p in pts]
     rs = [p.d / p.n for p in pts]
     return (min(ns), max(ns)), (min(rs), max(rs))
-
-
-def delta_se(v: LossSplit, b: LossSplit, root: Path | None) -> Contrast | None:
-    """The error of ``v − b``: paired over the windows both were scored on (their sidecars under
-    ``root``), else unpaired from the records' se_bpb, else None (older runs keep neither)."""
-    c = nll.paired_delta(w, u) if (w := nll.load(root, v.nll_file)) and (u := nll.load(root, b.nll_file)) else None
-    if c is None and v.se_bpb is not None and b.se_bpb is not None:
-        c = nll.unpaired([(1.0, v.bits_per_byte, v.se_bpb), (-1.0, b.bits_per_byte, b.se_bpb)])
-    return c
-
-
-def degradation_points(
-    results: Results, recipe: str, baseline: str, root: Path | None = None
-) -> list[DegradationPoint]:
-    """δ of ``recipe`` against ``baseline`` at every ladder size that has both (distilled
-    students are left out: their loss comes from another training process, and so are
-    pretrained candidates whose training tokens are unknown: the law is in N and D), each
-    with its standard error (:func:`delta_se`; paired with the run directory ``root``)."""
-    sizes = {s.size: s for s in results.sizes if not s.distilled_from and s.train_tokens > 0}
-    by = {(v.size, v.recipe): v for v in results.variants}
-    out = []
-    for name, s in sizes.items():
-        v, b = by.get((name, recipe)), by.get((name, baseline))
-        if v is None or b is None:
-            continue
-        val = v.loss["validation"].bits_per_byte - b.loss["validation"].bits_per_byte
-        test = None
-        if "test" in v.loss and "test" in b.loss:
-            test = v.loss["test"].bits_per_byte - b.loss["test"].bits_per_byte
-        if math.isfinite(val):
-            p = DegradationPoint(name, float(s.params_total), float(s.train_tokens), val, test)
-            out.append(p.with_se(delta_se(v.loss["validation"], b.loss["validation"], root)))
-    return sorted(out, key=lambda p: p.n)
-
-
-def grid_points(grid: Sequence[DegradationGridPoint], recipe: str, baseline: str) -> list[DegradationPoint]:
-    """δ of ``recipe`` at every scored point of a degradation grid (each cooled branch of each seed of
-    each ladder size, :mod:`edgescale.degradation_grid`), with the paired error recorded there."""
-    out = []
-    for g in grid:
-        if g.status != "ok" or g.recipe != recipe or g.baseline != baseline or g.delta_bpb is None:
-            continue
-        p = DegradationPoint(g.size, float(g.params_total), float(g.tokens), g.delta_bpb, seed=g.seed)
-        if g.se_bpb is not None:
-            p = replace(p, se_bpb=g.se_bpb, se_paired=g.se_paired, within_noise=g.within_noise)
-        out.append(p)
-    return sorted(out, key=lambda p: (p.n, p.d, p.seed or 0))
-
-
-def _recipe_points(results: Results, recipe: str, base: str, root: Path | None) -> tuple[list, list[str]]:
-    """The grid's points for ``recipe`` where the run has them (several D/N and seeds per size), else
-    one point per size from the variants; and notes on what the grid adds or lacks."""
-    grid = [g for g in results.degradation_grid or () if g.recipe == recipe and g.baseline == base]
-    pts = grid_points(grid, recipe, base)
-    if not pts:
-        return degradation_points(results, recipe, base, root), []
-    failed = [g for g in grid if g.status != "ok"]
-    notes = [n for n in (d_over_n_note(pts), seed_spread_note(pts)) if n]
-    if failed:
-        why = sorted({f"{g.failed_stage}: {g.reason}" for g in failed})
-        notes.append(f"{len(failed)} of {len(grid)} grid points have no δ ({'; '.join(why[:3])})")
-    return pts, notes
 
 
 @dataclass(frozen=True)
@@ -405,7 +330,7 @@ def fit_recipes(results: Results, root: Path | None = None, *, seed: int = 0) ->
     fits = {}
     for r in recipes:
         if r != base:
-            pts, notes = _recipe_points(results, r, base, root)
+            pts, notes = recipe_points(results, r, base, root)
             fit = fit_degradation(r, base, pts, seed=seed)
             fits[r] = replace(fit, notes=(*fit.notes, *notes)) if notes else fit
     if unknown:  # said, not silently dropped
