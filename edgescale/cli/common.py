@@ -68,8 +68,11 @@ def check_range(flag: str, value: float | None, low: float, high: float, unit: s
     def show(x: float) -> str:
         return f"{x:,}" if isinstance(x, int) else f"{x:g}"
 
-    where = f"{'(' if above else '['}{show(low)}, {show(high)}]{unit}"
-    raise UserError(f"must be in {where}, got {show(value)}", field=flag)
+    if above and low == 0:
+        where = f"positive and at most {show(high)}{unit}"
+    else:
+        where = f"in {'(' if above else '['}{show(low)}, {show(high)}]{unit}"
+    raise UserError(f"must be {where}, got {show(value)}", field=flag)
 
 
 def _finite(x: Any) -> Any:

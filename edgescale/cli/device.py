@@ -10,7 +10,7 @@ import typer
 import yaml
 from rich.table import Table
 
-from edgescale.cli.common import app, emit, err, renamed_flags, table_console
+from edgescale.cli.common import app, check_range, emit, err, renamed_flags, table_console
 from edgescale.errors import UserError
 
 
@@ -71,10 +71,8 @@ def predict(
     """Predict decode (and prefill) latency: of an ONNX model node by node, or analytically
     from a parameter count and bits per weight."""
     for name, value in (("--decode-context", decode_context), ("--prompt-len", prompt_len)):
-        if value is not None and not 1 <= value <= MAX_TOKENS:
-            raise UserError(f"must be in [1, {MAX_TOKENS}] tokens, got {value}", field=name)
-    if not 0 < kv_bits <= 64:
-        raise UserError(f"must be positive and at most 64, got {kv_bits:g}", field="--kv-bits")
+        check_range(name, value, 1, MAX_TOKENS, " tokens")
+    check_range("--kv-bits", kv_bits, 0, 64, above=True)
     if model is not None:
         emit(_predict_graph(model, device, decode_context, prompt_len, calibration), as_json)
         return
@@ -85,8 +83,7 @@ def predict(
     if params is None or bits is None:
         raise UserError("give MODEL.onnx, or --params and --bits for the analytic mode", field="predict")
     for name, value, high in (("--params", params, MAX_PARAMS), ("--bits", bits, 64)):
-        if not (0 < value <= high):
-            raise UserError(f"must be positive and at most {high:g}, got {value:g}", field=name)
+        check_range(name, value, 0, high, above=True)
     if device == "host":
         raise UserError("the analytic mode needs a device profile; allowed: edgescale devices", field="--device")
     result = run_predict(get_device(device), params, bits, decode_context or 512, kv_bits, prompt_len or 128)

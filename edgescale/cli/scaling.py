@@ -86,8 +86,7 @@ def _check_ranges(compute, loss_target, max_tokens, unique_tokens, inference_tok
         ("--power-w", power_w, 1e9, " W"),
     )
     for name, value, high, unit in ranges:
-        if value is not None and not 0 < value <= high:  # NaN and inf fail too
-            raise UserError(f"must be positive and at most {high:g}{unit}, got {value:g}", field=name)
+        check_range(name, value, 0, high, unit, above=True)
     if not 0 <= inference_tokens <= MAX_TOKENS:
         raise UserError(
             f"must be a number in [0, {MAX_TOKENS:g}] tokens, got {inference_tokens:g}", field="--inference-tokens"
