@@ -13,9 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from edgescale import __version__
+from edgescale.compress.isa import resolution_key
 from edgescale.compress.registry import Chain, Step, StepContext
 from edgescale.export.canonical import file_sha256
 from edgescale.models.backend import ModelBackend
@@ -106,13 +107,14 @@ def run_chain(
     rel, sha, kind = start.artifact, start.sha256, backend.takes
     steps, checkpoint = [], start.artifact
     for step in chain.steps:
-        key = step.key(backend.step_input(sha), __version__)
+        # `auto` quantization settings resolve per target ISA: the key says which (edgescale.compress.isa)
+        key = step.key(backend.step_input(sha) + resolution_key(step.config, chain.target), __version__)
         rec = store.cached(key)
         if rec:
             rep.reuse(f"{name}/{chain.name}: {step.op}", rec["artifact"])
         else:
             try:
-                rec = _run_step(backend, step, kind, rel, key, start, store, rep, name, seed)
+                rec = _run_step(backend, step, kind, rel, key, start, store, rep, name, seed, chain.target)
             except Exception as e:
                 if name_failed_step:
                     raise StepFailed(step.op, e) from e
@@ -142,6 +144,7 @@ def _run_step(
     rep: Reporter,
     name: str,
     seed: int,
+    target: Any = None,
 ) -> dict:
     work = store.work_dir(key)
     ctx = StepContext(
@@ -152,6 +155,7 @@ def _run_step(
         parent=backend.load(store.root / start.artifact) if kind == "torch" else None,
         parent_tokens=start.tokens,
         corpus=backend.corpus,
+        target=target,
     )
     fn = backend.implementation(step)
     with metered() as use, backend.running_step(), rep.status(f"{name}: {step.op}"):

@@ -373,6 +373,12 @@ ExecutionProvider = Literal[
 ]
 
 
+# CPU features a recipe target may name (the names device profiles use): what ``auto`` quantization settings read.
+IsaFeature = Literal[
+    "neon", "fp16", "dotprod", "i8mm", "bf16", "sve", "sve2", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx"
+]
+
+
 class RecipeTarget(Strict):
     """Where a recipe's artifact is meant to run; the feasibility check compares it with each device."""
 
@@ -384,6 +390,21 @@ class RecipeTarget(Strict):
         description="onnxruntime execution provider the artifact is built for (host latency is always measured "
         "on the CPU provider)",
     )
+    isa: list[IsaFeature] | None = Field(
+        None,
+        min_length=1,
+        description="CPU features the artifact is built for: `auto` quantization settings resolve for them "
+        "(unset: the device's, else this host's)",
+    )
+    device: str | None = Field(
+        None, description="a device profile whose cpu.isa `auto` quantization settings resolve for (unset: this host)"
+    )
+
+    @model_validator(mode="after")
+    def _one_isa_source(self) -> RecipeTarget:
+        if self.isa is not None and self.device is not None:
+            raise ValueError("give target.isa or target.device, not both (both name the CPU `auto` resolves for)")
+        return self
 
 
 class Recipe(Strict):

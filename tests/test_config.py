@@ -114,7 +114,7 @@ def test_not_a_mapping_and_missing_file(tmp_path):
             "unknown op 'quantize.int9'; allowed: distill.recover, export.genai, export.onnx, optimize.graph",
         ),
         ([{"op": "quantize.int8_dynamic", "bits": 4}], "steps.0.bits", "allowed: op_types, per_channel"),
-        ([{"op": "quantize.int8_dynamic", "weight_type": "int4"}], "steps.0.weight_type", "'qint8' or 'quint8'"),
+        ([{"op": "quantize.int8_dynamic", "weight_type": "int4"}], "steps.0.weight_type", "'quint8' or 'auto'"),
     ],
 )
 def test_bad_recipe_names_file_field_and_allowed(tmp_path, steps, field, fragment):

@@ -28,6 +28,14 @@ Graphs from onnxruntime-genai's model builder (``export.genai``) have no ``posit
 may declare int32 ids or mask, and may leave the KV head size symbolic: then it is read
 from the ``genai_config.json`` beside the graph, as ``edgescale.bench.ort_model`` does.
 
+With ``"profile": true`` in the request, after the timed loop each variant's file is opened a
+second time with onnxruntime's profiler on (same options, same global pool; the timed
+sessions never profile), warmed up, and one prefill and one decode step at the same context
+are run through the same feeds and binding; the reply's ``profiles`` then holds, per variant
+and phase, the kernel time per op type (µs), the nodes per execution provider, the nodes
+run and the model_run time of that phase's last run, plus ``graph_nodes``; and
+``bandwidth_probe`` a timed matrix-vector product over 512 MB of weights (GB/s). See ``edgescale.bench.profile``.
+
 Reply (JSON on stdout): per variant the raw prefill and decode samples in ms, taken
 interleaved (each repeat visits every variant once, in a shuffled order), per probe its
 run samples, plus the onnxruntime version and the modules loaded. On failure:
@@ -39,6 +47,7 @@ from __future__ import annotations
 import json
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,12 +75,15 @@ def _head_dim(path: str, dim) -> int:
         raise ValueError(f"{path}: symbolic KV head size {dim!r} and no genai_config.json beside it") from None
 
 
-def _session(path: str, req: dict):
+def _session(path: str, req: dict, profile_prefix: str | None = None):
     opts = ort.SessionOptions()
     opts.use_per_session_threads = False  # the global pool set up in measure()
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = _LEVELS[req["graph_optimization"]]
     opts.log_severity_level = 3
+    if profile_prefix is not None:
+        opts.enable_profiling = True
+        opts.profile_file_prefix = profile_prefix
     return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
 
 
@@ -93,9 +105,9 @@ class Probe:
 class Variant:
     """One model: a session, its prefill feeds, and a bound decode step at a fixed context."""
 
-    def __init__(self, name: str, path: str, req: dict) -> None:
+    def __init__(self, name: str, path: str, req: dict, profile_prefix: str | None = None) -> None:
         self.name, self.path = name, path
-        self.sess = _session(path, req)
+        self.sess = _session(path, req, profile_prefix)
         self._signature()
         rng = np.random.default_rng(req["seed"])
         self.prompt = rng.integers(0, self.vocab, size=(1, req["prompt_len"])).astype(self.ids_dtype)
@@ -175,6 +187,45 @@ class Variant:
             v = ort.OrtValue.ortvalue_from_shape_and_type(shape, dtype)
             self._keep.append(v)
             self.binding.bind_ortvalue_output(name, v)
+        self.kv_buffer = "concat"
+        self._share_kv_buffer(feeds, context)
+
+    def _share_kv_buffer(self, feeds: dict[str, np.ndarray], context: int) -> None:
+        """Bind each layer's past and present to ONE preallocated buffer, as onnxruntime-genai does,
+        when the graph computes the same logits that way (bit for bit).
+
+        GroupQueryAttention reads the past length from ``attention_mask`` (seqlens_k), not from the
+        past tensor's shape, so it can write the new key/value in place at that position instead of
+        copying the whole past into a fresh present every step (the fused graphs of export.onnx and
+        onnxruntime-genai's builder graphs). A graph whose attention concatenates (the traced
+        export, optimum's) fails on, or computes other logits from, a past as long as the present:
+        it keeps the concatenating binding.
+        """
+        self.sess.run_with_iobinding(self.binding)
+        reference = self.binding.get_outputs()[self.outputs.index("logits")].numpy().copy()
+        shared = self.sess.io_binding()
+        keep = []
+        for name, arr in feeds.items():
+            if name.startswith("past_key_values."):
+                buf = np.zeros((1, arr.shape[1], context, arr.shape[3]), arr.dtype)
+                buf[:, :, : arr.shape[2]] = arr
+                value = ort.OrtValue.ortvalue_from_numpy(buf)
+                shared.bind_ortvalue_output(name.replace("past_key_values.", "present.", 1), value)
+            else:
+                value = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(arr))
+            keep.append(value)
+            shared.bind_ortvalue_input(name, value)
+        logits = ort.OrtValue.ortvalue_from_shape_and_type((1, 1, self.vocab), np.float32)
+        keep.append(logits)
+        shared.bind_ortvalue_output("logits", logits)
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # the refusal below is expected for concatenating graphs: not an error to log
+        try:
+            self.sess.run_with_iobinding(shared, quiet)
+        except Exception:  # onnxruntime's own error types: a present shape the graph cannot write in place
+            return
+        if np.array_equal(logits.numpy(), reference):
+            self.binding, self._keep, self.kv_buffer = shared, keep, "shared"
 
     def prefill_ms(self) -> float:
         t = time.perf_counter_ns()
@@ -203,6 +254,7 @@ def measure(req: dict) -> dict:
     samples = {v.name: {"prefill": [], "decode": []} for v in variants}
     runs = {pr.name: [] for pr in probes}
     decode = {v.name: "kv-cache" if v.has_cache else "full-recompute" for v in variants}
+    kv_buffer = {v.name: v.kv_buffer for v in variants if v.has_cache}
     rng = np.random.default_rng(req.get("order_seed", req["seed"]))
     items = [*variants, *probes]
     for _ in range(req["repeats"]):
@@ -217,13 +269,75 @@ def measure(req: dict) -> dict:
             for _ in range(warm):
                 it.decode_ms()
             samples[it.name]["decode"].append(it.decode_ms())
+    profiled = {}
+    if req.get("profile"):  # after the timed loop: never inside it, never on a timed session
+        profiled = {v.name: profile(v.name, v.path, req) for v in variants}
     return {
         "samples": samples,
         "probes": runs,
         "decode": decode,
+        "kv_buffer": kv_buffer,
+        **({"profiles": profiled, "bandwidth_probe": stream_bandwidth()} if req.get("profile") else {}),
         "onnxruntime": ort.__version__,
         "modules": sorted({m.split(".")[0] for m in sys.modules if not m.startswith("_")}),
     }
+
+
+def _phase_profile(events: list[dict], run: dict) -> dict:
+    """Kernel time per op type (µs), nodes per execution provider and nodes executed, inside one model_run."""
+    t0, t1 = run["ts"], run["ts"] + run["dur"]
+    nodes = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and t0 <= e["ts"] <= t1]
+    by_op: dict[str, float] = {}
+    by_ep: dict[str, int] = {}
+    for e in nodes:
+        op, ep = e["args"].get("op_name", "?"), e["args"].get("provider", "?")
+        by_op[op] = by_op.get(op, 0.0) + float(e["dur"])
+        by_ep[ep] = by_ep.get(ep, 0) + 1
+    return {"kernel_us_by_op": by_op, "nodes_by_provider": by_ep, "nodes_run": len(nodes), "run_us": float(run["dur"])}
+
+
+def profile(name: str, path: str, req: dict) -> dict:
+    """One prefill and one decode step of a SECOND, profiled session of ``path`` (the timed session
+    is left untouched), after the same warm-up; per phase, what its LAST model_run spent per op type.
+
+    The profiler adds a fixed cost per node, so the shares of kernel time are the headline, not ms.
+    """
+    warm = req.get("decode_warm", 2)
+    with tempfile.TemporaryDirectory(prefix="ort-prof-") as tmp:
+        v = Variant(name, path, req, profile_prefix=str(Path(tmp) / "prof"))
+        for _ in range(max(1, req["warmup"])):
+            v.prefill_ms()
+            v.decode_ms()
+        v.prefill_ms()
+        for _ in range(warm + 1):  # the last of these is the profiled decode step
+            v.decode_ms()
+        trace = v.sess.end_profiling()
+        events = json.loads(Path(trace).read_text())
+        Path(trace).unlink()
+    runs = sorted((e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"), key=lambda e: e["ts"])
+    seen = {e["name"] for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")}
+    return {
+        "prefill": _phase_profile(events, runs[-(warm + 2)]),
+        "decode": _phase_profile(events, runs[-1]),
+        "graph_nodes": len(seen),  # every node of the optimized graph that ran in any profiled step
+    }
+
+
+def stream_bandwidth(mbytes: int = 512, tries: int = 5) -> dict:
+    """Weight-streaming rate, GB/s: a matrix-vector product over a ``mbytes`` float32 matrix far
+    above the last-level cache (numpy's BLAS, all cores), best of ``tries``: the operation a decode
+    step is made of, so the fastest this host is shown to stream weights, an upper bound for the
+    model's. A plain copy streams slower here (about 25 GB/s against 30 on the 2-core Xeon of
+    issue 18), and would make the limit too lenient."""
+    rows = mbytes * (1 << 20) // 4 // 8192
+    weights, x = np.ones((rows, 8192), np.float32), np.ones(rows, np.float32)
+    best = float("inf")
+    for _ in range(tries):
+        t = time.perf_counter_ns()
+        x @ weights
+        best = min(best, time.perf_counter_ns() - t)
+    source = f"probe: float32 matrix-vector product over {mbytes} MB (numpy BLAS), best of {tries}"
+    return {"gbps": weights.nbytes / best, "source": source}
 
 
 def main() -> int:

@@ -78,6 +78,11 @@ class MeasureSpec(BaseModel):
         description="also time the baseline's file as a second session (an A/A control) and take "
         "the noise floor of every speed-up from it",
     )
+    profile: bool = Field(
+        True,
+        description="after the timed loop, profile one prefill and one decode step of each variant on a second "
+        "session (edgescale.bench.profile), and probe the memory bandwidth",
+    )
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,9 @@ class VariantLatency:
     decode_samples_ms: list[float] = field(repr=False)
     sample_process: list[int] = field(default_factory=list, repr=False)  # worker process of each sample
     processes: int = 1  # how many worker processes the samples came from
+    # "shared": past and present bound to one preallocated buffer, written in place (graphs whose attention
+    # reads the past length from the mask); "concat": a fresh present each step; "": no KV cache
+    kv_buffer: str = ""
 
 
 @dataclass(frozen=True)
@@ -128,6 +136,10 @@ class MeasureReport:
     aa: AAControl | None = None  # None: no variants, or spec.aa_control off
     load: dict | None = None  # whether the machine was loaded: see machine_load()
     processes: int = 1  # worker processes the repeats were split over (spec.processes, or fewer)
+    # spec.profile: where the time goes (edgescale.bench.profile.VariantProfile.from_dict reads each) and
+    # the worker's memory-copy rate ({"gbps", "source"}); plain data, as the worker replies
+    profiles: dict[str, dict] = field(default_factory=dict)
+    bandwidth_probe: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -273,7 +285,9 @@ def machine_info(threads: int) -> dict:
     }
 
 
-def _summarise(samples: dict[str, list[float]], decode: str, sample_process: Sequence[int] = ()) -> VariantLatency:
+def _summarise(
+    samples: dict[str, list[float]], decode: str, sample_process: Sequence[int] = (), kv_buffer: str = ""
+) -> VariantLatency:
     pre, dec = np.asarray(samples["prefill"]), np.asarray(samples["decode"])
     return VariantLatency(
         prefill_ms_p50=float(np.percentile(pre, 50)),
@@ -287,6 +301,7 @@ def _summarise(samples: dict[str, list[float]], decode: str, sample_process: Seq
         decode_samples_ms=[float(x) for x in dec],
         sample_process=[int(x) for x in sample_process],
         processes=len(set(sample_process)) or 1,
+        kv_buffer=kv_buffer,
     )
 
 
@@ -336,7 +351,7 @@ def measure_variants(
     request = {
         "variants": timed,
         "probes": {k: str(v) for k, v in (probes or {}).items()},
-        **spec.model_dump(exclude={"timeout_s", "aa_control", "processes"}),
+        **spec.model_dump(exclude={"timeout_s", "aa_control", "processes", "profile"}),
     }
     t0 = time.perf_counter()
     with RunnableSampler() as sampler:
@@ -366,6 +381,8 @@ def measure_variants(
         aa=aa,
         load=machine_load(machine, wall_s, sampler.samples),
         processes=len(replies),
+        profiles={k: p for k, p in replies[-1].get("profiles", {}).items() if k in variants},  # not the A/A copy
+        bandwidth_probe=replies[-1].get("bandwidth_probe"),
     )
 
 
@@ -376,6 +393,7 @@ def _merge(replies: Sequence[dict]) -> dict[str, VariantLatency]:
             {p: [x for r in replies for x in r["samples"][name][p]] for p in PHASES},
             replies[0]["decode"][name],
             [i for i, r in enumerate(replies) for _ in r["samples"][name]["decode"]],
+            replies[0].get("kv_buffer", {}).get(name, ""),
         )
         for name in replies[0]["samples"]
     }
@@ -384,10 +402,11 @@ def _merge(replies: Sequence[dict]) -> dict[str, VariantLatency]:
 def _run_processes(request: dict, spec: MeasureSpec, t0: float) -> list[dict]:
     """The interleaved measurement in one worker process per share of the repeats, one after
     another: each creates its own sessions and visits in its own order (``order_seed``)."""
-    replies = []
-    for i, repeats in enumerate(split_repeats(spec.repeats, spec.processes)):
+    replies, shares = [], split_repeats(spec.repeats, spec.processes)
+    for i, repeats in enumerate(shares):
         left = spec.timeout_s - (time.perf_counter() - t0)
         if left <= 0:
             raise MeasurementError(f"latency measurement exceeded {spec.timeout_s:g} s")
-        replies.append(run_worker({**request, "repeats": repeats, "order_seed": spec.seed + i}, left))
+        last = spec.profile and i == len(shares) - 1  # profiled once, in the last process, after its timed loop
+        replies.append(run_worker({**request, "repeats": repeats, "order_seed": spec.seed + i, "profile": last}, left))
     return replies

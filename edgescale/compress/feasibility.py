@@ -220,7 +220,9 @@ def _no_int8_dot(target: Target, cfg: Any) -> str:
             "no VNNI: MLAS multiplies u8×s8 with VPMADDUBSW, whose 16-bit pair sums can saturate, and without "
             "the 4-way int8 dot product the speed-up over fp32 is smaller"
         )
-        if getattr(cfg, "weight_type", "qint8") == "qint8" and not getattr(cfg, "reduce_range", False):
+        if getattr(cfg, "reduce_range", False) == "auto":  # resolved for the recipe's target, maybe not this device
+            why += "; reduce_range: auto is on for this device only if the recipe's target.isa/target.device names it"
+        elif getattr(cfg, "weight_type", "qint8") == "qint8" and not getattr(cfg, "reduce_range", False):
             why += "; if accuracy drops on this device, set reduce_range: true (7-bit weights)"
         return why
     return "no Arm dot-product (dotprod/i8mm): int8 GEMMs use widening multiplies, so int8 buys size, not speed"

@@ -31,6 +31,7 @@ import numpy as np
 from pydantic import Field, field_validator, model_validator
 
 from edgescale.compress.calibration import LMCalibrationReader, calibration_windows, window_tokens
+from edgescale.compress.isa import AUTO, IsaChoice, TargetIsa, pick, resolve_int4, target_isa
 from edgescale.compress.onnx_graph import (
     check_io_unchanged,
     has_external_data,
@@ -84,10 +85,11 @@ class Int4WeightOnlyConfig(StepConfig):
     symmetric: bool = Field(
         True, description="no zero points (smaller, int8-compute friendly); false adds one zero point per block"
     )
-    accuracy_level: Literal[0, 1, 2, 3, 4] | None = Field(
+    accuracy_level: Literal[0, 1, 2, 3, 4, "auto"] | None = Field(
         None,
         description="MatMulNBits compute type for the float input: 1 fp32, 2 fp16, 3 bf16, 4 int8 (MLAS's fast "
-        "CPU path); unset = 4 for rtn/gptq, 0 (not written) for hqq, whose float zero points have no int8 path",
+        "CPU path); unset = 4 for rtn/gptq, 0 (not written) for hqq, whose float zero points have no int8 path; "
+        "auto: chosen for the recipe target's ISA (edgescale.compress.isa), recorded in the step's metrics",
     )
     calibration_windows: int = Field(32, ge=0, le=100_000, description="gptq: train-split calibration windows")
     calibration_window_tokens: int | None = Field(
@@ -111,7 +113,7 @@ class Int4WeightOnlyConfig(StepConfig):
                 raise ValueError(
                     "algorithm hqq is asymmetric only (it fits a zero point per block); set symmetric: false"
                 )
-            if self.accuracy_level not in (None, 0):
+            if self.accuracy_level not in (None, 0, AUTO):
                 raise ValueError(
                     "algorithm hqq writes float zero points, which have no int8-compute path; "
                     "leave accuracy_level unset"
@@ -130,9 +132,22 @@ class Int4WeightOnlyConfig(StepConfig):
 
     @property
     def resolved_accuracy_level(self) -> int:
-        if self.accuracy_level is not None:
+        """The level written when not ``auto`` (``auto`` resolves per target: :func:`accuracy_level_for`)."""
+        if self.accuracy_level not in (None, AUTO):
             return self.accuracy_level
         return 0 if self.algorithm == "hqq" else _INT8_COMPUTE
+
+
+def accuracy_level_for(cfg: Int4WeightOnlyConfig, target: TargetIsa) -> tuple[int, dict | None]:
+    """The MatMulNBits accuracy_level for ``target``, and the ``isa_choice`` record when it was ``auto``."""
+    if cfg.accuracy_level != AUTO:
+        return cfg.resolved_accuracy_level, None
+    if cfg.algorithm == "hqq":
+        choice = IsaChoice({"accuracy_level": 0}, "hqq: float zero points have no int8 path", target.isa, target.source)
+    else:
+        choice = resolve_int4(target.isa, target.source)
+    _, record = pick(cfg, ("accuracy_level",), choice)
+    return choice.values["accuracy_level"], record
 
 
 def weight_bytes(cfg: Int4WeightOnlyConfig) -> float:
@@ -163,7 +178,7 @@ def int4_weight_only(path: Path, cfg: Int4WeightOnlyConfig, ctx: StepContext) ->
     with quiet_onnxruntime():
         from onnxruntime.quantization import matmul_nbits_quantizer as mnb
 
-        level = cfg.resolved_accuracy_level
+        level, record = accuracy_level_for(cfg, target_isa(ctx.target))
         algo = {
             "rtn": lambda: mnb.DefaultWeightOnlyQuantConfig(
                 block_size=cfg.block_size, is_symmetric=cfg.symmetric, accuracy_level=level
@@ -184,6 +199,8 @@ def int4_weight_only(path: Path, cfg: Int4WeightOnlyConfig, ctx: StepContext) ->
     counts = op_counts(out)
     n = counts.get("com.microsoft:MatMulNBits", 0)
     ctx.metrics.update({"op_counts": counts, "matmul_nbits": n, "accuracy_level": level})
+    if record is not None:
+        ctx.metrics["isa_choice"] = record
     ctx.log(f"{OP}: {n} MatMulNBits ({cfg.algorithm}, block {cfg.block_size})")
     return out
 

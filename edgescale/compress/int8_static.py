@@ -39,6 +39,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from edgescale.compress.calibration import LMCalibrationReader, calibration_windows, window_tokens
+from edgescale.compress.isa import pick, resolve_int8, target_isa
 from edgescale.compress.onnx_graph import (
     activation_matmuls,
     check_io_unchanged,
@@ -55,6 +56,8 @@ OP = "quantize.int8_static"
 CALIBRATION_BATCH = 8  # windows per calibration call; fixed, so histograms merge the same way every run
 CALIBRATION_CHUNK = 4  # calls whose intermediate tensors are held at once
 
+# the settings whose best value depends on the target CPU: each may be `auto`
+ISA_FIELDS = ("activation_type", "weight_type", "per_channel", "reduce_range")
 QuantOpType = Literal["MatMul", "Gemm", "Gather", "Softmax", "Add", "Mul"]
 
 
@@ -64,19 +67,23 @@ class Int8StaticConfig(StepConfig):
         description="qoperator: QLinearMatMul (onnxruntime CPU provider); qdq: Quantize/DequantizeLinear pairs "
         "(what the NNAPI and QNN providers read; the CPU provider fuses them into integer kernels too)",
     )
-    activation_type: Literal["quint8", "qint8"] = Field(
-        "quint8", description="activation integer type; quint8 (asymmetric) is what MLAS's u8s8 kernels take"
+    activation_type: Literal["quint8", "qint8", "auto"] = Field(
+        "quint8",
+        description="activation integer type; quint8 (asymmetric) is what MLAS's u8s8 kernels take; auto: "
+        "chosen for the recipe target's ISA (edgescale.compress.isa), recorded in the step's metrics",
     )
-    weight_type: Literal["qint8", "quint8"] = Field(
-        "qint8", description="weight integer type; qint8 (symmetric) for CPU targets"
+    weight_type: Literal["qint8", "quint8", "auto"] = Field(
+        "qint8", description="weight integer type; qint8 (symmetric) for CPU targets; auto: chosen for the target"
     )
-    reduce_range: bool = Field(
+    reduce_range: bool | Literal["auto"] = Field(
         False,
         description="7-bit weights: avoids VPMADDUBSW 16-bit saturation of u8×s8 products on x86 CPUs without "
         "VNNI (onnxruntime's advice for such CPUs), costs accuracy elsewhere; the feasibility check warns "
-        "when a target needs it",
+        "when a target needs it; auto: on exactly there",
     )
-    per_channel: bool = Field(False, description="one weight scale per output channel instead of per tensor")
+    per_channel: bool | Literal["auto"] = Field(
+        False, description="one weight scale per output channel instead of per tensor; auto: chosen for the target"
+    )
     calibrate_method: Literal["minmax", "entropy", "percentile"] = Field(
         "minmax",
         description="activation range: minmax (observed min/max), entropy (KL-optimal threshold, TensorRT-style), "
@@ -145,6 +152,8 @@ def int8_static(path: Path, cfg: Int8StaticConfig, ctx: StepContext) -> Path:
     """Static int8 quantization, activation scales calibrated on train-split windows."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
+    target = target_isa(ctx.target)
+    chosen, record = pick(cfg, ISA_FIELDS, resolve_int8(target.isa, "static", target.source))
     length = window_tokens(path, OP, cfg.calibration_window_tokens)
     windows = calibration_windows(ctx, OP, cfg.calibration_windows, length)
     model = load(path)
@@ -163,17 +172,18 @@ def int8_static(path: Path, cfg: Int8StaticConfig, ctx: StepContext) -> Path:
         tempfile.TemporaryDirectory(prefix="edgescale-calib-") as tmp,
         quiet_onnxruntime(),
     ):
-        cache, method = _calibrate(src, LMCalibrationReader(src, windows, CALIBRATION_BATCH), cfg, Path(tmp))
+        reader = LMCalibrationReader(src, windows, CALIBRATION_BATCH)
+        cache, method = _calibrate(src, reader, cfg, Path(tmp), symmetric=chosen["activation_type"] == "qint8")
         quantize_static(
             str(src),
             str(out),
             None,
             quant_format=QuantFormat.QOperator if cfg.format == "qoperator" else QuantFormat.QDQ,
             op_types_to_quantize=list(cfg.op_types),
-            per_channel=cfg.per_channel,
-            reduce_range=cfg.reduce_range,
-            activation_type=types[cfg.activation_type],
-            weight_type=types[cfg.weight_type],
+            per_channel=chosen["per_channel"],
+            reduce_range=chosen["reduce_range"],
+            activation_type=types[chosen["activation_type"]],
+            weight_type=types[chosen["weight_type"]],
             nodes_to_exclude=exclude,
             calibrate_method=method,
             extra_options=extra,
@@ -190,11 +200,13 @@ def int8_static(path: Path, cfg: Int8StaticConfig, ctx: StepContext) -> Path:
             "op_counts": counts,
         }
     )
+    if record is not None:
+        ctx.metrics["isa_choice"] = record
     ctx.log(f"{OP}: {counts.get('QLinearMatMul', 0)} QLinearMatMul, {counts.get('QuantizeLinear', 0)} QuantizeLinear")
     return out
 
 
-def _calibrate(path: Path, reader: LMCalibrationReader, cfg: Int8StaticConfig, tmp: Path):
+def _calibrate(path: Path, reader: LMCalibrationReader, cfg: Int8StaticConfig, tmp: Path, symmetric: bool):
     """Activation ranges with onnxruntime's own calibrators, written as its calibration cache.
 
     Called directly rather than through ``quantize_static`` because ``quantize_static``
@@ -213,7 +225,7 @@ def _calibrate(path: Path, reader: LMCalibrationReader, cfg: Int8StaticConfig, t
         augmented_model_path=str(tmp / "augmented.onnx"),
         calibrate_method=method,
         extra_options={
-            "symmetric": cfg.activation_type == "qint8",  # signed activations: zero point 0
+            "symmetric": symmetric,  # signed activations: zero point 0
             "num_bins": cfg.histogram_bins,
             "num_quantized_bins": 128,  # 2**8 / 2: TensorRT's choice for int8
             "percentile": cfg.percentile,

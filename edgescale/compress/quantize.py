@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from edgescale.compress.isa import pick, resolve_int8, target_isa
 from edgescale.compress.onnx_graph import (
     check_io_unchanged,
     disk_full_as_failure,
@@ -26,15 +27,23 @@ from edgescale.compress.registry import FloatInputs, StepConfig, StepContext, St
 
 # onnxruntime's int8 quantizers write float32-only (Dynamic)QuantizeLinear: a float16 graph
 # does not load (quantize.fp16 in either order, see edgescale.compress.rules).
+# the settings whose best value depends on the target CPU: each may be `auto`
+INT8_ISA_FIELDS = ("weight_type", "per_channel", "reduce_range")
 INT8_FLOAT_INPUTS = FloatInputs(frozenset({"float32"}), "onnxruntime's int8 (Dynamic)QuantizeLinear takes float32 only")
 
 
 class Int8DynamicConfig(StepConfig):
-    weight_type: Literal["qint8", "quint8"] = Field(
-        "qint8", description="weight integer type (signed is what ORT's x86/Arm kernels prefer)"
+    weight_type: Literal["qint8", "quint8", "auto"] = Field(
+        "qint8",
+        description="weight integer type (signed is what ORT's x86/Arm kernels prefer); auto: chosen for the "
+        "recipe target's ISA (edgescale.compress.isa), recorded in the step's metrics",
     )
-    per_channel: bool = Field(False, description="one scale per output channel instead of per tensor")
-    reduce_range: bool = Field(False, description="7-bit weights, for x86 CPUs without VNNI")
+    per_channel: bool | Literal["auto"] = Field(
+        False, description="one scale per output channel instead of per tensor; auto: chosen for the target's ISA"
+    )
+    reduce_range: bool | Literal["auto"] = Field(
+        False, description="7-bit weights, for x86 CPUs without VNNI; auto: on exactly there"
+    )
     op_types: list[Literal["MatMul", "Gemm", "Attention"]] = Field(
         default_factory=lambda: ["MatMul"], description="operator types to quantize"
     )
@@ -57,6 +66,8 @@ def int8_dynamic(path: Path, cfg: Int8DynamicConfig, ctx: StepContext) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     out = ctx.work_dir / "model.int8_dynamic.onnx"
+    target = target_isa(ctx.target)
+    chosen, record = pick(cfg, INT8_ISA_FIELDS, resolve_int8(target.isa, "dynamic", target.source))
     # onnxruntime logs "consider pre-processing" on the root logger; its symbolic shape
     # inference fails on dynamo graphs, which already carry full shape information.
     external = has_external_data(path)
@@ -66,15 +77,17 @@ def int8_dynamic(path: Path, cfg: Int8DynamicConfig, ctx: StepContext) -> Path:
         quantize_dynamic(
             str(src),
             str(out),
-            weight_type=QuantType.QInt8 if cfg.weight_type == "qint8" else QuantType.QUInt8,
-            per_channel=cfg.per_channel,
-            reduce_range=cfg.reduce_range,
+            weight_type=QuantType.QInt8 if chosen["weight_type"] == "qint8" else QuantType.QUInt8,
+            per_channel=chosen["per_channel"],
+            reduce_range=chosen["reduce_range"],
             op_types_to_quantize=list(cfg.op_types),
             # a graph over 2 GB in, external data out (``out.name + ".data"``): the output may pass 2 GB too
             use_external_data_format=external,
         )
     check_io_unchanged(path, out, "quantize.int8_dynamic")
     ctx.metrics["op_counts"] = op_counts(out)
+    if record is not None:
+        ctx.metrics["isa_choice"] = record
     return out
 
 

@@ -9,15 +9,17 @@ step, so the registry it compiles against is complete.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import edgescale.compress  # noqa: F401  (every compression technique registers its steps)
 import edgescale.export.genai_builder  # noqa: F401  (registers export.genai: a torch→ONNX step, so nothing is inserted)
-import edgescale.export.steps  # noqa: F401  (registers export.onnx)
 from edgescale.compress.registry import EXPORT_OP, Chain, Kind, Step, build_step, registry
 from edgescale.compress.rules import check_chain
 from edgescale.config import Recipe, builtin_dir, builtin_recipes
 from edgescale.errors import UserError
+from edgescale.export.steps import resolve_graph  # (and registers export.onnx)
+from edgescale.profiles import find_device
 from edgescale.yamlfile import parse, read_yaml
 
 
@@ -47,6 +49,13 @@ def compile_chain(recipe: Recipe, file: Path | str) -> Chain:
             last_onnx = spec.op
     if kind == "torch":
         out.append(Step(EXPORT_OP, registry()[EXPORT_OP].config(), inserted=True))
+    ep = recipe.target.execution_provider if recipe.target is not None else None
+    out = [replace(s, config=resolve_graph(s.config, ep)) if s.op == EXPORT_OP else s for s in out]
+    if recipe.target.device is not None:  # `auto` settings resolve for its ISA: it must exist
+        try:
+            find_device(recipe.target.device)
+        except UserError as e:
+            raise UserError(e.detail, file=file, field="target.device") from None
     chain = Chain(recipe.name, tuple(out), str(file), recipe.description, recipe.target)
 
     check_chain(chain, file)

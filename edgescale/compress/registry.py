@@ -61,6 +61,7 @@ class StepContext:
     parent: Any = None  # the trained (unpruned) torch model this chain started from
     parent_tokens: int = 0  # tokens the parent was trained on
     corpus: Any = None  # the study's corpus (train split for recovery and calibration)
+    target: Any = None  # the recipe's target (config.RecipeTarget): the ISA ``auto`` settings resolve for
     # What the step reports about its result (achieved sparsity, parameter count, ...):
     # the one mutable part, owned by this step's run and stored in its cache record.
     metrics: dict[str, Any] = field(default_factory=dict)

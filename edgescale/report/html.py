@@ -12,7 +12,7 @@ from html import escape
 from typing import Any
 
 from edgescale.progress import loss_text
-from edgescale.report import sections
+from edgescale.report import sections, time_profile
 from edgescale.report.frontier import frontier
 from edgescale.report.html_parts import _e, _fmt, _table, _td
 from edgescale.results.analysis_schema import Analysis
@@ -384,7 +384,8 @@ def render(results: Results, analysis: Analysis, images: Mapping[str, bytes | No
          _figure(images, "degradation", "degradation law") + sections.degradation(analysis.degradation or {})),
         ("routes", "Train small, or train big and compress?", sections.routes(analysis.routes)),
         ("latency", "Latency: measured on this host, predicted on devices",
-         _latency_note(results) + _figure(images, "latency", "latency measured versus predicted") + _devices(results)),
+         _latency_note(results) + _figure(images, "latency", "latency measured versus predicted") + _devices(results)
+         + time_profile.table(results)),
         ("plan", "Training plan",
          _figure(images, "plan", "training plan") + _sizes(results) + _scaling(results, images)),
         ("curves", "Training loss curves", _figure(images, "loss_curves", "training loss curves")),

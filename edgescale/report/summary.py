@@ -12,6 +12,7 @@ from typing import Any
 
 from edgescale.atomic import write_bytes
 from edgescale.progress import loss_text
+from edgescale.report import time_profile
 from edgescale.report.compare import table_lines
 from edgescale.report.summary_checks import distillation_lines, pair_lines, trust_lines
 from edgescale.results.analysis_schema import Analysis, Pick, VariantPick
@@ -102,6 +103,7 @@ def summary_text(results: Results, analysis: Analysis, figures: Mapping[str, Pat
             law += f", γ_D = {f.gamma_d:.3f}" if f.gamma_d is not None else ""
             n_sizes = len({pt.size for pt in f.points})
             lines.append(f"- {recipe}: {law} over {len(f.points)} points of {n_sizes} sizes; {'; '.join(f.notes)}")
+    lines += time_profile.lines(results)
     lines += trust_lines(results)
     if figures:
         lines += ["", "## Files", "", "- report.html (everything, self-contained)"]

@@ -16,6 +16,7 @@ from edgescale.bench.devices import get_device
 from edgescale.bench.graph_predict import predict_on_device
 from edgescale.bench.measure import per_process_p50, ratio
 from edgescale.bench.nodes import decode_graph
+from edgescale.bench.profile import host_profile_fields
 from edgescale.data.corpus import eval_segments, works_covered
 from edgescale.export.canonical import artifact_bytes
 from edgescale.models.shape import ModelAccounting
@@ -59,6 +60,7 @@ def _host_latency(latency: dict, vid: str, baseline: str | None, measurement) ->
         "latency_source": "measured",
         **{k: v[k] for k in ("prefill_ms_p50", "prefill_ms_p90", "decode_ms_p50", "decode_ms_p90")},
         "decode": v.get("decode", "kv-cache"),
+        **({"kv_buffer": v["kv_buffer"]} if v.get("kv_buffer") else {}),
         "prompt_len": measurement.prompt_len,
         "decode_context": measurement.decode_context,
         "threads": measurement.threads,
@@ -336,6 +338,9 @@ def _variant(pipe, vid: str, v: dict, ctx: dict) -> dict:
         "tokenizer": losses["validation"]["tokenizer"],
         "resources": _resources(ctx["trained"][size], v, losses),
     }
+    cost = out["cost"]  # where the time goes, and the decode step against the bandwidth limit
+    kv, n_layer = cost["kv_bytes_at_context"], shape.get("n_layer")
+    out["latency"]["host"] |= host_profile_fields(ctx["latency"], vid, cost["weight_bytes"], kv, n_layer)
     out["flags"] = variant_flags(out)
     return out
 

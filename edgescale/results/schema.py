@@ -32,6 +32,7 @@ from edgescale.results.fit_schema import FallsWithSize as FallsWithSize
 from edgescale.results.fit_schema import Law as Law
 from edgescale.results.fit_schema import Scaling as Scaling
 from edgescale.results.fit_schema import ScalingPoint as ScalingPoint
+from edgescale.results.profile_schema import DecodeLimit, HostProfile
 from edgescale.results.protocol_schema import AAControl as AAControl
 from edgescale.results.protocol_schema import MachineLoad as MachineLoad
 from edgescale.results.protocol_schema import Measurement as Measurement
@@ -103,6 +104,11 @@ class HostLatency(BaseModel):
     decode_ms_p50: float | None = None
     decode_ms_p90: float | None = None
     decode: str | None = None
+    kv_buffer: Literal["shared", "concat"] | None = Field(
+        None,
+        description="how the timed decode step bound the KV cache: shared (past and present one preallocated "
+        "buffer, written in place; graphs whose attention reads the past length from the mask) or concat",
+    )
     prompt_len: int | None = None
     decode_context: int | None = None
     threads: int | None = None
@@ -112,6 +118,8 @@ class HostLatency(BaseModel):
     noise_floor: dict[Literal["prefill", "decode"], float] | None = Field(
         None, description="the measurement's A/A noise floor (measurement.aa), beside the numbers it judges"
     )
+    profile: HostProfile | None = Field(None, description="where one prefill and one decode step spend their time")
+    decode_limit: DecodeLimit | None = Field(None, description="the decode step's bytes against the bandwidth limit")
 
     @model_validator(mode="after")
     def _only_speedups(self) -> HostLatency:
