@@ -33,6 +33,12 @@ def pruned(tmp_path_factory):
     return model, export_fused(model, tmp_path_factory.mktemp("fused") / "model.onnx")
 
 
+@pytest.fixture(scope="module")
+def traced(pruned, tmp_path_factory):
+    """The same model through torch's exporter (slow: exported once for the module)."""
+    return export_onnx(pruned[0], tmp_path_factory.mktemp("traced") / "traced.onnx")
+
+
 def test_the_fused_graph_matches_torch_prefill_decode_and_greedy_tokens(pruned):
     model, path = pruned
     check = verify_export(model, path, atol=1e-5, gen_tokens=48)
@@ -50,10 +56,10 @@ def test_the_fused_graph_matches_torch_prefill_decode_and_greedy_tokens(pruned):
     assert {k: v.shape for k, v in past.items()}["past_key_values.1.key"] == (2, 2, 24, 16)  # pruned layer: 2 heads
 
 
-def test_the_fused_graph_has_nine_nodes_per_layer_and_the_traced_io(pruned, tmp_path):
-    model, path = pruned
+def test_the_fused_graph_has_nine_nodes_per_layer_and_the_traced_io(pruned, traced):
+    _, path = pruned
     fused = onnx.load(str(path))
-    traced = onnx.load(str(export_onnx(model, tmp_path / "traced.onnx")))
+    traced_path, traced = traced, onnx.load(str(traced))
     per_layer = Counter(n.name.split(".")[1] for n in fused.graph.node if n.name.startswith("blocks."))
     assert set(per_layer.values()) <= {9, 10}  # 9, plus layer 0's first SkipLayerNormalization
     assert len(fused.graph.node) <= 10 * PRUNED.n_layer + 10 < len(traced.graph.node) / 3
@@ -65,9 +71,7 @@ def test_the_fused_graph_has_nine_nodes_per_layer_and_the_traced_io(pruned, tmp_
 
     assert io(fused) == io(traced)
     ids = np.random.default_rng(1).integers(0, 256, (1, 20))
-    np.testing.assert_allclose(
-        OrtCausalLM(path).logits(ids), OrtCausalLM(tmp_path / "traced.onnx").logits(ids), atol=1e-5
-    )
+    np.testing.assert_allclose(OrtCausalLM(path).logits(ids), OrtCausalLM(traced_path).logits(ids), atol=1e-5)
 
 
 def test_untied_embeddings_keep_their_own_head(tmp_path):
@@ -121,11 +125,12 @@ def test_a_recipe_for_nnapi_compiles_to_the_traced_graph_and_its_facts_say_so(tm
     assert nnapi.steps[-1].config.graph == "traced" and nnapi.steps[-1].facts.writes == frozenset()
 
 
-def test_the_measurement_worker_shares_the_kv_buffer_only_where_logits_stay_identical(pruned, tmp_path):
+def test_the_measurement_worker_shares_the_kv_buffer_only_where_logits_stay_identical(pruned, traced):
     from edgescale.bench.measure import MeasureSpec, measure_variants
 
-    model, fused = pruned
-    traced = export_onnx(model, tmp_path / "traced.onnx")
-    spec = MeasureSpec(prompt_len=8, decode_context=16, repeats=3, processes=1, warmup=1, aa_control=False)
+    fused = pruned[1]
+    spec = MeasureSpec(
+        prompt_len=8, decode_context=16, repeats=3, processes=1, warmup=1, aa_control=False, profile=False
+    )
     report = measure_variants({"traced": traced, "fused": fused}, spec)
     assert {n: v.kv_buffer for n, v in report.variants.items()} == {"traced": "concat", "fused": "shared"}
