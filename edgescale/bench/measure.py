@@ -141,7 +141,7 @@ class MeasureReport:
     load: dict | None = None  # whether the machine was loaded: see machine_load()
     processes: int = 1  # worker processes the repeats were split over (spec.processes, or fewer)
     # spec.profile: where the time goes (edgescale.bench.profile.VariantProfile.from_dict reads each) and
-    # the worker's memory-copy rate ({"gbps", "source"}); plain data, as the worker replies
+    # the worker's weight-streaming probe ({"gbps", "source"}); plain data, as the worker replies
     profiles: dict[str, dict] = field(default_factory=dict)
     bandwidth_probe: dict | None = None
 
