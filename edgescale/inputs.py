@@ -26,14 +26,32 @@ def load_study(path: Path | None = None) -> tuple[Study, Path]:
     for i, name in enumerate(study.recipes):
         load_recipe(name, base, origin=(path, f"recipes.{i}"))
     known = known_devices()
-    for i, dev in enumerate(study.devices):
-        if dev not in known:
+    devices = [
+        _device_file(dev, base, path, i) if dev.endswith((".yaml", ".yml")) else dev
+        for i, dev in enumerate(study.devices)
+    ]
+    for i, dev in enumerate(devices):
+        if dev not in known and not dev.endswith((".yaml", ".yml")):
             raise UserError(
-                f"unknown device {dev!r}; allowed: {', '.join(sorted(known))}",
+                f"unknown device {dev!r}; allowed: {', '.join(sorted(known))} or a profile file (NAME.yaml)",
                 file=path,
                 field=f"devices.{i}",
             )
+    if devices != study.devices:
+        study = study.model_copy(update={"devices": devices})
     return study, path
+
+
+def _device_file(dev: str, base: Path, study_path: Path, i: int) -> str:
+    """A study's device given as a profile file (e.g. from ``edgescale calibrate --device-name``), relative
+    to the study's folder: loaded and validated here, kept as an absolute path so every stage finds it."""
+    file = (base / dev).resolve()
+    if not file.is_file():
+        raise UserError(
+            f"device profile {dev} not found (paths are relative to the study)", file=study_path, field=f"devices.{i}"
+        )
+    load_device_file(file)  # one message naming the file and field when it is not a valid profile
+    return str(file)
 
 
 def known_devices() -> set[str]:

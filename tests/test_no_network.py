@@ -34,32 +34,37 @@ def test_a_full_tiny_study_makes_no_network_calls(tiny_run):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("through_edgescale", [True, False])
-def test_importing_onnxruntime_through_edgescale_looks_nothing_up(tmp_path, through_edgescale):
+def test_importing_onnxruntime_through_edgescale_looks_nothing_up(tmp_path):
     """The native telemetry, traced at the system-call level: onnxruntime imported and a session
     run through :func:`edgescale.ortenv.import_onnxruntime` opens no internet socket; imported
-    plainly, it does (the control: without it this test could not fail)."""
+    plainly, it does (the control: without it this test could not fail). Both processes run at
+    once: each sleeps 15 s for the lookup that comes about 10 s after the import."""
     tracer = strace()
     if tracer is None:
         pytest.skip("strace is not available or cannot trace here")
     imp = "from edgescale.ortenv import import_onnxruntime\nort = import_onnxruntime()\n"
-    script = (
-        "import numpy as np, onnx\n"
-        "from onnx import TensorProto, helper\n"
-        + (imp if through_edgescale else "import onnxruntime as ort\n")
-        + "v = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [1])\n"
-        "g = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g', [v('x')], [v('y')])\n"
-        "m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)])\n"
-        "s = ort.InferenceSession(m.SerializeToString(), providers=['CPUExecutionProvider'])\n"
-        "s.run(None, {'x': np.ones(1, np.float32)})\n"
-        "import time; time.sleep(15)\n"  # without the helper: DNS queries for its host about 10 s after import
-    )
-    trace = tmp_path / "strace.txt"
     env = {k: v for k, v in os.environ.items() if k != "ORT_DISABLE_TELEMETRY"}
-    r = subprocess.run([*tracer, "-o", str(trace), sys.executable, "-c", script], env=env, capture_output=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    inet = [line for line in trace.read_text().splitlines() if INET_CONNECT.search(line)]
-    if through_edgescale:
-        assert not inet, f"onnxruntime opened internet sockets: {inet[:5]}"
-    elif not inet:  # telemetry depends on the host's resolver setup; without a call-out the control shows nothing
+    runs = {}
+    for through_edgescale in (True, False):
+        script = (
+            "import numpy as np, onnx\n"
+            "from onnx import TensorProto, helper\n"
+            + (imp if through_edgescale else "import onnxruntime as ort\n")
+            + "v = lambda n: helper.make_tensor_value_info(n, TensorProto.FLOAT, [1])\n"
+            "g = helper.make_graph([helper.make_node('Relu', ['x'], ['y'])], 'g', [v('x')], [v('y')])\n"
+            "m = helper.make_model(g, opset_imports=[helper.make_opsetid('', 17)])\n"
+            "s = ort.InferenceSession(m.SerializeToString(), providers=['CPUExecutionProvider'])\n"
+            "s.run(None, {'x': np.ones(1, np.float32)})\n"
+            "import time; time.sleep(15)\n"  # without the helper: DNS queries for its host about 10 s after import
+        )
+        trace = tmp_path / f"strace-{through_edgescale}.txt"
+        cmd = [*tracer, "-o", str(trace), sys.executable, "-c", script]
+        runs[through_edgescale] = (subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE), trace)
+    inet = {}
+    for through_edgescale, (proc, trace) in runs.items():
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err[-2000:]
+        inet[through_edgescale] = [line for line in trace.read_text().splitlines() if INET_CONNECT.search(line)]
+    assert not inet[True], f"onnxruntime opened internet sockets: {inet[True][:5]}"
+    if not inet[False]:  # telemetry depends on the host's resolver setup; without a call-out the control shows nothing
         pytest.skip("a plain onnxruntime import made no lookup on this host: the control is not informative")

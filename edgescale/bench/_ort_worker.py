@@ -22,9 +22,9 @@ d64 fp32 decode 550 µs interleaved without spinning vs 253 µs alone). Each vis
 where the previous token left them (steady-state generation), not where another
 variant's visit (or this visit's prefill) left the caches: a 12x768 int4 decode step took
 5.1 ms two steps after the prefill and 2.5 ms after eight, as in a token loop, where the
-weights of a model that fits the last-level cache stay there between tokens. Probes (``probes``: any graph with static inputs, used
-by calibration) are visited in the same shuffled loop, so machine drift hits them and
-the models alike.
+weights of a model that fits the last-level cache stay there between tokens. Probes
+(``probes``: any graph with static inputs, used by calibration) are visited in the same
+shuffled loop, so machine drift hits them and the models alike.
 
 Graphs from onnxruntime-genai's model builder (``export.genai``) have no ``position_ids``,
 may declare int32 ids or mask, and may leave the KV head size symbolic: then it is read

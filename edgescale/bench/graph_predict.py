@@ -4,10 +4,13 @@ A decode step is priced as the sum of its nodes as onnxruntime runs them
 (:mod:`edgescale.bench.nodes`), grouped into components: one per GEMV weight class
 (fp32, int8, int4, int4_acc4), the other nodes, and the fixed per-run cost.
 
-- **On the host** each node's time is looked up in the host's measured kernel tables
-  (:mod:`edgescale.bench.calibrate`: nn-Meter's kernel-level idea, Zhang et al. 2021,
-  with the step's working set as a second key so a kernel is priced in the cache or the
-  DRAM regime of the model it sits in).
+- **On the host** (the host predictor) each node is priced by the same roofline, every
+  input measured by the host's own probes (:mod:`edgescale.bench.calibrate`): the
+  weight-streaming rate as a function of the working set (the GEMV ladder, read at the
+  step's working set instead of a two-level cache/DRAM blend), the compute rate per
+  weight class, and a fixed cost per node by op type (the GEMV ladder's narrowest probe
+  less its work, the op probes' smallest tensors). For comparison, node times can also
+  be looked up in the kernel tables (nn-Meter's kernel-level idea, Zhang et al. 2021).
 - **On a device profile** each node is priced by a roofline (Williams et al. 2009;
   Yuan et al. 2024, arXiv:2402.16363): a GEMV costs ``max(2·K·N / F_class,
   bytes / BW(W))`` where ``BW(W)`` blends cache and DRAM bandwidth by the share of the
@@ -17,27 +20,47 @@ A decode step is priced as the sum of its nodes as onnxruntime runs them
   adds a dispatch cost and the run a fixed cost.
 
 Both are corrected by **efficiency factors fitted from host measurements**: one scale
-per component, non-negative relative least squares of measured decode time on the
-components of the fitting models. Intervals come from the leave-one-out residuals of
-that fit. Device predictions reuse the roofline's host-fitted factors (the same model,
-its own profile numbers) and say so.
+per component, relative least squares of measured decode time on the components of the
+fitting models, each scale held inside a stated plausible range (:data:`PLAUSIBLE_SCALES`:
+a scale multiplies a time this host's own probes measured, so one far from 1 would mean
+the probe does not represent the kernel). Components: the streaming-or-compute time of
+each GEMV weight class, ``dispatch`` (every node's fixed cost), ``attn`` (the attention
+ops: KV bytes read at the context plus their fixed cost), ``other`` (the other nodes' data
+movement) and ``run``. The interval is the 90% quantile of the fit's leave-one-out
+relative errors. Device predictions reuse the roofline's structure with their own profile
+numbers and say so.
 """
 
 from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from edgescale.bench.calibrate import OP_CLASS, VIEW_OPS
 from edgescale.bench.cost import graph_cost
 from edgescale.bench.nodes import DecodeGraph, decode_graph
 from edgescale.bench.predict import anchor_interval, calibrated
+from edgescale.bench.probes import BYTES_PER_WEIGHT
 from edgescale.profiles import DeviceProfile
 
 RUN = "run"
 OTHER = "other"
+DISPATCH = "dispatch"  # every node's fixed cost (thread-pool wake, kernel setup, activation quantisation)
+ATTN = "attn"  # attention ops: KV cache read at the context, plus their fixed cost
+GEMV_CLASSES = ("fp32", "int8", "int4", "int4_acc4")
+ATTENTION_OPS = {"GroupQueryAttention", "MultiHeadAttention", "Attention", "PackedAttention"}
+# Plausible range of each fitted scale. A GEMV scale is 1 / the efficiency a model's kernels
+# reach against the probes' measured streaming or compute rate: efficiency in [0.4, 1.25].
+# The fixed costs, the attention and the other nodes' data movement may differ from their
+# probes by up to 2x either way (a probe chains one op; a model interleaves them).
+PLAUSIBLE_SCALES = {
+    **dict.fromkeys(GEMV_CLASSES, (0.8, 2.5)),
+    **dict.fromkeys((DISPATCH, ATTN, OTHER, RUN), (0.5, 2.0)),
+}
+DISPATCH_US_RANGE = (0.5, 50.0)  # a fitted mean per-node fixed cost outside it is not a CPU dispatch
 # Roofline priors for devices, each an assumption flagged where used.
 NODE_US = 2.0  # dispatch per node on phone/board cores (host measures ~1.2 µs for an Add)
 RUN_US = 20.0  # session.run fixed cost (host measures ~16 µs)
@@ -75,6 +98,28 @@ class RooflineParams:
     node_us: float
     run_us: float
     assumed: list[str] = field(default_factory=list)
+    # Measured on the host (empty on a device profile, which falls back to the blend and node_us):
+    stream: tuple[tuple[float, float], ...] = ()  # (working set bytes, GB/s) of weight streaming
+    gemv_us: dict[str, float] = field(default_factory=dict)  # weight class -> fixed cost of one GEMV node
+    op_us: dict[str, float] = field(default_factory=dict)  # op class (calibrate.OP_CLASS) -> fixed cost
+
+    def seconds_per_byte(self, working_set_bytes: float) -> float:
+        """Streaming time per byte in a step touching ``working_set_bytes``: the measured curve
+        (log-log interpolation) where there is one, else the cache/DRAM blend."""
+        w = max(working_set_bytes, 1.0)
+        if self.stream:
+            lw, lr = np.log([s[0] for s in self.stream]), np.log([s[1] for s in self.stream])
+            return 1 / (math.exp(float(np.interp(math.log(w), lw, lr))) * 1e9)
+        h = min(1.0, self.cache_bytes / w)
+        return h / (self.bw_cache_gbps * 1e9) + (1 - h) / (self.bw_dram_gbps * 1e9)
+
+    def fixed_us(self, op: str) -> float:
+        """Fixed cost of one non-GEMV node: its op class's probe, an Add's for the rest."""
+        if op in VIEW_OPS:
+            return 0.5 * self.node_us
+        if op in ATTENTION_OPS:  # one kernel: q·kᵀ, softmax, a·v over the cache, per head
+            return self.op_us.get("Softmax", self.node_us)
+        return self.op_us.get(OP_CLASS.get(op, "Add"), self.node_us)
 
     @classmethod
     def from_profile(cls, d: DeviceProfile) -> RooflineParams:
@@ -103,11 +148,13 @@ class RooflineParams:
 
     @classmethod
     def from_calibration(cls, cal, llc_bytes: float) -> RooflineParams:
-        """The host's own roofline, from what it measured: weight streaming in cache and from
-        DRAM, per-node and per-run costs, and per weight class the compute rate a decode
-        kernel reaches — the GEMM peak for fp32, the best GEMV rate (widths ≥ 256, where
-        overhead no longer dominates) for quantized kernels, whose unpacking bounds them."""
-        stream = cal.streaming_gbps("fp32")
+        """The host's own roofline, every input measured by its probes: weight streaming
+        against the working set (the GEMV ladder), per weight class the compute rate a
+        decode kernel reaches (the GEMM peak for fp32, the best GEMV rate at widths ≥ 256
+        for quantized kernels, whose unpacking bounds them), and the fixed costs per node:
+        per op class the probe on its smallest tensors, per GEMV class the narrowest probe
+        less its own roofline work (what is left is dispatch and activation quantisation)."""
+        stream = tuple(tuple(x) for x in cal.streaming_gbps("fp32"))
         gops = {"fp32": cal.matmul_gops["fp32"]}
         for wc, rows in cal.gemv.items():
             if wc == "fp32":
@@ -116,32 +163,47 @@ class RooflineParams:
                 2 * 4 * int(w) ** 2 / (ms / 1000) / 1e9 for w, pts in rows.items() if int(w) >= 256 for _, ms in pts
             ]
             gops[wc] = max(rates or [cal.matmul_gops.get(wc, gops["fp32"])])
-        add = min(p[1] for p in cal.ops["Add"])
-        return cls(
-            "host",
-            gops,
-            stream[-1][1],
-            max(s[1] for s in stream),
-            llc_bytes,
-            add * 1000,
-            cal.run_ms * 1000,
+        op_us = {op: 1000 * min(p[1] for p in pts if p[0] == min(q[0] for q in pts)) for op, pts in cal.ops.items()}
+        p = cls("host", gops, stream[-1][1], max(s[1] for s in stream), llc_bytes, op_us["Add"], cal.run_ms * 1000)
+        p = replace(p, stream=stream, op_us=op_us)
+        return replace(p, gemv_us={wc: _gemv_fixed_us(p, wc, rows) for wc, rows in cal.gemv.items()})
+
+
+def _gemv_fixed_us(p: RooflineParams, wc: str, rows: dict) -> float:
+    """The narrowest GEMV probe's time per node less its roofline work (µs, at least 0.1)."""
+    d = min(int(w) for w in rows)
+    out = []
+    for ws, ms in rows[str(d)]:
+        work = max(
+            8 * d * d / (p.gops.get(wc, p.gops["fp32"]) * 1e9),
+            4 * d * d * BYTES_PER_WEIGHT[wc] * p.seconds_per_byte(ws),
         )
+        out.append(ms * 1000 - work * 1e6)
+    return max(0.1, min(out))
 
 
 def roofline_components(graph: DecodeGraph, p: RooflineParams) -> dict[str, float]:
-    """ms per component from the per-node roofline."""
+    """ms per component from the per-node roofline: per GEMV class its streaming-or-compute
+    time, ``dispatch`` every node's fixed cost, ``attn`` the KV cache read by the attention
+    ops, ``other`` the other nodes' data movement, ``run`` the per-run cost."""
     comp: dict[str, float] = defaultdict(float)
-    h = min(1.0, p.cache_bytes / max(graph.working_set_bytes, 1.0))
-    s_per_byte = h / (p.bw_cache_gbps * 1e9) + (1 - h) / (p.bw_dram_gbps * 1e9)
+    s_per_byte = p.seconds_per_byte(graph.working_set_bytes)
     for n in graph.nodes:
         if n.kind == "gemv":
             gops = p.gops.get(n.weight_class, p.gops["fp32"])
-            t = max(2 * n.k * n.n / (gops * 1e9), n.weight_bytes * s_per_byte) + p.node_us / 1e6
-            comp[n.weight_class] += t * 1000
-        else:  # dispatch, plus reading and writing its largest tensor
-            comp[OTHER] += (p.node_us / 1e6 + (8 * n.elements + 2 * n.weight_bytes) * s_per_byte) * 1000
+            comp[n.weight_class] += max(2 * n.k * n.n / (gops * 1e9), n.weight_bytes * s_per_byte) * 1000
+            comp[DISPATCH] += p.gemv_us.get(n.weight_class, p.node_us) / 1000
+        elif n.op in ATTENTION_OPS:  # reads K and V of the context: 2 x its largest tensor, fp32
+            comp[ATTN] += (p.fixed_us(n.op) / 1e6 + 8 * n.elements * s_per_byte) * 1000
+        else:  # reading and writing its largest tensor (a view copies nothing), and the constants it streams
+            comp[DISPATCH] += p.fixed_us(n.op) / 1000 if p.op_us else p.node_us / 1000
+            moved = 0 if n.op in VIEW_OPS else 8 * n.elements
+            comp[OTHER] += (moved + 2 * n.weight_bytes) * s_per_byte * 1000
     comp[RUN] = p.run_us / 1000
     return dict(comp)
+
+
+INTERVAL_QUANTILE = 0.9  # the interval covers this share of the leave-one-out errors
 
 
 @dataclass(frozen=True)
@@ -153,11 +215,13 @@ class EfficiencyFit:
     residual_rel_sd: float
     loo_rel_errors: list[float]
     n_points: int
+    bounds: dict[str, list[float]] = field(default_factory=dict)  # component -> [low, high] the fit was held in
 
     def predict(self, comp: dict[str, float], z: float = 2.0) -> dict:
-        fallback = float(np.mean([v for k, v in self.scales.items() if k not in (OTHER, RUN)] or [1.0]))
+        """Σ scale·component, with ±``interval_rel`` (``z`` residual SDs when too few points to leave out)."""
+        fallback = float(np.mean([v for k, v in self.scales.items() if k in GEMV_CLASSES] or [1.0]))
         ms = sum(self.scales.get(k, fallback) * v for k, v in comp.items())
-        rel = z * self.interval_sd
+        rel = self.interval_rel if self.loo_rel_errors else z * self.residual_rel_sd
         return {"ms": ms, "low_ms": ms * (1 - rel), "high_ms": ms * (1 + rel), "components_ms": comp}
 
     @property
@@ -166,46 +230,60 @@ class EfficiencyFit:
         errs = self.loo_rel_errors if len(self.loo_rel_errors) >= 4 else []
         return float(np.sqrt(np.mean(np.square(errs)))) if errs else self.residual_rel_sd
 
+    @property
+    def interval_rel(self) -> float:
+        """Half-width of the interval, relative: the 90% quantile of |leave-one-out error|
+        (2 residual SDs without enough points to leave out)."""
+        if len(self.loo_rel_errors) < 4:
+            return 2 * self.residual_rel_sd
+        return float(np.quantile(np.abs(self.loo_rel_errors), INTERVAL_QUANTILE))
+
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 # Weight of the prior "every scale is 1" (the roofline as measured) against one point's
 # squared relative error: enough to keep a scale the points cannot pin down (a quick
-# calibration has 8 points for 6 scales) from collapsing to 0 while another inflates.
+# calibration has 8 points for 6 scales) from drifting to a bound while another inflates.
 PRIOR_WEIGHT = 0.01
 
 
-def _nnls_rel(X: np.ndarray, y: np.ndarray) -> np.ndarray:
-    from scipy.optimize import nnls
+def _fit_rel(X: np.ndarray, y: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    from scipy.optimize import lsq_linear
 
     w = 1 / y  # every point counts by its relative error
     k = X.shape[1]
     A = np.vstack([X * w[:, None], np.sqrt(PRIOR_WEIGHT) * np.eye(k)])
     b = np.concatenate([y * w, np.sqrt(PRIOR_WEIGHT) * np.ones(k)])
-    return nnls(A, b)[0]
+    return lsq_linear(A, b, bounds=(lo, hi), method="bvls").x
 
 
-def fit_efficiency(components: list[dict[str, float]], measured_ms: list[float]) -> EfficiencyFit:
-    """Fit a scale per component so Σ scale·component matches the measured decode times."""
+def fit_efficiency(
+    components: list[dict[str, float]], measured_ms: list[float], bounds: dict | None = None
+) -> EfficiencyFit:
+    """Fit a scale per component so Σ scale·component matches the measured decode times, each
+    scale inside its range (``bounds``, default :data:`PLAUSIBLE_SCALES`; [0, ∞) for a component
+    not listed there). Leave-one-out refits give the interval."""
+    bounds = PLAUSIBLE_SCALES if bounds is None else bounds
     names = sorted({k for c in components for k, v in c.items() if v > 0})
     X = np.array([[c.get(k, 0.0) for k in names] for c in components])
     y = np.asarray(measured_ms, dtype=float)
-    coef = _nnls_rel(X, y)
+    lo = np.array([bounds.get(k, (0.0, np.inf))[0] for k in names], dtype=float)
+    hi = np.array([bounds.get(k, (0.0, np.inf))[1] for k in names], dtype=float)
+    coef = _fit_rel(X, y, lo, hi)
     rel = X @ coef / y - 1
     loo = []
     if len(y) > len(names) + 1:
         for i in range(len(y)):
             keep = np.arange(len(y)) != i
-            c = _nnls_rel(X[keep], y[keep])
-            loo.append(float(X[i] @ c / y[i] - 1))
-    all_classes = ("fp32", "int8", "int4", "int4_acc4", OTHER, RUN)
+            loo.append(float(X[i] @ _fit_rel(X[keep], y[keep], lo, hi) / y[i] - 1))
     return EfficiencyFit(
         scales=dict(zip(names, coef.tolist(), strict=True)),
-        defaulted=[k for k in all_classes if k not in names],
+        defaulted=[k for k in (*GEMV_CLASSES, DISPATCH, ATTN, OTHER, RUN) if k not in names],
         residual_rel_sd=float(np.std(rel)),
         loo_rel_errors=loo,
         n_points=len(y),
+        bounds={k: [float(a), float(b)] for k, a, b in zip(names, lo, hi, strict=True)},
     )
 
 

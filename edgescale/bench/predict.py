@@ -11,8 +11,12 @@ Yuan et al. 2024, arXiv:2402.16363):
 with BW_decode = peak bandwidth × bandwidth efficiency and F = peak ops/s at the
 compute precision × compute efficiency (int8 dot-product peak for ≤ 8-bit weights
 where the cores have dot-product/VNNI instructions, else the fp32 peak: the weights are
-dequantised first). L and d come from the planner's shape for P. Every prediction
-lists the assumed numbers it used; energy is power × time, an estimate.
+dequantised first). With ``--params`` L and d come from the planner's shape for P (a guess,
+multi-head KV). With a real layout (:mod:`edgescale.bench.architectures`, ``--config`` / ``--arch``)
+the bytes a token streams are the layer matrices, one embedding row and the whole LM head (tied:
+the embedding table), each class at its own bits, and KV(s) = 2 · L · kv_heads · head_dim · (b_kv/8) · s;
+2·P counts the matrices and the head. Every prediction lists the assumed numbers it used; energy
+is power × time, an estimate.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 
+from edgescale.bench.architectures import Architecture, weight_load
 from edgescale.models.shape import shape_for_params
 from edgescale.profiles import DeviceProfile
 
@@ -56,6 +61,17 @@ class Prediction:
     energy_mj_per_token: float
     latency_source: str = "predicted"
     assumptions: list[str] = field(default_factory=list)
+    # the layout: "planner (a guess ...)" for --params, else the config's source (--config, --arch)
+    shape_source: str = "planner"
+    n_head: int | None = None
+    n_kv_head: int | None = None
+    head_dim: int | None = None
+    vocab_size: int | None = None
+    tied_embeddings: bool | None = None
+    weight_bytes_by_class: dict[str, float] = field(default_factory=dict)  # stored
+    bits_by_class: dict[str, float] = field(default_factory=dict)
+    streamed_bytes_per_token: float = 0.0  # weights a decode step reads
+    kv_bytes_per_token: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,6 +87,71 @@ def _compute_ops(device: DeviceProfile, bits: float) -> tuple[float, str]:
     return peak.fp32.value * 1e9, "peak_gops.fp32"
 
 
+@dataclass(frozen=True)
+class _Load:
+    """What the roofline needs of a model: its shape, bytes stored and streamed, KV and FLOPs."""
+
+    n_layer: int
+    n_embd: int
+    attn_width: int  # query heads x head_dim: the width of q·k and attention·v in prefill
+    weight_bytes: float
+    streamed_bytes: float
+    kv_bytes_per_token: float
+    compute_params: float
+    note: str
+    layout: dict  # Prediction fields that name the layout (shape_source, heads, bytes by class)
+
+
+def _planner_load(params: float, bits: float, context: int, kv_bits: float) -> _Load:
+    shape = shape_for_params(params, vocab_size=256, block_size=max(context, 8))
+    L, d = shape.n_layer, shape.n_embd
+    weight = params * bits / 8
+    note = f"shape {L}x{d} from the planner, a guess (give --config or --arch for the real layout); KV assumes MHA"
+    layout = {
+        "shape_source": "planner (a guess: --config or --arch give a real layout)",
+        "weight_bytes_by_class": {"all": weight},
+        "bits_by_class": {"all": bits},
+    }
+    return _Load(L, d, d, weight, weight, 2 * L * d * (kv_bits / 8), params, note, layout)
+
+
+def _arch_load(
+    arch: Architecture, bits: float, kv_bits: float, embed_bits: float | None, head_bits: float | None
+) -> _Load:
+    w = weight_load(arch, bits, embed_bits, head_bits)
+    note = (
+        f"shape {arch.n_layer}x{arch.n_embd}, {arch.n_head} heads / {arch.n_kv_head} KV heads of {arch.head_dim} "
+        f"from {arch.source}; 1-D tensors stored at 32 bits"
+    )
+    stored, kv = sum(w.bytes_by_class.values()), arch.kv_bytes_per_token(kv_bits)
+    width = arch.n_head * arch.head_dim
+    layout = {
+        "shape_source": arch.source,
+        **{"n_head": arch.n_head, "n_kv_head": arch.n_kv_head, "head_dim": arch.head_dim},
+        **{"vocab_size": arch.vocab_size, "tied_embeddings": arch.tied},
+        **{"weight_bytes_by_class": w.bytes_by_class, "bits_by_class": w.bits_by_class},
+    }
+    load = (stored, w.streamed_bytes_per_token, kv, w.compute_params)
+    return _Load(arch.n_layer, arch.n_embd, width, *load, note, layout)
+
+
+def predict_architecture(
+    device: DeviceProfile,
+    arch: Architecture,
+    bits: float,
+    context: int = 512,
+    kv_bits: float = 16,
+    prompt_len: int = 128,
+    embed_bits: float | None = None,
+    head_bits: float | None = None,
+) -> Prediction:
+    """Decode and prefill time of a real layout (--config, --arch): GQA KV cache, one embedding row
+    read per token, the LM head (tied or not) streamed whole, bits per tensor class."""
+    params = sum(arch.params_by_class().values())
+    bits_of = {"embed_bits": embed_bits, "head_bits": head_bits}
+    return predict(device, params, bits, context, kv_bits, prompt_len, arch=arch, **bits_of)
+
+
 def predict(
     device: DeviceProfile,
     params: float,
@@ -78,25 +159,32 @@ def predict(
     context: int = 512,
     kv_bits: float = 16,
     prompt_len: int = 128,
+    *,
+    arch: Architecture | None = None,
+    embed_bits: float | None = None,
+    head_bits: float | None = None,
 ) -> Prediction:
-    """Decode and prefill time of a ``params``-parameter model at ``bits`` per weight."""
-    shape = shape_for_params(params, vocab_size=256, block_size=max(context, 8))
-    L, d = shape.n_layer, shape.n_embd
-    weight = params * bits / 8
-    kv = 2 * L * d * (kv_bits / 8) * context
+    """Decode and prefill time of a ``params``-parameter model at ``bits`` per weight, in the planner's
+    shape (a guess), or in ``arch``'s layout (then prefer :func:`predict_architecture`)."""
+    if arch is None:
+        load = _planner_load(params, bits, context, kv_bits)
+    else:
+        load = _arch_load(arch, bits, kv_bits, embed_bits, head_bits)
+    L, d = load.n_layer, load.attn_width
+    weight, streamed, kv = load.weight_bytes, load.streamed_bytes, load.kv_bytes_per_token * context
     bw = device.decode_gbps() * 1e9
     peak, peak_field = _compute_ops(device, bits)
     ops = peak * device.efficiency.compute.value
     overhead = device.efficiency.overhead_ms_per_token.value / 1000 if device.efficiency.overhead_ms_per_token else 0
-    t_mem, t_compute = (weight + kv) / bw, 2 * params / ops
+    t_mem, t_compute = (streamed + kv) / bw, 2 * load.compute_params / ops
     decode = max(t_mem, t_compute) + overhead
     n = prompt_len
-    prefill = max((2 * params * n + 4 * L * n * n * d) / ops, weight / bw)
-    memory = (weight + 2 * L * d * (kv_bits / 8) * context) * (1 + RUNTIME_OVERHEAD)
+    prefill = max((2 * load.compute_params * n + 4 * L * n * n * d) / ops, streamed / bw)
+    memory = (weight + kv) * (1 + RUNTIME_OVERHEAD)
     used = {"memory.peak_gbps", "efficiency.bw", "efficiency.compute", peak_field, "memory.usable_gb", "power_w"}
     assumed = sorted(f for f in device.assumed_fields() if f in used)
     notes = [f"assumed: {f}" for f in assumed] + [
-        f"shape {L}x{d} from the planner; KV assumes multi-head attention",
+        load.note,
         f"runtime overhead {RUNTIME_OVERHEAD:.0%} of weights + KV assumed for memory",
     ]
     return Prediction(
@@ -107,7 +195,7 @@ def predict(
         context=context,
         prompt_len=n,
         n_layer=L,
-        n_embd=d,
+        n_embd=load.n_embd,
         weight_bytes=weight,
         kv_bytes=kv,
         memory_bytes=memory,
@@ -120,6 +208,9 @@ def predict(
         prefill_tokens_per_s=n / prefill,
         energy_mj_per_token=device.power_w.value * decode * 1000,
         assumptions=notes,
+        **load.layout,
+        streamed_bytes_per_token=streamed,
+        kv_bytes_per_token=load.kv_bytes_per_token,
     )
 
 

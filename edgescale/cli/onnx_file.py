@@ -45,19 +45,36 @@ def bench(
     threads: Annotated[int, typer.Option(help="onnxruntime intra-op threads")] = 2,
     max_tokens: Annotated[int | None, typer.Option("--max-tokens", help="scored tokens (default: the study's)")] = None,
     no_loss: Annotated[bool, typer.Option("--no-loss", help="latency only")] = False,
+    device_name: Annotated[
+        str | None,
+        typer.Option("--device-name", help="add the timings as calibration anchors to this device's profile"),
+    ] = None,
+    profile: Annotated[
+        Path | None, typer.Option("--profile", help="that profile's file (default runs/NAME.yaml)")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
 ) -> None:
-    """Measure a user's ONNX causal LM: prefill and decode latency here, and held-out loss in bits per byte."""
+    """Measure a user's ONNX causal LM: prefill and decode latency here, and held-out loss in bits per byte.
+    With --device-name or --profile, the timings become calibration anchors of that device profile."""
     from edgescale.bench.lm_file import check_lm_file, within_context
     from edgescale.hf.onnx_file import bench as run_bench
 
     _check_bench_numbers(prompt_len, decode_context, repeats, threads, max_tokens)
+    target = None
+    if device_name is not None or profile is not None:
+        from edgescale.bench.own_profile import open_profile
+
+        target = open_profile(device_name, profile)  # a missing or wrong profile: refused before measuring
     lm = check_lm_file(model)  # an untrusted file: opened in a child process first
     prompt_len = within_context(lm, "--prompt-len", prompt_len, 64)
     decode_context = within_context(lm, "--decode-context", decode_context, 128)
     result = run_bench(model, study, tokenizer, prompt_len=prompt_len, decode_context=decode_context, repeats=repeats,
                        threads=threads, max_tokens=max_tokens, loss=not no_loss,
                        max_context=lm.max_context)  # fmt: skip
+    if target is not None:
+        from edgescale.bench.own_profile import add_anchors, bench_anchors
+
+        result["profile"] = add_anchors(target, bench_anchors(model, result))
     emit(result, as_json)
 
 

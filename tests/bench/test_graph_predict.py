@@ -22,7 +22,7 @@ def test_fit_efficiency_recovers_known_scales_and_leaves_one_out():
     fit = fit_efficiency(comps, measured)
     assert fit.scales == pytest.approx(true, rel=0.05)  # the weak prior toward 1 moves them a little
     assert fit.residual_rel_sd < 0.03 and len(fit.loo_rel_errors) == 12 and max(map(abs, fit.loo_rel_errors)) < 0.05
-    assert set(fit.defaulted) == {"int4", "int4_acc4"}
+    assert set(fit.defaulted) == {"int4", "int4_acc4", "dispatch", "attn"}
     p = fit.predict({"fp32": 1.0, "int4": 2.0})  # an unfitted class takes the mean GEMV scale
     assert p["ms"] == pytest.approx(1.0 * fit.scales["fp32"] + 2.0 * (fit.scales["fp32"] + fit.scales["int8"]) / 2)
 
@@ -77,3 +77,81 @@ def test_device_prediction_carries_source_interval_energy_and_assumptions(tiny_o
     assert "estimate" in r["energy_note"] and r["assumed"] and "validation" in r["interval"]
     slow = predict_on_device(tiny_onnx, get_device("a55-phone"), 32, 16)
     assert slow["decode_ms"] > r["decode_ms"] and "assumed" in slow["interval"]
+
+
+def _host_params(**kw) -> RooflineParams:
+    base = dict(
+        device="host",
+        gops={"fp32": 1e6},  # never compute-bound here
+        bw_dram_gbps=10,
+        bw_cache_gbps=40,
+        cache_bytes=1e6,
+        node_us=2.0,
+        run_us=10.0,
+        stream=((1e6, 40.0), (1e8, 10.0)),
+        gemv_us={"fp32": 3.0},
+        op_us={"Add": 2.0, "Softmax": 5.0, "LayerNormalization": 4.0},
+    )
+    return RooflineParams(**{**base, **kw})
+
+
+def test_host_roofline_prices_dispatch_attention_and_streaming_piece_by_piece():
+    p = _host_params()
+    nodes = [
+        DecodeNode("MatMul", "gemv", "fp32", 256, 1024, 4 * 256 * 1024),
+        DecodeNode("GroupQueryAttention", "other", elements=4096),  # one K cache: K and V read, fp32
+        DecodeNode("SkipLayerNormalization", "other", elements=256),
+        DecodeNode("Shape", "other", elements=128),  # a view: half an Add's dispatch, no data moved
+    ]
+    w = 1e7  # working set: half-way in log between the two streaming points -> 20 GB/s
+    comp = roofline_components(DecodeGraph(nodes, 128, 8 * 4096, True, w), p)
+    spb = 1 / 20e9
+    assert p.seconds_per_byte(w) == pytest.approx(spb)
+    assert comp["fp32"] == pytest.approx(4 * 256 * 1024 * spb * 1000)
+    assert comp["attn"] == pytest.approx((5.0e-6 + 8 * 4096 * spb) * 1000)
+    assert comp["dispatch"] == pytest.approx((3.0 + 4.0 + 0.5 * 2.0) / 1000)
+    assert comp["other"] == pytest.approx(8 * 256 * spb * 1000)
+    assert comp["run"] == pytest.approx(0.01)
+
+
+def test_host_params_come_from_the_hosts_own_probes():
+    from edgescale.bench.calibrate import HostCalibration
+
+    # fp32 GEMVs at widths 64, 256 and 1024: the 256-wide one streams its 1 MiB at 52 GB/s, so the
+    # 64-wide one's 64 KiB take 1.3 µs of its 5 µs: the rest is the fixed cost
+    ws_small, ws_big = 8 * 64 * 64 * 4.0, 8 * 1024 * 1024 * 4.0 * 8
+    gemv = {
+        "fp32": {"64": [[ws_small, 0.005]], "256": [[ws_small, 0.02]], "1024": [[ws_big, 0.8]]},
+        "int8": {"64": [[ws_small / 4, 0.009]], "1024": [[ws_big / 4, 0.3]]},
+    }
+    ops = {"Add": [[16, 0.0015], [65536, 0.02]], "Softmax": [[16, 0.004], [65536, 0.05]]}
+    cal = HostCalibration("x", 2, "1", "now", 5, 0.01, 0.012, gemv, ops, {"fp32": 100.0, "int8": 200.0})
+    p = RooflineParams.from_calibration(cal, 32e6)
+    assert p.node_us == pytest.approx(1.5) and p.op_us["Softmax"] == pytest.approx(4.0) and p.run_us == 12.0
+    assert p.stream == tuple(tuple(x) for x in cal.streaming_gbps("fp32"))
+    work_us = 4 * 64 * 64 * 4.0 * p.seconds_per_byte(ws_small) * 1e6
+    assert work_us == pytest.approx(4 * 64 * 64 * 4.0 / (4 * 256 * 256 * 4.0 / 20e-6) * 1e6)
+    assert p.gemv_us["fp32"] == pytest.approx(5.0 - work_us) and p.gemv_us["int8"] > p.gemv_us["fp32"]
+    assert p.fixed_us("GroupQueryAttention") == pytest.approx(4.0) and p.fixed_us("Reshape") == pytest.approx(0.75)
+
+
+def test_fitted_scales_stay_inside_their_plausible_range():
+    from edgescale.bench.graph_predict import PLAUSIBLE_SCALES
+
+    comps = [{"fp32": x, "dispatch": 0.2, "run": 0.05} for x in (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)]
+    fit = fit_efficiency(comps, [5 * c["fp32"] + 0.01 for c in comps])  # the data want fp32 x5
+    assert fit.scales["fp32"] == pytest.approx(PLAUSIBLE_SCALES["fp32"][1])  # held at its cap
+    assert all(PLAUSIBLE_SCALES[k][0] - 1e-9 <= v <= PLAUSIBLE_SCALES[k][1] + 1e-9 for k, v in fit.scales.items())
+    assert fit.bounds["fp32"] == list(PLAUSIBLE_SCALES["fp32"])
+    free = fit_efficiency(comps, [5 * c["fp32"] + 0.01 for c in comps], bounds={})  # unbounded: what it wanted
+    assert free.scales["fp32"] > 4.5
+
+
+def test_interval_is_the_leave_one_out_error_quantile():
+    fit = EfficiencyFit({"fp32": 1.0}, [], 0.01, [0.01 * i * (-1) ** i for i in range(1, 11)], 10)
+    assert fit.interval_rel == pytest.approx(np.quantile(np.arange(1, 11) * 0.01, 0.9))
+    p = fit.predict({"fp32": 2.0})
+    assert p["high_ms"] == pytest.approx(2.0 * (1 + fit.interval_rel))
+    assert p["low_ms"] == pytest.approx(2.0 * (1 - fit.interval_rel))
+    few = EfficiencyFit({"fp32": 1.0}, [], 0.03, [], 3)  # no leave-one-out: 2 residual SDs
+    assert few.interval_rel == pytest.approx(0.06) and few.predict({"fp32": 1.0})["high_ms"] == pytest.approx(1.06)
