@@ -17,13 +17,16 @@ be measured: the rules for other ISAs (edgescale.compress.isa) come from onnxrun
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from edgescale.bench.measure import MeasureSpec, measure_variants
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from measure_variants import _table  # noqa: E402  (the same latency table, one copy)
 
 INT8 = {  # variant -> Int8DynamicConfig fields; the first is today's default
     "int8 default (s8, per-tensor)": {},
@@ -59,20 +62,6 @@ def _variants(fp32: Path, tmp: Path, group: str) -> dict[str, Path]:
         work.mkdir()
         out[name] = step(fp32, cfg_type(**fields), StepContext(work, log=lambda m: None))
     return out
-
-
-def _table(report, title: str) -> Table:
-    t = Table(title=title)
-    for col in ("variant", "prefill p50 ms", "decode p50 ms", "prefill ×", "decode ×"):
-        t.add_column(col, justify="left" if col == "variant" else "right")
-    for name, v in report.variants.items():
-        cells = []
-        for phase in ("prefill", "decode"):
-            r = report.ratios.get(name, {}).get(phase)
-            flag = "" if r is None else " ~" if r.within_noise else " slower" if r.slower else ""
-            cells.append("baseline" if r is None else f"{r.speedup:.2f} [{r.low:.2f}, {r.high:.2f}]{flag}")
-        t.add_row(name, f"{v.prefill_ms_p50:.3f}", f"{v.decode_ms_p50:.3f}", *cells)
-    return t
 
 
 def main() -> None:

@@ -1,4 +1,5 @@
-"""Schemas for studies and recipes (pydantic, ``extra="forbid"``), and where the shipped YAML files live.
+"""Schemas for studies (pydantic, ``extra="forbid"``), the recipe schema re-exported from
+:mod:`edgescale.recipe_schema`, and where the shipped YAML files live.
 
 Loading validates in layers: YAML syntax and schema (here, through :mod:`edgescale.yamlfile`),
 step chain (kinds and order, with ``export.onnx`` inserted where a chain moves from
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictBool, StrictInt, model_validator
+from pydantic import AliasChoices, Field, StrictBool, StrictInt, model_validator
 
 # Strict (the base: unknown keys refused, floats finite), Name, the numeric bounds and the schemas of the
 # models a study compares live in config_models (this module was over ~400 lines); re-exported here, so
@@ -30,6 +31,9 @@ from edgescale.config_models import (
     Name,
     Strict,
 )
+
+# The recipe schema lives in recipe_schema (this module was over ~400 lines again); re-exported likewise.
+from edgescale.recipe_schema import ExecutionProvider, IsaFeature, Recipe, RecipeTarget, StepSpec  # noqa: F401
 
 SCHEMA_VERSION = 1
 
@@ -345,76 +349,6 @@ class Study(Strict):
                 "(its logits alone would not fit in memory); lower training.batch_size and raise grad_accum"
             )
         return self
-
-
-# --------------------------------------------------------------------------- recipe
-
-
-class StepSpec(BaseModel):
-    """One recipe entry: ``op`` plus that op's own config fields (checked by the registry)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True)
-    op: str = Field(description="registered step name, e.g. quantize.int8_dynamic")
-
-    def params(self) -> dict[str, Any]:
-        return dict(self.model_extra or {})
-
-
-# onnxruntime execution providers a recipe can target, verbatim (the names device profiles use).
-ExecutionProvider = Literal[
-    "CPUExecutionProvider",
-    "XnnpackExecutionProvider",
-    "NnapiExecutionProvider",
-    "CoreMLExecutionProvider",
-    "QNNExecutionProvider",
-    "CUDAExecutionProvider",
-    "TensorrtExecutionProvider",
-    "DmlExecutionProvider",
-]
-
-
-# CPU features a recipe target may name (the names device profiles use): what ``auto`` quantization settings read.
-IsaFeature = Literal[
-    "neon", "fp16", "dotprod", "i8mm", "bf16", "sve", "sve2", "avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx"
-]
-
-
-class RecipeTarget(Strict):
-    """Where a recipe's artifact is meant to run; the feasibility check compares it with each device."""
-
-    runtime: Literal["onnxruntime"] = Field(
-        "onnxruntime", description="runtime that loads the artifact (edgescale ships ONNX files)"
-    )
-    execution_provider: ExecutionProvider = Field(
-        "CPUExecutionProvider",
-        description="onnxruntime execution provider the artifact is built for (host latency is always measured "
-        "on the CPU provider)",
-    )
-    isa: list[IsaFeature] | None = Field(
-        None,
-        min_length=1,
-        description="CPU features the artifact is built for: `auto` quantization settings resolve for them "
-        "(unset: the device's, else this host's)",
-    )
-    device: str | None = Field(
-        None, description="a device profile whose cpu.isa `auto` quantization settings resolve for (unset: this host)"
-    )
-
-    @model_validator(mode="after")
-    def _one_isa_source(self) -> RecipeTarget:
-        if self.isa is not None and self.device is not None:
-            raise ValueError("give target.isa or target.device, not both (both name the CPU `auto` resolves for)")
-        return self
-
-
-class Recipe(Strict):
-    schema_version: Literal[1] = 1
-    name: Name = Field(description="recipe name, used in variant ids")
-    description: str = Field("", description="what the recipe does and why")
-    target: RecipeTarget = Field(
-        default_factory=RecipeTarget, description="runtime and execution provider the recipe targets"
-    )
-    steps: list[StepSpec] = Field(default_factory=list, description="ordered steps")
 
 
 # --------------------------------------------------------------------------- loading

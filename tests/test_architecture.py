@@ -46,7 +46,14 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ),
     (
         "config",
-        ("edgescale.config", "edgescale.config_models", "edgescale.yamlfile", "edgescale.profiles", "edgescale.data"),
+        (
+            "edgescale.config",
+            "edgescale.config_models",
+            "edgescale.recipe_schema",
+            "edgescale.yamlfile",
+            "edgescale.profiles",
+            "edgescale.data",
+        ),
     ),
     # backends, and what runs and scores a model of any kind: the onnxruntime session and the
     # bits-per-byte scorer (training curves, export checks and recovery steps all score);
