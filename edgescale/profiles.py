@@ -91,7 +91,14 @@ class Runtime(Strict):
 class Efficiency(Strict):
     bw: Quantity = Field(description="share of peak bandwidth decode achieves (0-1)")
     compute: Quantity = Field(description="share of peak compute prefill achieves (0-1)")
-    overhead_ms_per_token: Quantity | None = Field(None, description="fixed cost per decoded token, ms")
+    overhead_ms_per_token: Quantity | None = Field(
+        None, description="fixed cost per decoded token, ms: a GPU's kernel-launch floor (fitted where anchors exist)"
+    )
+    dequant_ops: Quantity | None = Field(
+        None,
+        description="ops per sub-8-bit weight to load, unpack and scale it once per pass, beside the 2 of its "
+        "multiply-add; priced at the compute rate, so in-order cores can be compute-bound on it (default 4)",
+    )
 
     @model_validator(mode="after")
     def _fractions(self) -> Efficiency:
@@ -110,6 +117,11 @@ class Anchor(Strict):
     bits_per_weight: float = Field(gt=0, le=32, description="average stored bits per weight incl. scales")
     tokens_per_s: float = Field(gt=0, description="measured throughput")
     prompt_len: int | None = Field(None, ge=1, description="prefill prompt length (tokens)")
+    arch: str | None = Field(None, description="a shipped layout (edgescale predict --arch): real KV heads and head")
+    embed_bits: float | None = Field(None, gt=0, le=32, description="bits of the embedding table, when it differs")
+    compute: Literal["int8", "fp16", "fp32"] | None = Field(
+        None, description="the precision the kernels compute at, when the bits alone do not say (bf16 on fp32)"
+    )
     runtime: str = Field(description="runtime and backend")
     source: str = Field(min_length=3, description="where the measurement was published")
 
@@ -123,6 +135,9 @@ class DeviceProfile(Strict):
     )
     aliases: list[str] = Field(default_factory=list, description="other names (e.g. Qualcomm AI Hub device names)")
     soc: str = Field(description="system on chip or CPU model")
+    compute_unit: Literal["cpu", "gpu"] = Field(
+        "cpu", description="what peak_gops, efficiency and the anchors describe: the CPU cores, or the GPU"
+    )
     cpu: CPU
     peak_gops: Peak
     memory: Memory

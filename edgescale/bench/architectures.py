@@ -25,7 +25,9 @@ from typing import Literal
 
 from edgescale.errors import UserError
 
-GATED_TYPES = ("llama", "qwen2", "mistral")  # model_type with a SwiGLU FFN and untied embeddings by default
+# model_type with a gated FFN (gate, up, down; Phi-3 fuses gate+up and q,k,v, which counts the same)
+GATED_TYPES = ("llama", "qwen2", "mistral", "phi3", "gemma2")
+TIED_BY_DEFAULT = ("gpt2", "gemma2")  # transformers' config default for tie_word_embeddings; the rest untie
 GPT2_TYPES = ("gpt2",)
 QKV_BIAS_TYPES = ("qwen2",)  # Qwen2 has q, k and v biases without an attention_bias key
 
@@ -122,6 +124,52 @@ GPT2_124M = {
     "activation_function": "gelu_new",
 }
 
+
+# Layouts of the models the device anchors were measured on (devices/*.yaml ``arch``), copied from the
+# config.json named in each source; only the fields the predictor reads.
+
+
+def _gated(kind: str, d: int, d_ff: int, layers: int, heads: int, kv: int, vocab: int, tied: bool, **extra) -> dict:
+    return {
+        "model_type": kind,
+        **{"hidden_size": d, "intermediate_size": d_ff, "num_hidden_layers": layers},
+        **{"num_attention_heads": heads, "num_key_value_heads": kv, "vocab_size": vocab},
+        "tie_word_embeddings": tied,
+        **extra,
+    }
+
+
+ANCHOR_LAYOUTS = {
+    "llama-3.2-3b": (
+        _gated("llama", 3072, 8192, 28, 24, 8, 128256, True, head_dim=128),
+        "huggingface.co/meta-llama/Llama-3.2-3B/blob/main/config.json",
+    ),
+    "llama-3.1-8b": (
+        _gated("llama", 4096, 14336, 32, 32, 8, 128256, False),
+        "huggingface.co/meta-llama/Llama-3.1-8B/blob/main/config.json (Llama 3 8B has the same layout)",
+    ),
+    "llama-2-7b": (
+        _gated("llama", 4096, 11008, 32, 32, 32, 32000, False),
+        "huggingface.co/meta-llama/Llama-2-7b-hf/blob/main/config.json",
+    ),
+    "qwen2.5-7b": (
+        _gated("qwen2", 3584, 18944, 28, 28, 4, 152064, False),
+        "huggingface.co/Qwen/Qwen2.5-7B/blob/main/config.json",
+    ),
+    "phi-3.5-mini": (
+        _gated("phi3", 3072, 8192, 32, 32, 32, 32064, False),
+        "huggingface.co/microsoft/Phi-3.5-mini-instruct/blob/main/config.json",
+    ),
+    "gemma-2-2b": (
+        _gated("gemma2", 2304, 9216, 26, 8, 4, 256000, True, head_dim=256),
+        "huggingface.co/google/gemma-2-2b/blob/main/config.json",
+    ),
+    "gemma-2-9b": (
+        _gated("gemma2", 3584, 14336, 42, 16, 8, 256000, True, head_dim=256),
+        "huggingface.co/google/gemma-2-9b/blob/main/config.json",
+    ),
+}
+
 PUBLISHED: dict[str, tuple[dict, str]] = {
     "smollm2-135m": (SMOLLM2_135M, "huggingface.co/HuggingFaceTB/SmolLM2-135M/blob/main/config.json"),
     "qwen2.5-0.5b": (QWEN25_05B, "huggingface.co/Qwen/Qwen2.5-0.5B/blob/main/config.json"),
@@ -131,6 +179,7 @@ PUBLISHED: dict[str, tuple[dict, str]] = {
     ),
     "llama-3.2-1b": (LLAMA32_1B, "huggingface.co/meta-llama/Llama-3.2-1B/blob/main/config.json"),
     "gpt2": (GPT2_124M, "huggingface.co/openai-community/gpt2/blob/main/config.json"),
+    **ANCHOR_LAYOUTS,
 }
 
 
@@ -237,7 +286,7 @@ def from_hf_config(cfg: object, source: str, name: str = "", file: str | Path | 
         raise UserError(
             f"num_attention_heads {heads} is not a multiple of {kv}", file=file, field="num_key_value_heads"
         )
-    tied = cfg.get("tie_word_embeddings", gpt2)
+    tied = cfg.get("tie_word_embeddings", kind in TIED_BY_DEFAULT)
     if not isinstance(tied, bool):
         raise UserError(f"must be true or false, got {tied!r}", file=file, field="tie_word_embeddings")
     d_ff = count("n_inner", "n_inner", 4 * d) if gpt2 else count("intermediate_size", "intermediate_size")

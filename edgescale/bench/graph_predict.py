@@ -39,10 +39,11 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from edgescale.bench.anchor_support import support
 from edgescale.bench.calibrate import OP_CLASS, VIEW_OPS
 from edgescale.bench.cost import graph_cost
 from edgescale.bench.nodes import DecodeGraph, decode_graph
-from edgescale.bench.predict import anchor_interval, calibrated
+from edgescale.bench.predict import calibrated
 from edgescale.bench.probes import BYTES_PER_WEIGHT
 from edgescale.profiles import DeviceProfile
 
@@ -291,14 +292,18 @@ def predict_on_device(path, device: DeviceProfile, context: int, prompt_len: int
     """Decode (per-node roofline) and prefill of an exported variant on a device profile.
 
     The profile's efficiencies are its priors, or fitted to its calibration anchors; the
-    interval comes from its validation anchors (an assumed ±50% without any).
+    interval comes from its validation anchors (an assumed ±50% without any), widened where
+    the variant's size or bits per weight lie outside its anchors' range
+    (:mod:`edgescale.bench.anchor_support`; size and bits are those of the GEMV weights).
     """
     device = calibrated(device)
     graph = graph or decode_graph(path, context)
     params = RooflineParams.from_profile(device)
     comp = roofline_components(graph, params)
     decode_s = sum(comp.values()) / 1000
-    rel, why = anchor_interval(device)
+    n_weights = sum(g.k * g.n for g in graph.gemvs)
+    bits = 8 * sum(g.weight_bytes for g in graph.gemvs) / max(1, n_weights)
+    sup = support(device, max(1, n_weights), bits or 32.0)
     cost = graph_cost(path)
     bw = params.bw_dram_gbps * 1e9
     share8 = sum(v for k, v in graph.weight_bytes_by_class().items() if k != "fp32") / max(1.0, graph.working_set_bytes)
@@ -316,10 +321,15 @@ def predict_on_device(path, device: DeviceProfile, context: int, prompt_len: int
         "latency_source": "predicted",
         "model": "per-node roofline (edgescale.bench.graph_predict)",
         "decode_ms": decode_s * 1000,
-        "decode_ms_low": decode_s * 1000 * (1 - rel),
-        "decode_ms_high": decode_s * 1000 * (1 + rel),
-        "interval": why,
+        "decode_ms_low": decode_s * 1000 / sup.factor,
+        "decode_ms_high": decode_s * 1000 * sup.factor,
+        "interval": sup.why(),
+        "anchors": sup.count,
+        "nearest_anchor": sup.nearest_text(),
+        "extrapolated": sup.extrapolated,
         "prefill_ms": prefill_s * 1000,
+        "prefill_ms_low": prefill_s * 1000 / sup.factor,
+        "prefill_ms_high": prefill_s * 1000 * sup.factor,
         "decode_tokens_per_s": 1 / decode_s,
         "energy_mj_per_token": device.power_w.value * decode_s * 1000,
         "energy_note": "estimate: power_w x decode time",

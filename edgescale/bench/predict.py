@@ -2,31 +2,44 @@
 
 Decode, batch 1, streams every weight and the KV cache read so far for each token
 (shared/reference/devices.md §4; kipply, "Transformer Inference Arithmetic", 2022;
-Yuan et al. 2024, arXiv:2402.16363):
+Yuan et al. 2024, arXiv:2402.16363). A pass over n tokens also does work per weight:
 
-    t_decode  = max(bytes / BW_decode, 2·P / F) + overhead,   bytes = P·b_w/8 + KV(s)
-    t_prefill = max(2·P·n / F + 4·L·n²·d / F, P·b_w/8 / BW_decode)
-    KV(s)     = 2 · L · d · (b_kv/8) · s        (multi-head attention; GQA models need less)
+    t_decode     = max(bytes / BW, P·(q + 2) / F) + floor
+    t_prefill(n) = max(P·b_w/8 / BW, P·(q + 2n) / F + 4·L·n²·d / F) + floor
+    KV(s)        = 2 · L · d · (b_kv/8) · s        (multi-head attention; GQA models need less)
 
-with BW_decode = peak bandwidth × bandwidth efficiency and F = peak ops/s at the
-compute precision × compute efficiency (int8 dot-product peak for ≤ 8-bit weights
-where the cores have dot-product/VNNI instructions, else the fp32 peak: the weights are
-dequantised first). With ``--params`` L and d come from the planner's shape for P (a guess,
-multi-head KV). With a real layout (:mod:`edgescale.bench.architectures`, ``--config`` / ``--arch``)
-the bytes a token streams are the layer matrices, one embedding row and the whole LM head (tied:
-the embedding table), each class at its own bits, and KV(s) = 2 · L · kv_heads · head_dim · (b_kv/8) · s;
-2·P counts the matrices and the head. Every prediction lists the assumed numbers it used; energy
-is power × time, an estimate.
+with bytes = P·b_w/8 + KV(s), BW = peak bandwidth × bandwidth efficiency and F = peak ops/s at
+the compute precision × compute efficiency (int8 dot-product peak for ≤ 8-bit weights where the
+cores have dot-product/VNNI instructions, else the fp32 peak: the weights are dequantised first).
+``q`` is the dequantization term: ops per weight to load, unpack and scale it once per pass
+(``efficiency.dequant_ops`` for sub-8-bit formats, 1 for 8- and 16-bit, 0 for fp32), priced at the
+same per-cycle rate as the multiply-adds. It makes two regimes out of one formula: on big cores
+decode is bandwidth-bound and q is hidden, on in-order little cores (A55/A53) decode can be
+compute-bound on it; and a short prompt (n below about q/2) costs a GEMV-like pass, not n
+GEMM columns, so prefill efficiency falls toward decode's. ``floor`` is a per-pass launch cost
+(``efficiency.overhead_ms_per_token``): zero on CPUs, the kernel-launch floor of GPU profiles,
+which keeps small models on a GPU far below bandwidth.
+
+With ``--params`` L and d come from the planner's shape for P (a guess, multi-head KV). With a real
+layout (:mod:`edgescale.bench.architectures`, ``--config`` / ``--arch``) the bytes a token streams
+are the layer matrices, one embedding row and the whole LM head (tied: the embedding table), each
+class at its own bits, and KV(s) = 2 · L · kv_heads · head_dim · (b_kv/8) · s; P counts the matrices
+and the head. Every prediction lists the assumed numbers it used; energy is power × time, an
+estimate. The efficiencies are fitted to a profile's calibration anchors in
+:mod:`edgescale.bench.anchor_fit`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass, field
 
-from edgescale.bench.architectures import Architecture, weight_load
+import numpy as np
+
+from edgescale.bench.architectures import Architecture, get_architecture, weight_load
 from edgescale.models.shape import shape_for_params
-from edgescale.profiles import DeviceProfile
+from edgescale.profiles import DeviceProfile, Quantity
 
 RUNTIME_OVERHEAD = 0.10  # memory beyond weights + KV (activations, runtime), an assumption
 # Dispatch cost per graph node when a profile gives none: onnxruntime's CPU EP spends about
@@ -77,14 +90,31 @@ class Prediction:
         return asdict(self)
 
 
-def _compute_ops(device: DeviceProfile, bits: float) -> tuple[float, str]:
+def _compute_ops(device: DeviceProfile, bits: float, precision: str | None = None) -> tuple[float, str]:
+    """Peak ops/s the kernels run at: ``precision`` where an anchor states it, else ≤ 8-bit weights at the
+    int8 peak (dot product where the cores have it, widening multiply-add otherwise: the profile's int8 figure
+    says which), 16-bit at the fp16 peak, the rest (and any missing peak) at fp32: the weights are widened."""
     peak = device.peak_gops
-    low_bit_dot = {"dotprod", "i8mm", "avx512_vnni", "avx_vnni", "amx"} & set(device.cpu.isa)
-    if bits <= 8 and peak.int8 is not None and low_bit_dot:
-        return peak.int8.value * 1e9, "peak_gops.int8"
-    if 8 < bits <= 16 and peak.fp16 is not None:
-        return peak.fp16.value * 1e9, "peak_gops.fp16"
-    return peak.fp32.value * 1e9, "peak_gops.fp32"
+    if precision is None:
+        precision = "int8" if bits < 9 else "fp16" if bits < 17 else "fp32"  # 8.5: Q8_0 with its scales
+    chosen = getattr(peak, precision)
+    if chosen is None:
+        return peak.fp32.value * 1e9, "peak_gops.fp32"
+    return chosen.value * 1e9, f"peak_gops.{precision}"
+
+
+DEQUANT_OPS_PRIOR = 1.0  # see dequant_ops
+
+
+def dequant_ops(device: DeviceProfile, bits: float) -> float:
+    """Ops per weight to load and unpack it once per pass: the profile's (fitted) value for sub-8-bit formats,
+    one widening op for 8- and 16-bit weights, none for fp32."""
+    if bits >= 32:
+        return 0.0
+    if bits >= 8:
+        return 1.0
+    q = device.efficiency.dequant_ops
+    return DEQUANT_OPS_PRIOR if q is None else q.value
 
 
 @dataclass(frozen=True)
@@ -135,6 +165,39 @@ def _arch_load(
     return _Load(arch.n_layer, arch.n_embd, width, *load, note, layout)
 
 
+@dataclass(frozen=True)
+class _PassCost:
+    """One model on one device, before efficiencies: what a decode step and a prefill pass read and compute.
+    The fit evaluates :meth:`times` for every trial efficiency, so nothing here is recomputed per trial."""
+
+    decode_bytes: float  # weights a step streams + the KV cache read
+    weight_bytes: float  # weights streamed once (prefill)
+    params: float  # parameters in matrix products
+    attention_ops: float  # 4·L·n²·d of a prefill pass
+    n: int  # prompt tokens
+    peak_bw: float  # bytes/s
+    peak_ops: float  # ops/s at the compute precision
+    peak_field: str
+    q_fixed: float | None  # dequantization ops the format fixes (8 bits and up); None: the profile's value
+
+    def times(self, bw_eff: float, compute_eff: float, q_sub8: float, floor_ms: float) -> tuple[float, ...]:
+        """(decode s, prefill s, decode memory s, decode compute s) at these efficiencies."""
+        bw, ops = self.peak_bw * bw_eff, self.peak_ops * compute_eff
+        q = q_sub8 if self.q_fixed is None else self.q_fixed
+        t_mem, t_compute = self.decode_bytes / bw, self.params * (q + 2) / ops
+        pre = max((self.params * (q + 2 * self.n) + self.attention_ops) / ops, self.weight_bytes / bw)
+        return max(t_mem, t_compute) + floor_ms / 1000, pre + floor_ms / 1000, t_mem, t_compute
+
+
+def _pass_cost(device: DeviceProfile, load: _Load, bits: float, context: int, n: int, precision) -> _PassCost:
+    peak, field = _compute_ops(device, bits, precision)
+    decode_bytes = load.streamed_bytes + load.kv_bytes_per_token * context
+    attention = 4 * load.n_layer * n * n * load.attn_width
+    q_fixed = None if bits < 8 else dequant_ops(device, bits)
+    bw = device.memory.peak_gbps.value * 1e9
+    return _PassCost(decode_bytes, load.streamed_bytes, load.compute_params, attention, n, bw, peak, field, q_fixed)
+
+
 def predict_architecture(
     device: DeviceProfile,
     arch: Architecture,
@@ -163,6 +226,7 @@ def predict(
     arch: Architecture | None = None,
     embed_bits: float | None = None,
     head_bits: float | None = None,
+    precision: str | None = None,
 ) -> Prediction:
     """Decode and prefill time of a ``params``-parameter model at ``bits`` per weight, in the planner's
     shape (a guess), or in ``arch``'s layout (then prefer :func:`predict_architecture`)."""
@@ -170,22 +234,21 @@ def predict(
         load = _planner_load(params, bits, context, kv_bits)
     else:
         load = _arch_load(arch, bits, kv_bits, embed_bits, head_bits)
-    L, d = load.n_layer, load.attn_width
-    weight, streamed, kv = load.weight_bytes, load.streamed_bytes, load.kv_bytes_per_token * context
-    bw = device.decode_gbps() * 1e9
-    peak, peak_field = _compute_ops(device, bits)
-    ops = peak * device.efficiency.compute.value
-    overhead = device.efficiency.overhead_ms_per_token.value / 1000 if device.efficiency.overhead_ms_per_token else 0
-    t_mem, t_compute = (streamed + kv) / bw, 2 * load.compute_params / ops
-    decode = max(t_mem, t_compute) + overhead
-    n = prompt_len
-    prefill = max((2 * load.compute_params * n + 4 * L * n * n * d) / ops, streamed / bw)
+    weight, kv = load.weight_bytes, load.kv_bytes_per_token * context
+    cost = _pass_cost(device, load, bits, context, prompt_len, precision)
+    eff = device.efficiency
+    floor_ms = eff.overhead_ms_per_token.value if eff.overhead_ms_per_token else 0.0
+    q = dequant_ops(device, bits)
+    decode, prefill, t_mem, t_compute = cost.times(eff.bw.value, eff.compute.value, q, floor_ms)
+    floor, peak_field, n, L = floor_ms / 1000, cost.peak_field, prompt_len, load.n_layer
     memory = (weight + kv) * (1 + RUNTIME_OVERHEAD)
     used = {"memory.peak_gbps", "efficiency.bw", "efficiency.compute", peak_field, "memory.usable_gb", "power_w"}
+    used |= {"efficiency.dequant_ops", "efficiency.overhead_ms_per_token"}
     assumed = sorted(f for f in device.assumed_fields() if f in used)
     notes = [f"assumed: {f}" for f in assumed] + [
         load.note,
         f"runtime overhead {RUNTIME_OVERHEAD:.0%} of weights + KV assumed for memory",
+        f"dequantization {q:g} ops/weight a pass; launch floor {floor * 1000:g} ms a pass",
     ]
     return Prediction(
         device=device.id,
@@ -209,23 +272,49 @@ def predict(
         energy_mj_per_token=device.power_w.value * decode * 1000,
         assumptions=notes,
         **load.layout,
-        streamed_bytes_per_token=streamed,
+        streamed_bytes_per_token=load.streamed_bytes,
         kv_bytes_per_token=load.kv_bytes_per_token,
     )
 
 
 # --------------------------------------------------------------------------- calibration anchors
 
+# The efficiencies a profile's calibration anchors fit, each in a physically plausible range, with the
+# width of its log-normal prior (a maximum a-posteriori fit: a term no anchor informs stays at its prior).
+# Bandwidth: no runtime streams above peak, and none below a tenth of it on a working build. Compute: a
+# working kernel reaches at least 1% of the SIMD peak and at most all of it. Dequantization: 0.5-64 ops per
+# sub-8-bit weight (one unpack op, up to scalar code). The launch floor: 0-100 ms a pass, GPU profiles only.
+FIT_RANGES = {"bw": (0.1, 1.0), "compute": (0.01, 1.0), "dequant_ops": (0.5, 64.0)}
+FLOOR_RANGE_MS = (0.0, 100.0)
+PRIOR_LOG_SD = {"bw": 0.3, "compute": 1.0, "dequant_ops": 1.0}
+FLOOR_PRIOR_SD_MS = 10.0
+ANCHOR_LOG_SD = 0.1  # a published throughput's own scatter (runs, builds, thermal state): about 10%
 
-def _ratios(device: DeviceProfile, anchors, workload: str) -> list[float]:
-    return [r["ratio"] for r in _anchor_rows(device, anchors) if r["workload"] == workload]
+
+def _anchor_cost(device: DeviceProfile, a) -> _PassCost:
+    n = a.prompt_len or 128  # a decode anchor's context: its prompt, or 128 tokens
+    if a.arch is None:
+        load = _planner_load(a.params, a.bits_per_weight, n, 16)
+    else:
+        load = _arch_load(get_architecture(a.arch), a.bits_per_weight, 16, a.embed_bits, None)
+    return _pass_cost(device, load, a.bits_per_weight, n, n, a.compute)
+
+
+def _predicted_rate(cost: _PassCost, workload: str, bw: float, compute: float, q: float, floor_ms: float) -> float:
+    decode, prefill, *_ = cost.times(bw, compute, q, floor_ms)
+    return 1 / decode if workload == "decode" else cost.n / prefill
+
+
+def _efficiencies(device: DeviceProfile) -> tuple[float, float, float, float]:
+    eff = device.efficiency
+    q = DEQUANT_OPS_PRIOR if eff.dequant_ops is None else eff.dequant_ops.value
+    return eff.bw.value, eff.compute.value, q, eff.overhead_ms_per_token.value if eff.overhead_ms_per_token else 0.0
 
 
 def _anchor_rows(device: DeviceProfile, anchors) -> list[dict]:
     rows = []
     for a in anchors:
-        p = predict(device, a.params, a.bits_per_weight, context=a.prompt_len or 128, prompt_len=a.prompt_len or 128)
-        predicted = p.decode_tokens_per_s if a.workload == "decode" else p.prefill_tokens_per_s
+        predicted = _predicted_rate(_anchor_cost(device, a), a.workload, *_efficiencies(device))
         rows.append(
             {
                 "device": device.id,
@@ -240,37 +329,84 @@ def _anchor_rows(device: DeviceProfile, anchors) -> list[dict]:
     return rows
 
 
-def calibrated(device: DeviceProfile) -> DeviceProfile:
-    """The profile with efficiencies fitted to its calibration anchors (priors otherwise).
-
-    Decode anchors fit ``efficiency.bw`` and prefill anchors ``efficiency.compute``: the
-    prior is divided by the geometric mean of predicted/measured throughput over the
-    anchors of that workload (exact where the workload is bound by that term). The fitted
-    number is recorded as ``derived`` with its formula and the anchors' sources;
-    validation anchors are never used.
-    """
+def _with(device: DeviceProfile, values: dict[str, float], formula: str = "", source: str = "") -> DeviceProfile:
     eff = device.efficiency
     update = {}
-    for workload, name in (("decode", "bw"), ("prefill", "compute")):
-        anchors = [a for a in device.calibration if a.workload == workload]
-        if not anchors or (getattr(eff, name).formula or "").startswith("fitted:"):
-            continue
-        ratios = _ratios(device, anchors, workload)
-        gm = math.exp(sum(math.log(r) for r in ratios) / len(ratios))
-        prior = getattr(eff, name)
-        value = min(1.0, prior.value / gm)
-        update[name] = prior.model_copy(
-            update={
-                "value": value,
-                "kind": "derived",
-                "formula": f"fitted: prior {prior.value:g} / geometric mean of predicted/measured {gm:.3f} "
-                f"over {len(anchors)} {workload} calibration anchor(s)",
-                "source": "; ".join(a.source for a in anchors),
-            }
-        )
-    if not update:
-        return device
+    for name, value in values.items():
+        prior = getattr(eff, name) or _default_prior(name)
+        changes = {"value": value} if not formula else {"value": value, "kind": "derived", "formula": formula}
+        update[name] = prior.model_copy(update={**changes, **({"source": source} if source else {})})
     return device.model_copy(update={"efficiency": eff.model_copy(update=update)})
+
+
+def _default_prior(name: str) -> Quantity:
+    assert name == "dequant_ops", name
+    why = "mask, shift, offset and scale per 4-bit weight lane, at the SIMD rate (edgescale assumption)"
+    return Quantity(value=DEQUANT_OPS_PRIOR, kind="assumed", formula=why, source="edgescale.bench.predict")
+
+
+@functools.cache
+def _fit(device_json: str) -> str:
+    from scipy.optimize import least_squares  # 0.4 s to import: only where a profile has anchors to fit
+
+    device = DeviceProfile.model_validate_json(device_json)
+    anchors = device.calibration
+    eff = device.efficiency
+    names = list(FIT_RANGES)
+    prior = [math.log((getattr(eff, k) or _default_prior(k)).value) for k in names]
+    lo = [math.log(FIT_RANGES[k][0]) for k in names]
+    hi = [math.log(FIT_RANGES[k][1]) for k in names]
+    floor = eff.overhead_ms_per_token is not None
+    if floor:  # the launch floor is fitted in ms, linearly (it can be zero)
+        prior.append(eff.overhead_ms_per_token.value)
+        lo.append(FLOOR_RANGE_MS[0])
+        hi.append(FLOOR_RANGE_MS[1])
+    x0 = np.clip(prior, lo, hi)
+    sd = [PRIOR_LOG_SD[k] for k in names] + ([FLOOR_PRIOR_SD_MS] if floor else [])
+
+    def values(x) -> dict[str, float]:
+        fitted = {k: math.exp(v) for k, v in zip(names, x, strict=False)}
+        return fitted | ({"overhead_ms_per_token": float(x[-1])} if floor else {})
+
+    costs = [(_anchor_cost(device, a), a.workload, math.log(a.tokens_per_s)) for a in anchors]
+
+    def residuals(x):
+        trial = values(x)
+        trial = (trial["bw"], trial["compute"], trial["dequant_ops"], trial.get("overhead_ms_per_token", 0.0))
+        fit = [(math.log(_predicted_rate(c, w, *trial)) - m) / ANCHOR_LOG_SD for c, w, m in costs]
+        return np.array(fit + [(v - p) / s for v, p, s in zip(x, x0, sd, strict=True)])
+
+    # max() makes the fit non-convex: a term far from binding has no gradient. Start from the prior and from
+    # each efficiency moved two prior sds either way, and keep the best optimum.
+    starts = [x0] + [np.clip(x0 + np.eye(len(x0))[i] * k * sd[i], lo, hi) for i in range(len(x0)) for k in (-2, 2)]
+    fits = [least_squares(residuals, s, bounds=(lo, hi), x_scale=sd) for s in starts]
+    best = min(fits, key=lambda f: f.cost)
+    # A term no anchor's prediction depends on (e.g. compute when every anchor is bandwidth-bound) keeps its prior
+    # as written: it was not fitted.
+    informed = np.abs(best.jac[: len(anchors)]).max(axis=0) > 1e-9
+    fitted = {k: v for (k, v), used in zip(values(best.x).items(), informed, strict=True) if used}
+    n_dec = sum(a.workload == "decode" for a in anchors)
+    priors = ", ".join(f"{k} {PRIOR_LOG_SD[k]} in {FIT_RANGES[k]}" for k in names)
+    formula = (
+        f"fitted: maximum a-posteriori over {len(anchors)} calibration anchor(s) ({n_dec} decode, "
+        f"{len(anchors) - n_dec} prefill; log sd {ANCHOR_LOG_SD} each), log-normal priors around the stated "
+        f"values (log sd {priors}" + (f"; floor sd {FLOOR_PRIOR_SD_MS} ms in {FLOOR_RANGE_MS}" if floor else "") + ")"
+    )
+    sources = "; ".join(dict.fromkeys(a.source for a in anchors))
+    return _with(device, fitted, formula, sources).model_dump_json(by_alias=True)
+
+
+def calibrated(device: DeviceProfile) -> DeviceProfile:
+    """The profile with its efficiencies (bandwidth, compute, dequantization ops, and a GPU's launch floor)
+    fitted to its calibration anchors: the maximum a-posteriori values under log-normal priors around the
+    profile's stated priors, within :data:`FIT_RANGES`. A term no anchor informs stays at its prior. Each
+    fitted number is recorded as ``derived`` with the fit in its formula and the anchors' sources;
+    validation anchors are never used."""
+    eff = device.efficiency
+    terms = (getattr(eff, k) for k in ("bw", "compute", "dequant_ops", "overhead_ms_per_token"))
+    if not device.calibration or any(q is not None and (q.formula or "").startswith("fitted:") for q in terms):
+        return device
+    return DeviceProfile.model_validate_json(_fit(device.model_dump_json(by_alias=True)))
 
 
 def check_anchors(device: DeviceProfile, which: str = "validation") -> list[dict]:

@@ -15,11 +15,19 @@ from edgescale.errors import UserError
 
 
 @app.command()
-def devices(as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False) -> None:
+def devices(
+    as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
+    anchors: Annotated[
+        bool, typer.Option("--anchors", help="every published anchor: measured, predicted, ratio, source")
+    ] = False,
+) -> None:
     """List the device profiles (peak compute, bandwidth, RAM, with sources)."""
-    from edgescale.bench.devices import load_devices
+    from edgescale.bench import devices as fitted  # one late import: the CLI starts without the predictor
 
-    profiles = load_devices()
+    profiles = fitted.load_devices()
+    if anchors:
+        _print_anchors(fitted.anchor_table(profiles), as_json)
+        return
     if as_json:
         emit({k: v.model_dump(mode="json", by_alias=True) for k, v in profiles.items()}, True)
         return
@@ -40,6 +48,21 @@ def devices(as_json: Annotated[bool, typer.Option("--json", help="print one JSON
             ",".join(p.cpu.isa),
         )
     table_console(160).print(table)
+
+
+def _print_anchors(rows: list[dict], as_json: bool) -> None:
+    if as_json:
+        emit(rows, True)
+        return
+    title = "anchors: calibration fits the efficiencies, validation only checks (ratio = predicted / measured)"
+    table = Table(title=title)
+    for col in ("device", "class", "split", "workload", "model", "measured tok/s", "predicted", "ratio", "source"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        cells = (r["device"], r["class"], r["split"], r["workload"], r["model"])
+        nums = (f"{r['measured_tokens_per_s']:.3g}", f"{r['predicted_tokens_per_s']:.3g}", f"{r['ratio']:.2f}")
+        table.add_row(*cells, *nums, r["source"])
+    table_console(200).print(table)
 
 
 DEFAULT_CALIBRATION = Path("runs/host-calibration.yaml")

@@ -12,11 +12,11 @@ from html import escape
 from typing import Any
 
 from edgescale.progress import loss_text
-from edgescale.report import sections, time_profile
+from edgescale.report import device_tables, sections, time_profile
 from edgescale.report.frontier import frontier
 from edgescale.report.html_parts import _e, _fmt, _table, _td
 from edgescale.results.analysis_schema import Analysis
-from edgescale.results.schema import HostLatency, PlanForTarget, PredictedLatency, Results, Size, Variant
+from edgescale.results.schema import HostLatency, PlanForTarget, Results, Size, Variant
 
 _CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1400px;
@@ -234,31 +234,6 @@ bootstrap 95% intervals; a = β/(α+β) is the allocation exponent (N_opt ∝ C^
 {_figure(images, "scaling", "scaling law fit with its 95% band")}"""
 
 
-def _devices(results: Results) -> str:
-    variants = results.variants
-    names = sorted({k for v in variants for k, lat in v.latency.items() if lat.kind == "predicted"})
-    if not names:
-        return ""
-
-    def predicted(v: Variant, name: str) -> PredictedLatency | None:
-        lat = v.latency.get(name)
-        return lat if isinstance(lat, PredictedLatency) else None
-
-    rows = [
-        "<tr>"
-        + _td(v.variant_id)
-        + "".join(_td(getattr(predicted(v, n), "decode_tokens_per_s", None), "{:,.0f}") for n in names)
-        + "</tr>"
-        for v in variants
-    ]
-    assumed = sorted({a for v in variants for n in names for a in getattr(predicted(v, n), "assumed", None) or []})
-    return (
-        '<h3>Predicted on devices</h3><p class="note">Decode tokens/s <b>predicted</b> (not measured) from each '
-        "ONNX graph's weight and KV bytes and FLOPs with the device profile's roofline priors; assumed inputs: "
-        f"{_e(', '.join(assumed)) or 'none'}.</p>" + _table(["variant", *names], rows)
-    )
-
-
 def _distillation(results: Results) -> str:
     kd = results.distillation
     if not kd:
@@ -384,8 +359,8 @@ def render(results: Results, analysis: Analysis, images: Mapping[str, bytes | No
          _figure(images, "degradation", "degradation law") + sections.degradation(analysis.degradation or {})),
         ("routes", "Train small, or train big and compress?", sections.routes(analysis.routes)),
         ("latency", "Latency: measured on this host, predicted on devices",
-         _latency_note(results) + _figure(images, "latency", "latency measured versus predicted") + _devices(results)
-         + time_profile.table(results)),
+         _latency_note(results) + _figure(images, "latency", "latency measured versus predicted")
+         + device_tables.html(results) + time_profile.table(results)),
         ("plan", "Training plan",
          _figure(images, "plan", "training plan") + _sizes(results) + _scaling(results, images)),
         ("curves", "Training loss curves", _figure(images, "loss_curves", "training loss curves")),

@@ -12,7 +12,7 @@ from typing import Any
 
 from edgescale.atomic import write_bytes
 from edgescale.progress import loss_text
-from edgescale.report import time_profile
+from edgescale.report import device_tables, time_profile
 from edgescale.report.compare import table_lines
 from edgescale.report.summary_checks import distillation_lines, pair_lines, trust_lines
 from edgescale.results.analysis_schema import Analysis, Pick, VariantPick
@@ -83,6 +83,7 @@ def summary_text(results: Results, analysis: Analysis, figures: Mapping[str, Pat
             f"- {f.variant_id}: failed at {f.failed_stage} ({f.error_type}): {f.reason}"
             for f in results.failed_variants
         ]
+    lines += device_tables.md_lines(results)  # the predictions behind the answer, next to it
     verdicts = [r.statement for r in analysis.routes.per_device.values()] if analysis.routes else []
     if any(verdicts):
         lines += ["", "## Train small, or train big and compress?", "", *(f"- {v}" for v in verdicts if v)]

@@ -150,7 +150,12 @@ class PredictedLatency(Strict):
     decode_ms_low: float | None = None
     decode_ms_high: float | None = None
     interval: str | None = None
+    anchors: int | None = Field(None, description="published anchors on the device (calibration + validation)")
+    nearest_anchor: str | None = Field(None, description="the nearest anchor: model, Δ decades of params, Δ bits")
+    extrapolated: bool | None = Field(None, description="outside every anchor's params or bits range, or no anchors")
     prefill_ms: float | None = None
+    prefill_ms_low: float | None = None
+    prefill_ms_high: float | None = None
     decode_tokens_per_s: float | None = None
     energy_mj_per_token: float | None = None
     energy_note: str | None = None

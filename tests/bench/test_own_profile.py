@@ -60,7 +60,7 @@ def test_anchors_are_appended_once_and_refit_the_efficiencies(tmp_path):
     after = load_device_file(path)
     assert after.calibration == [*before.calibration, anchor] and after.validation == before.validation
     assert out["efficiency"]["bw"]["before"] != out["efficiency"]["bw"]["after"]
-    assert out["efficiency"]["compute"]["before"] == out["efficiency"]["compute"]["after"]  # no new prefill anchor
+    assert out["efficiency"]["compute"]["before"] == pytest.approx(out["efficiency"]["compute"]["after"], rel=1e-6)
     again = add_anchors(path, [anchor])  # the same measurement twice is not two anchors
     assert again["added"] == [] and len(again["already_there"]) == 1
     assert load_device_file(path).calibration == after.calibration
