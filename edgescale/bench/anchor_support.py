@@ -58,10 +58,12 @@ class AnchorSupport:
         return ms / self.factor, ms * self.factor
 
     def nearest_text(self) -> str:
-        """``model, +1.2 dec, -0.5 bits``; ``none`` without anchors."""
+        """``model, +1.2 dec, -0.5 bits`` (the model's name without its parenthesised derivation); ``none``
+        without anchors."""
         if self.nearest_model is None:
             return "none"
-        return f"{self.nearest_model}, {self.nearest_decades:+.2f} dec, {self.nearest_bits:+.3g} bits"
+        name = self.nearest_model.split(" (")[0]
+        return f"{name}, {self.nearest_decades:+.2f} dec, {self.nearest_bits:+.3g} bits"
 
     def why(self) -> str:
         """The interval's reason: its base, and the widening where there is one."""

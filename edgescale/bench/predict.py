@@ -113,6 +113,10 @@ def dequant_ops(device: DeviceProfile, bits: float) -> float:
         return 0.0
     if bits >= 8:
         return 1.0
+    return _sub8_dequant_ops(device)
+
+
+def _sub8_dequant_ops(device: DeviceProfile) -> float:
     q = device.efficiency.dequant_ops
     return DEQUANT_OPS_PRIOR if q is None else q.value
 
@@ -236,10 +240,9 @@ def predict(
         load = _arch_load(arch, bits, kv_bits, embed_bits, head_bits)
     weight, kv = load.weight_bytes, load.kv_bytes_per_token * context
     cost = _pass_cost(device, load, bits, context, prompt_len, precision)
-    eff = device.efficiency
-    floor_ms = eff.overhead_ms_per_token.value if eff.overhead_ms_per_token else 0.0
+    bw_eff, compute_eff, q_sub8, floor_ms = _efficiencies(device)
     q = dequant_ops(device, bits)
-    decode, prefill, t_mem, t_compute = cost.times(eff.bw.value, eff.compute.value, q, floor_ms)
+    decode, prefill, t_mem, t_compute = cost.times(bw_eff, compute_eff, q_sub8, floor_ms)
     floor, peak_field, n, L = floor_ms / 1000, cost.peak_field, prompt_len, load.n_layer
     memory = (weight + kv) * (1 + RUNTIME_OVERHEAD)
     used = {"memory.peak_gbps", "efficiency.bw", "efficiency.compute", peak_field, "memory.usable_gb", "power_w"}
@@ -307,8 +310,8 @@ def _predicted_rate(cost: _PassCost, workload: str, bw: float, compute: float, q
 
 def _efficiencies(device: DeviceProfile) -> tuple[float, float, float, float]:
     eff = device.efficiency
-    q = DEQUANT_OPS_PRIOR if eff.dequant_ops is None else eff.dequant_ops.value
-    return eff.bw.value, eff.compute.value, q, eff.overhead_ms_per_token.value if eff.overhead_ms_per_token else 0.0
+    floor_ms = eff.overhead_ms_per_token.value if eff.overhead_ms_per_token else 0.0
+    return eff.bw.value, eff.compute.value, _sub8_dequant_ops(device), floor_ms
 
 
 def _anchor_rows(device: DeviceProfile, anchors) -> list[dict]:
