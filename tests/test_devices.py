@@ -93,6 +93,17 @@ def test_prefill_validation_anchors_are_within_35_percent():
     assert not off, off
 
 
+def test_cli_lists_every_anchor_with_its_split_class_and_ratio():
+    r = run_cli("devices", "--anchors", "--json")
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    assert {x["split"] for x in rows} == {"calibration", "validation"}
+    assert {"little cores", "edge GPU"} <= {x["class"] for x in rows}
+    assert all(x["ratio"] == pytest.approx(x["predicted_tokens_per_s"] / x["measured_tokens_per_s"]) for x in rows)
+    table = run_cli("devices", "--anchors")
+    assert table.returncode == 0 and "rk3566-board" in table.stdout and "validation" in table.stdout
+
+
 def test_calibration_and_validation_never_share_a_measurement():
     for d in load_devices().values():
         key = {(a.workload, a.model, a.source) for a in d.calibration}
