@@ -59,6 +59,8 @@ OP_CLASS = {
     "Softmax": "Softmax",
     "Transpose": "Transpose",
 }
+# Fused attention nodes: a decode step's whole attention (q·kᵀ over the cache's K, a·v over its V) in one node.
+ATTENTION_OPS = {"GroupQueryAttention", "MultiHeadAttention", "Attention", "PackedAttention"}
 VIEW_OPS = set(["Reshape", "Squeeze", "Unsqueeze", "Shape", "Identity", "Flatten", "Range", "ConstantOfShape", "Size"])
 
 
@@ -119,11 +121,16 @@ class HostCalibration:
         return math.exp(log_time(widths[i]) * (1 - f) + log_time(widths[i + 1]) * f)
 
     def op_ms(self, op: str, elements: int) -> float:
-        """One node of op type ``op`` touching ``elements`` floats."""
+        """One node of op type ``op`` touching ``elements`` floats (a fused attention node: its cache's K)."""
         small = min(p[1] for p in self.ops["Add"])
         if op in VIEW_OPS:
             return 0.5 * small
-        pts = sorted(self.ops[OP_CLASS.get(op, "Add")])
+        if op in ATTENTION_OPS:  # q·kᵀ over K and a·v over V: the two MatMuls of the AttnMatMul probe
+            return 2 * self._table_ms("AttnMatMul", elements)
+        return self._table_ms(OP_CLASS.get(op, "Add"), elements)
+
+    def _table_ms(self, op_class: str, elements: int) -> float:
+        pts = sorted(self.ops[op_class])
         le, lt = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
         x = math.log(max(elements, 1))
         if x > le[-1]:  # beyond the probes: linear in the elements

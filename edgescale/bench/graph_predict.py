@@ -40,7 +40,7 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 
 from edgescale.bench.anchor_support import support
-from edgescale.bench.calibrate import OP_CLASS, VIEW_OPS
+from edgescale.bench.calibrate import ATTENTION_OPS, OP_CLASS, VIEW_OPS
 from edgescale.bench.cost import graph_cost
 from edgescale.bench.nodes import DecodeGraph, decode_graph
 from edgescale.bench.predict import calibrated
@@ -52,7 +52,6 @@ OTHER = "other"
 DISPATCH = "dispatch"  # every node's fixed cost (thread-pool wake, kernel setup, activation quantisation)
 ATTN = "attn"  # attention ops: KV cache read at the context, plus their fixed cost
 GEMV_CLASSES = ("fp32", "int8", "int4", "int4_acc4")
-ATTENTION_OPS = {"GroupQueryAttention", "MultiHeadAttention", "Attention", "PackedAttention"}
 # Plausible range of each fitted scale. A GEMV scale is 1 / the efficiency a model's kernels
 # reach against the probes' measured streaming or compute rate: efficiency in [0.4, 1.25].
 # The fixed costs, the attention and the other nodes' data movement may differ from their

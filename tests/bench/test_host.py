@@ -25,6 +25,9 @@ def test_quick_calibration_measures_every_class_and_fits_factors(quick_calibrati
     assert cal.gemv_ms("fp32", 1024, 4096, 64e6) > cal.gemv_ms("fp32", 64, 256, 64e6)
     assert cal.op_ms("LayerNormalization", 65536) > cal.op_ms("LayerNormalization", 16)
     assert cal.op_ms("Reshape", 10**6) < cal.op_ms("Add", 16)  # a view copies nothing
+    # a fused attention node is priced as the attention probe's two MatMuls over its cache, not as an Add
+    assert cal.op_ms("GroupQueryAttention", 49152) == pytest.approx(2 * cal.op_ms("MatMul", 49152))
+    assert cal.op_ms("GroupQueryAttention", 49152) != pytest.approx(cal.op_ms("Add", 49152))
     stream = cal.streaming_gbps()
     assert len(stream) >= 2 and stream[0][0] < stream[-1][0] and all(r > 0 for _, r in stream)
     for name in ("tables", "roofline"):
