@@ -68,7 +68,7 @@ class Prediction:
     fits: bool
     decode_ms: float
     decode_tokens_per_s: float
-    decode_bound: str  # "memory" | "compute"
+    decode_bound: str  # "memory" | "compute" | "launch floor" (a GPU's per-pass floor exceeds both)
     prefill_ms: float
     prefill_tokens_per_s: float
     energy_mj_per_token: float
@@ -269,7 +269,7 @@ def predict(
         fits=memory <= device.memory.usable_gb.value * 1e9,
         decode_ms=decode * 1000,
         decode_tokens_per_s=1 / decode,
-        decode_bound="memory" if t_mem >= t_compute else "compute",
+        decode_bound="launch floor" if floor > max(t_mem, t_compute) else "memory" if t_mem >= t_compute else "compute",
         prefill_ms=prefill * 1000,
         prefill_tokens_per_s=n / prefill,
         energy_mj_per_token=device.power_w.value * decode * 1000,

@@ -72,7 +72,8 @@ def test_a_gpu_launch_floor_keeps_small_models_far_below_bandwidth():
     assert _achieved_bandwidth(gpu, "smollm2-135m") / peak < 0.3
     assert _achieved_bandwidth(gpu, "llama-3.1-8b") / peak > 0.75
     tiny = predict_architecture(gpu, get_architecture("smollm2-135m"), 4.5, context=128)
-    assert tiny.decode_ms >= floor.value
+    assert tiny.decode_ms >= floor.value and tiny.decode_bound == "launch floor"
+    assert predict_architecture(gpu, get_architecture("llama-3.1-8b"), 4.5, context=128).decode_bound == "memory"
 
 
 def test_little_cores_are_compute_bound_on_dequantization_where_big_cores_are_not():
