@@ -136,7 +136,7 @@ def test_calibration_anchors_replace_priors_and_are_recorded_as_derived():
     prior (log sd 0.3) closes 90% of the log gap; terms no anchor informs keep their prior as written."""
     import math
 
-    from edgescale.bench.predict import _anchor_rows, calibrated
+    from edgescale.bench.anchor_fit import _anchor_rows, calibrated
 
     raw = profiles.load_devices()["rpi4-4gb"]  # as written, priors unfitted
     one = raw.model_copy(update={"calibration": raw.calibration[:1]})  # TinyLlama q8_0 decode, bandwidth-bound

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from edgescale.bench.predict import anchor_interval
+from edgescale.bench.anchor_fit import anchor_interval
 from edgescale.profiles import DeviceProfile
 
 BITS_PER_DECADE = 4.0  # bits per weight that count as one decade of size in the distance

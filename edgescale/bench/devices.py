@@ -1,7 +1,7 @@
 """Device profiles with their efficiencies fitted to their calibration anchors: what predictions use.
 
 :mod:`edgescale.profiles` reads the files (schema and priors); fitting is the predictor's
-job (:func:`edgescale.bench.predict.calibrated`), so the fitted profiles come from here.
+job (:func:`edgescale.bench.anchor_fit.calibrated`), so the fitted profiles come from here.
 """
 
 from __future__ import annotations
@@ -9,14 +9,14 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from edgescale.bench.predict import calibrated, check_anchors
+from edgescale.bench.anchor_fit import calibrated, check_anchors
 from edgescale.errors import UserError
 from edgescale.profiles import DeviceProfile, device_files, load_device_file, read_devices
 
 
 def load_devices() -> dict[str, DeviceProfile]:
     """The shipped profiles, efficiencies fitted to each profile's calibration anchors (see
-    :func:`edgescale.bench.predict.calibrated`). Fitted once per process while the files are unchanged."""
+    :func:`edgescale.bench.anchor_fit.calibrated`). Fitted once per process while the files are unchanged."""
     return dict(_fitted(device_files()))
 
 

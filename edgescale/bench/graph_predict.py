@@ -39,11 +39,11 @@ from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
+from edgescale.bench.anchor_fit import calibrated
 from edgescale.bench.anchor_support import support
 from edgescale.bench.calibrate import ATTENTION_OPS, OP_CLASS, VIEW_OPS
 from edgescale.bench.cost import graph_cost
 from edgescale.bench.nodes import DecodeGraph, decode_graph
-from edgescale.bench.predict import calibrated
 from edgescale.bench.probes import BYTES_PER_WEIGHT
 from edgescale.profiles import DeviceProfile
 

@@ -6,7 +6,7 @@ The workflow for a user's own board (docs/devices.md, "A profile from your own b
 (:mod:`edgescale.bench.calibrate`) and ``/proc``/sysfs; the file is carried back and used
 as ``--device PATH``; ``edgescale bench MODEL.onnx --device-name NAME`` appends the
 model's measured decode and prefill as calibration anchors, from which the predictor
-refits the profile's efficiencies (:func:`edgescale.bench.predict.calibrated`) every time
+refits the profile's efficiencies (:func:`edgescale.bench.anchor_fit.calibrated`) every time
 the profile is loaded. The file keeps the priors; the fitted values are never written
 back, so a later anchor refits from the same prior.
 """
@@ -24,9 +24,9 @@ from pathlib import Path
 import yaml
 
 from edgescale.atomic import write_bytes
+from edgescale.bench.anchor_fit import calibrated
 from edgescale.bench.bytes import tensor_bytes
 from edgescale.bench.calibrate import HostCalibration
-from edgescale.bench.predict import calibrated
 from edgescale.compress.feasibility import host_target
 from edgescale.errors import UserError
 from edgescale.ortenv import import_onnxruntime

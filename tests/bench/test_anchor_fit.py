@@ -3,9 +3,10 @@ floor, the short-prompt regime, and a calibration fit that never sees validation
 
 import pytest
 
+from edgescale.bench.anchor_fit import FIT_RANGES, FLOOR_RANGE_MS, calibrated
 from edgescale.bench.architectures import ANCHOR_LAYOUTS, get_architecture
 from edgescale.bench.devices import get_device
-from edgescale.bench.predict import FIT_RANGES, FLOOR_RANGE_MS, calibrated, predict_architecture
+from edgescale.bench.predict import predict_architecture
 from edgescale.profiles import load_devices
 
 # Total parameters on each model card (huggingface.co/<org>/<model>): the hand-typed layouts must reproduce them.

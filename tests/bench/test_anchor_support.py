@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from edgescale.bench.anchor_fit import anchor_interval
 from edgescale.bench.anchor_support import support
 from edgescale.bench.graph_predict import predict_on_device
 from edgescale.bench.nodes import decode_graph
-from edgescale.bench.predict import anchor_interval
 from edgescale.profiles import Anchor, load_device_file
 from edgescale.results.schema import PredictedLatency
 
