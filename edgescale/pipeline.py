@@ -193,7 +193,9 @@ class Pipeline:
             tokens, note = equal_compute_tokens(
                 base.acct.params_total, teacher.acct.params_total, trained[plan.name]["tokens"], cap
             )
-            twin = replace(base, name=f"{base.name}-eqc", tokens=tokens, capped_by=note or "equal compute")
+            twin = replace(
+                base, name=f"{base.name}-eqc", tokens=tokens, capped_by=note or "equal compute", cooled_branches=False
+            )
             self.backends[twin.name] = self.backends[base.name]
             runs["equal_compute"] = [self.train_size(twin, None, s) for s in seeds]
             out |= {"equal_compute_tokens": runs["equal_compute"][0]["tokens"], "equal_compute_note": note}

@@ -24,6 +24,7 @@ from edgescale.resources import metered
 from edgescale.rundir import key_of
 from edgescale.train.distill import DistillConfig
 from edgescale.train.trainer import EVAL_SAMPLING, train
+from edgescale.train.trainer import REVISION as TRAINER_REVISION
 
 
 def _stored(rd, path: Path) -> dict:
@@ -47,6 +48,9 @@ class TorchBackend:
         s = self.study
         seed = s.seed if seed is None else seed
         kd = s.distillation if teacher else None
+        # a distilled student and an equal-compute twin train without the non-final cooled branches:
+        # nothing reads them (the ladder's runs feed the fit and the grid, a scratch twin its curve)
+        take_branches = teacher is None and plan.cooled_branches
         key = key_of(
             "train",
             model=plan.cfg.to_dict(),
@@ -60,6 +64,8 @@ class TorchBackend:
             teacher=teacher["sha256"] if teacher else None,
             distill=kd.model_dump(include={"alpha", "temperature"}) if kd else None,
             v=__version__,
+            trainer=TRAINER_REVISION,
+            **({} if take_branches else {"cooled_branches": False}),
         )
         rec = rd.cached(key)
         if rec:
@@ -72,7 +78,19 @@ class TorchBackend:
         with metered() as use, rep.task(what, plan.tokens) as tick:
             distill = DistillConfig(alpha=kd.alpha, temperature=kd.temperature) if kd else None
             tc = s.training.model_copy(update={"batch_size": plan.batch_size}) if plan.batch_size else s.training
-            res = train(plan.cfg, tc, self.corpus, plan.tokens, seed, out, key, tick, teacher_model, distill)
+            res = train(
+                plan.cfg,
+                tc,
+                self.corpus,
+                plan.tokens,
+                seed,
+                out,
+                key,
+                tick,
+                teacher_model,
+                distill,
+                cooled_branches=take_branches,
+            )
         model, _ = load_model(res.checkpoint)
         check_torch_model(model, f"{plan.name} ({res.checkpoint})")
         rel, sha = rd.store(res.checkpoint)

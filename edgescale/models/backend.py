@@ -43,6 +43,9 @@ class SizePlan:
     teacher: str | None = None  # set for a distilled student: the size that taught it
     batch_size: int | None = None  # set by batch_rule: critical
     shape: dict = field(default_factory=dict, kw_only=True)  # results' ``shape`` of the size
+    # WSD: also take the non-final cooled branches (the fit's and the degradation grid's points, a scratch
+    # twin's loss at fewer tokens); False for a run nothing reads them from (an equal-compute twin)
+    cooled_branches: bool = field(default=True, kw_only=True)
 
 
 @dataclass(frozen=True)

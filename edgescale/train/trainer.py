@@ -55,6 +55,10 @@ from edgescale.train.schedule import (  # noqa: F401 -- re-exported: the schedul
     wsd_branches,
 )
 
+# In every training record's key: a change here that changes what a run trains retrains it. 2: a
+# cooled branch decays a copy of the AdamW state (1 shared the moments with the main run).
+REVISION = 2
+
 ProgressFn = Callable[[int, int, dict], None]  # (tokens_done, tokens_total, info)
 AfterStepFn = Callable[[torch.nn.Module], None]  # called with the model after every optimizer step
 
@@ -262,7 +266,9 @@ def _cooled_branch(run: _Run, model: GPT, opt, at: int, k: int, resumed: int) ->
     """Decay a copy of the stable-phase model for ``k`` steps; return it and its curve point."""
     branch = copy.deepcopy(model)
     bopt = _optimizer(branch, run.cfg, run.lr_scale)
-    bopt.load_state_dict(opt.state_dict())
+    # a copy of the moments and step counts: load_state_dict keeps tensors that already have the right
+    # dtype and device, so without it the branch's decay steps would update the main run's AdamW state
+    bopt.load_state_dict(copy.deepcopy(opt.state_dict()))
     for j in range(k):
         loss, _ = _sgd_step(run, branch, bopt, at + j, cooldown_lr(j, k, run.cfg))
         run.tick(_finite_loss(run, loss, at + j + 1, run.total_steps), resumed)
@@ -291,6 +297,7 @@ def train(
     init: torch.nn.Module | None = None,
     after_step: AfterStepFn | None = None,
     lr_field: str = "training.learning_rate",
+    cooled_branches: bool = True,
 ) -> TrainResult:
     """Train a fresh ``GPT(model_cfg, seed)`` for ``tokens`` tokens; resumes from ``out_dir`` when it can.
 
@@ -304,13 +311,16 @@ def train(
 
     With ``schedule: wsd`` the run also leaves cooled checkpoints at ``cooled_fractions``
     of the budget (curve points with ``cooled: true``), the (N, D) grid a scaling fit needs.
+    ``cooled_branches=False`` skips the non-final ones (about 15% of the steps at the default
+    fractions) for a run outside the fit: the final model is the same, since a branch decays a
+    copy and batches depend only on (seed, step); the warmup stays sized by ``cooled_fractions``.
     """
     torch.set_num_threads(cfg.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_step = cfg.batch_size * cfg.grad_accum * model_cfg.block_size
     steps = max(1, math.ceil(tokens / per_step))
     eval_every = max(1, round(cfg.eval_every_tokens / per_step))
-    branches = wsd_branches(steps, cfg)
+    branches = {at: k for at, k in wsd_branches(steps, cfg).items() if cooled_branches or at + k == steps}
     main_steps = steps - branches.get(max(branches), 0) if branches else steps
     extra = sum(k for at, k in branches.items() if at + k != steps)
     model = (copy.deepcopy(init) if init is not None else build_model(model_cfg, seed=seed)).train()

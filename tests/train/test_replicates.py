@@ -1,6 +1,7 @@
 """Distillation over seeds: CE apart from the KD objective, the equal-compute budget, the interval
 over seeds, and the pipeline's replicate runs (issue 16, finding 6)."""
 
+import json
 import math
 
 import pytest
@@ -106,6 +107,13 @@ def test_pipeline_trains_each_seed_as_its_own_resumable_run(tmp_path):
     assert all(len(v) == 2 for arm in runs["arms"].values() for v in arm.values())
     assert runs["train_tokens"]["equal_compute"][0] > runs["train_tokens"]["distilled"][0]
     assert runs["arms"]["distilled"]["validation"][0] != runs["arms"]["distilled"]["validation"][1]
+    # cooled branches where something reads them: the ladder's runs (the fit, the grid), not a student's
+    # or an equal-compute twin's (the same final model, about 15% fewer steps)
+    cooled = {
+        d.name: sum(p["cooled"] for p in json.loads((d / "curve.json").read_text()))
+        for d in (tmp_path / "run" / "train").iterdir()
+    }
+    assert cooled["a"] == cooled["a-seed1"] == 3 and cooled["a-kd"] == cooled["a-eqc"] == cooled["a-eqc-seed1"] == 1
     # a rerun finds every seed's run and score finished: nothing is trained again
     written = (tmp_path / "run" / "train" / "a-eqc-seed1" / "curve.json").stat().st_mtime_ns
     with RunDir(tmp_path / "run") as rd:

@@ -87,6 +87,19 @@ def test_wsd_leaves_cooled_checkpoints_at_the_budget_fractions(corpus, tmp_path)
     assert all(c["lr"] == WSD.learning_rate for c in stable)
 
 
+def test_a_run_outside_the_fit_skips_the_non_final_branches_and_ends_on_the_same_model(corpus, tmp_path):
+    ticks = []
+    full = train(CFG, WSD, corpus, TOKENS, 0, tmp_path / "full", "w")
+    lean = train(
+        CFG, WSD, corpus, TOKENS, 0, tmp_path / "lean", "w", lambda d, t, i: ticks.append(t), cooled_branches=False
+    )
+    assert [c["tokens"] for c in lean.curve if c["cooled"]] == [TOKENS] and lean.branches == []
+    assert set(ticks) == {TOKENS}  # no branch steps counted: the progress total is the budget
+    a, b = load_model(full.checkpoint)[0].state_dict(), load_model(lean.checkpoint)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # branches decay copies: the main run is untouched
+    assert lean.hparams["warmup_steps"] == full.hparams["warmup_steps"]
+
+
 def test_wsd_resume_matches_uninterrupted(corpus, tmp_path):
     full = train(CFG, WSD, corpus, TOKENS, 0, tmp_path / "full", "w")
 
