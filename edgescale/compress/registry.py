@@ -41,6 +41,7 @@ from edgescale.errors import UserError
 
 Kind = Literal["torch", "onnx"]
 EXPORT_OP = "export.onnx"
+RECOVER_OP = "distill.recover"  # the step that retrains a compressed model (edgescale.train.recover)
 
 
 class StepConfig(BaseModel):
