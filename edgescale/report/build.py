@@ -14,7 +14,7 @@ from pathlib import Path
 
 from edgescale.atomic import write_bytes
 from edgescale.errors import UserError
-from edgescale.report import charts, plots
+from edgescale.report import charts, overtrained, plots
 from edgescale.report.analysis import analyse
 from edgescale.report.html import render
 from edgescale.report.summary import write_summary
@@ -64,10 +64,13 @@ def draw_figures(results: Results, analysis: Analysis, out_dir: Path) -> dict[st
     return out
 
 
-def write_report(results: Results, analysis: Analysis, figures: Mapping[str, Path], path: Path) -> Path:
-    """Write ``report.html`` embedding ``figures`` (name → PNG) as data URIs; return ``path``."""
+def write_report(
+    results: Results, analysis: Analysis, figures: Mapping[str, Path], path: Path, extra: tuple = ()
+) -> Path:
+    """Write ``report.html`` embedding ``figures`` (name → PNG) as data URIs; return ``path``.
+    ``extra``: sections from outside results.json (see :func:`edgescale.report.html.render`)."""
     images = {name: Path(p).read_bytes() for name, p in figures.items()}
-    return write_bytes(path, render(results, analysis, images).encode("utf-8"))
+    return write_bytes(path, render(results, analysis, images, extra).encode("utf-8"))
 
 
 def build_report(results: Results, out_dir: Path, root: Path | None = None) -> ReportFiles:
@@ -76,8 +79,12 @@ def build_report(results: Results, out_dir: Path, root: Path | None = None) -> R
     out_dir = Path(out_dir)
     analysis = analysis_of(results, root)
     figures = draw_figures(results, analysis, out_dir)
-    html = write_report(results, analysis, figures, out_dir / "report.html")
-    summary = write_summary(results, analysis, out_dir / "summary.md", figures)
+    # benchmarks/overtrained.py's verdicts, where it left them in this run directory
+    ot = overtrained.load(root if root is not None else out_dir)
+    extra = (("overtrained", overtrained.TITLE, overtrained.html(ot)),) if ot else ()
+    html = write_report(results, analysis, figures, out_dir / "report.html", extra)
+    extra_md = "\n" + overtrained.markdown(ot) if ot else ""
+    summary = write_summary(results, analysis, out_dir / "summary.md", figures, extra_md)
     return ReportFiles(html, summary, figures)
 
 

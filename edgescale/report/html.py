@@ -341,11 +341,17 @@ def _section(ident: str, title: str, body: str) -> str:
     return f'<section id="{ident}"><h2>{escape(title)}</h2>\n{body}\n</section>'
 
 
-def render(results: Results, analysis: Analysis, images: Mapping[str, bytes | None]) -> str:
+def render(
+    results: Results,
+    analysis: Analysis,
+    images: Mapping[str, bytes | None],
+    extra: tuple[tuple[str, str, str], ...] = (),
+) -> str:
     """The whole page as a string: the answer first, then the evidence behind it.
 
     ``analysis`` is :func:`edgescale.report.analysis.analyse` of ``results``; ``images`` maps
     figure names (``edgescale.report.build._figures``) to PNG bytes, embedded as data URIs.
+    ``extra``: more (id, title, body html) sections, placed before the protocol.
     """
     name = _e(results.study)
     parts = [
@@ -371,6 +377,7 @@ def render(results: Results, analysis: Analysis, images: Mapping[str, bytes | No
     kd = _distillation(results)
     if kd:
         parts.append(("distillation", "Distillation", kd))
+    parts += extra  # (id, title, html) sections from outside results.json (edgescale.report.overtrained)
     parts.append(("protocol", "How it was measured", _header(results)))
     nav = " · ".join(f'<a href="#{i}">{escape(t.split(":")[0])}</a>' for i, t, _ in parts)
     body = "\n".join(_section(*p) for p in parts)

@@ -256,8 +256,8 @@ def routes(rt: Routes | None) -> str:
         plan = law.reason if "reason" in law.model_fields_set else "–"
         if law.status == "ok":
             kwh = "lifetime_kwh" in law.model_fields_set
-            life = f"{law.lifetime_kwh:.3g} kWh" if kwh else f"{law.lifetime_flops:.3g} FLOPs"
-            plan = f"N={law.params_total:.3g}, D={law.tokens:.3g}, lifetime {life}"
+            life = f"{_fmt(law.lifetime_kwh, '{:.3g}')} kWh" if kwh else f"{_fmt(law.lifetime_flops, '{:.3g}')} FLOPs"
+            plan = f"N={_fmt(law.params_total, '{:.3g}')}, D={_fmt(law.tokens, '{:.3g}')}, lifetime {life}"  # NaN: null
         rows.append(
             f"<tr>{_td(dev)}{_route_cells(d.train_small)}{_route_cells(d.train_big_and_compress)}"
             f"<td class='wrap'>{_e(plan)}</td><td class='wrap'>{_e(d.statement)}</td></tr>"

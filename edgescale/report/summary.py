@@ -112,5 +112,8 @@ def summary_text(results: Results, analysis: Analysis, figures: Mapping[str, Pat
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write_summary(results: Results, analysis: Analysis, path: Path, figures: Mapping[str, Path] | None = None) -> Path:
-    return write_bytes(path, summary_text(results, analysis, figures).encode("utf-8"))
+def write_summary(
+    results: Results, analysis: Analysis, path: Path, figures: Mapping[str, Path] | None = None, extra: str = ""
+) -> Path:
+    """``summary.md``; ``extra``: markdown from outside results.json, appended (edgescale.report.overtrained)."""
+    return write_bytes(path, (summary_text(results, analysis, figures) + extra).encode("utf-8"))
