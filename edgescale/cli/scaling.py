@@ -9,6 +9,7 @@ import typer
 
 from edgescale.cli.common import EXIT_INFEASIBLE, app, check_range, emit, err, renamed_flags
 from edgescale.errors import UserError
+from edgescale.scaling import distill_plan  # numpy only (scipy late): no cost to the commands that do not plan
 
 # Below 1e9 FLOPs the laws' compute-optimal model has under ~2,000 parameters and ~1e5 tokens, smaller than
 # the smallest GPT edgescale builds (11,504 parameters): a budget of 1e-30 would "plan" 2e-17 parameters.
@@ -36,8 +37,26 @@ def plan(
     power_w: Annotated[float, typer.Option(help="accelerator power (W) for the energy")] = 400.0,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON object")] = False,
     bootstrap: Annotated[int, typer.Option(help="bootstrap refits that test a fit:FILE law's identifiability")] = 200,
+    teacher_loss: Annotated[
+        float | None, typer.Option("--teacher-loss", help="distil: the teacher's loss (the distillation law's units)")
+    ] = None,
+    teacher_params: Annotated[
+        float | None, typer.Option("--teacher-params", help="distil: teacher parameters (its logits' compute)")
+    ] = None,
+    teacher_tokens: Annotated[
+        float | None, typer.Option("--teacher-tokens", help="distil: teacher training tokens (with --teacher-params)")
+    ] = None,
+    distill_law: Annotated[
+        str | None, typer.Option("--distill-law", help="distil: busbridge2025 (published preset) | fit:FILE")
+    ] = None,
 ) -> None:
-    """Plan what to train: compute-optimal for a budget, or the cheapest way to a target loss."""
+    """Plan what to train: compute-optimal for a budget, or the cheapest way to a target loss.
+
+    With a teacher (--teacher-loss, or --teacher-params and --teacher-tokens) and --distill-law: the
+    student size and distillation tokens reaching --loss-target, and whether training from scratch is cheaper."""
+    if distill_law is not None or teacher_loss is not None or teacher_params is not None or teacher_tokens is not None:
+        _plan_distill(distill_law, loss_target, compute, teacher_loss, teacher_params, teacher_tokens, as_json)
+        return
     from edgescale.results.points import resolve_law
     from edgescale.scaling.plan import (
         MAX_COMPUTE_FLOPS,
@@ -66,6 +85,36 @@ def plan(
         emit(result.to_dict(), as_json)
     else:
         typer.echo(plan_text(result, the_law))
+    if result.status == "infeasible":
+        if not as_json:
+            err.print(f"infeasible: {result.reason}", soft_wrap=True)
+        raise typer.Exit(EXIT_INFEASIBLE)
+
+
+def _plan_distill(spec, target, compute, teacher_loss, teacher_params, teacher_tokens, as_json: bool) -> None:
+    """``edgescale plan`` with a teacher: :func:`edgescale.scaling.distill_plan.plan_distill`."""
+    MAX_LOSS_TARGET, MAX_TOKENS = distill_plan.MAX_LOSS_TARGET, distill_plan.MAX_TOKENS
+    if spec is None:
+        raise UserError(
+            "a distillation plan needs the law: --distill-law fit:FILE (fitted on your grid, e.g. by "
+            "benchmarks/distill_law.py) or --distill-law busbridge2025 (the published constants, nats/token on C4)",
+            field="--distill-law",
+        )
+    if target is None or compute is not None:
+        raise UserError("a distillation plan takes --loss-target and no --compute", field="--loss-target")
+    if teacher_loss is None and (teacher_params is None or teacher_tokens is None):
+        raise UserError("give --teacher-loss, or --teacher-params and --teacher-tokens", field="--teacher-loss")
+    check_range("--loss-target", target, 0, MAX_LOSS_TARGET, " (the law's units)", above=True)
+    check_range("--teacher-loss", teacher_loss, 0, MAX_LOSS_TARGET, " (the law's units)", above=True)
+    check_range("--teacher-params", teacher_params, 0, MAX_TOKENS, " parameters", above=True)
+    check_range("--teacher-tokens", teacher_tokens, 0, MAX_TOKENS, " tokens", above=True)
+    result = distill_plan.plan_from_spec(
+        spec, target, teacher_loss=teacher_loss, teacher_params=teacher_params, teacher_tokens=teacher_tokens
+    )
+    if as_json:
+        emit(result.to_dict(), as_json)
+    else:
+        typer.echo(distill_plan.describe(result))
     if result.status == "infeasible":
         if not as_json:
             err.print(f"infeasible: {result.reason}", soft_wrap=True)
