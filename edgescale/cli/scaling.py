@@ -10,6 +10,7 @@ import typer
 from edgescale.cli.common import EXIT_INFEASIBLE, app, check_range, emit, err, renamed_flags
 from edgescale.errors import UserError
 from edgescale.scaling import distill_plan  # numpy only (scipy late): no cost to the commands that do not plan
+from edgescale.scaling.laws import MAX_COMPUTE_FLOPS, MAX_LOSS_TARGET, MAX_TOKENS
 
 # Below 1e9 FLOPs the laws' compute-optimal model has under ~2,000 parameters and ~1e5 tokens, smaller than
 # the smallest GPT edgescale builds (11,504 parameters): a budget of 1e-30 would "plan" 2e-17 parameters.
@@ -59,7 +60,6 @@ def plan(
         return
     from edgescale.results.points import resolve_law
     from edgescale.scaling.plan import (
-        MAX_COMPUTE_FLOPS,
         plan_for_compute,
         plan_for_loss,
         plan_smallest_under_compute,
@@ -93,7 +93,6 @@ def plan(
 
 def _plan_distill(spec, target, compute, teacher_loss, teacher_params, teacher_tokens, as_json: bool) -> None:
     """``edgescale plan`` with a teacher: :func:`edgescale.scaling.distill_plan.plan_distill`."""
-    MAX_LOSS_TARGET, MAX_TOKENS = distill_plan.MAX_LOSS_TARGET, distill_plan.MAX_TOKENS
     if spec is None:
         raise UserError(
             "a distillation plan needs the law: --distill-law fit:FILE (fitted on your grid, e.g. by "
@@ -122,9 +121,7 @@ def _plan_distill(spec, target, compute, teacher_loss, teacher_params, teacher_t
 
 
 def _check_ranges(compute, loss_target, max_tokens, unique_tokens, inference_tokens, peak_flops, mfu, power_w):
-    """Every number in its range (:mod:`edgescale.scaling.plan`'s limits): none overflows the plan's arithmetic."""
-    from edgescale.scaling.plan import MAX_COMPUTE_FLOPS, MAX_LOSS_TARGET, MAX_TOKENS
-
+    """Every number in its range (:mod:`edgescale.scaling.laws`'s limits): none overflows the plan's arithmetic."""
     ranges = (  # (flag, value, largest allowed, unit)
         ("--compute", compute, MAX_COMPUTE_FLOPS, " FLOPs"),
         ("--loss-target", loss_target, MAX_LOSS_TARGET, " (the law's units)"),

@@ -27,14 +27,11 @@ import numpy as np
 
 from edgescale.scaling.distill_law import DistillLaw, resolve_distill_law
 
-__all__ = ["MAX_LOSS_TARGET", "MAX_TOKENS", "DistillPlan", "describe", "plan_distill", "plan_from_spec"]
+__all__ = ["DistillPlan", "describe", "plan_distill", "plan_from_spec"]
 
 LOG10_N = np.arange(1.0, 15.0001, 0.01)
 LOG10_D = np.arange(2.0, 18.0001, 0.02)
 MIN_TOKENS_PER_PARAM = 1.0
-# the CLI's input ranges, those of edgescale.scaling.plan (not imported: it loads scipy, which the CLI defers)
-MAX_LOSS_TARGET = 100.0
-MAX_TOKENS = 1e30
 ACCOUNTING = (
     "Busbridge et al. 2025 Eq. 9 with F(N) = 2N: student 6·N_S·D_S + teacher logits 2·N_T·D_S "
     "(+ teacher pretraining 6·N_T·D_T in the scenario that counts it)"

@@ -25,6 +25,13 @@ from typing import Literal
 import numpy as np
 
 PF_DAY = 8.64e19  # FLOP in one petaflop/s-day (Kaplan §1.3)
+# The inputs the planners (edgescale.scaling.plan and .distill_plan) answer for. A law is fitted on runs
+# of 1e15-1e25 FLOPs; far past these its numbers say nothing, and much further the arithmetic (N^alpha,
+# 6·N·D) leaves float range. A loss above 100 (nats per token: uniform over e^100 tokens) is no model's.
+MAX_COMPUTE_FLOPS = 1e40
+MAX_TOKENS = 1e30
+MAX_LOSS_TARGET = 100.0
+
 NConvention = Literal["non_embedding", "total"]
 
 

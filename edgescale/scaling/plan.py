@@ -43,12 +43,6 @@ Law = Chinchilla | Kaplan
 DEFAULT_PEAK_FLOPS = 312e12
 DEFAULT_MFU = 0.40
 DEFAULT_POWER_W = 400.0
-# The inputs the planner answers for. A law is fitted on runs of 1e15-1e25 FLOPs; far past these its numbers
-# say nothing, and much further the arithmetic (N^alpha, 6·N·D) leaves float range. A loss above 100 (nats
-# per token: uniform over e^100 tokens) is no model's.
-MAX_COMPUTE_FLOPS = 1e40
-MAX_TOKENS = 1e30
-MAX_LOSS_TARGET = 100.0
 
 # Muennighoff et al. 2023, "Scaling Data-Constrained Language Models" (arXiv:2305.16264), §3: up to
 # about 4 epochs repeated tokens are worth almost as much as unique ones; their fitted decay of the
