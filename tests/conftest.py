@@ -55,6 +55,7 @@ def results_store(tmp_path_factory):
     mp = pytest.MonkeyPatch()
     mp.setenv("EDGESCALE_DB", str(tmp_path_factory.mktemp("store") / "edgescale.db"))
     mp.setenv("EDGESCALE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    mp.setenv("EDGESCALE_CORPUS_CACHE", str(tmp_path_factory.mktemp("corpora")))  # tokenized corpora, likewise
     yield
     mp.undo()
 

@@ -22,9 +22,37 @@ from edgescale.models.backend import SizePlan
 from edgescale.models.checkpoint import load_model, save_model, spec_meta, spec_of
 from edgescale.resources import metered
 from edgescale.rundir import key_of
+from edgescale.train.device import DeviceSetup, device_setup
 from edgescale.train.distill import DistillConfig
 from edgescale.train.trainer import EVAL_SAMPLING, train
 from edgescale.train.trainer import REVISION as TRAINER_REVISION
+
+
+def train_key(
+    study: Study, corpus: Corpus, plan: SizePlan, seed: int, teacher: dict | None, branches: bool, setup: DeviceSetup
+) -> str:
+    """The cache key of one training run: everything its checkpoint depends on. The device enters
+    only off its CPU defaults (``DeviceSetup.key``), resolved (never "auto"), so a CPU run keeps
+    the key it had before ``training.device`` existed and a GPU run, whose losses differ, gets its own."""
+    kd = study.distillation if teacher else None
+    return key_of(
+        "train",
+        model=plan.cfg.to_dict(),
+        # seeds: how many replicates, not this run's input; device, compile: in setup.key() below
+        training=study.training.model_dump(exclude={"seeds", "device", "compile"}),
+        batch=plan.batch_size,
+        tokens=plan.tokens,
+        seed=seed,
+        train_sha=corpus["train"].sha256,
+        val_sha=corpus["validation"].sha256,
+        val_sampling=EVAL_SAMPLING,  # how the curve's validation points were taken
+        teacher=teacher["sha256"] if teacher else None,
+        distill=kd.model_dump(include={"alpha", "temperature"}) if kd else None,
+        v=__version__,
+        trainer=TRAINER_REVISION,
+        **({} if branches else {"cooled_branches": False}),
+        **setup.key(),
+    )
 
 
 def _stored(rd, path: Path) -> dict:
@@ -51,22 +79,8 @@ class TorchBackend:
         # a distilled student and an equal-compute twin train without the non-final cooled branches:
         # nothing reads them (the ladder's runs feed the fit and the grid, a scratch twin its curve)
         take_branches = teacher is None and plan.cooled_branches
-        key = key_of(
-            "train",
-            model=plan.cfg.to_dict(),
-            training=s.training.model_dump(exclude={"seeds"}),  # how many replicates: not this run's input
-            batch=plan.batch_size,
-            tokens=plan.tokens,
-            seed=seed,
-            train_sha=self.corpus["train"].sha256,
-            val_sha=self.corpus["validation"].sha256,
-            val_sampling=EVAL_SAMPLING,  # how the curve's validation points were taken
-            teacher=teacher["sha256"] if teacher else None,
-            distill=kd.model_dump(include={"alpha", "temperature"}) if kd else None,
-            v=__version__,
-            trainer=TRAINER_REVISION,
-            **({} if take_branches else {"cooled_branches": False}),
-        )
+        setup = device_setup(s.training)  # a device this machine lacks: a UserError before anything trains
+        key = train_key(s, self.corpus, plan, seed, teacher, take_branches, setup)
         rec = rd.cached(key)
         if rec:
             rep.reuse(f"train {plan.name}", rec["checkpoint"])
@@ -90,6 +104,7 @@ class TorchBackend:
                 teacher_model,
                 distill,
                 cooled_branches=take_branches,
+                setup=setup,
             )
         model, _ = load_model(res.checkpoint)
         check_torch_model(model, f"{plan.name} ({res.checkpoint})")

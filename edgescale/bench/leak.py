@@ -137,7 +137,7 @@ def _windowed(logits_fn, tokens, windows, sample, context_length: int, batch_siz
         by_batch.setdefault(w // batch_size, []).append(j)
     for b, members in by_batch.items():
         chunk = windows[b * batch_size : (b + 1) * batch_size]
-        ids = np.stack([tokens[s : s + context_length] for s, _ in chunk])
+        ids = np.stack([tokens[s : s + context_length] for s, _ in chunk]).astype(np.int64)
         logits = np.asarray(logits_fn(ids))
         for j in members:
             w, p = sample[j]
@@ -155,6 +155,7 @@ def _causal(logits_fn, tokens, windows, sample, prefix_batch: int) -> np.ndarray
         for i in range(0, len(members), prefix_batch):
             group = members[i : i + prefix_batch]
             ids = np.stack([tokens[windows[sample[j][0]][0] : windows[sample[j][0]][0] + length] for j in group])
+            ids = ids.astype(np.int64)
             logits = np.asarray(logits_fn(ids))
             for row, j in enumerate(group):
                 out[j] = logits[row, -1]
@@ -193,10 +194,10 @@ def measure_leak(
         leak.leak_bits_per_byte, leak.leak_bits_per_byte_ci95
     """
     t0 = time.perf_counter()
-    tokens = np.asarray(tokens).astype(np.int64)
+    tokens = np.asarray(tokens)  # no whole-split int64 copy: a memory-mapped split is read window by window
     windows = eval_windows(tokens.size, context_length, stride, max_tokens)
     sample = sample_positions(tokens.size, context_length, stride, max_tokens, k, seed)
-    targets = np.array([tokens[windows[w][0] + p + 1] for w, p in sample])
+    targets = np.array([tokens[windows[w][0] + p + 1] for w, p in sample], np.int64)
     idx = np.array([windows[w][0] + p + 1 for w, p in sample])
     nbytes = np.ones(len(sample)) if token_bytes is None else np.asarray(token_bytes, dtype=np.float64)[idx]
     win = _windowed(logits_fn, tokens, windows, sample, context_length, batch_size)

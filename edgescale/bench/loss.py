@@ -133,7 +133,7 @@ def score(
 ) -> LossResult:
     """Loss over the first ``max_tokens`` targets, or (``spans`` given) over each span's targets,
     as (first input token, targets) from :func:`edgescale.data.corpus.eval_spans`."""
-    tokens = split.tokens.astype(np.int64)
+    tokens = split.tokens  # not a whole-split copy: a memory-mapped split is read one window at a time
     windows = span_windows(tokens.size, context_length, stride, spans or [(0, max_tokens)], short=spans is not None)
     if not windows:
         raise ValueError(f"split {split.name} has {tokens.size} tokens, fewer than one window of {context_length}")
@@ -142,15 +142,16 @@ def score(
     whole = [i for i, w in enumerate(windows) if w[2] == context_length]
     for i in range(0, len(whole), batch_size):  # streamed: one batch of logits in memory at a time
         chunk = whole[i : i + batch_size]
-        ids = np.stack([tokens[windows[k][0] : windows[k][0] + context_length] for k in chunk])
-        tgt = np.stack([tokens[windows[k][0] + 1 : windows[k][0] + context_length + 1] for k in chunk])
+        ids = np.stack([tokens[windows[k][0] : windows[k][0] + context_length] for k in chunk]).astype(np.int64)
+        tgt = np.stack([tokens[windows[k][0] + 1 : windows[k][0] + context_length + 1] for k in chunk]).astype(np.int64)
         nll = _window_nll(logits_fn(ids), tgt)
         for row, k in enumerate(chunk):
             nats[k] = float(nll[row, windows[k][1] :].sum())
         advance(i + len(chunk), len(whole))
     for k in (k for k, w in enumerate(windows) if w[2] < context_length):  # the input ends at the last target
         start, first, stop = windows[k]
-        nll = _window_nll(logits_fn(tokens[None, start : start + stop]), tokens[None, start + 1 : start + stop + 1])
+        ids, tgt = (np.asarray(tokens[None, a : a + stop], np.int64) for a in (start, start + 1))
+        nll = _window_nll(logits_fn(ids), tgt)
         nats[k] = float(nll[0, first:].sum())
     starts = np.array([start + first + 1 for start, first, _ in windows], np.int64)  # first target of each
     w = WindowNLL(split.sha256, context_length, stride, nats, counts, counts.copy(), starts)

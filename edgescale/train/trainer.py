@@ -20,6 +20,11 @@ Each cooled branch other than the final one is saved when it is taken
 fraction), so post-training compression can be scored at several D/N per size (the
 degradation grid). A resumed run reports the branch files of its key that exist; one lost
 before the resume point is not retrained.
+
+The device (``training.device``) and what it allows come from :mod:`edgescale.train.device`:
+batches are built on the host and copied to the device, forward and loss run under its
+autocast (none on CPU), parameters and AdamW moments stay fp32, and every checkpoint is
+written as CPU tensors, so a run resumes on another device (state is cast on load).
 """
 
 from __future__ import annotations
@@ -33,16 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from edgescale.atomic import atomic_path, write_json
+from edgescale.atomic import write_json
 from edgescale.bench.loss import score
 from edgescale.config import TrainingConfig
 from edgescale.data.corpus import Corpus, eval_spans, train_batch
 from edgescale.errors import UserError
-from edgescale.models.checkpoint import build_model, load_weights, save_model, spec_meta, weights
+from edgescale.models.checkpoint import build_model, save_model, spec_meta
 from edgescale.models.gpt import GPT, GPTConfig
+from edgescale.train.device import DeviceSetup, autocast, configured, device_setup, to_device
 from edgescale.train.distill import DistillConfig, kd_terms
+from edgescale.train.resume import _load_resume, _save_resume
 from edgescale.train.schedule import (  # noqa: F401 -- re-exported: the schedule's names were here first
     BETA2,
     EMBEDDING_PARAMS,
@@ -72,6 +78,7 @@ class TrainResult:
     seconds: float
     hparams: dict = field(default_factory=dict)  # what :func:`hparams` says this run used
     branches: list[dict] = field(default_factory=list)  # non-final cooled branches saved: tokens, fraction, path
+    device: dict = field(default_factory=dict)  # the DeviceSetup it trained with (DeviceSetup.to_dict)
 
 
 class TrainingDiverged(UserError):
@@ -86,58 +93,35 @@ EVAL_SAMPLING = ("spread", 32)
 
 
 def validation_bpb(model: GPT, corpus: Corpus, context: int, max_tokens: int) -> float:
-    """Bits per byte on ``max_tokens`` validation bytes in segments spread over its works."""
+    """Bits per byte on ``max_tokens`` validation bytes in segments spread over its works.
+
+    Scored from the model's device without autocast: a fit point measures the fp32 weights, as the
+    exported model will carry them; the logits come back as float32 CPU arrays."""
     split = corpus["validation"]
     spans = eval_spans(split, max_tokens, EVAL_SAMPLING[1], EVAL_SAMPLING[0])
+    device = next(model.parameters()).device
     model.eval()
     with torch.no_grad():
         result = score(
-            lambda ids: model.logits(torch.from_numpy(ids)).numpy(), split, context, context, max_tokens, spans=spans
+            lambda ids: model.logits(torch.from_numpy(ids).to(device)).float().cpu().numpy(),
+            split,
+            context,
+            context,
+            max_tokens,
+            spans=spans,
         )
     model.train()
     return result.bits_per_byte
 
 
-def _save_resume(model: GPT, opt: torch.optim.Optimizer, step: int, curve: list, seen: tuple, out: Path, key: str):
-    """Model, AdamW state and loop state (curve, the running train-loss sum since the last
-    curve point) at ``step``. The step is in both files, so a kill between the two writes
-    leaves a pair that :func:`_load_resume` refuses rather than mixes."""
-    tensors = {f"model.{k}": v for k, v in weights(model).items()}
-    names = {id(p): n for n, p in model.named_parameters()}
-    for group in opt.param_groups:
-        for p in group["params"]:
-            for k, v in opt.state.get(p, {}).items():
-                tensors[f"opt.{names[id(p)]}.{k}"] = v.detach().clone().reshape(v.shape)
-    with atomic_path(out / "resume.safetensors") as tmp:
-        save_file(tensors, str(tmp), metadata={"key": key, "step": str(step)})
-    write_json(out / "resume.json", {"key": key, "step": step, "curve": curve, "seen": list(seen)})
+def _on(model: torch.nn.Module, device: str) -> torch.nn.Module:
+    """``model`` on ``device``: itself when it is there, else a copy (a caller's model never moves)."""
+    p = next(model.parameters(), None)
+    return model if p is None or p.device.type == device else copy.deepcopy(model).to(device)
 
 
-def _load_resume(model: GPT, opt: torch.optim.Optimizer, out: Path, key: str) -> tuple[int, list, tuple]:
-    """(step, curve, (objective sum, steps, cross-entropy sum) since the last curve point), or a fresh start."""
-    from safetensors import SafetensorError, safe_open
-
-    state_file, meta_file = out / "resume.safetensors", out / "resume.json"
-    if not (state_file.exists() and meta_file.exists()):
-        return 0, [], (0.0, 0, 0.0)
-    try:
-        meta = json.loads(meta_file.read_text())
-        with safe_open(str(state_file), "pt") as f:
-            stored = f.metadata() or {}
-    except (json.JSONDecodeError, SafetensorError):
-        return 0, [], (0.0, 0, 0.0)  # unreadable resume state is scratch, never trusted
-    ours = meta.get("key") == key and stored == {"key": key, "step": str(meta.get("step"))}
-    if not ours or len(meta.get("seen", ())) != 3:
-        return 0, [], (0.0, 0, 0.0)  # another run's state, or a pair torn by a kill: start over
-    tensors = load_file(str(state_file))
-    load_weights(model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    for name, p in model.named_parameters():
-        prefix = f"opt.{name}."
-        st = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
-        if st:
-            opt.state[p] = st
-    seen_loss, seen, seen_ce = meta["seen"]
-    return int(meta["step"]), list(meta["curve"]), (float(seen_loss), int(seen), float(seen_ce))
+def _logits_of(model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+    return model.logits(ids)
 
 
 @dataclass
@@ -160,10 +144,19 @@ class _Run:
     lr_field: str = "training.learning_rate"  # the setting that lowers its learning rate
     done_steps: int = 0
     t0: float = 0.0
+    setup: DeviceSetup = DeviceSetup("cpu")
+    compiled: Callable | None = None  # torch.compile(_logits_of), once per run: every branch reuses its graph
 
     def batch(self, step: int) -> torch.Tensor:
+        """Built on the host from the corpus's tokens, then copied to the run's device."""
         toks = self.corpus["train"].tokens
-        return torch.from_numpy(train_batch(toks, step, self.cfg.batch_size, self.model_cfg.block_size, self.seed))
+        host = torch.from_numpy(train_batch(toks, step, self.cfg.batch_size, self.model_cfg.block_size, self.seed))
+        return to_device(host, self.setup)
+
+    def logits(self, model: torch.nn.Module, ids: torch.Tensor) -> torch.Tensor:
+        if self.setup.compile and self.compiled is None:
+            self.compiled = torch.compile(_logits_of, backend=self.setup.compile_backend)
+        return self.compiled(model, ids) if self.compiled else model.logits(ids)
 
     def tick(self, loss: float, resumed_steps: int) -> None:
         self.done_steps += 1
@@ -205,13 +198,14 @@ def _sgd_step(run: _Run, model: GPT, opt, step: int, lr: float) -> tuple[float, 
     for micro in range(accum):
         batch = run.batch(step * accum + micro)
         inputs, targets = batch[:, :-1], batch[:, 1:]
-        logits = model.logits(inputs)
-        teacher_logits = None
-        if run.teacher is not None:
-            with torch.no_grad():
-                teacher_logits = run.teacher.logits(inputs)
-        d = run.distill
-        loss, ce = kd_terms(logits, teacher_logits, targets, d.alpha if d else 0.0, d.temperature if d else 1.0)
+        with autocast(run.setup):  # bf16 matmuls on CUDA; on CPU a disabled autocast, fp32 as before
+            logits = run.logits(model, inputs)
+            teacher_logits = None
+            if run.teacher is not None:
+                with torch.no_grad():
+                    teacher_logits = run.teacher.logits(inputs)
+            d = run.distill
+            loss, ce = kd_terms(logits, teacher_logits, targets, d.alpha if d else 0.0, d.temperature if d else 1.0)
         (loss / accum).backward()
         total, total_ce = total + loss.item(), total_ce + ce.item()
     torch.nn.utils.clip_grad_norm_(model.parameters(), run.cfg.grad_clip)
@@ -265,7 +259,7 @@ def saved_branches(out_dir: Path, key: str, curve: list[dict], final_tokens: int
 def _cooled_branch(run: _Run, model: GPT, opt, at: int, k: int, resumed: int) -> tuple[GPT, dict]:
     """Decay a copy of the stable-phase model for ``k`` steps; return it and its curve point."""
     branch = copy.deepcopy(model)
-    bopt = _optimizer(branch, run.cfg, run.lr_scale)
+    bopt = _optimizer(branch, run.cfg, run.lr_scale, run.setup.fused_adamw)
     # a copy of the moments and step counts: load_state_dict keeps tensors that already have the right
     # dtype and device, so without it the branch's decay steps would update the main run's AdamW state
     bopt.load_state_dict(copy.deepcopy(opt.state_dict()))
@@ -298,6 +292,7 @@ def train(
     after_step: AfterStepFn | None = None,
     lr_field: str = "training.learning_rate",
     cooled_branches: bool = True,
+    setup: DeviceSetup | None = None,
 ) -> TrainResult:
     """Train a fresh ``GPT(model_cfg, seed)`` for ``tokens`` tokens; resumes from ``out_dir`` when it can.
 
@@ -314,7 +309,23 @@ def train(
     ``cooled_branches=False`` skips the non-final ones (about 15% of the steps at the default
     fractions) for a run outside the fit: the final model is the same, since a branch decays a
     copy and batches depend only on (seed, step); the warmup stays sized by ``cooled_fractions``.
+
+    ``setup`` (default: :func:`~edgescale.train.device.device_setup` of ``cfg``, which refuses a
+    device this machine lacks before anything trains) says where and how it runs.
     """
+    setup = setup or device_setup(cfg)
+    with configured(setup):
+        return _train(
+            model_cfg, cfg, corpus, tokens, seed, out_dir, key, progress, teacher, distill, init, after_step,
+            lr_field, cooled_branches, setup,
+        )  # fmt: skip
+
+
+def _train(
+    model_cfg, cfg, corpus, tokens, seed, out_dir, key, progress, teacher, distill, init, after_step,
+    lr_field, cooled_branches, setup: DeviceSetup,
+) -> TrainResult:  # fmt: skip
+    """:func:`train`'s body, inside the device's process-wide settings."""
     torch.set_num_threads(cfg.threads)
     out_dir.mkdir(parents=True, exist_ok=True)
     per_step = cfg.batch_size * cfg.grad_accum * model_cfg.block_size
@@ -323,12 +334,13 @@ def train(
     branches = {at: k for at, k in wsd_branches(steps, cfg).items() if cooled_branches or at + k == steps}
     main_steps = steps - branches.get(max(branches), 0) if branches else steps
     extra = sum(k for at, k in branches.items() if at + k != steps)
-    model = (copy.deepcopy(init) if init is not None else build_model(model_cfg, seed=seed)).train()
+    # built on the host (the seeded init is the same on every device), then moved
+    model = (copy.deepcopy(init) if init is not None else build_model(model_cfg, seed=seed)).to(setup.device).train()
     lr_scale = hidden_lr_scale(model_cfg, cfg)
-    opt = _optimizer(model, cfg, lr_scale)
+    opt = _optimizer(model, cfg, lr_scale, setup.fused_adamw)
     start, curve, (seen_loss, seen, seen_ce) = _load_resume(model, opt, out_dir, key)
     if teacher is not None:
-        teacher = teacher.eval()
+        teacher = _on(teacher, setup.device).eval()
     run = _Run(
         model_cfg,
         cfg,
@@ -345,6 +357,7 @@ def train(
         label=out_dir.name,
         lr_field=lr_field,
         t0=time.perf_counter(),
+        setup=setup,
     )
     run.done_steps = start + sum(k for at, k in branches.items() if at <= start and at + k != steps)
     resumed = run.done_steps
@@ -384,4 +397,5 @@ def train(
         (out_dir / f).unlink(missing_ok=True)
     used = hparams(model_cfg, cfg, steps)
     kept = saved_branches(out_dir, key, curve, steps * per_step)
-    return TrainResult(ckpt, steps * per_step, steps, curve, time.perf_counter() - run.t0, used, kept)
+    seconds = time.perf_counter() - run.t0
+    return TrainResult(ckpt, steps * per_step, steps, curve, seconds, used, kept, setup.to_dict())
