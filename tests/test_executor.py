@@ -1,6 +1,7 @@
 """The Ray executor on a local Ray instance gives the local executor's deterministic results.
 
-Same study, two run directories: hashes, losses and curves must be equal; latencies are
+Same study, two run directories: the ladder, its replicate, the distilled student and its twins
+trained as Ray tasks; hashes, losses and curves must be equal; latencies are
 compared only for their presence (another process measured them), and the measuring
 host is recorded. Skipped when Ray is not installed (``pip install 'edgescale[ray]'``).
 """
@@ -24,7 +25,13 @@ STUDY = {
     "schema_version": 1,
     "name": "on-ray",
     "seed": 0,
-    "ladder": {"block_size": 32, "sizes": [{"name": "a", "n_layer": 2, "n_head": 2, "n_embd": 32}]},
+    "ladder": {
+        "block_size": 32,
+        "sizes": [
+            {"name": "b", "n_layer": 1, "n_head": 2, "n_embd": 16},
+            {"name": "a", "n_layer": 2, "n_head": 2, "n_embd": 32},
+        ],
+    },
     "training": {
         "tokens_per_param": 1,
         "min_tokens": 10_240,
@@ -34,7 +41,9 @@ STUDY = {
         "eval_tokens": 1024,
         "threads": 1,
         "learning_rate": 0.01,
+        "seeds": 2,
     },
+    "distillation": {"teacher": "a", "students": ["b"], "seeds": 2, "equal_compute": True},
     "evaluation": {"context_length": 32, "stride": 32, "max_tokens": 1024, "batch_size": 8},
     "measurement": {"prompt_len": 16, "decode_context": 32, "repeats": 5, "warmup": 1, "threads": 1},
     "recipes": ["fp32", "int8_dynamic"],
@@ -68,7 +77,16 @@ def test_ray_executor_gives_the_local_executors_results(tmp_path, monkeypatch):
     log = buf.getvalue()
     assert "a/fp32 on ray" in log and "a/int8_dynamic on ray" in log and "measured on" in log
     assert "reused host latency" in log  # the driver found the measurement task's record
+    # every training run was a task: the sizes and replicates, then the student, then its equal-compute twin
+    for run in ("train a on ray", "train b seed 1 on ray", "train b-kd on ray", "train b-kd seed 1 on ray"):
+        assert run in log
+    assert "train b-eqc on ray" in log and "train b-eqc seed 1 on ray" in log
+    assert "train a (" not in log  # nothing trained on the driver
+    assert -1 < log.index("training estimate: 8 runs, 112,640 tokens") < log.index("train a on ray")  # before training
+    assert "wall time unknown on cpu on the Ray cluster" in log
     assert _deterministic(on_ray) == _deterministic(local)
+    distill = [json.loads((r / "results.json").read_text())["distillation"] for r in (local, on_ray)]
+    assert distill[0] == distill[1] and distill[0]
     results = json.loads((on_ray / "results.json").read_text())
     assert results["machine"]["hostname"] and results["machine"]["cpu_model"]
     for v in results["variants"]:

@@ -35,8 +35,17 @@ def run(
         str | None, typer.Option("--address", help="with --executor ray: an existing cluster (default: start one here)")
     ] = None,
     trust_code: TrustCode = None,
+    corpus: Annotated[
+        Path | None,
+        typer.Option(
+            "--corpus",
+            help="train and score on this corpus instead of the study's corpus.source: a folder of "
+            ".txt/.jsonl/.parquet files, or one such file",
+        ),
+    ] = None,
 ) -> None:
-    """Run a study end to end: train, export, compress, measure, report."""
+    """Run a study end to end: train, export, compress, measure, report. The training's compute and
+    wall-time estimate is printed before anything trains."""
     from edgescale.executor import check_executor
     from edgescale.progress import Reporter
     from edgescale.run import run_study
@@ -44,7 +53,7 @@ def run(
     check_executor(executor)
     if address and executor != "ray":
         raise UserError("only with --executor ray", field="--address")
-    run_dir = run_study(study, out, Reporter(quiet=quiet), executor, address, tuple(trust_code or ()))
+    run_dir = run_study(study, out, Reporter(quiet=quiet), executor, address, tuple(trust_code or ()), corpus)
     err.print(f"wrote {run_dir}/results.json, report.html, summary.md and the figures")
 
 
