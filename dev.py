@@ -3,6 +3,7 @@
 
     python3 dev.py run [ARGS...]    # setup, then `edgescale run ARGS...` (the default study)
     python3 dev.py test [ARGS...]   # setup (+ Debian chromium and strace for the tests), then `pytest ARGS...`
+                                    # (one worker per core, then the tests marked serial alone)
     python3 dev.py setup            # setup only
 
 Setup is idempotent: it creates `.venv/` (or $EDGESCALE_VENV), installs the package
@@ -168,8 +169,39 @@ def main(argv: list[str]) -> int:
         cmd = [str(_bin("edgescale")), "run", *argv[1:]]
     else:
         debian_tools()
-        cmd = [str(_bin("python")), "-m", "pytest", *argv[1:]]
+        return _tests(argv[1:])
     return subprocess.call(cmd, cwd=ROOT)
+
+
+def _tests(args: list[str]) -> int:
+    """The suite: in parallel, then the tests marked ``serial`` (they need the machine to themselves)."""
+    pytest = [str(_bin("python")), "-m", "pytest"]
+    if any(a.startswith(("-n", "--numprocesses")) or a == "no:xdist" for a in args) or _workers() == 1:
+        return subprocess.call([*pytest, *args], cwd=ROOT)
+    parallel = [*pytest, "-n", str(_workers()), "--dist", "loadfile"]
+    if any(a.startswith("-m") for a in args):  # the caller's own selection, in parallel
+        return subprocess.call([*parallel, *args], cwd=ROOT, env=_test_env())
+    rc = subprocess.call([*parallel, "-m", "not serial", *args], cwd=ROOT, env=_test_env())
+    serial = subprocess.call([*pytest, "-m", "serial", *args], cwd=ROOT)
+    return rc or (0 if serial == NO_TESTS else serial)
+
+
+# The suite runs in pytest-xdist workers, one per core up to 4, each test file in one worker (its
+# module fixtures built once). Each worker's torch and onnxruntime pools get cores // workers
+# threads (EDGESCALE_MAX_THREADS, edgescale.resources.thread_cap): two workers that each start a
+# 2-thread pool on 2 cores oversubscribe them and slow tiny-model training 20-fold, which is why
+# plain `-n 2` gained nothing. Tests marked `serial` (timing on an idle machine) run afterwards,
+# alone. Arguments with -n or -p no:xdist run as given, in one pytest; with -m, in parallel.
+NO_TESTS = 5  # pytest's exit code when the arguments select no test (e.g. no serial test among them)
+
+
+def _workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _test_env() -> dict:
+    threads = max(1, (os.cpu_count() or 1) // _workers())
+    return {**os.environ, "EDGESCALE_MAX_THREADS": os.environ.get("EDGESCALE_MAX_THREADS", str(threads))}
 
 
 if __name__ == "__main__":

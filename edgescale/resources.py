@@ -12,6 +12,7 @@ worker) is not in these figures.
 from __future__ import annotations
 
 import contextlib
+import os
 import resource
 import sys
 import time
@@ -19,7 +20,21 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+MAX_THREADS_ENV = "EDGESCALE_MAX_THREADS"
 _STATUS = Path("/proc/self/status")
+
+
+def thread_cap(requested: int) -> int:
+    """``requested`` threads for a torch or onnxruntime pool, at most ``$EDGESCALE_MAX_THREADS`` when
+    it is set: several edgescale processes sharing a machine's cores (the test suite's workers, two
+    studies side by side) would otherwise each start a pool of every core and oversubscribe them,
+    which on 2 cores slows tiny-model training 20-fold. 0 (a library's "all cores") becomes the cap."""
+    cap = os.environ.get(MAX_THREADS_ENV, "")
+    if not cap.isdigit() or int(cap) < 1:
+        return requested
+    return min(requested, int(cap)) if requested else int(cap)
+
+
 _CLEAR_REFS = Path("/proc/self/clear_refs")
 
 

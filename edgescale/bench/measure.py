@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgescale.bench.load import RunnableSampler, machine_load
 from edgescale.ortenv import child_env
+from edgescale.resources import thread_cap
 
 __all__ = ["machine_load"]  # re-exported: callers and old tests import it from here
 
@@ -351,11 +352,13 @@ def measure_variants(
         raise ValueError(f"variant ids ending in {AA_SUFFIX!r} are reserved for the A/A control: {reserved}")
     aa_of = (baseline or next(iter(paths), None)) if spec.aa_control else None
     timed = {k: str(v) for k, v in paths.items()} | ({aa_of + AA_SUFFIX: str(paths[aa_of])} if aa_of else {})
-    machine = machine_info(spec.threads)
+    threads = thread_cap(spec.threads)  # what the worker's pool gets, and the record says
+    machine = machine_info(threads)
     request = {
         "variants": timed,
         "probes": {k: str(v) for k, v in (probes or {}).items()},
         **spec.model_dump(exclude={"timeout_s", "aa_control", "processes", "profile"}),
+        "threads": threads,
     }
     t0 = time.perf_counter()
     with RunnableSampler() as sampler:

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgescale.errors import UserError
 from edgescale.ortenv import import_onnxruntime
+from edgescale.resources import thread_cap
 
 _PAST = re.compile(r"^past_key_values\.(\d+)\.(key|value)$")
 _ORT_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16}
@@ -119,7 +120,7 @@ class OrtCausalLM:
         self.path = Path(path)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        if threads:
+        if threads := thread_cap(threads):
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
         try:

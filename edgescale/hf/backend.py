@@ -45,7 +45,7 @@ from edgescale.hf.source import (
 )
 from edgescale.hf.tokens import hf_onnx_loss, tokenize_corpus
 from edgescale.models.backend import Shipped, SizePlan, StepFn
-from edgescale.resources import metered
+from edgescale.resources import metered, thread_cap
 from edgescale.rundir import key_of
 
 _SHAPE_KEYS = (
@@ -215,7 +215,9 @@ class HFBackend:
     @contextlib.contextmanager
     def running_step(self) -> Iterator[None]:
         threads = torch.get_num_threads()
-        torch.set_num_threads(self.study.training.threads)  # as training does: torch's pool for pruning and recovery
+        torch.set_num_threads(
+            thread_cap(self.study.training.threads)
+        )  # as training does: torch's pool for pruning and recovery
         try:
             yield
         finally:

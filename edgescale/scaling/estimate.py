@@ -26,6 +26,7 @@ from edgescale.config import Study
 from edgescale.models.backend import SizePlan
 from edgescale.models.gpt import GPTConfig
 from edgescale.models.shape import accounting
+from edgescale.resources import thread_cap
 from edgescale.scaling.plan import DEFAULT_MFU, plan_cost
 from edgescale.train.device import device_peak, resolve_device
 from edgescale.train.schedule import wsd_branches
@@ -144,7 +145,7 @@ def estimate_study(
         where = f"{study.training.device} on the Ray cluster"
         return summarise(runs, where, (None, "peak unknown: the training device is the cluster's", "none"))
     device = resolve_device(study.training.device)
-    torch.set_num_threads(study.training.threads)  # the CPU peak at the threads training will use
+    torch.set_num_threads(thread_cap(study.training.threads))  # the CPU peak at the threads training will use
     label = f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type
     return summarise(runs, label, device_peak(device))
 

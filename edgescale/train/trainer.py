@@ -46,6 +46,7 @@ from edgescale.data.corpus import Corpus, eval_spans, train_batch
 from edgescale.errors import UserError
 from edgescale.models.checkpoint import build_model, save_model, spec_meta
 from edgescale.models.gpt import GPT, GPTConfig
+from edgescale.resources import thread_cap
 from edgescale.train.device import DeviceSetup, autocast, configured, device_setup, to_device
 from edgescale.train.distill import DistillConfig, kd_terms
 from edgescale.train.resume import _load_resume, _save_resume
@@ -326,7 +327,7 @@ def _train(
     lr_field, cooled_branches, setup: DeviceSetup,
 ) -> TrainResult:  # fmt: skip
     """:func:`train`'s body, inside the device's process-wide settings."""
-    torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(thread_cap(cfg.threads))
     out_dir.mkdir(parents=True, exist_ok=True)
     per_step = cfg.batch_size * cfg.grad_accum * model_cfg.block_size
     steps = max(1, math.ceil(tokens / per_step))

@@ -125,6 +125,7 @@ needs_proc = pytest.mark.skipif(runnable_tasks() is None, reason="counts runnabl
 
 
 @needs_proc
+@pytest.mark.serial  # dev.py test runs it alone, after the parallel part: the others would load the machine
 def test_an_idle_measurement_is_not_flagged(tiny_onnx):
     if _others_now() > 0.5:  # a shared machine (other test runs): then "loaded" is the right answer
         pytest.skip("the machine is busy with other work; an idle measurement cannot be taken")
