@@ -167,7 +167,7 @@ def variant_flags(variant: dict) -> list[str]:
 
 
 def _seed_deltas(runs: dict | None) -> dict:
-    """A student's seed replicates (:meth:`edgescale.pipeline.Pipeline.distill_seeds`): the losses
+    """A student's seed replicates (:meth:`edgescale.pipeline.Pipeline.train_all`): the losses
     per arm and seed, and distilled − scratch with a 95% interval for each twin and split."""
     if not runs:
         return {}
