@@ -23,6 +23,7 @@ from edgescale.compress.recipe import compile_chain, load_recipe
 from edgescale.compress.registry import Chain
 from edgescale.config import MAX_BATCH_TOKENS, EvaluationConfig, Recipe, Study
 from edgescale.data.corpus import Corpus, eval_spans, load_corpus
+from edgescale.errors import UserError
 from edgescale.failures import (  # noqa: F401 -- re-exported: they were defined here first
     VARIANT_FAILURES,
     NumericsError,
@@ -134,16 +135,21 @@ class Inputs:
 
 
 def load_inputs(
-    study_path: Path | None, trust_code: tuple[str, ...] = (), corpus: Path | None = None, progress=None
+    study_path: Path | None, trust_code: tuple[str, ...] = (), corpus_path: Path | None = None, progress=None
 ) -> Inputs:
     """``trust_code``: the ``--trust-code`` modules a ``model.factory`` may come from (see edgescale.models.trust);
-    ``corpus``: a corpus that replaces the study's ``corpus.source`` (``edgescale run --corpus``);
+    ``corpus_path``: a corpus that replaces the study's ``corpus.source`` (``edgescale run --corpus``);
     ``progress``: where a corpus tokenized for the first time reports (see :func:`load_corpus`)."""
     study, path = load_study(study_path)
-    if corpus is not None:
-        source = study.corpus.model_copy(update={"source": str(Path(corpus).resolve())})
+    if corpus_path is not None:
+        source = study.corpus.model_copy(update={"source": str(Path(corpus_path).resolve())})
         study = study.model_copy(update={"corpus": source})
-    corpus = load_corpus(study.corpus, path.parent, progress)
+    try:
+        corpus = load_corpus(study.corpus, path.parent, progress)
+    except UserError as e:
+        if corpus_path is None or e.field != "corpus.source" or type(e) is not UserError:
+            raise
+        raise UserError(e.detail, file=e.file, field="--corpus") from None  # the option the user gave
     chains = [load_recipe(r, path.parent) for r in study.recipes]
     trust = CodeTrust.of(path, trust_code)
     planned = plan_sizes(study, corpus, backends_for(study, path, corpus, chains, trust))

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edgescale.backends.torch_lm import TorchBackend
+from edgescale.errors import UserError
 from edgescale.models.gpt import GPTConfig
 from edgescale.pipeline import load_inputs
 from edgescale.scaling.estimate import estimate_training, flops_per_token, measured_against, summarise
@@ -17,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _runs(study_file: Path, corpus=None):
-    inputs = load_inputs(study_file, corpus=corpus)
+    inputs = load_inputs(study_file, corpus_path=corpus)
     trains = {p.name for p in inputs.plans if isinstance(inputs.backends[p.name], TorchBackend)}
     return inputs, estimate_training(inputs.study, inputs.plans, trains, inputs.corpus["train"].n_bytes)
 
@@ -91,3 +92,8 @@ def test_corpus_replaces_the_studys_source(tmp_path):
     assert inputs.study.corpus.source == str(corpus.resolve())
     assert inputs.corpus["train"].n_bytes < 100_000  # the folder, not Shakespeare
     assert len(runs) == 9
+
+
+def test_a_missing_corpus_names_the_option(tmp_path):
+    with pytest.raises(UserError, match=r"--corpus: .*nothing-here is neither 'shakespeare' nor an existing"):
+        load_inputs(REPO / "studies" / "default.yaml", corpus_path=tmp_path / "nothing-here")
