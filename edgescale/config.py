@@ -50,7 +50,13 @@ class CorpusConfig(Strict):
     )
     validation_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of works held out for selection")
     test_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of works held out for the final answer")
-    tokenizer: Literal["bytes"] = Field("bytes", description="byte-level tokens (vocab 256)")
+    tokenizer: str = Field(
+        "bytes",
+        min_length=1,
+        description="'bytes' (byte-level tokens, vocab 256) or a local tokenizer folder holding tokenizer.json "
+        "(relative to the study file; a ladder's vocabulary is then the tokenizer's, and losses stay in bits per "
+        "text byte)",
+    )
     text_field: str = Field(
         "text", min_length=1, description="the field (JSONL) or column (Parquet) that holds each document's text"
     )
@@ -303,6 +309,11 @@ class Study(Strict):
                 "give exactly one of ladder (the GPT family), models (candidates: Hugging Face folders, ONNX "
                 "files, ladder sizes; with or without a ladder), model (your own module) or hf_model (a local "
                 "Hugging Face model)"
+            )
+        if self.corpus.tokenizer != "bytes" and (self.ladder is None or self.models is not None):
+            raise ValueError(
+                "corpus.tokenizer: a tokenizer folder sets the vocabulary of the GPT ladder edgescale trains; "
+                "a module, a Hugging Face model or candidates read the corpus in their own tokens: use tokenizer: bytes"
             )
         return self
 

@@ -39,6 +39,13 @@ def load_study(path: Path | None = None) -> tuple[Study, Path]:
             )
     if devices != study.devices:
         study = study.model_copy(update={"devices": devices})
+    tok = study.corpus.tokenizer
+    if tok != "bytes" and not (base / Path(tok).expanduser() / "tokenizer.json").is_file():
+        raise UserError(
+            f"{tok!r} is neither 'bytes' nor a folder holding tokenizer.json (paths are relative to the study)",
+            file=path,
+            field="corpus.tokenizer",
+        )
     return study, path
 
 

@@ -66,7 +66,7 @@ def _tokens_for(study: Study, corpus: Corpus, n: int) -> tuple[int, str]:
     """D = clamp(k·N, min, max), capped at max_epochs passes; and which rule decided. ``n`` is the
     model's *total* parameters (embeddings included), the N of the law the ladder's points are fitted to."""
     t = study.training
-    epoch_cap = int(t.max_epochs * corpus["train"].n_bytes)
+    epoch_cap = int(t.max_epochs * corpus["train"].n_tokens)
     tokens, capped_by = int(t.tokens_per_param * n), f"{t.tokens_per_param:g} tokens/param (N total)"
     for limit, why in ((t.min_tokens, "min_tokens"), (t.max_tokens, "max_tokens"), (epoch_cap, "max_epochs")):
         if (why == "min_tokens" and tokens < limit) or (why != "min_tokens" and tokens > limit):
@@ -259,7 +259,7 @@ class Pipeline:
     def _equal_compute_twin(self, base: SizePlan, distilled: dict, teacher: SizePlan) -> tuple[SizePlan, str]:
         """The student's shape from scratch for the distilled run's FLOPs (teacher forward passes
         included), capped at ``max_epochs``; its backend is the student's."""
-        cap = int(self.study.training.max_epochs * self.corpus["train"].n_bytes)
+        cap = int(self.study.training.max_epochs * self.corpus["train"].n_tokens)
         tokens, note = equal_compute_tokens(base.acct.params_total, teacher.acct.params_total, distilled["tokens"], cap)
         twin = replace(
             base, name=f"{base.name}-eqc", tokens=tokens, capped_by=note or "equal compute", cooled_branches=False

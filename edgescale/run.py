@@ -77,7 +77,7 @@ def run_study(
             "recipes": {c.name: {"source": c.source, "steps": c.describe()} for c in pipe.chains},
         }
         trains = {p.name for p in pipe.plans if isinstance(pipe.backends[p.name], TorchBackend)}
-        estimate = estimate_study(study, pipe.plans, trains, pipe.corpus["train"].n_bytes, executor == "local")
+        estimate = estimate_study(study, pipe.plans, trains, pipe.corpus["train"].n_tokens, executor == "local")
         rep.info(estimate.text())
         manifest["training_estimate"] = estimate.to_dict()
         write_json(rd.path("manifest.json"), {**manifest, "status": "running"})

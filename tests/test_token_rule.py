@@ -16,7 +16,7 @@ class _Corpus(dict):
     """What the token rule reads of a corpus: the train split's size and the vocabulary."""
 
     def __init__(self, train_bytes: int, vocab: int):
-        super().__init__(train=SimpleNamespace(n_bytes=train_bytes))
+        super().__init__(train=SimpleNamespace(n_bytes=train_bytes, n_tokens=train_bytes))  # byte tokens
         self.vocab_size = vocab
 
 

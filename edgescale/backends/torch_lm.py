@@ -12,11 +12,14 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+
 from edgescale import __version__
 from edgescale.bench.leak import causal_leak
 from edgescale.bench.loss import onnx_loss
 from edgescale.config import Study
 from edgescale.data.corpus import Corpus, eval_spans
+from edgescale.data.tokenized import tokenizer_sha256
 from edgescale.guard import check_onnx_graph, check_torch_model
 from edgescale.models.backend import SizePlan
 from edgescale.models.checkpoint import load_model, save_model, spec_meta, spec_of
@@ -65,10 +68,12 @@ class TorchBackend:
 
     takes = "torch"
     calibration = None
-    tokenizer = "bytes"  # the loss's tokens: byte ids
 
     def __init__(self, study: Study, corpus: Corpus) -> None:
         self.study, self.corpus = study, corpus
+        # the loss's tokens: byte ids, or a tokenizer folder's (named with its tokenizer.json's hash)
+        tok = corpus.tokenizer if corpus is not None else "bytes"
+        self.tokenizer = tok if tok == "bytes" else f"{tok} sha256:{tokenizer_sha256(Path(tok))}"
 
     def source(self, rd, rep, plan: SizePlan, teacher: dict | None = None, seed: int | None = None) -> dict:
         """Train one rung (or, with ``teacher``, distil it from that trained rung); ``seed`` other
@@ -151,6 +156,8 @@ class TorchBackend:
         res = onnx_loss(path, self.corpus[split], e.context_length, e.stride, e.max_bytes, e.batch_size, spans)
         # a graph with dynamic activation scales: what later tokens do to its loss (edgescale.bench.leak)
         scoring = (e.context_length, e.stride, e.max_bytes, e.batch_size, self.study.seed)
-        leak = None if strict else causal_leak(path, self.corpus[split].tokens, *scoring)
+        sp = self.corpus[split]
+        token_bytes = None if sp.byte_ends is None else np.diff(sp.byte_ends, prepend=0)  # a tokenizer's tokens
+        leak = None if strict else causal_leak(path, sp.tokens, *scoring, token_bytes=token_bytes)
         rec = {**res.to_dict(), "batch_size": e.batch_size, "future_influence": influence, "causal_leak": leak}
         return rec | {"windows": res.windows}  # per-window NLL: the pipeline saves it beside the record

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -156,7 +156,7 @@ def score(
     starts = np.array([start + first + 1 for start, first, _ in windows], np.int64)  # first target of each
     w = WindowNLL(split.sha256, context_length, stride, nats, counts, counts.copy(), starts)
     total, count = sum(nats.tolist()), int(counts.sum())  # summed in order, as before windows were kept
-    return LossResult(
+    res = LossResult(
         split=split.name,
         split_sha256=split.sha256,
         context_length=context_length,
@@ -168,6 +168,25 @@ def score(
         se_bpb=w.se_bits_per_byte(),
         windows=w,
     )
+    return res if split.byte_ends is None else per_text_byte(res, split.byte_ends)
+
+
+def per_text_byte(res: LossResult, byte_ends: np.ndarray) -> LossResult:
+    """A token-level score re-expressed in bits per text byte; ``byte_ends[i]``: the text bytes up to
+    the end of token i. Window k scores the targets tokens[s_k : s_k + t_k] (``starts`` and
+    ``tokens`` of its windows; without starts, the windows run contiguously from tokens[1]): its
+    bytes are the byte ends' difference."""
+    ends = np.concatenate([[0], np.asarray(byte_ends, np.int64)])  # ends[i]: text bytes before token i
+    w = res.windows
+    if w is None or w.tokens is None:  # no per-window tokens: no clustered error
+        n_bytes = int(ends[1 + res.tokens] - ends[1])
+        bpb = res.nats_per_token * res.tokens / math.log(2) / n_bytes
+        return replace(res, bytes=n_bytes, bits_per_byte=bpb, se_bpb=math.nan, windows=None)
+    starts = w.starts if w.starts is not None else 1 + np.concatenate([[0], np.cumsum(w.tokens)[:-1]])
+    w = replace(w, bytes=(ends[starts + w.tokens] - ends[starts]).astype(np.int64))
+    n_bytes = int(w.bytes.sum())
+    bpb = res.nats_per_token * res.tokens / math.log(2) / n_bytes
+    return replace(res, bytes=n_bytes, bits_per_byte=bpb, se_bpb=w.se_bits_per_byte(), windows=w)
 
 
 def onnx_loss(

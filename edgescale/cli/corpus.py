@@ -17,6 +17,9 @@ from edgescale.errors import UserError
 def corpus(
     source: Annotated[str, typer.Argument(help="'shakespeare', or a .txt/.jsonl/.parquet file or a folder of them")],
     text_field: Annotated[str, typer.Option(help="the JSONL field or Parquet column of the text")] = "text",
+    tokenizer: Annotated[
+        str, typer.Option(help="'bytes', or a local tokenizer folder holding tokenizer.json")
+    ] = "bytes",
     validation_fraction: Annotated[float, typer.Option(help="share of documents held out for selection")] = 0.1,
     test_fraction: Annotated[float, typer.Option(help="share of documents held out for the final answer")] = 0.1,
     cache_dir: Annotated[Path | None, typer.Option(help="the cache (default: $EDGESCALE_CORPUS_CACHE)")] = None,
@@ -33,6 +36,7 @@ def corpus(
         cfg = CorpusConfig(
             source=source,
             text_field=text_field,
+            tokenizer=tokenizer,
             validation_fraction=validation_fraction,
             test_fraction=test_fraction,
             cache_dir=str(cache_dir) if cache_dir else None,
@@ -46,9 +50,9 @@ def corpus(
     if as_json:
         emit(out, True)
         return
-    table = Table(title=f"{source}: byte tokens in {folder}")
-    for col in ("split", "documents", "tokens", "sha256"):
+    table = Table(title=f"{source}: {c.tokenizer} tokens (vocabulary {c.vocab_size:,}) in {folder}")
+    for col in ("split", "documents", "tokens", "bytes", "sha256"):
         table.add_column(col)
     for name, s in out["splits"].items():
-        table.add_row(name, f"{s['works']:,}", f"{s['bytes']:,}", s["sha256"])
+        table.add_row(name, f"{s['works']:,}", f"{s['tokens']:,}", f"{s['bytes']:,}", s["sha256"])
     table_console(140).print(table)

@@ -27,6 +27,7 @@ from edgescale.atomic import environment
 from edgescale.config import CorpusConfig
 from edgescale.data import sources, tokenized
 from edgescale.data.sources import shakespeare_dir  # noqa: F401 -- re-exported: it was defined here first
+from edgescale.errors import UserError
 from edgescale.progress import _ADVANCE  # the live Reporter.status, if any: a second live display garbles both
 
 SPLITS = tokenized.SPLITS
@@ -44,24 +45,31 @@ class Split:
     # (start, end) byte offsets of each work's text in the split (separators excluded), in the
     # order of ``works``; a tokenized split keeps its text's. Empty: one unnamed work, the whole split.
     work_bounds: Sequence[tuple[int, int]] = ()
+    # tokens of a tokenizer (corpus.tokenizer: a folder): text bytes up to the end of each token, what
+    # turns a loss per token into bits per byte (bench.loss.score); None for byte tokens
+    byte_ends: np.ndarray | None = None
 
     @property
     def n_bytes(self) -> int:
+        """Text bytes (the tokens themselves, for byte tokens)."""
+        return int(self.byte_ends[-1]) if self.byte_ends is not None and self.byte_ends.size else int(self.tokens.size)
+
+    @property
+    def n_tokens(self) -> int:
         return int(self.tokens.size)
 
     def __reduce__(self):
         """Pickled (to a worker process) as the path of its token file, not as a copy of the tokens."""
-        path = getattr(self.tokens, "filename", None)
-        if path is None or self.tokens.offset or self.tokens.ndim != 1:
-            return (Split, (self.name, self.works, self.tokens, self.sha256, self.work_bounds))
-        return (
-            _mapped_split,
-            (self.name, self.works, path, self.tokens.dtype.str, self.tokens.size, self.sha256, self.work_bounds),
-        )
+        maps = (self.tokens, self.byte_ends) if self.byte_ends is not None else (self.tokens,)
+        if not all(getattr(a, "filename", None) and not a.offset and a.ndim == 1 for a in maps):
+            return (Split, (self.name, self.works, self.tokens, self.sha256, self.work_bounds, self.byte_ends))
+        where = [(a.filename, a.dtype.str, a.size) for a in maps]
+        return (_mapped_split, (self.name, self.works, where, self.sha256, self.work_bounds))
 
 
-def _mapped_split(name, works, path, dtype, size, sha256, bounds) -> Split:
-    return Split(name, works, np.memmap(path, dtype=np.dtype(dtype), mode="r", shape=(size,)), sha256, bounds)
+def _mapped_split(name, works, where, sha256, bounds) -> Split:
+    tokens, *ends = (np.memmap(p, dtype=np.dtype(d), mode="r", shape=(n,)) for p, d, n in where)
+    return Split(name, works, tokens, sha256, bounds, ends[0] if ends else None)
 
 
 @dataclass(frozen=True)
@@ -69,6 +77,7 @@ class Corpus:
     source: str
     splits: dict[str, Split]
     vocab_size: int = 256
+    tokenizer: str = "bytes"  # or the tokenizer folder the tokens come from
 
     def __getitem__(self, name: str) -> Split:
         return self.splits[name]
@@ -76,9 +85,10 @@ class Corpus:
     def describe(self) -> dict:
         return {
             "source": self.source,
-            "tokenizer": "bytes",
+            "tokenizer": self.tokenizer,
             "splits": {
-                n: {"works": len(s.works), "bytes": s.n_bytes, "sha256": s.sha256} for n, s in self.splits.items()
+                n: {"works": len(s.works), "bytes": s.n_bytes, "tokens": s.n_tokens, "sha256": s.sha256}
+                for n, s in self.splits.items()
             },
         }
 
@@ -90,6 +100,7 @@ def load_corpus(cfg: CorpusConfig, base: Path = Path("."), progress: ProgressFn 
     default a source over :data:`PROGRESS_MIN_BYTES` shows a bar on stderr and a smaller one nothing.
     """
     files = sources.resolve_files(cfg.source, base)
+    cfg = _with_tokenizer_folder(cfg, base)
     root = tokenized.cache_root(cfg, base)
     signature = tokenized.stat_key(cfg, files)
     folder = tokenized.lookup(root, signature)
@@ -104,8 +115,22 @@ def load_corpus(cfg: CorpusConfig, base: Path = Path("."), progress: ProgressFn 
     splits = {}
     for name in SPLITS:
         t = tokenized.open_split(folder, name)
-        splits[name] = Split(name, t.works, t.tokens, t.sha256, t.work_bounds)
-    return Corpus(cfg.source, splits)
+        splits[name] = Split(name, t.works, t.tokens, t.sha256, t.work_bounds, t.byte_ends)
+    return Corpus(cfg.source, splits, tokenized.vocab_size(folder), cfg.tokenizer)
+
+
+def _with_tokenizer_folder(cfg: CorpusConfig, base: Path) -> CorpusConfig:
+    """``cfg`` with its tokenizer folder resolved against the study's folder (and checked)."""
+    if cfg.tokenizer == tokenized.BYTES:
+        return cfg
+    folder = Path(cfg.tokenizer).expanduser()
+    folder = folder if folder.is_absolute() else base / folder
+    if not (folder / "tokenizer.json").is_file():
+        raise UserError(
+            f"{folder} holds no tokenizer.json (a folder as Hugging Face tokenizers save it), nor is it 'bytes'",
+            field="corpus.tokenizer",
+        )
+    return cfg.model_copy(update={"tokenizer": str(folder.resolve())})
 
 
 def _ticker(report: Callable[[str, int, int], None], what: str, total: int) -> sources.Tick:
@@ -261,7 +286,9 @@ def token_spans(segments: tuple[Segment, ...], byte_ends: np.ndarray | None = No
 
 
 def eval_spans(split: Split, max_bytes: int, segments: int, scheme: str, byte_ends: np.ndarray | None = None):
-    """:func:`token_spans` of :func:`eval_segments` for ``split`` (in the tokens ``byte_ends`` describes)."""
+    """:func:`token_spans` of :func:`eval_segments` for ``split`` (in the tokens ``byte_ends`` describes;
+    by default the split's own, None for byte tokens)."""
+    byte_ends = split.byte_ends if byte_ends is None else byte_ends
     n_bytes = int(byte_ends[-1]) if byte_ends is not None and byte_ends.size else int(split.tokens.size)
     return token_spans(eval_segments(split, n_bytes, max_bytes, segments, scheme), byte_ends)
 

@@ -39,6 +39,7 @@ from edgescale.errors import UserError
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "validation", "test")
+BYTES = "bytes"
 SEPARATOR = b"\n\n"
 _CODES = {"validation": 1, "test": 2, "train": 0}
 
@@ -51,6 +52,7 @@ class TokenFile:
     works: Works
     work_bounds: Bounds
     sha256: str
+    byte_ends: np.ndarray | None = None  # with a tokenizer: text bytes up to each token's end
 
 
 class _Lazy(Sequence):
@@ -115,10 +117,11 @@ def cache_root(cfg: CorpusConfig, base: Path) -> Path:
 
 
 def options(cfg: CorpusConfig) -> dict:
-    """Everything besides the source's bytes that the tokens depend on."""
+    """Everything besides the source's bytes that the tokens depend on (a tokenizer folder: its
+    tokenizer.json's hash, so an edited tokenizer tokenizes afresh and a moved one does not)."""
     return {
         "format": FORMAT_VERSION,
-        "tokenizer": cfg.tokenizer,
+        "tokenizer": cfg.tokenizer if cfg.tokenizer == BYTES else tokenizer_sha256(Path(cfg.tokenizer)),
         "validation_fraction": cfg.validation_fraction,
         "test_fraction": cfg.test_fraction,
         "text_field": cfg.text_field,
@@ -164,6 +167,8 @@ def verify(folder: Path) -> bool:
             info = m["splits"][s]
             if (folder / f"{s}.bin").stat().st_size != info["tokens"] * np.dtype(m["dtype"]).itemsize:
                 return False
+            if m["tokenizer"] != BYTES and (folder / f"{s}.byte_ends").stat().st_size != 8 * info["tokens"]:
+                return False
             if np.load(folder / f"{s}.bounds.npy", mmap_mode="r").shape != (info["documents"], 2):
                 return False
             if np.load(folder / f"{s}.name_ends.npy", mmap_mode="r").shape != (info["documents"],):
@@ -194,23 +199,46 @@ def split_codes(names, n_val_fraction: float, n_test_fraction: float) -> np.ndar
 
 
 class _SplitWriter:
-    """Appends documents to one split's token file through a buffered file, hashing what it writes."""
+    """Appends documents to one split's token file through a buffered file, hashing what it writes.
 
-    def __init__(self, folder: Path, name: str) -> None:
-        self.folder, self.name = folder, name
+    With a ``tokenizer`` (a ``tokenizers.Tokenizer``) a document is encoded whole and written as
+    uint32 ids, and ``<split>.byte_ends`` gets, per token, the text bytes up to its end (int64):
+    what turns a loss per token into bits per text byte. Bounds stay in text bytes."""
+
+    def __init__(self, folder: Path, name: str, tokenizer=None) -> None:
+        self.folder, self.name, self.tok = folder, name, tokenizer
         self.out = open(folder / f"{name}.bin", "wb", buffering=sources.CHUNK_BYTES)  # noqa: SIM115 -- closed in close()
         self.names = open(folder / f"{name}.names", "wb", buffering=sources.CHUNK_BYTES)  # noqa: SIM115
+        self.ends = open(folder / f"{name}.byte_ends", "wb", buffering=sources.CHUNK_BYTES) if tokenizer else None  # noqa: SIM115
         self.sha, self.pos, self.bounds, self.name_ends = hashlib.sha256(), 0, array("q"), array("q")
+        self.text_pos, self.n_tokens = 0, 0  # text bytes and tokens written (they differ with a tokenizer)
 
     def write(self, doc_name: str, chunks) -> None:
         if self.bounds:
-            self._put(SEPARATOR)
-        start = self.pos
-        for chunk in chunks:
-            self._put(chunk)
-        self.bounds.extend((start, self.pos))
+            self._text(SEPARATOR)
+        start = self.text_pos
+        if self.tok is None:
+            for chunk in chunks:
+                self._text(chunk)
+        else:
+            self._text(b"".join(chunks))
+        self.bounds.extend((start, self.text_pos))
         self.names.write(doc_name.encode("utf-8"))
         self.name_ends.append(self.names.tell())
+
+    def _text(self, data: bytes) -> None:
+        if self.tok is None:
+            self._put(data)
+            self.n_tokens += len(data)
+        elif data:
+            text = data.decode("utf-8")
+            enc = self.tok.encode(text, add_special_tokens=False)
+            char_ends = np.asarray([e for _, e in enc.offsets], np.int64)
+            ends = self.text_pos + np.maximum.accumulate(char_byte_starts(text)[char_ends]) if enc.ids else char_ends
+            self._put(np.asarray(enc.ids, "<u4").tobytes())
+            self.ends.write(ends.astype("<i8").tobytes())
+            self.n_tokens += len(enc.ids)
+        self.text_pos += len(data)
 
     def _put(self, data: bytes) -> None:
         self.out.write(data)
@@ -220,9 +248,35 @@ class _SplitWriter:
     def close(self) -> dict:
         self.out.close()
         self.names.close()
+        if self.ends:
+            self.ends.close()
         np.save(self.folder / f"{self.name}.bounds.npy", np.frombuffer(self.bounds, np.int64).reshape(-1, 2))
         np.save(self.folder / f"{self.name}.name_ends.npy", np.frombuffer(self.name_ends, np.int64))
-        return {"documents": len(self.bounds) // 2, "tokens": self.pos, "sha256": self.sha.hexdigest()}
+        info = {"documents": len(self.bounds) // 2, "tokens": self.n_tokens, "sha256": self.sha.hexdigest()}
+        return info | {"bytes": self.text_pos}
+
+
+def char_byte_starts(text: str) -> np.ndarray:
+    """Byte offset of every character of ``text`` in UTF-8, plus the total (len(text) + 1 entries)."""
+    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
+    widths = 1 + (cps >= 0x80).astype(np.int64) + (cps >= 0x800) + (cps >= 0x10000)
+    return np.concatenate([[0], np.cumsum(widths)])
+
+
+def tokenizer_sha256(folder: Path) -> str:
+    return hashlib.sha256((folder / "tokenizer.json").read_bytes()).hexdigest()
+
+
+def load_tokenizer(folder: Path):
+    """The fast tokenizer in ``folder/tokenizer.json`` (the ``tokenizers`` library, no network)."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as e:  # the library raises its own exception types for a bad file
+        raise UserError(
+            f"{folder}/tokenizer.json cannot be read: {str(e).splitlines()[0]}", field="corpus.tokenizer"
+        ) from None
 
 
 def build(cfg: CorpusConfig, files: list[sources.SourceFile], key: str, root: Path, tick: sources.Tick) -> Path:
@@ -235,7 +289,8 @@ def build(cfg: CorpusConfig, files: list[sources.SourceFile], key: str, root: Pa
     final = root / key
     writers: dict[str, _SplitWriter] = {}
     try:
-        writers = {s: _SplitWriter(tmp, s) for s in SPLITS}
+        tok = None if cfg.tokenizer == BYTES else load_tokenizer(Path(cfg.tokenizer))
+        writers = {s: _SplitWriter(tmp, s, tok) for s in SPLITS}
         by_code = {c: writers[s] for s, c in _CODES.items()}
         n = 0
         for n, (name, chunks) in enumerate(sources.documents(files, cfg.text_field, tick), 1):
@@ -245,7 +300,12 @@ def build(cfg: CorpusConfig, files: list[sources.SourceFile], key: str, root: Pa
         if n != codes.size:
             raise UserError(f"{cfg.source} changed while it was being tokenized; load it again", field=sources.FIELD)
         splits = {s: w.close() for s, w in writers.items()}
-        manifest = {**options(cfg), "source": cfg.source, "content_sha256": key, "dtype": "uint8", "vocab_size": 256}
+        manifest = {**options(cfg), "source": cfg.source, "content_sha256": key}
+        manifest |= (
+            {"dtype": "uint8", "vocab_size": 256}
+            if tok is None
+            else {"dtype": "<u4", "vocab_size": tok.get_vocab_size()}
+        )
         (tmp / "manifest.json").write_text(json.dumps({**manifest, "splits": splits}, indent=1))
         if final.exists() and not verify(final):
             shutil.rmtree(final, ignore_errors=True)  # a damaged copy (a disk error, a hand edit): replace it
@@ -257,8 +317,9 @@ def build(cfg: CorpusConfig, files: list[sources.SourceFile], key: str, root: Pa
     finally:
         if tmp.exists():
             for w in writers.values():
-                w.out.close()
-                w.names.close()
+                for f in (w.out, w.names, w.ends):
+                    if f:
+                        f.close()
             shutil.rmtree(tmp, ignore_errors=True)
     return final
 
@@ -283,16 +344,23 @@ def _reclaim(root: Path) -> None:
 
 def open_split(folder: Path, split: str) -> TokenFile:
     """One split of a cached corpus; its tokens a read-only map of the token file, never read whole."""
-    info = json.loads((folder / "manifest.json").read_text())["splits"][split]
+    manifest = json.loads((folder / "manifest.json").read_text())
+    info = manifest["splits"][split]
     bounds = np.load(folder / f"{split}.bounds.npy", mmap_mode="r")
     works = Works(_map(folder / f"{split}.names"), np.load(folder / f"{split}.name_ends.npy", mmap_mode="r"))
-    return TokenFile(_map(folder / f"{split}.bin", info["tokens"]), works, Bounds(bounds), info["sha256"])
+    tokens = _map(folder / f"{split}.bin", info["tokens"], manifest["dtype"])
+    ends = None if manifest["tokenizer"] == BYTES else _map(folder / f"{split}.byte_ends", info["tokens"], "<i8")
+    return TokenFile(tokens, works, Bounds(bounds), info["sha256"], ends)
 
 
-def _map(path: Path, size: int | None = None) -> np.ndarray:
-    size = path.stat().st_size if size is None else size
-    if size:
-        return np.memmap(path, dtype=np.uint8, mode="r", shape=(size,))
-    empty = np.zeros(0, np.uint8)  # an empty file cannot be mapped
+def vocab_size(folder: Path) -> int:
+    return int(json.loads((folder / "manifest.json").read_text())["vocab_size"])
+
+
+def _map(path: Path, count: int | None = None, dtype: str = "uint8") -> np.ndarray:
+    count = path.stat().st_size // np.dtype(dtype).itemsize if count is None else count
+    if count:
+        return np.memmap(path, dtype=np.dtype(dtype), mode="r", shape=(count,))
+    empty = np.zeros(0, np.dtype(dtype))  # an empty file cannot be mapped
     empty.flags.writeable = False
     return empty

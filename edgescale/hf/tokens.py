@@ -18,15 +18,15 @@ the ids are the bytes themselves (vocabulary >= 256).
 from __future__ import annotations
 
 import hashlib
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from edgescale.bench.loss import LossResult, score
+from edgescale.bench.loss import LossResult, per_text_byte, score
 from edgescale.bench.ort_model import OrtCausalLM
 from edgescale.data.corpus import Corpus, Split
+from edgescale.data.tokenized import char_byte_starts
 from edgescale.errors import UserError
 from edgescale.hf.source import TOKENIZER_FILES, load_tokenizer
 
@@ -52,13 +52,6 @@ class TokenizedCorpus:
         return int(ends[first + count - 1]) - start
 
 
-def _char_byte_starts(text: str) -> np.ndarray:
-    """Byte offset of every character, plus the total at the end (len(text) + 1 entries)."""
-    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32)
-    widths = 1 + (cps >= 0x80).astype(np.int64) + (cps >= 0x800) + (cps >= 0x10000)
-    return np.concatenate([[0], np.cumsum(widths)])
-
-
 def tokenize_split(split: Split, tokenizer, vocab_size: int) -> tuple[Split, np.ndarray]:
     """(the split in token ids, byte_ends); ``tokenizer`` None means byte ids."""
     if tokenizer is None:
@@ -79,7 +72,7 @@ def tokenize_split(split: Split, tokenizer, vocab_size: int) -> tuple[Split, np.
             field="hf_model.tokenizer",
         )
     char_ends = np.asarray([e for _, e in enc["offset_mapping"]], dtype=np.int64)
-    byte_ends = np.maximum.accumulate(_char_byte_starts(text)[char_ends]) if ids.size else np.zeros(0, np.int64)
+    byte_ends = np.maximum.accumulate(char_byte_starts(text)[char_ends]) if ids.size else np.zeros(0, np.int64)
     h = hashlib.sha256(split.sha256.encode())
     h.update(ids.astype("<i4").tobytes())
     return Split(split.name, split.works, ids.astype(np.int32), h.hexdigest(), split.work_bounds), byte_ends
@@ -111,20 +104,8 @@ def hf_onnx_loss(
 
 
 def to_bits_per_byte(res: LossResult, tc: TokenizedCorpus, split: str) -> LossResult:
-    """Re-express a token-level score in bits per text byte. Window k scores the targets
-    tokens[s_k : s_k + t_k] (``starts`` and ``tokens`` of its windows; without starts, the
-    windows run contiguously from tokens[1]): its bytes are the byte ends' difference."""
-    w = res.windows
-    if w is None or w.tokens is None:  # no per-window tokens: no clustered error
-        n_bytes = tc.bytes_covered(split, 1, res.tokens)
-        bpb = res.nats_per_token * res.tokens / math.log(2) / n_bytes
-        return replace(res, bytes=n_bytes, bits_per_byte=bpb, se_bpb=math.nan, windows=None)
-    ends = np.concatenate([[0], tc.byte_ends[split]])  # ends[i]: text bytes before token i
-    starts = w.starts if w.starts is not None else 1 + np.concatenate([[0], np.cumsum(w.tokens)[:-1]])
-    w = replace(w, bytes=(ends[starts + w.tokens] - ends[starts]).astype(np.int64))
-    n_bytes = int(w.bytes.sum())
-    bpb = res.nats_per_token * res.tokens / math.log(2) / n_bytes
-    return replace(res, bytes=n_bytes, bits_per_byte=bpb, se_bpb=w.se_bits_per_byte(), windows=w)
+    """Re-express a token-level score in bits per text byte (:func:`edgescale.bench.loss.per_text_byte`)."""
+    return per_text_byte(res, tc.byte_ends[split])
 
 
 def check_causal_lm(path: Path):

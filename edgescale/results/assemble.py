@@ -428,7 +428,7 @@ def assemble_results(
             s.loss_target_bpb,
             seed=s.seed,
             pretrained=_pretrained_points(sizes, out, base_recipe),
-            train_tokens=pipe.corpus["train"].n_bytes,  # byte tokens: the unique tokens that exist
+            train_tokens=pipe.corpus["train"].n_tokens,  # the unique tokens that exist
         ),
         "distillation": _distillation(sizes, out, base_recipe, s.distillation, getattr(pipe, "distill_runs", {})),
     }

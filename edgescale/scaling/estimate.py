@@ -90,7 +90,7 @@ def _run_cost(study: Study, plan: SizePlan, tokens: int, branches: bool, extra_f
     return stepped, stepped * (3 * fwd + extra_fwd) + evals * fwd
 
 
-def estimate_training(study: Study, plans: list[SizePlan], trains: set[str], train_bytes: int) -> list[tuple]:
+def estimate_training(study: Study, plans: list[SizePlan], trains: set[str], train_tokens: int) -> list[tuple]:
     """(run label, tokens stepped, FLOPs) of every training run ``train_all`` will make; ``trains``:
     the plans whose backend trains (a checkpoint copied into the run costs nothing here)."""
     t = study.training
@@ -114,7 +114,7 @@ def estimate_training(study: Study, plans: list[SizePlan], trains: set[str], tra
                 if seed >= t.seeds:  # an equal-token twin beyond the ladder's own replicates
                     runs.append((f"{s} seed {study.seed + seed}", *_run_cost(study, student, student.tokens, True)))
                 if kd.equal_compute:
-                    cap = int(t.max_epochs * train_bytes)
+                    cap = int(t.max_epochs * train_tokens)
                     tokens, _ = equal_compute_tokens(
                         student.acct.params_total, teacher.acct.params_total, student.tokens, cap
                     )
@@ -135,12 +135,12 @@ def summarise(runs: list[tuple], device: str, peak: tuple[float | None, str, str
 
 
 def estimate_study(
-    study: Study, plans: list[SizePlan], trains: set[str], train_bytes: int, here: bool = True
+    study: Study, plans: list[SizePlan], trains: set[str], train_tokens: int, here: bool = True
 ) -> TrainingEstimate:
     """The estimate for a study about to run: its training device resolved (a device that is asked
     for and absent stops the run here, before anything trains) and that device's peak. ``here``
     False (training on a Ray cluster): the device is the cluster's, so no peak and no wall time."""
-    runs = estimate_training(study, plans, trains, train_bytes)
+    runs = estimate_training(study, plans, trains, train_tokens)
     if not here:
         where = f"{study.training.device} on the Ray cluster"
         return summarise(runs, where, (None, "peak unknown: the training device is the cluster's", "none"))

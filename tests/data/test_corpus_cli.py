@@ -14,7 +14,8 @@ def test_corpus_command_prints_the_splits_load_corpus_gives(tmp_path):
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     want = load_corpus(CorpusConfig(source="docs.jsonl", text_field="body", cache_dir="cache"), tmp_path)
-    assert out["splits"]["train"] == {"works": 16, "bytes": want["train"].n_bytes, "sha256": want["train"].sha256}
+    want_train = {"works": 16, "bytes": want["train"].n_bytes, "tokens": want["train"].n_tokens}
+    assert out["splits"]["train"] == {**want_train, "sha256": want["train"].sha256}
     assert out["cache"].endswith(str(want["train"].tokens.filename).rsplit("/", 2)[1])
     r = run_cli("corpus", "docs.jsonl", "--test-fraction", "0.5", cwd=tmp_path)
     assert r.returncode == 2 and "--test-fraction" in r.stderr

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[2]
 def _runs(study_file: Path, corpus=None):
     inputs = load_inputs(study_file, corpus_path=corpus)
     trains = {p.name for p in inputs.plans if isinstance(inputs.backends[p.name], TorchBackend)}
-    return inputs, estimate_training(inputs.study, inputs.plans, trains, inputs.corpus["train"].n_bytes)
+    return inputs, estimate_training(inputs.study, inputs.plans, trains, inputs.corpus["train"].n_tokens)
 
 
 def test_flops_per_token_is_palms_count():
