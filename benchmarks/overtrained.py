@@ -36,13 +36,14 @@ import yaml
 from edgescale.atomic import write_json
 from edgescale.compress.recipe import compile_chain
 from edgescale.config import Recipe, builtin_dir
-from edgescale.pipeline import Pipeline, load_inputs
+from edgescale.pipeline import Pipeline
 from edgescale.progress import Reporter
 from edgescale.report import overtrained as section
 from edgescale.report.build import report_run
 from edgescale.results import nll
 from edgescale.run import run_study
 from edgescale.rundir import RunDir
+from edgescale.study_inputs import load_inputs
 from edgescale.train.schedule import warmup_steps
 from edgescale.train.seed_stats import Delta, welch_delta
 from edgescale.yamlfile import read_yaml

@@ -32,9 +32,10 @@ from pathlib import Path
 
 from edgescale.backends.torch_lm import TorchBackend
 from edgescale.errors import UserError
-from edgescale.pipeline import Inputs, Pipeline, TrainJob, VariantFailure, attempt
+from edgescale.pipeline import Pipeline, TrainJob, VariantFailure, attempt
 from edgescale.progress import Reporter
 from edgescale.rundir import RunDir
+from edgescale.study_inputs import Inputs
 
 EXECUTORS = ("local", "ray")
 HOST_RESOURCE = "edgescale_host"  # offered once per node: a measurement holds a whole host

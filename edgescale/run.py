@@ -27,7 +27,7 @@ from edgescale.bench.measure import machine_info
 from edgescale.degradation_grid import degradation_grid
 from edgescale.executor import check_executor, session
 from edgescale.export.canonical import file_sha256
-from edgescale.pipeline import Pipeline, VariantFailure, attempt, load_inputs, package_versions
+from edgescale.pipeline import Pipeline, VariantFailure, attempt
 from edgescale.progress import Reporter
 from edgescale.report.analysis import analyse
 from edgescale.report.build import build_report
@@ -38,6 +38,7 @@ from edgescale.rundir import RunDir, key_of
 from edgescale.scaling.estimate import estimate_study, measured_against
 from edgescale.store.schema import db_path
 from edgescale.store.write import record_run
+from edgescale.study_inputs import load_inputs, package_versions
 
 
 def run_study(

@@ -96,6 +96,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     (
         "pipeline",
         (
+            "edgescale.study_inputs",
             "edgescale.pipeline",
             "edgescale.failures",
             "edgescale.executor",

@@ -19,7 +19,7 @@ from tiny_study import TINY
 from edgescale.config import MAX_BATCH_TOKENS, Study, TrainingConfig
 from edgescale.errors import UserError
 from edgescale.models.gpt import GPTConfig
-from edgescale.pipeline import critical_batch
+from edgescale.study_inputs import critical_batch
 from edgescale.train import trainer
 from edgescale.train.trainer import TrainingDiverged, train
 

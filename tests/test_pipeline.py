@@ -125,7 +125,7 @@ def test_fit_reads_a_run_directory(tiny_run):
 
 def test_critical_batch_rule_is_clamped_and_recorded():
     from edgescale.config import Study
-    from edgescale.pipeline import critical_batch
+    from edgescale.study_inputs import critical_batch
 
     study = Study.model_validate(
         {**TINY, "training": {**TINY["training"], "batch_rule": "critical"}, "loss_target_bpb": 3.3}

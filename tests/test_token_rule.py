@@ -9,7 +9,7 @@ from tiny_study import TINY
 from edgescale.backends.gpt import GPTBackend
 from edgescale.config import Study, builtin_dir
 from edgescale.models.shape import GPTConfig, accounting, ladder_sizes
-from edgescale.pipeline import _tokens_for
+from edgescale.study_inputs import _tokens_for
 
 
 class _Corpus(dict):

@@ -98,7 +98,7 @@ def test_an_untrusted_module_is_refused_naming_the_flag_and_never_imported(tmp_p
 
 def test_a_module_beside_the_study_runs_and_validate_says_so(tmp_path, unique):
     from edgescale.models.custom import AdaptedLM
-    from edgescale.pipeline import load_inputs
+    from edgescale.study_inputs import load_inputs
 
     marker = tmp_path / "ran"
     factory = _module(tmp_path, unique, marker)

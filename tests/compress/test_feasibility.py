@@ -156,8 +156,9 @@ def test_pipeline_keeps_findings_on_the_variant_and_prints_each_once(tmp_path):
     import yaml
     from rich.console import Console
 
-    from edgescale.pipeline import Pipeline, load_inputs
+    from edgescale.pipeline import Pipeline
     from edgescale.progress import Reporter
+    from edgescale.study_inputs import load_inputs
 
     study = {
         "name": "feasible",

@@ -154,9 +154,9 @@ def test_candidates_are_checked_before_any_work(tmp_path, text_dir, llama_dir, g
 
 
 def test_an_onnx_file_is_a_candidate_and_refuses_torch_stage_recipes(tmp_path, text_dir, gpt2_onnx, llama_dir):
-    from edgescale.pipeline import load_inputs
     from edgescale.progress import Reporter
     from edgescale.run import run_study
+    from edgescale.study_inputs import load_inputs
 
     models = (
         f"  - {{hf: {llama_dir}, name: llama-tiny, block_size: 32}}\n"

@@ -42,7 +42,7 @@ def test_a_study_names_exactly_one_model_source():
 
 
 def test_steps_a_hugging_face_model_cannot_take_stop_the_study_before_work(tmp_path, text_dir, llama_dir):
-    from edgescale.pipeline import load_inputs
+    from edgescale.study_inputs import load_inputs
 
     layers = _recipe(tmp_path, "drop", "  - op: prune.layers\n")
     with pytest.raises(UserError, match="prune.layers is not available for Hugging Face models") as e:
@@ -60,7 +60,7 @@ def test_steps_a_hugging_face_model_cannot_take_stop_the_study_before_work(tmp_p
 def test_a_study_on_a_folder_that_is_not_a_causal_lm_stops_with_one_message(tmp_path, text_dir):
     from transformers import BertConfig
 
-    from edgescale.pipeline import load_inputs
+    from edgescale.study_inputs import load_inputs
 
     bert = tmp_path / "bert"
     BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64,

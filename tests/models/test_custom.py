@@ -109,7 +109,7 @@ def test_a_custom_module_gets_only_the_steps_registered_for_it():
 
 def test_a_factory_module_beside_the_study_file_imports_without_pythonpath(tmp_path, monkeypatch):
     """Paths in a study are relative to the study file: so is its factory module, for that import only."""
-    from edgescale.pipeline import load_inputs
+    from edgescale.study_inputs import load_inputs
 
     monkeypatch.delenv("PYTHONPATH", raising=False)
     module = f"beside_{tmp_path.name.replace('-', '_')}"  # unique: sys.modules outlives the test

@@ -10,9 +10,9 @@ import pytest
 from edgescale.backends.torch_lm import TorchBackend
 from edgescale.errors import UserError
 from edgescale.models.gpt import GPTConfig
-from edgescale.pipeline import load_inputs
 from edgescale.scaling.estimate import estimate_training, flops_per_token, measured_against, summarise
 from edgescale.scaling.plan import DEFAULT_MFU
+from edgescale.study_inputs import load_inputs
 
 REPO = Path(__file__).resolve().parents[2]
 

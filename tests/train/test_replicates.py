@@ -85,9 +85,10 @@ def test_distillation_pair_carries_an_interval_from_n_seeds():
 def test_pipeline_trains_each_seed_as_its_own_resumable_run(tmp_path):
     from tiny_study import TINY
 
-    from edgescale.pipeline import Pipeline, load_inputs
+    from edgescale.pipeline import Pipeline
     from edgescale.progress import Reporter
     from edgescale.rundir import RunDir
+    from edgescale.study_inputs import load_inputs
 
     study = {
         **TINY,
